@@ -1,0 +1,26 @@
+//! The sans-IO core: it decides, the web driver does IO.
+//!
+//! Nothing here uses web-sys, js-sys, wasm-bindgen or idb, nothing is async, and nothing reads a
+//! clock: time comes in as [`Millis`] from the driver. Everything builds and is tested on the host.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`declaration`] | `pkg.json` / manifest: parse, validate (errors name the JSON path), Apple-key aliases |
+//! | [`download`] | identifiers, requests, priority, essential flag, the download state machine |
+//! | [`policy`] | allowance accounting, domain allow-list, install-size and storage pre-flight |
+//! | [`queue`] | what starts next: essential first, priority, age; concurrency and bandwidth |
+//! | [`transfer`] | one download's resumable transfer: events in, actions out |
+//! | [`integrity`] | incremental SHA-256 whose state survives a checkpoint |
+//! | [`error`] | the error enum and its stable codes |
+
+pub mod declaration;
+pub mod download;
+pub mod error;
+pub mod integrity;
+pub mod policy;
+pub mod queue;
+pub mod transfer;
+
+/// Milliseconds on the driver's clock (e.g. `performance.now()` or `Date.now()`). The core never
+/// reads a clock itself; only differences between two `Millis` are meaningful.
+pub type Millis = u64;

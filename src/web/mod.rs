@@ -1,0 +1,1 @@
+//! The web driver (wasm32 only): runs the core's decisions with `fetch`, IndexedDB and Web Locks.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("xtask: skeleton");
+    std::process::exit(2);
+}
