@@ -1,0 +1,1413 @@
+//! One download as a resumable, verifying state machine: events in, actions out.
+//!
+//! A [`Transfer`] contains no networking code, no storage code and no clock (the model is
+//! `quinn-proto`). The driver (the web engine, or a test) performs each [`Action`] and reports
+//! what happened as an [`Event`], with the time:
+//!
+//! ```text
+//!   driver                                                   Transfer
+//!   ──────                                                   ────────
+//!   Transfer::new(spec, now) / Transfer::resume(spec, checkpoint, now)
+//!   loop {
+//!       while let Some(action) = t.poll_action() {   ──▶  Fetch{url, range_start, if_range}
+//!           perform it, in order                           Abort      (stop reading the response)
+//!       }                                                  Write{offset, data, checkpoint}
+//!       wait for the first of:                             Discard{checkpoint} (drop stored chunks)
+//!         - response head / body piece / end / error       SaveCheckpoint(checkpoint)
+//!         - a Write or Discard committed / failed          RetryAt(t) (informative)
+//!         - t.poll_timeout() reached                       Finish{size, sha256} | Fail(error)
+//!         - pause / resume / cancel from the app
+//!       t.handle(event, now)                 ◀──  ResponseHead, Body, End, NetworkError,
+//!   }                                                      Written, WriteFailed, Timeout,
+//!                                                          Pause, Resume, Cancel
+//! ```
+//!
+//! # The driver's contract
+//! - Perform actions **in the order they are polled**. `Write`, `Discard` and `SaveCheckpoint`
+//!   each carry the [`Checkpoint`] to store *in the same transaction* as the change (chunk put /
+//!   chunks deleted). Report each `Write` with [`Event::Written`] (or [`Event::WriteFailed`]) in
+//!   order; a `Write` polled before a `Discard` is still confirmed (the transfer knows it is stale).
+//! - After `Abort`, deliver nothing more from that response. At most one fetch is open at a time.
+//! - Call [`Transfer::handle`] with [`Event::Timeout`] once `now >= poll_timeout()`.
+//! - To continue in another context (the worker was killed, another tab took over), read the last
+//!   stored checkpoint and call [`Transfer::resume`]. Bytes that were received but not yet part
+//!   of a committed `Write` are simply fetched again: at most one chunk plus one body piece.
+//! - If the body is content-encoded (gzip...), pass `content_length: None`: the header then
+//!   counts encoded bytes, not the bytes the stream yields.
+//!
+//! # Resume rules
+//! - The first request has no `Range`. A later one sends `Range: bytes=<received>-` and
+//!   `If-Range: <validator>`. The validator is the first response's **strong** `ETag`; a weak
+//!   (`W/`) ETag never counts. When there is no strong ETag, `Last-Modified` is used as the
+//!   `If-Range` validator (RFC 9110 allows it for dates at least one second older than the
+//!   response; a file replaced twice within one second could mix — a declared SHA-256 catches
+//!   that and the file is never reported finished). With neither, the transfer restarts from zero.
+//! - `206` whose `Content-Range` starts where asked and agrees with the known total → continue.
+//!   A `206` with a different strong `ETag`, a bad or mismatching `Content-Range`, or `416` →
+//!   abort, [`Action::Discard`], fetch again from zero. A `200` in answer to a range → discard
+//!   and keep reading that same `200` body from byte zero (no extra round trip). Every restart
+//!   adds the bytes thrown away to [`Progress::wasted_bytes`]. A `416` whose `Content-Range` is
+//!   `bytes */<bytes already stored>` means the file was complete: it is verified, not refetched.
+//! - A body longer than the declared size / `Content-Length` / `Content-Range` → abort, discard
+//!   and [`Error::SizeMismatch`] (no retry: the server's file is not the declared one). A body
+//!   that ends early → like a network error: keep what arrived, retry with `Range`.
+//! - Network errors, an early end, `408`, `429`, `5xx` and stalls are retried with exponential
+//!   backoff (`backoff_base_ms · 2^(n-1)`, at most `backoff_max_ms`, no jitter: deterministic);
+//!   `Retry-After` (delta-seconds, or an HTTP-date relative to the response's `Date`) replaces
+//!   the backoff, clamped to `retry_after_max_ms`. `max_attempts` consecutive failed attempts
+//!   that bring no byte beyond the furthest byte ever received end the transfer with
+//!   [`Error::RetriesExhausted`] (or [`Error::Stalled`] if the last one stalled). Progress resets
+//!   the count, so a flaky link that always moves forward is never given up on.
+//! - `404`, `410`, any other `4xx` and unexpected statuses → [`Error::HttpStatus`], no retry.
+//!   `401`/`403`/`407` → [`Error::AuthenticationRequired`], no retry (the manager's delegate may
+//!   supply credentials and start a new transfer from the checkpoint).
+//! - A stall is fewer than `stall_min_bytes_per_sec` over `stall_window_ms` (waiting for the
+//!   response head counts too): abort and retry.
+//! - Pause aborts the fetch, stores the received bytes as a (possibly short) `Write`, and keeps
+//!   everything: resume continues with `Range`, nothing is fetched twice. Cancel aborts,
+//!   discards and fails with [`Error::Cancelled`]. [`Event::WriteFailed`] (quota, stale epoch)
+//!   fails with that error, no retry, stored bytes left as they are.
+//!
+//! # Integrity
+//! Body pieces are coalesced into `chunk_size` writes. Each chunk is hashed when it is cut, so
+//! the [`HashState`] in a `Write`'s checkpoint covers exactly the bytes up to the end of that
+//! chunk, and a context that resumes from it still verifies the whole file. At the end the size
+//! and SHA-256 are checked against the declaration: [`Action::Finish`] is only ever emitted for
+//! a file whose size and digest match (when declared), and only once every `Write` is confirmed.
+//! A mismatch discards the stored bytes and fails with [`Error::IntegrityMismatch`] /
+//! [`Error::SizeMismatch`]. There is no separate "verify" action: verification is inline.
+//!
+//! # Example
+//! A whole download from an in-memory server, with a dropped connection in the middle:
+//! ```
+//! use background_assets::core::transfer::*;
+//! use sha2::{Digest, Sha256};
+//!
+//! let file: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+//! let mut spec = TransferSpec::new("level-1", "https://cdn.example/level-1.bin");
+//! spec.expected_size = Some(file.len() as u64);
+//! spec.sha256 = Some(Sha256::digest(&file).into());
+//! spec.config.chunk_size = 4096;
+//!
+//! let mut t = Transfer::new(spec, 0);
+//! let mut store: Vec<u8> = Vec::new();       // the "container"
+//! let mut now = 0;
+//! let mut first_request = true;
+//! let finished = loop {
+//!     let mut done = None;
+//!     while let Some(action) = t.poll_action() {
+//!         match action {
+//!             Action::Fetch { range_start, if_range, .. } => {
+//!                 let start = range_start.unwrap_or(0) as usize;
+//!                 assert_eq!(if_range.is_some(), start > 0);
+//!                 let (status, range) = if start == 0 {
+//!                     (200, None)
+//!                 } else {
+//!                     (206, Some(format!("bytes {start}-{}/{}", file.len() - 1, file.len())))
+//!                 };
+//!                 let headers = ResponseHeaders {
+//!                     etag: Some("\"v1\"".into()),
+//!                     content_range: range,
+//!                     content_length: Some((file.len() - start).to_string()),
+//!                     ..Default::default()
+//!                 };
+//!                 t.handle(Event::ResponseHead { status, headers }, now);
+//!                 // The first response breaks after 6000 bytes; the second completes.
+//!                 let end = if first_request { 6000 } else { file.len() };
+//!                 for piece in file[start..end].chunks(1000) {
+//!                     now += 10;
+//!                     t.handle(Event::Body(piece), now);
+//!                 }
+//!                 let last = if first_request {
+//!                     Event::NetworkError("connection reset".into())
+//!                 } else {
+//!                     Event::End
+//!                 };
+//!                 first_request = false;
+//!                 t.handle(last, now);
+//!             }
+//!             Action::Write { offset, data, .. } => {
+//!                 assert_eq!(offset as usize, store.len());
+//!                 store.extend_from_slice(&data);
+//!                 t.handle(Event::Written { offset, len: data.len() as u64 }, now);
+//!             }
+//!             Action::Discard { .. } => store.clear(),
+//!             Action::Finish { size, sha256 } => done = Some(Ok((size, sha256))),
+//!             Action::Fail(e) => done = Some(Err(e)),
+//!             Action::Abort | Action::SaveCheckpoint(_) | Action::RetryAt(_) => {}
+//!         }
+//!     }
+//!     if let Some(done) = done {
+//!         break done;
+//!     }
+//!     now = t.poll_timeout().expect("a retry is scheduled");
+//!     t.handle(Event::Timeout, now);
+//! };
+//! let (size, _digest) = finished.unwrap();
+//! assert_eq!(size, 10_000);
+//! assert_eq!(store, file);
+//! assert_eq!(t.progress().wasted_bytes, 0);
+//! assert_eq!(t.progress().attempts, 2);
+//! ```
+
+mod headers;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::error::{hex, Error};
+use crate::core::integrity::{HashState, Sha256Stream};
+use crate::core::Millis;
+
+use headers::ContentRange;
+
+/// Tuning of one transfer. The defaults suit a service worker on a normal connection.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::TransferConfig;
+/// let config = TransferConfig { chunk_size: 1 << 20, ..TransferConfig::default() };
+/// assert!(config.validate().is_ok());
+/// assert!(TransferConfig { chunk_size: 0, ..config }.validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TransferConfig {
+    /// Bytes coalesced into one `Write` (default 4 MiB). Also the most a killed context loses.
+    pub chunk_size: u32,
+    /// Consecutive failed attempts without new bytes before giving up (default 5, at least 1).
+    pub max_attempts: u32,
+    /// First retry delay; doubled for each further consecutive failure (default 1 s).
+    pub backoff_base_ms: u64,
+    /// Longest backoff delay (default 60 s).
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured (default 5 min); longer values are clamped to this.
+    pub retry_after_max_ms: u64,
+    /// Lowest accepted speed over a window; `0` turns stall detection off (default 1024 B/s).
+    pub stall_min_bytes_per_sec: u64,
+    /// The window over which the speed is measured (default 30 s).
+    pub stall_window_ms: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            chunk_size: 4 << 20,
+            max_attempts: 5,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 60_000,
+            retry_after_max_ms: 300_000,
+            stall_min_bytes_per_sec: 1024,
+            stall_window_ms: 30_000,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// Checks the values; the error names the bad field.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::TransferConfig;
+    /// let bad = TransferConfig { max_attempts: 0, ..TransferConfig::default() };
+    /// assert!(bad.validate().unwrap_err().to_string().contains("max_attempts"));
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| {
+            Err(Error::DownloadInvalid {
+                reason: format!("transfer config `{field}` {why}"),
+            })
+        };
+        if self.chunk_size == 0 {
+            return bad("chunk_size", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if self.backoff_max_ms < self.backoff_base_ms {
+            return bad("backoff_max_ms", "must be >= backoff_base_ms");
+        }
+        if self.stall_min_bytes_per_sec > 0 && self.stall_window_ms == 0 {
+            return bad("stall_window_ms", "must be > 0 when stall detection is on");
+        }
+        Ok(())
+    }
+}
+
+/// What to download: identifier (used in errors), URL, and the declared size and digest.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::TransferSpec;
+/// let mut spec = TransferSpec::new("map-eu", "https://cdn.example/map-eu.bin");
+/// spec.expected_size = Some(1 << 30);
+/// assert_eq!(spec.config.chunk_size, 4 << 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferSpec {
+    /// The download's identifier.
+    pub identifier: String,
+    /// The request URL (the allow-list check is the policy's job, before and after redirects).
+    pub url: String,
+    /// The declared size, if any: a file of any other size is never reported finished.
+    pub expected_size: Option<u64>,
+    /// The declared SHA-256, if any: a file with any other digest is never reported finished.
+    pub sha256: Option<[u8; 32]>,
+    /// Tuning.
+    pub config: TransferConfig,
+}
+
+impl TransferSpec {
+    /// A spec with no declared size or digest and the default config.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::TransferSpec;
+    /// let spec = TransferSpec::new("a", "https://cdn.example/a");
+    /// assert_eq!(spec.expected_size, None);
+    /// ```
+    pub fn new(identifier: impl Into<String>, url: impl Into<String>) -> Self {
+        TransferSpec {
+            identifier: identifier.into(),
+            url: url.into(),
+            expected_size: None,
+            sha256: None,
+            config: TransferConfig::default(),
+        }
+    }
+}
+
+/// The validator sent as `If-Range` when resuming.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::Validator;
+/// assert_eq!(Validator::ETag("\"v1\"".into()).if_range(), "\"v1\"");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Validator {
+    /// A strong entity tag, quotes included.
+    ETag(String),
+    /// A `Last-Modified` date, used when the server gave no strong ETag.
+    LastModified(String),
+}
+
+impl Validator {
+    /// The `If-Range` header value.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::Validator;
+    /// let v = Validator::LastModified("Wed, 21 Oct 2015 07:28:00 GMT".into());
+    /// assert!(v.if_range().ends_with("GMT"));
+    /// ```
+    pub fn if_range(&self) -> &str {
+        match self {
+            Validator::ETag(v) | Validator::LastModified(v) => v,
+        }
+    }
+}
+
+/// Everything needed to continue a transfer in another context. Stored with every chunk, in the
+/// same transaction; `bytes` and `hash` always describe exactly the stored prefix of the file.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::Checkpoint;
+/// let json = serde_json::to_string(&Checkpoint::default()).unwrap();
+/// let back: Checkpoint = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back.bytes, 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// Bytes stored, contiguous from offset 0.
+    pub bytes: u64,
+    /// SHA-256 state over exactly those bytes.
+    pub hash: HashState,
+    /// The validator of the response those bytes came from.
+    pub validator: Option<Validator>,
+    /// The file's total size as the server stated it, if it did.
+    pub total: Option<u64>,
+    /// The last response's URL after redirects, if it differed from the request URL.
+    pub final_url: Option<String>,
+    /// Fetches started, over every context.
+    pub attempts: u32,
+    /// Consecutive failed attempts that brought no new byte.
+    pub failures: u32,
+    /// The furthest byte offset ever received (across restarts), the measure of "progress".
+    pub high_water: u64,
+    /// Bytes received and then thrown away by restarts from zero.
+    pub wasted_bytes: u64,
+    /// Restarts from zero.
+    pub restarts: u32,
+}
+
+/// The response headers the transfer needs, as raw strings (the transfer parses them).
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::ResponseHeaders;
+/// let h = ResponseHeaders { etag: Some("\"abc\"".into()), ..Default::default() };
+/// assert!(h.content_range.is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// `Content-Range`.
+    pub content_range: Option<String>,
+    /// `Content-Length` (pass `None` for a content-encoded body).
+    pub content_length: Option<String>,
+    /// `Retry-After`.
+    pub retry_after: Option<String>,
+    /// `Date` (only used to read an HTTP-date `Retry-After`).
+    pub date: Option<String>,
+    /// `response.url`, the URL after redirects.
+    pub final_url: Option<String>,
+}
+
+/// What happened, reported by the driver.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The response's status and headers arrived.
+    ResponseHead {
+        /// HTTP status.
+        status: u16,
+        /// Headers.
+        headers: ResponseHeaders,
+    },
+    /// A piece of the body, as the stream yielded it.
+    Body(&'a [u8]),
+    /// The body ended cleanly.
+    End,
+    /// The fetch failed (reset, DNS, offline...).
+    NetworkError(String),
+    /// A `Write` (chunk + checkpoint) committed.
+    Written {
+        /// The write's offset.
+        offset: u64,
+        /// The write's length.
+        len: u64,
+    },
+    /// A `Write` (or `Discard`/`SaveCheckpoint`) failed, e.g. [`Error::QuotaExceeded`] or
+    /// [`Error::StaleEpoch`]: the transfer fails with this error.
+    WriteFailed(Error),
+    /// `poll_timeout()` was reached.
+    Timeout,
+    /// The app paused the download.
+    Pause,
+    /// The app resumed a paused download.
+    Resume,
+    /// The app cancelled the download.
+    Cancel,
+}
+
+/// What the driver must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a GET. `range_start: Some(n)` → `Range: bytes=n-`; `if_range` → `If-Range`.
+    Fetch {
+        /// The request URL.
+        url: String,
+        /// First byte wanted, `None` for the whole file.
+        range_start: Option<u64>,
+        /// The `If-Range` validator.
+        if_range: Option<String>,
+    },
+    /// Stop reading the current response and deliver nothing more from it.
+    Abort,
+    /// Store `data` at `offset` and `checkpoint`, in one transaction; then report `Written`.
+    Write {
+        /// Byte offset in the file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// The checkpoint that is true once this chunk is stored.
+        checkpoint: Checkpoint,
+    },
+    /// Delete every stored chunk of this download and store `checkpoint`, in one transaction.
+    Discard {
+        /// The new (empty) checkpoint, with the wasted bytes counted.
+        checkpoint: Checkpoint,
+    },
+    /// Store this checkpoint (counters changed; no bytes to write).
+    SaveCheckpoint(Checkpoint),
+    /// A retry is scheduled at this time (the same as `poll_timeout()`), for logs or to arrange a
+    /// wake-up; the driver still delivers `Event::Timeout` then.
+    RetryAt(Millis),
+    /// The file is complete, stored, and matches its declaration. Terminal.
+    Finish {
+        /// Size in bytes.
+        size: u64,
+        /// Its SHA-256.
+        sha256: [u8; 32],
+    },
+    /// The transfer failed. Terminal.
+    Fail(Error),
+}
+
+/// Where a transfer is.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::TransferState;
+/// assert!(TransferState::Finished.is_terminal());
+/// assert!(!TransferState::Paused.is_terminal());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferState {
+    /// A fetch was requested; waiting for the response head.
+    Connecting,
+    /// Reading the body.
+    Receiving,
+    /// Waiting until `poll_timeout()` to retry.
+    RetryWait,
+    /// Paused by the app.
+    Paused,
+    /// Every byte received and verified; waiting for the last writes to be confirmed.
+    Finishing,
+    /// Finished (terminal).
+    Finished,
+    /// Failed (terminal).
+    Failed,
+}
+
+impl TransferState {
+    /// Whether no event will change this state any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TransferState::Finished | TransferState::Failed)
+    }
+}
+
+/// Progress, for delegates and progress bars.
+///
+/// # Example
+/// ```
+/// use background_assets::core::transfer::{Transfer, TransferSpec};
+/// let t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+/// assert_eq!(t.progress().bytes_written, 0);
+/// assert_eq!(t.progress().attempts, 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes whose writes were confirmed.
+    pub bytes_written: u64,
+    /// Bytes received so far for the current version of the file (stored or not yet).
+    pub bytes_received: u64,
+    /// The declared size, else the server's total, if known.
+    pub total_expected: Option<u64>,
+    /// Bytes received and then thrown away by restarts from zero.
+    pub wasted_bytes: u64,
+    /// Fetches started.
+    pub attempts: u32,
+    /// Restarts from zero.
+    pub restarts: u32,
+    /// `response.url` of the last response, if it differed from the request URL.
+    pub final_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Receiving,
+    RetryWait { until: Millis },
+    Paused,
+    Finishing { size: u64, sha256: [u8; 32] },
+    Finished,
+    Failed,
+}
+
+/// A write handed to the driver and not yet confirmed.
+#[derive(Debug)]
+struct PendingWrite {
+    offset: u64,
+    len: u64,
+    checkpoint: Checkpoint,
+}
+
+/// One download's transfer state machine. See the [module docs](self) for the contract.
+#[derive(Debug)]
+pub struct Transfer {
+    spec: TransferSpec,
+    phase: Phase,
+    actions: VecDeque<Action>,
+
+    /// SHA-256 over `[0, emitted)`.
+    hasher: Sha256Stream,
+    /// Bytes handed out in `Write`s (contiguous from 0).
+    emitted: u64,
+    /// Received bytes `[emitted, emitted + buffer.len())` not yet cut into a `Write`.
+    buffer: Vec<u8>,
+    /// The checkpoint of the last confirmed write (or discard).
+    committed: Checkpoint,
+    pending: VecDeque<PendingWrite>,
+    /// Confirmations still due for writes made stale by a discard.
+    stale_confirmations: usize,
+
+    validator: Option<Validator>,
+    /// The server's total size for the current version.
+    server_total: Option<u64>,
+    final_url: Option<String>,
+
+    attempts: u32,
+    failures: u32,
+    high_water: u64,
+    high_water_at_attempt_start: u64,
+    wasted_bytes: u64,
+    restarts: u32,
+
+    fetch_open: bool,
+    /// The `range_start` of the open fetch.
+    requested_start: u64,
+    /// The body may not go past this offset.
+    body_limit: Option<u64>,
+    window_start: Millis,
+    window_bytes: u64,
+}
+
+enum FailureKind {
+    Retryable {
+        delay: Option<Millis>,
+        stall: bool,
+    },
+    /// Retry at once (a restart from zero after a bad range answer).
+    Immediate,
+}
+
+impl Transfer {
+    /// Starts a new transfer: the first action is a `Fetch` without `Range`.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::{Action, Transfer, TransferSpec};
+    /// let mut t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+    /// assert_eq!(
+    ///     t.poll_action(),
+    ///     Some(Action::Fetch { url: "https://cdn.example/a".into(), range_start: None, if_range: None })
+    /// );
+    /// ```
+    pub fn new(spec: TransferSpec, now: Millis) -> Transfer {
+        let mut t = Transfer::blank(spec);
+        if t.refuse_bad_spec() {
+            return t;
+        }
+        t.start_fetch(now);
+        t
+    }
+
+    /// Continues a transfer from a stored checkpoint, in this (possibly new) context. Sends a
+    /// `Range` request for the rest; verifies without fetching when the checkpoint already holds
+    /// the whole file; restarts from zero (with a `Discard`) when the checkpoint has no validator,
+    /// is inconsistent, or disagrees with the declared size.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::*;
+    /// let mut first = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+    /// let _ = first.poll_action(); // Fetch
+    /// let headers = ResponseHeaders { etag: Some("\"v1\"".into()), ..Default::default() };
+    /// first.handle(Event::ResponseHead { status: 200, headers }, 0);
+    /// first.handle(Event::Pause, 1); // stores what arrived (nothing yet) and stops
+    /// let checkpoint = first.checkpoint();
+    ///
+    /// let mut next = Transfer::resume(TransferSpec::new("a", "https://cdn.example/a"), checkpoint, 5);
+    /// assert!(matches!(next.poll_action(), Some(Action::Fetch { .. })));
+    /// ```
+    pub fn resume(spec: TransferSpec, checkpoint: Checkpoint, now: Millis) -> Transfer {
+        let mut t = Transfer::blank(spec);
+        if t.refuse_bad_spec() {
+            return t;
+        }
+        t.attempts = checkpoint.attempts;
+        t.failures = checkpoint.failures;
+        t.wasted_bytes = checkpoint.wasted_bytes;
+        t.restarts = checkpoint.restarts;
+        t.high_water = checkpoint.high_water.max(checkpoint.bytes);
+        t.final_url = checkpoint.final_url.clone();
+        let expected = t.spec.expected_size;
+        let hasher = Sha256Stream::restore(&checkpoint.hash)
+            .ok()
+            .filter(|h| h.bytes_hashed() == checkpoint.bytes);
+        let consistent = match (expected, checkpoint.total) {
+            (Some(e), Some(total)) => e == total && checkpoint.bytes <= e,
+            (Some(e), None) => checkpoint.bytes <= e,
+            (None, Some(total)) => checkpoint.bytes <= total,
+            (None, None) => true,
+        };
+        match hasher {
+            Some(hasher) if consistent => {
+                t.hasher = hasher;
+                t.emitted = checkpoint.bytes;
+                t.validator = checkpoint.validator.clone();
+                t.server_total = checkpoint.total;
+                t.committed = checkpoint;
+            }
+            _ => {
+                // Unusable checkpoint: the stored bytes cannot be trusted; start over.
+                t.emitted = checkpoint.bytes;
+                t.restart_from_zero();
+            }
+        }
+        let total = t.spec.expected_size.or(t.server_total);
+        if t.emitted > 0 && total == Some(t.emitted) {
+            t.verify_complete();
+        } else {
+            t.start_fetch(now);
+        }
+        t
+    }
+
+    fn blank(spec: TransferSpec) -> Transfer {
+        Transfer {
+            spec,
+            phase: Phase::Connecting,
+            actions: VecDeque::new(),
+            hasher: Sha256Stream::new(),
+            emitted: 0,
+            buffer: Vec::new(),
+            committed: Checkpoint::default(),
+            pending: VecDeque::new(),
+            stale_confirmations: 0,
+            validator: None,
+            server_total: None,
+            final_url: None,
+            attempts: 0,
+            failures: 0,
+            high_water: 0,
+            high_water_at_attempt_start: 0,
+            wasted_bytes: 0,
+            restarts: 0,
+            fetch_open: false,
+            requested_start: 0,
+            body_limit: None,
+            window_start: 0,
+            window_bytes: 0,
+        }
+    }
+
+    fn refuse_bad_spec(&mut self) -> bool {
+        let problem = self.spec.config.validate().err().or_else(|| {
+            self.spec
+                .identifier
+                .is_empty()
+                .then(|| Error::DownloadInvalid {
+                    reason: "transfer identifier is empty".into(),
+                })
+        });
+        match problem {
+            Some(e) => {
+                self.fail(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Feeds one event. Events that make no sense in the current state (a late body piece after
+    /// `Abort`, anything after a terminal state) are ignored.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::{error::Error, transfer::*};
+    /// let mut t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+    /// let _ = t.poll_action();
+    /// t.handle(Event::ResponseHead { status: 404, headers: ResponseHeaders::default() }, 3);
+    /// assert_eq!(t.poll_action(), Some(Action::Abort));
+    /// assert!(matches!(t.poll_action(), Some(Action::Fail(Error::HttpStatus { status: 404, .. }))));
+    /// assert_eq!(t.state(), TransferState::Failed);
+    /// ```
+    pub fn handle(&mut self, event: Event<'_>, now: Millis) {
+        if self.state().is_terminal() {
+            return;
+        }
+        match event {
+            Event::ResponseHead { status, headers } => {
+                if self.phase == Phase::Connecting && self.fetch_open {
+                    self.on_head(status, headers, now);
+                }
+            }
+            Event::Body(piece) => {
+                if self.phase == Phase::Receiving && self.fetch_open {
+                    self.on_body(piece, now);
+                }
+            }
+            Event::End => {
+                if self.phase == Phase::Receiving && self.fetch_open {
+                    self.on_end(now);
+                }
+            }
+            Event::NetworkError(message) => {
+                if matches!(self.phase, Phase::Connecting | Phase::Receiving) && self.fetch_open {
+                    self.fetch_open = false;
+                    self.failed_attempt(
+                        format!("network error: {message}"),
+                        FailureKind::Retryable {
+                            delay: None,
+                            stall: false,
+                        },
+                        now,
+                    );
+                }
+            }
+            Event::Written { offset, len } => self.on_written(offset, len),
+            Event::WriteFailed(error) => {
+                self.abort_fetch();
+                self.fail(error);
+            }
+            Event::Timeout => match self.phase {
+                Phase::RetryWait { until } if now >= until => self.start_fetch(now),
+                Phase::Connecting | Phase::Receiving => self.check_stall(now),
+                _ => {}
+            },
+            Event::Pause => match self.phase {
+                Phase::Connecting | Phase::Receiving | Phase::RetryWait { .. } => {
+                    self.abort_fetch();
+                    self.flush_or_save();
+                    self.phase = Phase::Paused;
+                }
+                _ => {}
+            },
+            Event::Resume => {
+                if self.phase == Phase::Paused {
+                    self.start_fetch(now);
+                }
+            }
+            Event::Cancel => {
+                self.abort_fetch();
+                self.discard_all();
+                self.fail(Error::Cancelled {
+                    identifier: self.spec.identifier.clone(),
+                });
+            }
+        }
+    }
+
+    /// The next action for the driver, in order; call until `None` after every `handle`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the driver must deliver [`Event::Timeout`]: the retry time while waiting, or the end
+    /// of the current stall-measurement window while fetching. `None` when nothing is timed.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::*;
+    /// let t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 1_000);
+    /// assert_eq!(t.poll_timeout(), Some(1_000 + TransferConfig::default().stall_window_ms));
+    /// ```
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.phase {
+            Phase::RetryWait { until } => Some(until),
+            Phase::Connecting | Phase::Receiving
+                if self.fetch_open && self.spec.config.stall_min_bytes_per_sec > 0 =>
+            {
+                Some(
+                    self.window_start
+                        .saturating_add(self.spec.config.stall_window_ms),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// The checkpoint of what is confirmed stored: `bytes`/`hash` as of the last confirmed
+    /// `Write` (or `Discard`), with the current counters.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            validator: self.validator.clone(),
+            total: self.server_total,
+            final_url: self.final_url.clone(),
+            attempts: self.attempts,
+            failures: self.failures,
+            high_water: self.high_water,
+            wasted_bytes: self.wasted_bytes,
+            restarts: self.restarts,
+            ..self.committed.clone()
+        }
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            bytes_written: self.committed.bytes,
+            bytes_received: self.received(),
+            total_expected: self.spec.expected_size.or(self.server_total),
+            wasted_bytes: self.wasted_bytes,
+            attempts: self.attempts,
+            restarts: self.restarts,
+            final_url: self.final_url.clone(),
+        }
+    }
+
+    /// The response URL after redirects, when it differed from the request URL: the driver
+    /// checks it against the domain allow-list.
+    pub fn final_url(&self) -> Option<&str> {
+        self.final_url.as_deref()
+    }
+
+    /// The spec this transfer runs.
+    pub fn spec(&self) -> &TransferSpec {
+        &self.spec
+    }
+
+    /// Where the transfer is.
+    pub fn state(&self) -> TransferState {
+        match self.phase {
+            Phase::Connecting => TransferState::Connecting,
+            Phase::Receiving => TransferState::Receiving,
+            Phase::RetryWait { .. } => TransferState::RetryWait,
+            Phase::Paused => TransferState::Paused,
+            Phase::Finishing { .. } => TransferState::Finishing,
+            Phase::Finished => TransferState::Finished,
+            Phase::Failed => TransferState::Failed,
+        }
+    }
+
+    // --- internals ------------------------------------------------------------------------
+
+    fn received(&self) -> u64 {
+        self.emitted + self.buffer.len() as u64
+    }
+
+    /// The checkpoint that is true once every write emitted so far is stored.
+    fn checkpoint_of_emitted(&self) -> Checkpoint {
+        Checkpoint {
+            bytes: self.emitted,
+            hash: self.hasher.save(),
+            validator: self.validator.clone(),
+            total: self.server_total,
+            final_url: self.final_url.clone(),
+            attempts: self.attempts,
+            failures: self.failures,
+            high_water: self.high_water,
+            wasted_bytes: self.wasted_bytes,
+            restarts: self.restarts,
+        }
+    }
+
+    fn identifier(&self) -> String {
+        self.spec.identifier.clone()
+    }
+
+    fn start_fetch(&mut self, now: Millis) {
+        if self.emitted > 0 && self.validator.is_none() {
+            // Nothing proves the server still has the same file: start over.
+            self.restart_from_zero();
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        let range_start = (self.emitted > 0).then_some(self.emitted);
+        let if_range = range_start
+            .and(self.validator.as_ref())
+            .map(|v| v.if_range().to_string());
+        self.requested_start = self.emitted;
+        self.high_water_at_attempt_start = self.high_water;
+        self.fetch_open = true;
+        self.phase = Phase::Connecting;
+        self.window_start = now;
+        self.window_bytes = 0;
+        self.actions.push_back(Action::Fetch {
+            url: self.spec.url.clone(),
+            range_start,
+            if_range,
+        });
+    }
+
+    fn abort_fetch(&mut self) {
+        if self.fetch_open {
+            self.fetch_open = false;
+            self.actions.push_back(Action::Abort);
+        }
+    }
+
+    /// Drops every received byte (counted as wasted) and tells the driver to delete the chunks.
+    fn restart_from_zero(&mut self) {
+        self.wasted_bytes = self.wasted_bytes.saturating_add(self.received());
+        self.buffer = Vec::new();
+        self.emitted = 0;
+        self.hasher = Sha256Stream::new();
+        self.validator = None;
+        self.server_total = None;
+        self.restarts = self.restarts.saturating_add(1);
+        self.discard_all();
+    }
+
+    fn discard_all(&mut self) {
+        self.buffer = Vec::new();
+        self.emitted = 0;
+        self.hasher = Sha256Stream::new();
+        self.stale_confirmations += self.pending.len();
+        self.pending.clear();
+        let checkpoint = self.checkpoint_of_emitted();
+        self.committed = checkpoint.clone();
+        self.actions.push_back(Action::Discard { checkpoint });
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.phase = Phase::Failed;
+        self.fetch_open = false;
+        self.actions.push_back(Action::Fail(error));
+    }
+
+    fn fail_and_discard(&mut self, error: Error) {
+        self.abort_fetch();
+        self.discard_all();
+        self.fail(error);
+    }
+
+    fn on_head(&mut self, status: u16, headers: ResponseHeaders, now: Millis) {
+        if let Some(url) = headers.final_url.as_ref().filter(|u| **u != self.spec.url) {
+            self.final_url = Some(url.clone());
+        }
+        let ranged = self.requested_start > 0;
+        match status {
+            200 => {
+                if ranged {
+                    // The server ignored the range (or If-Range saw a new version): this body is
+                    // the whole file from byte zero. Keep reading it; drop what we had.
+                    self.restart_from_zero();
+                }
+                let length = headers
+                    .content_length
+                    .as_deref()
+                    .and_then(headers::content_length);
+                self.accept_version(&headers, length);
+                if let (Some(expected), Some(length)) = (self.spec.expected_size, length) {
+                    if expected != length {
+                        return self.fail_and_discard(Error::SizeMismatch {
+                            identifier: self.identifier(),
+                            expected,
+                            actual: length,
+                        });
+                    }
+                }
+                self.begin_body(now);
+            }
+            206 => self.on_partial(headers, now),
+            416 if ranged => {
+                let complete = headers.content_range.as_deref().map(headers::content_range);
+                self.abort_fetch();
+                let whole = self.spec.expected_size.or(self.server_total);
+                if let Some(Ok(ContentRange::Unsatisfied { complete })) = complete {
+                    if complete == self.emitted && whole.unwrap_or(complete) == complete {
+                        // Everything was already stored (the context died before finishing).
+                        self.server_total = Some(complete);
+                        return self.verify_complete();
+                    }
+                }
+                self.restart_from_zero();
+                self.failed_attempt(
+                    format!("416 for bytes={}-", self.requested_start),
+                    FailureKind::Immediate,
+                    now,
+                );
+            }
+            401 | 403 | 407 => {
+                self.abort_fetch();
+                self.fail(Error::AuthenticationRequired {
+                    identifier: self.identifier(),
+                    status,
+                });
+            }
+            408 | 429 | 500..=599 => {
+                self.abort_fetch();
+                let delay = headers
+                    .retry_after
+                    .as_deref()
+                    .and_then(|r| headers::retry_after(r, headers.date.as_deref()))
+                    .map(|d| d.min(self.spec.config.retry_after_max_ms));
+                self.failed_attempt(
+                    format!("HTTP {status}"),
+                    FailureKind::Retryable {
+                        delay,
+                        stall: false,
+                    },
+                    now,
+                );
+            }
+            _ => {
+                self.abort_fetch();
+                self.fail(Error::HttpStatus {
+                    identifier: self.identifier(),
+                    status,
+                });
+            }
+        }
+    }
+
+    /// Records the validator and total of a response that starts a new version of the file.
+    fn accept_version(&mut self, headers: &ResponseHeaders, total: Option<u64>) {
+        self.validator = headers
+            .etag
+            .as_deref()
+            .and_then(headers::strong_etag)
+            .map(Validator::ETag)
+            .or_else(|| {
+                headers
+                    .last_modified
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Validator::LastModified(d.to_string()))
+            });
+        self.server_total = total;
+    }
+
+    fn on_partial(&mut self, headers: ResponseHeaders, now: Millis) {
+        let start = self.requested_start;
+        let problem = match headers.content_range.as_deref().map(headers::content_range) {
+            None => Some("206 without Content-Range".to_string()),
+            Some(Err(e)) => Some(format!("bad Content-Range: {e}")),
+            Some(Ok(ContentRange::Unsatisfied { .. })) => {
+                Some("206 with an unsatisfied Content-Range".to_string())
+            }
+            Some(Ok(ContentRange::Bytes {
+                first,
+                last,
+                complete,
+            })) => {
+                let known = self.spec.expected_size.or(self.server_total);
+                let changed_tag = match (&self.validator, headers.etag.as_deref()) {
+                    (Some(Validator::ETag(ours)), Some(theirs)) => {
+                        headers::strong_etag(theirs).as_deref() != Some(ours.as_str())
+                    }
+                    _ => false,
+                };
+                let whole = complete.or(known);
+                if first != start {
+                    Some(format!(
+                        "Content-Range starts at {first}, asked for {start}"
+                    ))
+                } else if changed_tag {
+                    Some("ETag changed".to_string())
+                } else if let (Some(complete), Some(known)) = (complete, known) {
+                    (complete != known)
+                        .then(|| format!("Content-Range total {complete}, expected {known}"))
+                } else {
+                    whole
+                        .filter(|w| last + 1 != *w)
+                        .map(|w| format!("Content-Range ends at {last} of {w}"))
+                }
+            }
+        };
+        if let Some(reason) = problem {
+            self.abort_fetch();
+            if self.emitted > 0 {
+                self.restart_from_zero();
+            }
+            return self.failed_attempt(reason, FailureKind::Immediate, now);
+        }
+        let Some(Ok(ContentRange::Bytes { complete, .. })) =
+            headers.content_range.as_deref().map(headers::content_range)
+        else {
+            unreachable!("checked above");
+        };
+        if self.validator.is_none() {
+            self.accept_version(&headers, complete);
+        }
+        if let (Some(expected), Some(complete)) = (self.spec.expected_size, complete) {
+            if expected != complete {
+                return self.fail_and_discard(Error::SizeMismatch {
+                    identifier: self.identifier(),
+                    expected,
+                    actual: complete,
+                });
+            }
+        }
+        self.server_total = complete.or(self.server_total);
+        self.begin_body(now);
+    }
+
+    fn begin_body(&mut self, now: Millis) {
+        self.phase = Phase::Receiving;
+        self.body_limit = self.spec.expected_size.or(self.server_total);
+        self.check_stall(now);
+    }
+
+    fn on_body(&mut self, mut piece: &[u8], now: Millis) {
+        let arrived = self.received() + piece.len() as u64;
+        if let Some(limit) = self.body_limit {
+            if arrived > limit {
+                return self.fail_and_discard(Error::SizeMismatch {
+                    identifier: self.identifier(),
+                    expected: limit,
+                    actual: arrived,
+                });
+            }
+        }
+        self.window_bytes = self.window_bytes.saturating_add(piece.len() as u64);
+        let chunk = self.spec.config.chunk_size as usize;
+        while !piece.is_empty() {
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve_exact(chunk);
+            }
+            let take = (chunk - self.buffer.len()).min(piece.len());
+            self.buffer.extend_from_slice(&piece[..take]);
+            piece = &piece[take..];
+            if self.buffer.len() == chunk {
+                self.cut_write();
+            }
+        }
+        self.high_water = self.high_water.max(self.received());
+        self.check_stall(now);
+    }
+
+    /// Turns the buffer into a `Write` (hashing it), if it holds anything.
+    fn cut_write(&mut self) -> bool {
+        if self.buffer.is_empty() {
+            return false;
+        }
+        let data = std::mem::take(&mut self.buffer);
+        self.hasher.update(&data);
+        let offset = self.emitted;
+        self.emitted += data.len() as u64;
+        let checkpoint = self.checkpoint_of_emitted();
+        self.pending.push_back(PendingWrite {
+            offset,
+            len: data.len() as u64,
+            checkpoint: checkpoint.clone(),
+        });
+        self.actions.push_back(Action::Write {
+            offset,
+            data,
+            checkpoint,
+        });
+        true
+    }
+
+    /// Stores received bytes (or, with none, the counters) so a kill now loses nothing.
+    fn flush_or_save(&mut self) {
+        if !self.cut_write() {
+            self.actions
+                .push_back(Action::SaveCheckpoint(self.checkpoint_of_emitted()));
+        }
+    }
+
+    fn on_end(&mut self, now: Millis) {
+        self.fetch_open = false;
+        if let Some(limit) = self.body_limit {
+            if self.received() < limit {
+                return self.failed_attempt(
+                    format!("body ended at byte {} of {limit}", self.received()),
+                    FailureKind::Retryable {
+                        delay: None,
+                        stall: false,
+                    },
+                    now,
+                );
+            }
+        }
+        self.cut_write();
+        self.verify_complete();
+    }
+
+    /// Every byte is received: check size and digest, then finish once all writes are stored.
+    fn verify_complete(&mut self) {
+        let size = self.emitted;
+        let sha256 = self.hasher.finalize();
+        if let Some(expected) = self.spec.expected_size {
+            if expected != size {
+                return self.fail_and_discard(Error::SizeMismatch {
+                    identifier: self.identifier(),
+                    expected,
+                    actual: size,
+                });
+            }
+        }
+        if let Some(expected) = self.spec.sha256 {
+            if expected != sha256 {
+                return self.fail_and_discard(Error::IntegrityMismatch {
+                    identifier: self.identifier(),
+                    expected: hex(&expected),
+                    actual: hex(&sha256),
+                });
+            }
+        }
+        self.phase = Phase::Finishing { size, sha256 };
+        self.finish_if_stored();
+    }
+
+    fn finish_if_stored(&mut self) {
+        if let Phase::Finishing { size, sha256 } = self.phase {
+            if self.pending.is_empty() {
+                self.phase = Phase::Finished;
+                self.actions.push_back(Action::Finish { size, sha256 });
+            }
+        }
+    }
+
+    fn on_written(&mut self, offset: u64, len: u64) {
+        if self.stale_confirmations > 0 {
+            self.stale_confirmations -= 1;
+            return;
+        }
+        match self.pending.front() {
+            Some(p) if p.offset == offset && p.len == len => {
+                let done = self.pending.pop_front().expect("front exists");
+                self.committed = done.checkpoint;
+                self.finish_if_stored();
+            }
+            _ => {
+                let error = Error::Storage {
+                    message: format!(
+                        "write confirmation for {offset}+{len} does not match the next pending write"
+                    ),
+                };
+                self.abort_fetch();
+                self.fail(error);
+            }
+        }
+    }
+
+    fn check_stall(&mut self, now: Millis) {
+        let config = &self.spec.config;
+        if config.stall_min_bytes_per_sec == 0 || !self.fetch_open {
+            return;
+        }
+        let elapsed = now.saturating_sub(self.window_start);
+        if elapsed < config.stall_window_ms {
+            return;
+        }
+        let needed = u128::from(config.stall_min_bytes_per_sec) * u128::from(elapsed);
+        if u128::from(self.window_bytes) * 1000 < needed {
+            let reason = format!(
+                "stalled: {} bytes in {elapsed} ms (minimum {} B/s)",
+                self.window_bytes, config.stall_min_bytes_per_sec
+            );
+            self.abort_fetch();
+            self.failed_attempt(
+                reason,
+                FailureKind::Retryable {
+                    delay: None,
+                    stall: true,
+                },
+                now,
+            );
+        } else {
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+
+    /// An attempt failed in a way another attempt may fix: count it, then retry or give up.
+    fn failed_attempt(&mut self, reason: String, kind: FailureKind, now: Millis) {
+        self.fetch_open = false;
+        if self.high_water > self.high_water_at_attempt_start {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let config = &self.spec.config;
+        if self.failures >= config.max_attempts {
+            let error = match kind {
+                FailureKind::Retryable { stall: true, .. } => Error::Stalled {
+                    identifier: self.identifier(),
+                    min_bytes_per_sec: config.stall_min_bytes_per_sec,
+                    window_ms: config.stall_window_ms,
+                },
+                _ => Error::RetriesExhausted {
+                    identifier: self.identifier(),
+                    attempts: self.failures,
+                    last: reason,
+                },
+            };
+            self.flush_or_save();
+            return self.fail(error);
+        }
+        let delay = match kind {
+            FailureKind::Immediate => 0,
+            FailureKind::Retryable {
+                delay: Some(retry_after),
+                ..
+            } => retry_after,
+            FailureKind::Retryable { delay: None, .. } => {
+                let exponent = (self.failures - 1).min(63);
+                config
+                    .backoff_base_ms
+                    .saturating_mul(1u64 << exponent)
+                    .min(config.backoff_max_ms)
+            }
+        };
+        self.flush_or_save();
+        if delay == 0 {
+            self.start_fetch(now);
+        } else {
+            let until = now.saturating_add(delay);
+            self.phase = Phase::RetryWait { until };
+            self.actions.push_back(Action::RetryAt(until));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TransferSpec {
+        let mut s = TransferSpec::new("t", "https://cdn.example/t");
+        s.config.chunk_size = 4;
+        s
+    }
+
+    fn drain(t: &mut Transfer) -> Vec<Action> {
+        std::iter::from_fn(|| t.poll_action()).collect()
+    }
+
+    #[test]
+    fn invalid_config_fails_typed_at_once() {
+        let mut s = spec();
+        s.config.chunk_size = 0;
+        let mut t = Transfer::new(s, 0);
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [Action::Fail(Error::DownloadInvalid { reason })] if reason.contains("chunk_size")
+        ));
+    }
+
+    #[test]
+    fn pieces_are_coalesced_into_chunks_and_hashed_at_cut() {
+        let mut t = Transfer::new(spec(), 0);
+        drain(&mut t);
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 200,
+                headers,
+            },
+            0,
+        );
+        t.handle(Event::Body(b"abc"), 1);
+        assert!(drain(&mut t).is_empty());
+        t.handle(Event::Body(b"defghij"), 2);
+        let writes = drain(&mut t);
+        assert_eq!(writes.len(), 2);
+        match &writes[1] {
+            Action::Write {
+                offset,
+                data,
+                checkpoint,
+            } => {
+                assert_eq!((*offset, data.as_slice()), (4, &b"efgh"[..]));
+                assert_eq!(checkpoint.bytes, 8);
+                assert_eq!(checkpoint.hash.length(), 8);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.progress().bytes_received, 10);
+        assert_eq!(t.progress().bytes_written, 0);
+        t.handle(Event::Written { offset: 0, len: 4 }, 3);
+        assert_eq!(t.checkpoint().bytes, 4);
+        t.handle(Event::Written { offset: 9, len: 4 }, 3);
+        assert!(matches!(
+            drain(&mut t).last(),
+            Some(Action::Fail(Error::Storage { .. }))
+        ));
+    }
+}
