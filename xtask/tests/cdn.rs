@@ -1,0 +1,915 @@
+//! Host tests of the local CDN: every header behaviour and every fault, over real sockets.
+//!
+//! ureq is used where a normal client sees everything; a raw `TcpStream` where a client would hide
+//! what matters (exact bytes before a close, `HEAD`, unnormalised paths).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use xtask::cdn::{generated_bytes, generated_sha256, Server, ServerConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn server() -> Server {
+    Server::start(ServerConfig::default()).expect("server starts")
+}
+
+/// An agent that returns every status as a response and does not follow redirects.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into()
+}
+
+/// Like [`agent`] but following redirects.
+fn following_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into()
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.call().expect("request completes");
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    Answer {
+        status: response.status().as_u16(),
+        headers,
+        body: response.body_mut().read_to_vec().expect("body reads"),
+    }
+}
+
+/// What a raw HTTP/1.1 exchange produced: everything until the server closed the connection.
+struct Raw {
+    answer: Answer,
+    /// Time from sending the request to the end of the stream.
+    elapsed: Duration,
+}
+
+/// Sends `request` verbatim and reads until the server closes the connection (or the timeout).
+fn raw(addr: SocketAddr, request: &str) -> Raw {
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(addr).expect("connects");
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("raw read failed after {} bytes: {e}", bytes.len()),
+        }
+    }
+    let elapsed = started.elapsed();
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8(bytes[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .map(|line| {
+            let (n, v) = line.split_once(':').unwrap();
+            (n.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    Raw {
+        answer: Answer {
+            status,
+            headers,
+            body: bytes[split + 4..].to_vec(),
+        },
+        elapsed,
+    }
+}
+
+fn raw_get(addr: SocketAddr, target: &str) -> Raw {
+    raw(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn expected(len: u64, seed: u64) -> Vec<u8> {
+    let mut body = vec![0u8; len as usize];
+    generated_bytes(len, seed, 0, &mut body);
+    body
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn assert_cors(answer: &Answer) {
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        answer.header("access-control-expose-headers"),
+        Some("ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After")
+    );
+    assert_eq!(
+        answer.header("cross-origin-resource-policy"),
+        Some("cross-origin")
+    );
+    assert_eq!(answer.header("timing-allow-origin"), Some("*"));
+}
+
+// ---------------------------------------------------------------- generated bodies and headers
+
+#[test]
+fn generated_body_has_all_headers_and_the_expected_bytes() {
+    let server = server();
+    let a = get(&format!("{}/gen/1000/5", server.origin()), &[]);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-length"), Some("1000"));
+    assert_eq!(a.header("accept-ranges"), Some("bytes"));
+    assert_eq!(a.header("etag"), Some("\"g-1000-5-v0\""));
+    assert_eq!(
+        a.header("last-modified"),
+        Some("Wed, 01 Jan 2025 00:00:00 GMT")
+    );
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(a.header("cache-control"), Some("no-store"));
+    assert_cors(&a);
+    assert_eq!(a.body, expected(1000, 5));
+    assert_ne!(a.body, expected(1000, 6), "seeds give different bodies");
+}
+
+#[test]
+fn sha256_endpoint_and_function_match_the_served_bytes() {
+    let server = server();
+    let len = 300_000; // several frames, not a multiple of 64
+    let body = get(&format!("{}/gen/{len}/11", server.origin()), &[]).body;
+    assert_eq!(body.len(), len as usize);
+    let digest = sha_hex(&body);
+    assert_eq!(generated_sha256(len, 11), digest);
+    let text = get(&format!("{}/gen/{len}/11.sha256", server.origin()), &[]);
+    assert_eq!(text.status, 200);
+    assert!(text
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(String::from_utf8(text.body).unwrap(), digest);
+    assert_cors(&get(
+        &format!("{}/gen/{len}/11.sha256", server.origin()),
+        &[],
+    ));
+}
+
+#[test]
+fn generated_bytes_at_any_offset_equal_the_served_slice() {
+    let server = server();
+    let len = 70_000u64;
+    let served = get(&format!("{}/gen/{len}/3", server.origin()), &[]).body;
+    for (offset, n) in [
+        (0u64, 1usize),
+        (1, 100),
+        (63, 65),
+        (65_535, 2),
+        (69_990, 10),
+    ] {
+        let mut part = vec![0u8; n];
+        generated_bytes(len, 3, offset, &mut part);
+        assert_eq!(
+            part,
+            served[offset as usize..offset as usize + n],
+            "{offset}+{n}"
+        );
+    }
+    // A shorter body of the same seed is a prefix of a longer one.
+    assert_eq!(expected(100, 3), served[..100]);
+}
+
+#[test]
+fn head_sends_headers_without_a_body() {
+    let server = server();
+    let r = raw(
+        server.addr(),
+        "HEAD /gen/5000/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.answer.status, 200);
+    assert_eq!(r.answer.header("content-length"), Some("5000"));
+    assert_eq!(r.answer.header("etag"), Some("\"g-5000-1-v0\""));
+    assert!(r.answer.body.is_empty());
+}
+
+#[test]
+fn bad_gen_paths_and_fault_values_are_errors_with_cors() {
+    let server = server();
+    let a = get(&format!("{}/gen/abc/1", server.origin()), &[]);
+    assert_eq!(a.status, 404);
+    assert_cors(&a);
+    let b = get(&format!("{}/gen/10/1?fault=explode", server.origin()), &[]);
+    assert_eq!(b.status, 400);
+    assert!(String::from_utf8(b.body.clone())
+        .unwrap()
+        .contains("explode"));
+    assert_cors(&b);
+    let c = get(&format!("{}/gen/10/1?fault=drop:x", server.origin()), &[]);
+    assert_eq!(c.status, 400);
+    assert!(String::from_utf8(c.body).unwrap().contains("fault=drop"));
+    let d = get(&format!("{}/nothing-mounted-here", server.origin()), &[]);
+    assert_eq!(d.status, 404);
+    assert_cors(&d);
+}
+
+// ---------------------------------------------------------------- ranges
+
+#[test]
+fn single_ranges_answer_206_with_content_range() {
+    let server = server();
+    let url = format!("{}/gen/1000/2", server.origin());
+    let whole = expected(1000, 2);
+    for (range, start, end) in [
+        ("bytes=10-19", 10usize, 19usize),
+        ("bytes=990-", 990, 999),
+        ("bytes=-5", 995, 999),
+        ("bytes=900-5000", 900, 999),
+    ] {
+        let a = get(&url, &[("Range", range)]);
+        assert_eq!(a.status, 206, "{range}");
+        assert_eq!(
+            a.header("content-range"),
+            Some(format!("bytes {start}-{end}/1000").as_str())
+        );
+        assert_eq!(
+            a.header("content-length"),
+            Some((end - start + 1).to_string().as_str())
+        );
+        assert_eq!(a.body, whole[start..=end], "{range}");
+        assert_eq!(a.header("etag"), Some("\"g-1000-2-v0\""));
+        assert_cors(&a);
+    }
+}
+
+#[test]
+fn unsatisfiable_range_answers_416() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/1000/2", server.origin()),
+        &[("Range", "bytes=1000-")],
+    );
+    assert_eq!(a.status, 416);
+    assert_eq!(a.header("content-range"), Some("bytes */1000"));
+    assert!(a.body.is_empty());
+    assert_cors(&a);
+}
+
+#[test]
+fn multi_range_is_ignored_with_200() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/100/2", server.origin()),
+        &[("Range", "bytes=0-1,5-6")],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-range"), None);
+    assert_eq!(a.body, expected(100, 2));
+}
+
+#[test]
+fn if_range_matching_etag_or_date_keeps_the_range() {
+    let server = server();
+    let url = format!("{}/gen/100/4", server.origin());
+    let etag = get(&url, &[("Range", "bytes=0-0")])
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let a = get(&url, &[("Range", "bytes=50-"), ("If-Range", &etag)]);
+    assert_eq!(a.status, 206);
+    assert_eq!(a.body, expected(100, 4)[50..]);
+    let b = get(
+        &url,
+        &[
+            ("Range", "bytes=50-"),
+            ("If-Range", "Wed, 01 Jan 2025 00:00:00 GMT"),
+        ],
+    );
+    assert_eq!(b.status, 206);
+}
+
+#[test]
+fn if_range_mismatch_sends_the_whole_body() {
+    let server = server();
+    let url = format!("{}/gen/100/4", server.origin());
+    for if_range in [
+        "\"g-100-4-v9\"",
+        "W/\"g-100-4-v0\"",
+        "Thu, 02 Jan 2025 00:00:00 GMT",
+    ] {
+        let a = get(&url, &[("Range", "bytes=50-"), ("If-Range", if_range)]);
+        assert_eq!(a.status, 200, "If-Range {if_range}");
+        assert_eq!(a.body, expected(100, 4));
+    }
+}
+
+// ---------------------------------------------------------------- CORS preflight
+
+#[test]
+fn preflight_echoes_requested_headers() {
+    let server = server();
+    let r = raw(
+        server.addr(),
+        "OPTIONS /gen/10/1 HTTP/1.1\r\nHost: x\r\nOrigin: http://127.0.0.1:1\r\n\
+         Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: range, if-range\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert_eq!(r.answer.status, 204);
+    assert_eq!(
+        r.answer.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(
+        r.answer.header("access-control-allow-headers"),
+        Some("range, if-range")
+    );
+    assert_eq!(r.answer.header("access-control-max-age"), Some("600"));
+    assert_eq!(
+        r.answer.header("access-control-allow-private-network"),
+        None
+    );
+    assert_cors(&r.answer);
+}
+
+#[test]
+fn preflight_defaults_and_private_network() {
+    let server = server();
+    let r = raw(
+        server.addr(),
+        "OPTIONS /anything HTTP/1.1\r\nHost: x\r\nOrigin: http://example.test\r\n\
+         Access-Control-Request-Private-Network: true\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.answer.status, 204);
+    assert_eq!(
+        r.answer.header("access-control-allow-headers"),
+        Some("Range, If-Range, Authorization, Content-Type, X-Requested-With")
+    );
+    assert_eq!(
+        r.answer.header("access-control-allow-private-network"),
+        Some("true")
+    );
+    assert_eq!(server.requests()[0].method, "OPTIONS");
+}
+
+// ---------------------------------------------------------------- static files
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "cdn-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn static_mounts_serve_files_with_types_and_longest_prefix() {
+    let www = TempDir::new("www");
+    let pkg = TempDir::new("pkg");
+    let secret = TempDir::new("secret");
+    std::fs::write(secret.0.join("secret.txt"), "top secret").unwrap();
+    let types = [
+        ("index.html", "text/html; charset=utf-8"),
+        ("a.js", "text/javascript; charset=utf-8"),
+        ("a.mjs", "text/javascript; charset=utf-8"),
+        ("a.wasm", "application/wasm"),
+        ("a.json", "application/json"),
+        ("a.css", "text/css; charset=utf-8"),
+        ("a.png", "image/png"),
+        ("a.svg", "image/svg+xml"),
+        ("app.webmanifest", "application/manifest+json"),
+        ("a.mp4", "video/mp4"),
+        ("a.webm", "video/webm"),
+        ("a.txt", "text/plain; charset=utf-8"),
+        ("a.bin", "application/octet-stream"),
+    ];
+    for (name, _) in types {
+        std::fs::write(www.0.join(name), format!("www {name}")).unwrap();
+    }
+    std::fs::write(pkg.0.join("a.js"), "pkg a.js").unwrap();
+    std::fs::create_dir(www.0.join("sub")).unwrap();
+    std::fs::write(www.0.join("sub/index.html"), "sub index").unwrap();
+    let server = Server::start(ServerConfig {
+        mounts: vec![("/".into(), www.0.clone()), ("/pkg/".into(), pkg.0.clone())],
+        extra_headers: vec![("Cache-Control".into(), "no-store".into())],
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let origin = server.origin();
+    for (name, content_type) in types {
+        let a = get(&format!("{origin}/{name}"), &[]);
+        assert_eq!(a.status, 200, "{name}");
+        assert_eq!(a.header("content-type"), Some(content_type), "{name}");
+        assert_eq!(a.body, format!("www {name}").as_bytes());
+        assert!(a.header("etag").unwrap().starts_with("\"f-"));
+        assert!(a.header("last-modified").is_some());
+        assert_eq!(a.header("cache-control"), Some("no-store"), "extra header");
+        assert_cors(&a);
+    }
+    assert_eq!(get(&format!("{origin}/pkg/a.js"), &[]).body, b"pkg a.js");
+    assert_eq!(get(&format!("{origin}/"), &[]).body, b"www index.html");
+    assert_eq!(get(&format!("{origin}/sub/"), &[]).body, b"sub index");
+    let no_slash = get(&format!("{origin}/sub"), &[]);
+    assert_eq!(no_slash.status, 301);
+    assert_eq!(no_slash.header("location"), Some("/sub/"));
+    let missing = get(&format!("{origin}/nope.js"), &[]);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+    assert_cors(&missing);
+
+    // Range and If-Range on a file.
+    let etag = get(&format!("{origin}/a.txt"), &[])
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let part = get(
+        &format!("{origin}/a.txt"),
+        &[("Range", "bytes=4-"), ("If-Range", &etag)],
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, b"a.txt");
+    assert_eq!(part.header("content-range"), Some("bytes 4-8/9"));
+
+    // Traversal, plain and percent-encoded, is refused and never reaches the file.
+    let secret_name = secret.0.file_name().unwrap().to_str().unwrap().to_owned();
+    for target in [
+        format!("/../{secret_name}/secret.txt"),
+        format!("/%2e%2e/{secret_name}/secret.txt"),
+        format!("/pkg/..%2F..%2F{secret_name}/secret.txt"),
+    ] {
+        let r = raw_get(server.addr(), &target);
+        assert!(
+            r.answer.status == 400 || r.answer.status == 404,
+            "{target}: {}",
+            r.answer.status
+        );
+        assert!(!String::from_utf8_lossy(&r.answer.body).contains("top secret"));
+    }
+}
+
+#[test]
+fn static_files_take_faults_but_not_long() {
+    let www = TempDir::new("faults");
+    std::fs::write(www.0.join("data.bin"), expected(10_000, 1)).unwrap();
+    let server = Server::start(ServerConfig {
+        mounts: vec![("/".into(), www.0.clone())],
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let r = raw_get(server.addr(), "/data.bin?fault=drop:1234");
+    assert_eq!(r.answer.header("content-length"), Some("10000"));
+    assert_eq!(r.answer.body, expected(10_000, 1)[..1234]);
+    let long = get(&format!("{}/data.bin?fault=long:5", server.origin()), &[]);
+    assert_eq!(long.status, 400);
+}
+
+// ---------------------------------------------------------------- faults
+
+#[test]
+fn drop_closes_after_exactly_n_body_bytes() {
+    let server = server();
+    // Large enough that the cut falls in the middle of a later frame.
+    let r = raw_get(server.addr(), "/gen/500000/8?fault=drop:200001");
+    assert_eq!(r.answer.status, 200);
+    assert_eq!(r.answer.header("content-length"), Some("500000"));
+    assert_eq!(r.answer.body.len(), 200_001);
+    assert_eq!(r.answer.body, expected(500_000, 8)[..200_001]);
+    let log = server.requests();
+    assert_eq!(log[0].body_bytes_sent, 200_001);
+    // A normal client sees an error.
+    let mut response = agent()
+        .get(&format!("{}/gen/500000/8?fault=drop:1000", server.origin()))
+        .call()
+        .unwrap();
+    assert!(response.body_mut().read_to_vec().is_err());
+}
+
+#[test]
+fn drop_applies_to_ranged_responses_too() {
+    let server = server();
+    let r = raw(
+        server.addr(),
+        "GET /gen/1000/8?fault=drop:10 HTTP/1.1\r\nHost: x\r\nRange: bytes=100-\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.answer.status, 206);
+    assert_eq!(r.answer.header("content-length"), Some("900"));
+    assert_eq!(r.answer.body, expected(1000, 8)[100..110]);
+}
+
+#[test]
+fn no_range_answers_200_with_the_whole_body() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/1000/1?fault=no-range", server.origin()),
+        &[("Range", "bytes=500-")],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-range"), None);
+    assert_eq!(a.body, expected(1000, 1));
+}
+
+#[test]
+fn etag_change_bumps_the_version_each_request_and_breaks_if_range() {
+    let server = server();
+    let url = format!("{}/gen/1000/1?fault=etag-change", server.origin());
+    let first = get(&url, &[]);
+    assert_eq!(first.header("etag"), Some("\"g-1000-1-v0\""));
+    let second = get(
+        &url,
+        &[("Range", "bytes=500-"), ("If-Range", "\"g-1000-1-v0\"")],
+    );
+    assert_eq!(
+        second.status, 200,
+        "If-Range with the old ETag no longer matches"
+    );
+    assert_eq!(second.header("etag"), Some("\"g-1000-1-v1\""));
+    assert_eq!(second.body, first.body, "bytes unchanged");
+    let third = get(&url, &[]);
+    assert_eq!(third.header("etag"), Some("\"g-1000-1-v2\""));
+    // Another URL has its own counter.
+    let other = get(&format!("{url}&x=1"), &[]);
+    assert_eq!(other.header("etag"), Some("\"g-1000-1-v0\""));
+}
+
+#[test]
+fn bad_content_range_shifts_the_advertised_start() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/100000/1?fault=bad-content-range", server.origin()),
+        &[("Range", "bytes=100-199")],
+    );
+    assert_eq!(a.status, 206);
+    assert_eq!(a.header("content-range"), Some("bytes 65636-65735/100000"));
+    assert_eq!(
+        a.body,
+        expected(100_000, 1)[100..200],
+        "bytes of the real range"
+    );
+}
+
+#[test]
+fn short_ends_the_body_early_under_the_full_length() {
+    let server = server();
+    let r = raw_get(server.addr(), "/gen/100000/2?fault=short:777");
+    assert_eq!(r.answer.status, 200);
+    assert_eq!(r.answer.header("content-length"), Some("100000"));
+    assert_eq!(r.answer.body, expected(100_000, 2)[..100_000 - 777]);
+}
+
+#[test]
+fn long_serves_extra_bytes_with_a_matching_length() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/1000/2?fault=long:24", server.origin()),
+        &[],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-length"), Some("1024"));
+    assert_eq!(a.header("etag"), Some("\"g-1000-2-v0\""));
+    assert_eq!(a.body, expected(1024, 2));
+    assert_eq!(a.body[..1000], expected(1000, 2)[..]);
+    let tail = get(
+        &format!("{}/gen/1000/2?fault=long:24", server.origin()),
+        &[("Range", "bytes=990-")],
+    );
+    assert_eq!(tail.header("content-range"), Some("bytes 990-1023/1024"));
+}
+
+#[test]
+fn status_503_with_retry_after() {
+    let server = server();
+    let a = get(
+        &format!(
+            "{}/gen/1000/1?fault=status:503&retry-after=7",
+            server.origin()
+        ),
+        &[],
+    );
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("7"));
+    assert_cors(&a);
+    assert!(String::from_utf8(a.body).unwrap().contains("503"));
+}
+
+#[test]
+fn status_404_410_and_401() {
+    let server = server();
+    for code in [404u16, 410, 401] {
+        let a = get(
+            &format!("{}/gen/1000/1?fault=status:{code}", server.origin()),
+            &[],
+        );
+        assert_eq!(a.status, code);
+        assert_eq!(a.header("retry-after"), None);
+        assert_cors(&a);
+    }
+}
+
+#[test]
+fn stall_sends_n_bytes_then_nothing_then_closes() {
+    let server = server();
+    let mut tcp = TcpStream::connect(server.addr()).unwrap();
+    tcp.write_all(
+        b"GET /gen/100000/3?fault=stall:3000&stall-ms=700 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    tcp.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Everything before the stall arrives, then the socket goes quiet.
+    let quiet = loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => panic!("closed before the stall ended"),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break started.elapsed()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        quiet < Duration::from_millis(650),
+        "went quiet at {quiet:?}"
+    );
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(bytes.len() - head_end, 3000);
+    assert_eq!(bytes[head_end..], expected(100_000, 3)[..3000]);
+    // Then the connection is closed, with nothing more sent.
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "no byte after the stall");
+    let closed = started.elapsed();
+    assert!(
+        closed >= Duration::from_millis(650) && closed < Duration::from_secs(5),
+        "closed after {closed:?}"
+    );
+}
+
+#[test]
+fn throttle_is_slower_than_unthrottled() {
+    let server = server();
+    let fast = raw_get(server.addr(), "/gen/20000/1");
+    let slow = raw_get(server.addr(), "/gen/20000/1?throttle=40000");
+    assert_eq!(slow.answer.body, expected(20_000, 1));
+    assert_eq!(fast.answer.body, slow.answer.body);
+    // 20000 bytes at 40000 B/s is 0.5 s.
+    assert!(
+        slow.elapsed >= Duration::from_millis(400) && slow.elapsed < Duration::from_secs(5),
+        "throttled took {:?}",
+        slow.elapsed
+    );
+    assert!(
+        fast.elapsed * 2 < slow.elapsed,
+        "fast {:?} vs slow {:?}",
+        fast.elapsed,
+        slow.elapsed
+    );
+}
+
+#[test]
+fn redirect_same_origin() {
+    let server = server();
+    let a = get(
+        &format!("{}/gen/10/1?fault=redirect:/gen/20/2", server.origin()),
+        &[],
+    );
+    assert_eq!(a.status, 302);
+    assert_eq!(
+        a.header("location"),
+        Some(format!("{}/gen/20/2", server.origin()).as_str())
+    );
+    assert_cors(&a);
+    let mut followed = following_agent()
+        .get(&format!(
+            "{}/gen/10/1?fault=redirect:/gen/20/2%3Ffault%3Dno-range",
+            server.origin()
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(followed.status(), 200);
+    assert_eq!(followed.body_mut().read_to_vec().unwrap(), expected(20, 2));
+    let paths: Vec<String> = server
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(paths.last().unwrap(), "/gen/20/2?fault=no-range");
+}
+
+#[test]
+fn redirect_to_another_origin() {
+    let server = server();
+    let other = self::server();
+    let target = format!("{}/gen/30/3", other.origin());
+    let a = get(
+        &format!(
+            "{}/gen/10/1?fault=redirect-origin:{target}",
+            server.origin()
+        ),
+        &[],
+    );
+    assert_eq!(a.status, 302);
+    assert_eq!(a.header("location"), Some(target.as_str()));
+    let mut followed = following_agent()
+        .get(&format!(
+            "{}/gen/10/1?fault=redirect-origin:{target}",
+            server.origin()
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(followed.body_mut().read_to_vec().unwrap(), expected(30, 3));
+    assert_eq!(other.requests().len(), 1);
+}
+
+#[test]
+fn times_limits_the_fault_and_reset_restores_it() {
+    let server = server();
+    let target = "/gen/1000/5?fault=drop:10&times=2";
+    for _ in 0..2 {
+        assert_eq!(raw_get(server.addr(), target).answer.body.len(), 10);
+    }
+    assert_eq!(
+        raw_get(server.addr(), target).answer.body,
+        expected(1000, 5),
+        "third request is served normally"
+    );
+    // The counter is per exact URL.
+    assert_eq!(
+        raw_get(server.addr(), "/gen/1000/5?fault=drop:10&times=2&x")
+            .answer
+            .body
+            .len(),
+        10
+    );
+    // POST /_control/reset clears counters (and the log).
+    let reset = agent()
+        .post(&format!("{}/_control/reset", server.origin()))
+        .send_empty()
+        .unwrap();
+    assert_eq!(reset.status(), 204);
+    assert!(server.requests().is_empty());
+    assert_eq!(raw_get(server.addr(), target).answer.body.len(), 10);
+}
+
+#[test]
+fn times_with_status_then_success() {
+    let server = server();
+    let url = format!(
+        "{}/gen/100/5?fault=status:503&retry-after=1&times=1",
+        server.origin()
+    );
+    assert_eq!(get(&url, &[]).status, 503);
+    let ok = get(&url, &[]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, expected(100, 5));
+}
+
+// ---------------------------------------------------------------- request log and control
+
+#[test]
+fn request_log_records_what_the_server_saw() {
+    let server = server();
+    let url = format!("{}/gen/1000/1", server.origin());
+    get(&url, &[]);
+    get(
+        &url,
+        &[("Range", "bytes=10-"), ("If-Range", "\"g-1000-1-v0\"")],
+    );
+    let log = server.requests();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].method, "GET");
+    assert_eq!(log[0].path_and_query, "/gen/1000/1");
+    assert_eq!(log[0].range, None);
+    assert_eq!(log[0].status, 200);
+    assert_eq!(log[0].body_bytes_sent, 1000);
+    assert_eq!(log[1].range.as_deref(), Some("bytes=10-"));
+    assert_eq!(log[1].if_range.as_deref(), Some("\"g-1000-1-v0\""));
+    assert_eq!(log[1].status, 206);
+    assert_eq!(log[1].body_bytes_sent, 990);
+
+    let json = get(&format!("{}/_control/log", server.origin()), &[]);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert_cors(&json);
+    let value: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(
+        value.as_array().unwrap().len(),
+        2,
+        "control requests are not logged"
+    );
+    assert_eq!(value[1]["range"], "bytes=10-");
+    assert_eq!(value[1]["status"], 206);
+    assert_eq!(value[0]["body_bytes_sent"], 1000);
+    assert_eq!(value[0]["if_range"], serde_json::Value::Null);
+
+    server.clear_requests();
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn stopping_the_server_frees_the_port() {
+    let server = server();
+    let addr = server.addr();
+    assert_eq!(server.origin(), format!("http://127.0.0.1:{}", addr.port()));
+    drop(server);
+    let again = Server::start(ServerConfig {
+        port: addr.port(),
+        ..ServerConfig::default()
+    })
+    .expect("the port is free again");
+    assert_eq!(again.addr(), addr);
+    assert_eq!(
+        get(&format!("{}/gen/5/5", again.origin()), &[]).body,
+        expected(5, 5)
+    );
+}
+
+#[test]
+fn starts_from_inside_an_async_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let origin = runtime.block_on(async {
+        let server = Server::start(ServerConfig::default()).unwrap();
+        let origin = server.origin();
+        drop(server);
+        origin
+    });
+    assert!(origin.starts_with("http://127.0.0.1:"));
+}
+
+#[test]
+fn bad_config_is_refused() {
+    let err = Server::start(ServerConfig {
+        mounts: vec![("pkg/".into(), std::env::temp_dir())],
+        ..ServerConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("pkg/"));
+    let err = Server::start(ServerConfig {
+        extra_headers: vec![("bad header".into(), "x".into())],
+        ..ServerConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("bad header"));
+}
