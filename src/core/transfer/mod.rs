@@ -289,6 +289,7 @@ impl TransferSpec {
 #[serde(rename_all = "camelCase")]
 pub enum Validator {
     /// A strong entity tag, quotes included.
+    #[serde(rename = "etag")]
     ETag(String),
     /// A `Last-Modified` date, used when the server gave no strong ETag.
     LastModified(String),
