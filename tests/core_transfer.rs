@@ -846,6 +846,28 @@ fn repeated_503_backs_off_exponentially_until_the_retry_cap() {
 }
 
 #[test]
+fn failures_carry_over_a_kill_but_not_a_new_try_after_giving_up() {
+    // Two 503s, a kill, then two more: the cap (4) still counts across the two contexts.
+    let mut sim = Sim::new(2_000, |_| {}).faults(vec![Some(Fault::Status(503, None)); 10]);
+    sim.run_until(|s| s.fetches().len() == 2 && s.t.state() == TransferState::RetryWait);
+    assert_eq!(sim.store.checkpoint.failures, 2);
+    sim.kill_and_resume(true);
+    sim.run();
+    assert!(matches!(
+        sim.outcome,
+        Some(Err(Error::RetriesExhausted { attempts: 4, .. }))
+    ));
+    assert_eq!(sim.fetches().len(), 4);
+    assert_eq!(sim.store.checkpoint.failures, 4);
+
+    // Scheduling it again later resumes from the stored checkpoint with fresh retries.
+    sim.server.faults.clear();
+    sim.kill_and_resume(true);
+    sim.assert_finished_exact();
+    assert_eq!(sim.fetches().len(), 5);
+}
+
+#[test]
 fn not_found_and_gone_fail_at_once_without_retry() {
     for status in [404, 410, 400, 304] {
         let mut sim = Sim::new(2_000, |_| {}).faults([Some(Fault::Status(status, None))]);
@@ -1261,7 +1283,7 @@ fn intervention() -> impl Strategy<Value = (u64, Intervention)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 384, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// For any faults, pauses and kills: finished means exactly the source bytes and digest;
     /// failed means a typed reason that one of the injected faults explains. A kill refetches

@@ -604,7 +604,8 @@ impl Transfer {
     /// Continues a transfer from a stored checkpoint, in this (possibly new) context. Sends a
     /// `Range` request for the rest; verifies without fetching when the checkpoint already holds
     /// the whole file; restarts from zero (with a `Discard`) when the checkpoint has no validator,
-    /// is inconsistent, or disagrees with the declared size.
+    /// is inconsistent, or disagrees with the declared size. The count of consecutive failures
+    /// carries over, unless the previous context had already given up (then it starts again).
     ///
     /// # Example
     /// ```
@@ -625,7 +626,13 @@ impl Transfer {
             return t;
         }
         t.attempts = checkpoint.attempts;
-        t.failures = checkpoint.failures;
+        // A checkpoint from a context that gave up starts a fresh series of attempts; one from a
+        // context that died mid-series continues it (so kills cannot reset the retry cap).
+        t.failures = if checkpoint.failures >= t.spec.config.max_attempts {
+            0
+        } else {
+            checkpoint.failures
+        };
         t.wasted_bytes = checkpoint.wasted_bytes;
         t.restarts = checkpoint.restarts;
         t.high_water = checkpoint.high_water.max(checkpoint.bytes);
