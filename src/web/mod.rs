@@ -1,1 +1,3 @@
 //! The web driver (wasm32 only): runs the core's decisions with `fetch`, IndexedDB and Web Locks.
+
+pub mod bindings;

@@ -1,2 +1,10 @@
 #![cfg(target_arch = "wasm32")]
-//! Page mode suite.
+//! Page mode suite: every test runs in a real page
+//! (`cargo xtask test` runs it in headless Chromium and Firefox).
+
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/stack.rs"]
+mod stack;

@@ -1,2 +1,10 @@
 #![cfg(target_arch = "wasm32")]
-//! Service-worker mode suite.
+//! Service-worker mode suite: every test runs inside a real service worker
+//! (`cargo xtask test` runs it in headless Chromium and Firefox).
+
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_service_worker);
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/stack.rs"]
+mod stack;

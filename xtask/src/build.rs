@@ -1,0 +1,187 @@
+//! `cargo xtask build`: the wasm package in `pkg/`, what a JS user installs.
+//!
+//! ```text
+//! pkg/
+//!   background_assets.js, .d.ts, _bg.wasm   ES module (--target web): pages and bundlers
+//!   worker/background_assets.js, _bg.wasm  classic script (--target no-modules): service
+//!                                          workers, via importScripts (no import() there)
+//!   package.json
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use xtask::workspace;
+
+use crate::command;
+
+/// The library crate's name and the stem of the files wasm-bindgen writes.
+const CRATE: &str = "background-assets";
+const STEM: &str = "background_assets";
+
+/// Which cargo profile the wasm is built with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `--release` (size-optimised, LTO): what `cargo xtask build` ships.
+    Release,
+    /// The dev profile (`--dev`): faster to build, with debug info.
+    Dev,
+}
+
+/// Builds the wasm and writes `pkg/` (both JS flavours and package.json), then prints sizes.
+pub fn run(profile: Profile) -> Result<()> {
+    let mut cargo = Command::new("cargo");
+    cargo.args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--lib",
+        "-p",
+        CRATE,
+    ]);
+    if profile == Profile::Release {
+        cargo.arg("--release");
+    }
+    command::run(&mut cargo).context("build: compiling the wasm library")?;
+
+    let profile_dir = match profile {
+        Profile::Release => "release",
+        Profile::Dev => "debug",
+    };
+    let wasm = workspace::target_dir()
+        .join("wasm32-unknown-unknown")
+        .join(profile_dir)
+        .join(format!("{STEM}.wasm"));
+    let pkg = workspace::pkg_dir();
+    if pkg.exists() {
+        std::fs::remove_dir_all(&pkg)
+            .with_context(|| format!("build: clearing {}", pkg.display()))?;
+    }
+    bindgen(&wasm, "web", &pkg, profile)?;
+    bindgen(&wasm, "no-modules", &pkg.join("worker"), profile)?;
+    write_package_json(&pkg)?;
+
+    println!("build: {}", pkg.display());
+    for file in files_under(&pkg)? {
+        let size = std::fs::metadata(pkg.join(&file))?.len();
+        println!("  {:>10}  {}", human_size(size), file);
+    }
+    Ok(())
+}
+
+fn bindgen(wasm: &Path, target: &str, out_dir: &Path, profile: Profile) -> Result<()> {
+    let mut cmd = Command::new("wasm-bindgen");
+    cmd.arg("--target")
+        .arg(target)
+        .arg("--out-dir")
+        .arg(out_dir)
+        .arg("--out-name")
+        .arg(STEM);
+    if profile == Profile::Dev {
+        cmd.arg("--debug").arg("--keep-debug");
+    }
+    cmd.arg(wasm);
+    command::run(&mut cmd).with_context(|| format!("build: wasm-bindgen --target {target}"))
+}
+
+fn write_package_json(pkg: &Path) -> Result<()> {
+    let meta = crate_metadata()?;
+    let field = |name: &str| meta.get(name).cloned().unwrap_or(Value::Null);
+    let package = json!({
+        "name": CRATE,
+        "version": field("version"),
+        "description": field("description"),
+        "license": field("license"),
+        "repository": field("repository"),
+        "keywords": field("keywords"),
+        "type": "module",
+        "module": format!("{STEM}.js"),
+        "main": format!("{STEM}.js"),
+        "types": format!("{STEM}.d.ts"),
+        "exports": {
+            ".": { "types": format!("./{STEM}.d.ts"), "default": format!("./{STEM}.js") },
+            "./worker": format!("./worker/{STEM}.js"),
+            "./package.json": "./package.json",
+        },
+        "files": files_under(pkg)?,
+        "sideEffects": [format!("./worker/{STEM}.js")],
+    });
+    let path = pkg.join("package.json");
+    let text = serde_json::to_string_pretty(&package)? + "\n";
+    std::fs::write(&path, text).with_context(|| format!("build: writing {}", path.display()))
+}
+
+/// The root crate's entry in `cargo metadata` (version, description, license, ...).
+fn crate_metadata() -> Result<Value> {
+    let text = command::capture(Command::new("cargo").args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))?;
+    let meta: Value = serde_json::from_str(&text).context("parsing cargo metadata")?;
+    meta["packages"]
+        .as_array()
+        .and_then(|packages| packages.iter().find(|p| p["name"] == CRATE))
+        .cloned()
+        .with_context(|| format!("cargo metadata lists no package {CRATE}"))
+}
+
+/// Every file under `dir`, as sorted `/`-separated paths relative to it.
+fn files_under(dir: &Path) -> Result<Vec<String>> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path: PathBuf = entry?.path();
+            if path.is_dir() {
+                walk(base, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(base).unwrap_or(&path);
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// `1234567` -> `"1.2 MiB"`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_shown_in_binary_units() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn files_are_listed_recursively_and_sorted() {
+        let dir = xtask::webdriver::ScratchDir::new("files-under").unwrap();
+        std::fs::create_dir(dir.path().join("worker")).unwrap();
+        std::fs::write(dir.path().join("worker/b.js"), "").unwrap();
+        std::fs::write(dir.path().join("a.js"), "").unwrap();
+        assert_eq!(files_under(dir.path()).unwrap(), ["a.js", "worker/b.js"]);
+    }
+}

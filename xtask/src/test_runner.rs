@@ -1,0 +1,230 @@
+//! `cargo xtask test`: the README's test command and what CI runs.
+//!
+//! In order, and every step is reported (a failed step never hides the later ones):
+//! setup; `cargo fmt --check`; clippy for the host and for wasm32; host tests; the
+//! wasm-bindgen-test suites `sw` (service-worker mode) and `page` (page mode) in each engine,
+//! against a local CDN whose origin the wasm build reads from `BA_TEST_CDN`; `cargo xtask build`;
+//! the end-to-end WebDriver tests. Then a table (suite × engine) and `test: N passed, M failed`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xtask::cdn::{Server, ServerConfig};
+use xtask::webdriver::{Engine, ScratchDir};
+
+use crate::build::{self, Profile};
+use crate::command;
+use crate::setup::{self, Mode};
+use crate::summary::{self, Row};
+
+/// The wasm-bindgen-test suites: one test binary per mode (see DESIGN.md).
+const WASM_SUITES: [&str; 2] = ["sw", "page"];
+
+/// Where the test CDN listens if the port is free. A stable origin keeps `BA_TEST_CDN` (read at
+/// compile time) unchanged between runs, so the wasm test binaries are not rebuilt every time.
+const PREFERRED_CDN_PORT: u16 = 8790;
+
+/// Seconds wasm-bindgen-test-runner allows a whole test binary (its default is 20).
+const WASM_TEST_TIMEOUT_SECS: &str = "120";
+
+/// Flags of `cargo xtask test`.
+pub struct Options {
+    /// Engines to run the browser suites in (default: all).
+    pub engines: Vec<Engine>,
+    /// Only check the tools are present (`--skip-install`).
+    pub skip_install: bool,
+    /// Skip fmt and clippy (`--no-lint`), for quick iteration.
+    pub no_lint: bool,
+}
+
+/// Runs everything and returns whether it all passed (the table is printed either way).
+pub fn run(options: &Options) -> Result<bool> {
+    let started = Instant::now();
+    let mode = if options.skip_install {
+        Mode::CheckOnly
+    } else {
+        Mode::Install
+    };
+    setup::run(mode)?;
+
+    let mut rows = Vec::new();
+    if !options.no_lint {
+        rows.push(check(
+            "fmt",
+            "host",
+            cargo(&["fmt", "--all", "--", "--check"]),
+        ));
+        rows.push(check(
+            "clippy",
+            "host",
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ));
+        rows.push(check(
+            "clippy",
+            "wasm32",
+            cargo(&[
+                "clippy",
+                "-p",
+                "background-assets",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ));
+    }
+    rows.push(tests(
+        "host",
+        "host",
+        cargo(&["test", "--workspace", "--no-fail-fast"]),
+    ));
+
+    let cdn = start_test_cdn()?;
+    println!("test: local CDN at {}", cdn.origin());
+    for suite in WASM_SUITES {
+        for &engine in &options.engines {
+            rows.push(run_wasm_suite(suite, engine, &cdn.origin()));
+        }
+    }
+    drop(cdn);
+
+    let build_row = timed("build", "wasm32", || build::run(Profile::Release));
+    let built = !build_row.failed();
+    rows.push(build_row);
+    for &engine in &options.engines {
+        if built {
+            rows.push(tests(
+                "e2e",
+                engine.name(),
+                cargo(&[
+                    "test",
+                    "-p",
+                    "xtask",
+                    "--test",
+                    "e2e",
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                    engine.name(),
+                ]),
+            ));
+        } else {
+            rows.push(Row::check(
+                "e2e",
+                engine.name(),
+                Some("not run: build failed".into()),
+                Duration::ZERO,
+            ));
+        }
+    }
+
+    println!();
+    print!("{}", summary::render(&rows, started.elapsed()));
+    Ok(rows.iter().all(|r| !r.failed()))
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args);
+    cmd
+}
+
+/// Runs a check step (no test counts): it fails if the command fails.
+fn check(suite: &str, engine: &str, mut cmd: Command) -> Row {
+    timed(suite, engine, || command::run(&mut cmd))
+}
+
+fn timed(suite: &str, engine: &str, step: impl FnOnce() -> Result<()>) -> Row {
+    let started = Instant::now();
+    let failure = step().err().map(|e| format!("{e:#}"));
+    Row::check(suite, engine, failure, started.elapsed())
+}
+
+/// Runs a step that prints libtest results and turns its output into a row.
+fn tests(suite: &str, engine: &str, mut cmd: Command) -> Row {
+    let started = Instant::now();
+    match command::run_and_record(&mut cmd) {
+        Ok(t) => Row::tests(
+            suite,
+            engine,
+            &t.text,
+            t.status.success(),
+            started.elapsed(),
+        ),
+        Err(e) => Row::check(suite, engine, Some(format!("{e:#}")), started.elapsed()),
+    }
+}
+
+fn start_test_cdn() -> Result<Server> {
+    let config = |port| ServerConfig {
+        port,
+        ..ServerConfig::default()
+    };
+    Server::start(config(PREFERRED_CDN_PORT))
+        .or_else(|_| Server::start(config(0)))
+        .context("starting the test CDN")
+}
+
+/// `cargo test --target wasm32-unknown-unknown --test <suite>` in one engine's headless browser.
+fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str) -> Row {
+    let started = Instant::now();
+    let prepared = (|| -> Result<(Command, ScratchDir)> {
+        let driver = engine.driver_path().with_context(|| {
+            format!(
+                "{} not found (run `cargo xtask setup`)",
+                engine.driver_program()
+            )
+        })?;
+        // A fresh profile per run; its webdriver.json is how wasm-bindgen-test-runner takes
+        // capabilities in headless mode (WASM_BINDGEN_TEST_WEBDRIVER_JSON).
+        let scratch = ScratchDir::new(&format!("{suite}-{}", engine.name()))?;
+        let profile = scratch.path().join("profile");
+        std::fs::create_dir_all(&profile)?;
+        let caps = engine.capabilities(&profile);
+        let caps_path = scratch.path().join("webdriver.json");
+        std::fs::write(&caps_path, serde_json::to_string_pretty(&caps)?)
+            .with_context(|| format!("writing {}", caps_path.display()))?;
+        let mut cmd = cargo(&[
+            "test",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--test",
+            suite,
+        ]);
+        for other in Engine::ALL {
+            cmd.env_remove(other.driver_env_var());
+            cmd.env_remove(format!("{}_REMOTE", other.driver_env_var()));
+        }
+        cmd.env("BA_TEST_CDN", cdn_origin)
+            .env(engine.driver_env_var(), driver)
+            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &caps_path)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", WASM_TEST_TIMEOUT_SECS)
+            .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "30");
+        Ok((cmd, scratch))
+    })();
+    match prepared {
+        Ok((cmd, _scratch)) => {
+            let row = tests(suite, engine.name(), cmd);
+            Row {
+                time: started.elapsed(),
+                ..row
+            }
+        }
+        Err(e) => Row::check(
+            suite,
+            engine.name(),
+            Some(format!("{e:#}")),
+            started.elapsed(),
+        ),
+    }
+}
