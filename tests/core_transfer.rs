@@ -966,6 +966,32 @@ fn redirect_records_the_final_url_for_the_allow_list_check() {
 }
 
 #[test]
+fn a_redirect_outside_the_allow_list_is_refused_by_the_driver() {
+    let mut sim = Sim::new(5_000, |_| {}).faults([
+        Some(Fault::Drop(1_500)),
+        Some(Fault::Redirect("https://evil.example/x")),
+    ]);
+    sim.run_until(|s| s.t.final_url().is_some());
+    // The driver's allow-list check fails on the final URL.
+    let refused = Error::SessionDownloadDisallowedByDomain {
+        host: "evil.example".into(),
+    };
+    sim.handle(Event::Refused(refused.clone()));
+    assert_eq!(sim.outcome, Some(Err(refused)));
+    assert_eq!(
+        &sim.log[sim.log.len() - 2..],
+        &[
+            Logged::Abort,
+            Logged::Fail(sim.outcome.clone().unwrap().unwrap_err())
+        ]
+    );
+    assert_eq!(
+        sim.store.checkpoint.bytes, 1_500,
+        "bytes from the allowed host stay"
+    );
+}
+
+#[test]
 fn pause_stores_what_arrived_and_resume_fetches_nothing_twice() {
     let mut sim = Sim::new(5_000, |_| {});
     sim.run_until(|s| s.delivered >= 2_700);

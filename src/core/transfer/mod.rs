@@ -32,6 +32,10 @@
 //! - To continue in another context (the worker was killed, another tab took over), read the last
 //!   stored checkpoint and call [`Transfer::resume`]. Bytes that were received but not yet part
 //!   of a committed `Write` are simply fetched again: at most one chunk plus one body piece.
+//! - Check `response.url` ([`Transfer::final_url`], [`Progress::final_url`]) against the domain
+//!   allow-list after each response head; refuse with [`Event::Refused`].
+//! - When the engine knows it is offline, deliver `Pause`, and `Resume` once online, rather than
+//!   letting network errors use up the attempts.
 //! - If the body is content-encoded (gzip...), pass `content_length: None`: the header then
 //!   counts encoded bytes, not the bytes the stream yields.
 //!
@@ -398,6 +402,10 @@ pub enum Event<'a> {
     /// A `Write` (or `Discard`/`SaveCheckpoint`) failed, e.g. [`Error::QuotaExceeded`] or
     /// [`Error::StaleEpoch`]: the transfer fails with this error.
     WriteFailed(Error),
+    /// The driver refuses to go on, e.g. `response.url` after a redirect is outside the domain
+    /// allow-list ([`Error::SessionDownloadDisallowedByDomain`]) or the response is opaque: the
+    /// fetch is aborted and the transfer fails with this error. Stored bytes are left as they are.
+    Refused(Error),
     /// `poll_timeout()` was reached.
     Timeout,
     /// The app paused the download.
@@ -763,7 +771,7 @@ impl Transfer {
                 }
             }
             Event::Written { offset, len } => self.on_written(offset, len),
-            Event::WriteFailed(error) => {
+            Event::WriteFailed(error) | Event::Refused(error) => {
                 self.abort_fetch();
                 self.fail(error);
             }
