@@ -759,6 +759,12 @@ fn bad_cases() -> Vec<(Value, &'static str, &'static str)> {
             "$[\"X-comment\"]",
             "unknown key",
         ),
+        // Odd keys are JSON-quoted in the path.
+        (
+            insert("", "a\"b\u{1}é", json!(1)),
+            r#"$["a\"b\u0001é"]"#,
+            "unknown key",
+        ),
     ]
 }
 
@@ -901,6 +907,41 @@ fn manifest_parses_and_validates() {
     assert_eq!(
         refuse(json!({"assetPacks": [{"id": "a", "version": "1", "downloadPolicy": "prefetch", "files": [{"path": "a", "url": "a", "size": 1, "sha256": "00"}]}]})).0,
         "$.assetPacks[0].files[0].sha256"
+    );
+}
+
+#[test]
+fn a_manifest_updates_and_extends_the_declared_packs() {
+    let d = parse(&valid()).unwrap();
+    let m = parse_manifest(
+        &json!({ "assetPacks": [
+            { "id": "music", "version": "2", "downloadPolicy": "onDemand", "files": [] },
+            { "id": "extra", "version": "1", "downloadPolicy": "prefetch", "files": [file("e.bin", 3)] }
+        ]})
+        .to_string(),
+        &base(),
+    )
+    .unwrap();
+    let updated = d.with_manifest(&m).unwrap();
+    let order: Vec<&str> = updated.asset_packs.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(order, ["levels", "music", "maps", "extra"]);
+    assert_eq!(updated.pack("music").unwrap().version, "2");
+    assert_eq!(updated.restrictions, d.restrictions);
+    // An essential pack that no longer fits the declared limits is refused.
+    let too_big = parse_manifest(
+        &json!({ "assetPacks": [
+            { "id": "huge", "version": "1", "downloadPolicy": "essential", "files": [file("h.bin", 134217728)] }
+        ]})
+        .to_string(),
+        &base(),
+    )
+    .unwrap();
+    assert_eq!(
+        d.with_manifest(&too_big),
+        Err(Error::MaxInstallSizeExceeded {
+            needed: 134217728 + 67108864 + 10,
+            limit: 134217728
+        })
     );
 }
 

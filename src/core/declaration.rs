@@ -325,6 +325,43 @@ impl Declaration {
         )
     }
 
+    /// The declaration updated by a remote manifest: a manifest pack replaces the declared pack
+    /// with the same id (in place), new ids are appended. The essential packs must still fit
+    /// `essentialMaxInstallSize` and `maxInstallSize` ([`Error::MaxInstallSizeExceeded`]).
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::{parse_declaration, parse_manifest};
+    /// use url::Url;
+    ///
+    /// let base = Url::parse("https://app.example.com/pkg.json").unwrap();
+    /// let pack = |v: &str| format!(r#"{{ "id": "maps", "version": "{v}", "downloadPolicy": "onDemand", "files": [] }}"#);
+    /// let declaration = parse_declaration(&format!(r#"{{ "assetPacks": [{}] }}"#, pack("1")), &base)?;
+    /// let manifest = parse_manifest(&format!(r#"{{ "assetPacks": [{}] }}"#, pack("2")), &base)?;
+    /// let updated = declaration.with_manifest(&manifest)?;
+    /// assert_eq!(updated.pack("maps").unwrap().version, "2");
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
+    pub fn with_manifest(&self, manifest: &Manifest) -> Result<Declaration> {
+        let mut updated = self.clone();
+        for pack in &manifest.asset_packs {
+            match updated.asset_packs.iter_mut().find(|p| p.id == pack.id) {
+                Some(slot) => *slot = pack.clone(),
+                None => updated.asset_packs.push(pack.clone()),
+            }
+        }
+        let needed = updated.essential_size();
+        for limit in [updated.essential_max_install_size, updated.max_install_size]
+            .into_iter()
+            .flatten()
+        {
+            if needed > limit {
+                return Err(Error::MaxInstallSizeExceeded { needed, limit });
+            }
+        }
+        Ok(updated)
+    }
+
     /// The canonical JSON form (camelCase keys, absolute URLs, lowercase digests); parsing it
     /// again gives an equal declaration.
     pub fn to_json(&self) -> Value {
@@ -599,7 +636,11 @@ impl JsonPath {
         if plain {
             JsonPath(format!("{}.{key}", self.0))
         } else {
-            let shown = printable(key);
+            // JSON-quoted (escapes quotes and control characters), long keys shortened.
+            let mut shown: String = key.chars().take(64).collect();
+            if shown.len() < key.len() {
+                shown.push('…');
+            }
             JsonPath(format!(
                 "{}[{}]",
                 self.0,
