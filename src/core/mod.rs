@@ -19,6 +19,7 @@ pub mod error;
 pub mod integrity;
 pub mod policy;
 pub mod queue;
+pub mod range;
 pub mod transfer;
 
 /// Milliseconds on the driver's clock (e.g. `performance.now()` or `Date.now()`). The core never

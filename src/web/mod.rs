@@ -1,3 +1,9 @@
 //! The web driver (wasm32 only): runs the core's decisions with `fetch`, IndexedDB and Web Locks.
 
 pub mod bindings;
+
+pub mod container;
+pub mod fetcher;
+pub mod js;
+pub mod locks;
+pub mod serve;

@@ -8,3 +8,11 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 #[path = "../common/stack.rs"]
 mod stack;
+#[path = "../common/container.rs"]
+mod container;
+#[path = "../common/fetcher.rs"]
+mod fetcher;
+#[path = "../common/locks.rs"]
+mod locks;
+#[path = "../common/serve.rs"]
+mod serve;

@@ -1,0 +1,961 @@
+//! The IndexedDB "container": where downloads keep their chunks and checkpoints, and where
+//! finished assets live for every page and the service worker to read.
+//!
+//! ```text
+//!  database `background-assets` (schema v1)
+//!  ├─ downloads  identifier -> { identifier, epoch, generation, checkpoint, updatedAt }
+//!  ├─ chunks     [identifier, generation, offset] -> Uint8Array (a few MiB each)
+//!  ├─ assets     identifier -> { identifier, size, sha256, contentType, finishedAt,
+//!  │                             generation, chunkCount }
+//!  └─ meta       key -> value (schema bookkeeping)
+//! ```
+//!
+//! * **Fencing.** [`Container::begin_epoch`] bumps a download's epoch in one transaction and
+//!   returns it; every later write ([`Container::write_chunk`], [`Container::save_checkpoint`],
+//!   [`Container::discard_chunks`], [`Container::finish`]) reads the current epoch *in the same
+//!   transaction* and is refused with [`Error::StaleEpoch`] if another context took over.
+//! * **Generations.** A download writes its chunks under its own generation, so updating an asset
+//!   never overwrites the bytes of the version being served; [`Container::finish`] switches the
+//!   asset to the new generation and drops the old chunks atomically.
+//! * **No foreign await in a transaction.** Every transaction here only awaits IndexedDB requests
+//!   and then its own completion (IndexedDB auto-commits when control returns to the event loop).
+//! * **Durability.** Chunk writes ask for `durability: "relaxed"` (ignored by engines without it):
+//!   a lost chunk after a power cut is re-fetched from the checkpoint, which commits with it.
+//! * **Errors.** A `QuotaExceededError` (Chromium reports it as a transaction abort) becomes
+//!   [`Error::QuotaExceeded`]; the aborted transaction changes nothing. Anything else is
+//!   [`Error::Storage`] naming the operation.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), background_assets::core::error::Error> {
+//! use background_assets::web::container::{Container, FinishedAsset};
+//! use wasm_bindgen::JsValue;
+//! let container = Container::open(Container::DEFAULT_NAME).await?;
+//! let epoch = container.begin_epoch("level-2").await?;
+//! container.write_chunk("level-2", epoch, 0, b"hello", &JsValue::from_str("state")).await?;
+//! container.finish("level-2", epoch, FinishedAsset { size: 5, sha256: "2cf2...".into(), content_type: None }).await?;
+//! assert_eq!(container.read_range("level-2", 1, 3).await?, b"el");
+//! # Ok(()) }
+//! ```
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use idb::{DatabaseEvent, Factory, KeyRange, ObjectStoreParams, Query};
+use js_sys::{Array, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{IdbDatabase, IdbTransaction};
+
+use super::js;
+use crate::core::error::Error;
+
+/// The schema version this code writes; [`migrate`] brings older databases up to it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const DOWNLOADS: &str = "downloads";
+const CHUNKS: &str = "chunks";
+const ASSETS: &str = "assets";
+const META: &str = "meta";
+
+#[wasm_bindgen]
+extern "C" {
+    /// `IDBDatabase.transaction(stores, mode, options)` (web-sys has no binding for the options).
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type IdbDatabaseWithOptions;
+    #[wasm_bindgen(method, catch, js_name = transaction)]
+    fn transaction_with_options(
+        this: &IdbDatabaseWithOptions,
+        stores: &Array,
+        mode: &str,
+        options: &JsValue,
+    ) -> Result<IdbTransaction, JsValue>;
+}
+
+/// A download's stored state: its fencing epoch, chunk generation and the core's checkpoint.
+#[derive(Debug, Clone)]
+pub struct DownloadRecord {
+    /// The download's identifier.
+    pub identifier: String,
+    /// The current fencing token; only a writer holding it may write.
+    pub epoch: u64,
+    /// The generation its chunks are stored under.
+    pub generation: u64,
+    /// The core's checkpoint as it was last written (opaque here; `null` before the first).
+    pub checkpoint: JsValue,
+}
+
+/// What [`Container::finish`] records about a verified download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedAsset {
+    /// Total size in bytes (equals the sum of the stored chunks).
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    /// `Content-Type` to serve it with.
+    pub content_type: Option<String>,
+}
+
+/// A finished asset in the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAsset {
+    /// The download identifier it was stored under.
+    pub identifier: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// `Content-Type`, if known.
+    pub content_type: Option<String>,
+    /// When it finished (`Date.now()` milliseconds).
+    pub finished_at: f64,
+    /// The chunk generation holding its bytes.
+    pub generation: u64,
+    /// How many chunks hold its bytes.
+    pub chunk_count: u32,
+}
+
+/// `navigator.storage.estimate()`: bytes used by the origin and its quota.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StorageEstimate {
+    /// Bytes the origin uses (all storage kinds).
+    pub usage: f64,
+    /// Bytes the origin may use.
+    pub quota: f64,
+}
+
+/// The chunks covering a byte range of one asset, still as JavaScript `Uint8Array`s.
+#[derive(Debug, Clone)]
+pub struct ChunkWindow {
+    /// The chunks in order, contiguous.
+    pub chunks: Vec<Uint8Array>,
+    /// The asset offset of the first chunk's first byte.
+    pub first_offset: u64,
+    /// The asset it belongs to.
+    pub asset: StoredAsset,
+}
+
+/// An open connection to the container database.
+///
+/// # Example
+/// ```no_run
+/// # async fn run() -> Result<(), background_assets::core::error::Error> {
+/// use background_assets::web::container::Container;
+/// let container = Container::open("background-assets").await?;
+/// for asset in container.list().await? {
+///     let _ = (asset.identifier, asset.size);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Container {
+    name: String,
+    db: IdbDatabase,
+    _on_version_change: Closure<dyn FnMut(JsValue)>,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+fn storage(operation: &str, error: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        message: format!("{operation}: {error}"),
+    }
+}
+
+fn storage_js(operation: &str, error: &JsValue) -> Error {
+    storage(operation, js::describe(error))
+}
+
+/// Creates the object stores of each schema version after `old_version`, in order.
+///
+/// Runs inside the `versionchange` transaction of [`Container::open`]; each step only adds what
+/// its version introduced, so a database at any older version ends at [`SCHEMA_VERSION`].
+pub fn migrate(db: &idb::Database, old_version: u32) -> Result<(), Error> {
+    for version in old_version + 1..=SCHEMA_VERSION {
+        match version {
+            1 => {
+                for store in [DOWNLOADS, CHUNKS, ASSETS, META] {
+                    if !db.store_names().iter().any(|s| s == store) {
+                        db.create_object_store(store, ObjectStoreParams::new())
+                            .map_err(|e| storage(&format!("migrate to v1: create `{store}`"), e))?;
+                    }
+                }
+            }
+            other => {
+                return Err(storage("migrate", format!("no migration to v{other}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One raw transaction and the promise of its end.
+struct Tx {
+    raw: IdbTransaction,
+    done: Promise,
+    operation: String,
+    identifier: String,
+}
+
+impl Tx {
+    fn store(&self, name: &str) -> Result<idb::ObjectStore, Error> {
+        self.raw
+            .object_store(name)
+            .map(idb::ObjectStore::from)
+            .map_err(|e| storage_js(&self.operation, &e))
+    }
+
+    /// Aborts (nothing is written) and returns `error`.
+    fn abort_with<T>(self, error: Error) -> Result<T, Error> {
+        let _ = self.raw.abort();
+        Err(error)
+    }
+
+    /// Waits for the transaction to commit; maps an abort to the typed error.
+    async fn commit(self) -> Result<(), Error> {
+        match JsFuture::from(self.done).await {
+            Ok(_) => Ok(()),
+            Err(event) => {
+                let error = self.raw.error();
+                let name = error.as_ref().map(|e| e.name()).unwrap_or_default();
+                if name == "QuotaExceededError" {
+                    Err(Error::QuotaExceeded {
+                        identifier: self.identifier,
+                    })
+                } else {
+                    let what = match error {
+                        Some(e) => format!("{}: {}", e.name(), e.message()),
+                        None => format!("aborted ({})", js::describe(&event)),
+                    };
+                    Err(storage(
+                        &format!("{} `{}`", self.operation, self.identifier),
+                        what,
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn chunk_key(identifier: &str, generation: u64, offset: u64) -> JsValue {
+    Array::of3(
+        &JsValue::from_str(identifier),
+        &JsValue::from_f64(generation as f64),
+        &JsValue::from_f64(offset as f64),
+    )
+    .into()
+}
+
+/// Every chunk of one generation of one identifier.
+fn generation_range(identifier: &str, generation: u64) -> Result<Query, Error> {
+    KeyRange::bound(
+        &chunk_key(identifier, generation, 0),
+        &Array::of3(
+            &JsValue::from_str(identifier),
+            &JsValue::from_f64(generation as f64),
+            &JsValue::from_f64(f64::INFINITY),
+        ),
+        None,
+        None,
+    )
+    .map(Query::from)
+    .map_err(|e| storage("key range", e))
+}
+
+/// Every chunk of every generation of one identifier: `[id] < [id, g, o] < [id, []]`.
+fn identifier_range(identifier: &str) -> Result<Query, Error> {
+    KeyRange::bound(
+        &Array::of1(&JsValue::from_str(identifier)),
+        &Array::of2(&JsValue::from_str(identifier), &Array::new()),
+        None,
+        None,
+    )
+    .map(Query::from)
+    .map_err(|e| storage("key range", e))
+}
+
+fn number(record: &JsValue, key: &str) -> u64 {
+    js::get(record, key).as_f64().unwrap_or(0.0) as u64
+}
+
+fn download_record(record: &JsValue) -> DownloadRecord {
+    DownloadRecord {
+        identifier: js::get(record, "identifier")
+            .as_string()
+            .unwrap_or_default(),
+        epoch: number(record, "epoch"),
+        generation: number(record, "generation"),
+        checkpoint: js::get(record, "checkpoint"),
+    }
+}
+
+fn download_value(record: &DownloadRecord) -> JsValue {
+    let value = js::object();
+    js::set(&value, "identifier", &JsValue::from_str(&record.identifier));
+    js::set(&value, "epoch", &JsValue::from_f64(record.epoch as f64));
+    js::set(
+        &value,
+        "generation",
+        &JsValue::from_f64(record.generation as f64),
+    );
+    js::set(&value, "checkpoint", &record.checkpoint);
+    js::set(&value, "updatedAt", &JsValue::from_f64(js_sys::Date::now()));
+    value.into()
+}
+
+fn stored_asset(record: &JsValue) -> StoredAsset {
+    StoredAsset {
+        identifier: js::get(record, "identifier")
+            .as_string()
+            .unwrap_or_default(),
+        size: number(record, "size"),
+        sha256: js::get(record, "sha256").as_string().unwrap_or_default(),
+        content_type: js::get(record, "contentType").as_string(),
+        finished_at: js::get(record, "finishedAt").as_f64().unwrap_or(0.0),
+        generation: number(record, "generation"),
+        chunk_count: number(record, "chunkCount") as u32,
+    }
+}
+
+fn asset_value(asset: &StoredAsset) -> JsValue {
+    let value = js::object();
+    js::set(&value, "identifier", &JsValue::from_str(&asset.identifier));
+    js::set(&value, "size", &JsValue::from_f64(asset.size as f64));
+    js::set(&value, "sha256", &JsValue::from_str(&asset.sha256));
+    if let Some(content_type) = &asset.content_type {
+        js::set(&value, "contentType", &JsValue::from_str(content_type));
+    }
+    js::set(&value, "finishedAt", &JsValue::from_f64(asset.finished_at));
+    js::set(
+        &value,
+        "generation",
+        &JsValue::from_f64(asset.generation as f64),
+    );
+    js::set(
+        &value,
+        "chunkCount",
+        &JsValue::from_f64(asset.chunk_count as f64),
+    );
+    value.into()
+}
+
+/// What a fenced write does once the epoch check passed.
+enum Fenced<'a> {
+    Chunk {
+        offset: u64,
+        bytes: &'a [u8],
+        checkpoint: &'a JsValue,
+    },
+    Checkpoint {
+        checkpoint: &'a JsValue,
+    },
+    Discard {
+        checkpoint: &'a JsValue,
+    },
+    Finish {
+        asset: FinishedAsset,
+    },
+}
+
+impl Container {
+    /// The database name used by the library (tests pass their own names).
+    pub const DEFAULT_NAME: &'static str = "background-assets";
+
+    /// Opens (creating or migrating) the container database `name`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run() -> Result<(), background_assets::core::error::Error> {
+    /// let c = background_assets::web::container::Container::open("background-assets").await?;
+    /// assert_eq!(c.name(), "background-assets");
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(name: &str) -> Result<Container, Error> {
+        let operation = format!("open database `{name}`");
+        let factory = Factory::new().map_err(|e| storage(&operation, e))?;
+        let mut request = factory
+            .open(name, Some(SCHEMA_VERSION))
+            .map_err(|e| storage(&operation, e))?;
+        let migration_error: Rc<RefCell<Option<Error>>> = Rc::default();
+        let seen = migration_error.clone();
+        request.on_upgrade_needed(move |event| {
+            let old = event.old_version().unwrap_or(0);
+            let outcome = event
+                .database()
+                .map_err(|e| storage("upgrade", e))
+                .and_then(|db| migrate(&db, old));
+            if let Err(error) = outcome {
+                *seen.borrow_mut() = Some(error);
+                // Abort the upgrade: the database stays at its old version, untouched.
+                let target = js::get(&JsValue::from(event.clone()), "target");
+                {
+                    let tx = js::get(&target, "transaction");
+                    if let Some(tx) = tx.dyn_ref::<IdbTransaction>() {
+                        let _ = tx.abort();
+                    }
+                }
+            }
+        });
+        let opened = request.await;
+        if let Some(error) = migration_error.borrow_mut().take() {
+            return Err(error);
+        }
+        let db: IdbDatabase = opened.map_err(|e| storage(&operation, e))?.into();
+        // Another context upgrading or deleting the database: let it, by closing this connection.
+        let closing = db.clone();
+        let on_version_change = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+            closing.close();
+        });
+        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        Ok(Container {
+            name: name.to_string(),
+            db,
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// Deletes the whole database `name` (close every connection to it first).
+    pub async fn delete_database(name: &str) -> Result<(), Error> {
+        let operation = format!("delete database `{name}`");
+        let factory = Factory::new().map_err(|e| storage(&operation, e))?;
+        factory
+            .delete(name)
+            .map_err(|e| storage(&operation, e))?
+            .await
+            .map_err(|e| storage(&operation, e))
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Closes the connection (after running transactions finish).
+    pub fn close(&self) {
+        self.db.close();
+    }
+
+    fn transaction(
+        &self,
+        stores: &[&str],
+        readwrite: bool,
+        relaxed: bool,
+        operation: &str,
+        identifier: &str,
+    ) -> Result<Tx, Error> {
+        let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
+        let options = js::object();
+        if relaxed {
+            js::set(&options, "durability", &JsValue::from_str("relaxed"));
+        }
+        let mode = if readwrite { "readwrite" } else { "readonly" };
+        let raw = self
+            .db
+            .unchecked_ref::<IdbDatabaseWithOptions>()
+            .transaction_with_options(&names, mode, &options)
+            .map_err(|e| storage_js(&format!("{operation} `{identifier}`"), &e))?;
+        let done = Promise::new(&mut |resolve, reject| {
+            raw.set_oncomplete(Some(&resolve));
+            raw.set_onabort(Some(&reject));
+        });
+        Ok(Tx {
+            raw,
+            done,
+            operation: operation.to_string(),
+            identifier: identifier.to_string(),
+        })
+    }
+
+    /// Starts (or takes over) the download `identifier`: bumps its epoch in one transaction and
+    /// returns the new epoch, the fencing token every later write must present.
+    ///
+    /// A download seen for the first time gets a fresh chunk generation (one above the finished
+    /// asset's, if there is one) and a `null` checkpoint.
+    pub async fn begin_epoch(&self, identifier: &str) -> Result<u64, Error> {
+        let op = "begin_epoch";
+        let tx = self.transaction(&[DOWNLOADS, ASSETS], true, false, op, identifier)?;
+        let key = JsValue::from_str(identifier);
+        let existing = tx
+            .store(DOWNLOADS)?
+            .get(Query::from(key.clone()))
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        let record = match existing {
+            Some(value) => {
+                let mut record = download_record(&value);
+                record.epoch += 1;
+                record
+            }
+            None => {
+                let asset = tx
+                    .store(ASSETS)?
+                    .get(Query::from(key.clone()))
+                    .map_err(|e| storage(op, e))?
+                    .await
+                    .map_err(|e| storage(op, e))?;
+                DownloadRecord {
+                    identifier: identifier.to_string(),
+                    epoch: 1,
+                    generation: asset.map(|a| stored_asset(&a).generation + 1).unwrap_or(1),
+                    checkpoint: JsValue::NULL,
+                }
+            }
+        };
+        tx.store(DOWNLOADS)?
+            .put(&download_value(&record), Some(&key))
+            .map_err(|e| storage(op, e))?;
+        tx.commit().await?;
+        Ok(record.epoch)
+    }
+
+    /// The stored state of download `identifier` (`None` if it has none).
+    pub async fn load_checkpoint(&self, identifier: &str) -> Result<Option<DownloadRecord>, Error> {
+        let op = "load_checkpoint";
+        let tx = self.transaction(&[DOWNLOADS], false, false, op, identifier)?;
+        let value = tx
+            .store(DOWNLOADS)?
+            .get(Query::from(JsValue::from_str(identifier)))
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        Ok(value.map(|v| download_record(&v)))
+    }
+
+    /// Every unfinished download's stored state.
+    pub async fn downloads(&self) -> Result<Vec<DownloadRecord>, Error> {
+        let op = "downloads";
+        let tx = self.transaction(&[DOWNLOADS], false, false, op, "*")?;
+        let values = tx
+            .store(DOWNLOADS)?
+            .get_all(None, None)
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        Ok(values.iter().map(download_record).collect())
+    }
+
+    /// Stores one chunk at `offset` and the checkpoint that includes it, in ONE transaction, if
+    /// `epoch` is still the download's epoch; else [`Error::StaleEpoch`] and nothing changes.
+    pub async fn write_chunk(
+        &self,
+        identifier: &str,
+        epoch: u64,
+        offset: u64,
+        bytes: &[u8],
+        checkpoint: &JsValue,
+    ) -> Result<(), Error> {
+        self.fenced(
+            identifier,
+            epoch,
+            Fenced::Chunk {
+                offset,
+                bytes,
+                checkpoint,
+            },
+        )
+        .await
+    }
+
+    /// Replaces the checkpoint alone (for example after the response head), fenced by `epoch`.
+    pub async fn save_checkpoint(
+        &self,
+        identifier: &str,
+        epoch: u64,
+        checkpoint: &JsValue,
+    ) -> Result<(), Error> {
+        self.fenced(identifier, epoch, Fenced::Checkpoint { checkpoint })
+            .await
+    }
+
+    /// Restart from zero: deletes the download's chunks and stores `checkpoint` (the reset
+    /// state) in one transaction, fenced by `epoch`.
+    pub async fn discard_chunks(
+        &self,
+        identifier: &str,
+        epoch: u64,
+        checkpoint: &JsValue,
+    ) -> Result<(), Error> {
+        self.fenced(identifier, epoch, Fenced::Discard { checkpoint })
+            .await
+    }
+
+    /// Turns the download into a finished asset in one transaction, fenced by `epoch`: the asset
+    /// record points at the download's chunks, an older version's chunks are deleted and the
+    /// download record is removed.
+    pub async fn finish(
+        &self,
+        identifier: &str,
+        epoch: u64,
+        asset: FinishedAsset,
+    ) -> Result<StoredAsset, Error> {
+        self.fenced(identifier, epoch, Fenced::Finish { asset })
+            .await?;
+        self.asset(identifier)
+            .await?
+            .ok_or_else(|| storage("finish", format!("`{identifier}` vanished after finish")))
+    }
+
+    async fn fenced(&self, identifier: &str, epoch: u64, action: Fenced<'_>) -> Result<(), Error> {
+        let (op, stores, relaxed): (&str, &[&str], bool) = match action {
+            Fenced::Chunk { .. } => ("write_chunk", &[DOWNLOADS, CHUNKS], true),
+            Fenced::Checkpoint { .. } => ("save_checkpoint", &[DOWNLOADS], false),
+            Fenced::Discard { .. } => ("discard_chunks", &[DOWNLOADS, CHUNKS], false),
+            Fenced::Finish { .. } => ("finish", &[DOWNLOADS, CHUNKS, ASSETS], false),
+        };
+        // Copy the chunk into JS before the transaction starts (no work between requests).
+        let chunk = match &action {
+            Fenced::Chunk { bytes, .. } => Some(Uint8Array::from(*bytes)),
+            _ => None,
+        };
+        let tx = self.transaction(stores, true, relaxed, op, identifier)?;
+        let key = JsValue::from_str(identifier);
+        let downloads = tx.store(DOWNLOADS)?;
+        let value = downloads
+            .get(Query::from(key.clone()))
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        let Some(value) = value else {
+            return tx.abort_with(Error::DownloadDoesNotExist {
+                identifier: identifier.to_string(),
+            });
+        };
+        let mut record = download_record(&value);
+        if record.epoch != epoch {
+            return tx.abort_with(Error::StaleEpoch {
+                identifier: identifier.to_string(),
+                held: epoch,
+                current: record.epoch,
+            });
+        }
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        match action {
+            Fenced::Chunk {
+                offset, checkpoint, ..
+            } => {
+                let chunk = chunk.expect("made above");
+                tx.store(CHUNKS)?
+                    .put(
+                        &chunk,
+                        Some(&chunk_key(identifier, record.generation, offset)),
+                    )
+                    .map_err(fail)?;
+                record.checkpoint = checkpoint.clone();
+                downloads
+                    .put(&download_value(&record), Some(&key))
+                    .map_err(fail)?;
+            }
+            Fenced::Checkpoint { checkpoint } => {
+                record.checkpoint = checkpoint.clone();
+                downloads
+                    .put(&download_value(&record), Some(&key))
+                    .map_err(fail)?;
+            }
+            Fenced::Discard { checkpoint } => {
+                tx.store(CHUNKS)?
+                    .delete(generation_range(identifier, record.generation)?)
+                    .map_err(fail)?;
+                record.checkpoint = checkpoint.clone();
+                downloads
+                    .put(&download_value(&record), Some(&key))
+                    .map_err(fail)?;
+            }
+            Fenced::Finish { asset } => {
+                let chunks = tx.store(CHUNKS)?;
+                let assets = tx.store(ASSETS)?;
+                let keys = chunks
+                    .get_all_keys(Some(generation_range(identifier, record.generation)?), None)
+                    .map_err(fail)?
+                    .await
+                    .map_err(fail)?;
+                if let Some(old) = assets
+                    .get(Query::from(key.clone()))
+                    .map_err(fail)?
+                    .await
+                    .map_err(fail)?
+                {
+                    let old = stored_asset(&old);
+                    if old.generation != record.generation {
+                        chunks
+                            .delete(generation_range(identifier, old.generation)?)
+                            .map_err(fail)?;
+                    }
+                }
+                let stored = StoredAsset {
+                    identifier: identifier.to_string(),
+                    size: asset.size,
+                    sha256: asset.sha256,
+                    content_type: asset.content_type,
+                    finished_at: js_sys::Date::now(),
+                    generation: record.generation,
+                    chunk_count: keys.len() as u32,
+                };
+                assets
+                    .put(&asset_value(&stored), Some(&key))
+                    .map_err(fail)?;
+                downloads.delete(Query::from(key.clone())).map_err(fail)?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// The finished asset `identifier`, if there is one.
+    pub async fn asset(&self, identifier: &str) -> Result<Option<StoredAsset>, Error> {
+        let op = "asset";
+        let tx = self.transaction(&[ASSETS], false, false, op, identifier)?;
+        let value = tx
+            .store(ASSETS)?
+            .get(Query::from(JsValue::from_str(identifier)))
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        Ok(value.map(|v| stored_asset(&v)))
+    }
+
+    /// Every finished asset.
+    pub async fn list(&self) -> Result<Vec<StoredAsset>, Error> {
+        let op = "list";
+        let tx = self.transaction(&[ASSETS], false, false, op, "*")?;
+        let values = tx
+            .store(ASSETS)?
+            .get_all(None, None)
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        Ok(values.iter().map(stored_asset).collect())
+    }
+
+    /// Deletes everything stored under `identifier` (asset, download state, every chunk) in one
+    /// transaction. Returns whether anything was there.
+    pub async fn delete(&self, identifier: &str) -> Result<bool, Error> {
+        let op = "delete";
+        let tx = self.transaction(&[DOWNLOADS, CHUNKS, ASSETS], true, false, op, identifier)?;
+        let key = JsValue::from_str(identifier);
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        let mut existed = false;
+        for store in [DOWNLOADS, ASSETS] {
+            let store = tx.store(store)?;
+            let count = store
+                .count(Some(Query::from(key.clone())))
+                .map_err(fail)?
+                .await
+                .map_err(fail)?;
+            existed |= count > 0;
+            store.delete(Query::from(key.clone())).map_err(fail)?;
+        }
+        tx.store(CHUNKS)?
+            .delete(identifier_range(identifier)?)
+            .map_err(fail)?;
+        tx.commit().await?;
+        Ok(existed)
+    }
+
+    /// The chunks of the finished asset `identifier` that cover bytes `start..end`
+    /// (`end` exclusive, `start < end <= size`), read in one transaction.
+    pub async fn chunk_window(
+        &self,
+        identifier: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<ChunkWindow, Error> {
+        let op = "read";
+        let tx = self.transaction(&[ASSETS, CHUNKS], false, false, op, identifier)?;
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        let asset = tx
+            .store(ASSETS)?
+            .get(Query::from(JsValue::from_str(identifier)))
+            .map_err(fail)?
+            .await
+            .map_err(fail)?
+            .map(|v| stored_asset(&v))
+            .ok_or_else(|| Error::DownloadDoesNotExist {
+                identifier: identifier.to_string(),
+            })?;
+        if start > end || end > asset.size {
+            return Err(storage(
+                &format!("{op} `{identifier}`"),
+                format!(
+                    "range {start}..{end} is outside the asset's 0..{}",
+                    asset.size
+                ),
+            ));
+        }
+        if start == end {
+            return Ok(ChunkWindow {
+                chunks: Vec::new(),
+                first_offset: start,
+                asset,
+            });
+        }
+        let chunks = tx.store(CHUNKS)?;
+        let keys = chunks
+            .get_all_keys(Some(generation_range(identifier, asset.generation)?), None)
+            .map_err(fail)?
+            .await
+            .map_err(fail)?;
+        let offsets: Vec<u64> = keys
+            .iter()
+            .map(|k| Array::from(k).get(2).as_f64().unwrap_or(0.0) as u64)
+            .collect();
+        // Chunk i covers offsets[i]..offsets[i+1] (the last one up to size).
+        let first = offsets
+            .iter()
+            .rposition(|&o| o <= start)
+            .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
+        let last = offsets
+            .iter()
+            .rposition(|&o| o < end)
+            .unwrap_or(first)
+            .max(first);
+        let range = KeyRange::bound(
+            &chunk_key(identifier, asset.generation, offsets[first]),
+            &chunk_key(identifier, asset.generation, offsets[last]),
+            None,
+            None,
+        )
+        .map_err(fail)?;
+        let values = chunks
+            .get_all(Some(Query::from(range)), None)
+            .map_err(fail)?
+            .await
+            .map_err(fail)?;
+        let chunks: Vec<Uint8Array> = values
+            .into_iter()
+            .map(|v| v.dyn_into::<Uint8Array>())
+            .collect::<Result<_, _>>()
+            .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))?;
+        let covered = offsets[first] + chunks.iter().map(|c| c.length() as u64).sum::<u64>();
+        if covered < end {
+            return Err(storage(
+                &format!("{op} `{identifier}`"),
+                format!("stored chunks end at {covered}, before {end}"),
+            ));
+        }
+        Ok(ChunkWindow {
+            chunks,
+            first_offset: offsets[first],
+            asset,
+        })
+    }
+
+    /// Bytes `start..end` (`end` exclusive) of the finished asset `identifier`, copied into
+    /// wasm memory (ranges may span chunks). Use [`Container::as_blob`] for large reads.
+    pub async fn read_range(
+        &self,
+        identifier: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let window = self.chunk_window(identifier, start, end).await?;
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut offset = window.first_offset;
+        for chunk in &window.chunks {
+            let len = chunk.length() as u64;
+            let from = start.max(offset);
+            let to = end.min(offset + len);
+            if from < to {
+                let part = chunk.subarray((from - offset) as u32, (to - offset) as u32);
+                let at = out.len();
+                out.resize(at + part.length() as usize, 0);
+                part.copy_to(&mut out[at..]);
+            }
+            offset += len;
+        }
+        Ok(out)
+    }
+
+    /// Bytes `start..end` of the asset as a `Blob` built from the covering chunks (no copy
+    /// into wasm memory).
+    pub async fn blob_range(
+        &self,
+        identifier: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(web_sys::Blob, StoredAsset), Error> {
+        let window = self.chunk_window(identifier, start, end).await?;
+        let parts: Array = window.chunks.iter().collect();
+        let options = web_sys::BlobPropertyBag::new();
+        if let Some(content_type) = &window.asset.content_type {
+            options.set_type(content_type);
+        }
+        let op = format!("blob `{identifier}`");
+        let whole = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+            .map_err(|e| storage_js(&op, &e))?;
+        let from = (start - window.first_offset) as f64;
+        let to = (end - window.first_offset) as f64;
+        let blob = if from == 0.0 && to == whole.size() {
+            whole
+        } else {
+            whole
+                .slice_with_f64_and_f64_and_content_type(
+                    from,
+                    to,
+                    window.asset.content_type.as_deref().unwrap_or(""),
+                )
+                .map_err(|e| storage_js(&op, &e))?
+        };
+        Ok((blob, window.asset))
+    }
+
+    /// The whole finished asset as a `Blob` (typed with its content type), built from the stored
+    /// chunks without copying them into wasm memory.
+    pub async fn as_blob(&self, identifier: &str) -> Result<web_sys::Blob, Error> {
+        let asset = self
+            .asset(identifier)
+            .await?
+            .ok_or_else(|| Error::DownloadDoesNotExist {
+                identifier: identifier.to_string(),
+            })?;
+        Ok(self.blob_range(identifier, 0, asset.size).await?.0)
+    }
+
+    /// The whole finished asset as a `200` `Response` (see also [`crate::web::serve`] for
+    /// `Range` requests).
+    pub async fn as_response(&self, identifier: &str) -> Result<web_sys::Response, Error> {
+        super::serve::serve(self, identifier, None).await
+    }
+
+    /// `navigator.storage.estimate()`.
+    pub async fn estimate() -> Result<StorageEstimate, Error> {
+        let estimate = call_storage("estimate").await?;
+        Ok(StorageEstimate {
+            usage: js::get(&estimate, "usage").as_f64().unwrap_or(0.0),
+            quota: js::get(&estimate, "quota").as_f64().unwrap_or(0.0),
+        })
+    }
+
+    /// `navigator.storage.persist()`: asks for persistent storage. Pages only: a worker gets
+    /// [`Error::Unsupported`]. The browser may decline (or ask the user).
+    pub async fn persist() -> Result<bool, Error> {
+        Ok(call_storage("persist").await?.as_bool().unwrap_or(false))
+    }
+
+    /// `navigator.storage.persisted()`: whether storage is already persistent.
+    pub async fn persisted() -> Result<bool, Error> {
+        Ok(call_storage("persisted").await?.as_bool().unwrap_or(false))
+    }
+}
+
+async fn call_storage(method: &str) -> Result<JsValue, Error> {
+    let storage_manager = js::get(&js::navigator(), "storage");
+    let function = js::get(&storage_manager, method);
+    let Some(function) = function.dyn_ref::<js_sys::Function>() else {
+        return Err(Error::Unsupported {
+            what: format!("navigator.storage.{method}() in this context"),
+        });
+    };
+    let op = format!("navigator.storage.{method}()");
+    let promise = function
+        .call0(&storage_manager)
+        .map_err(|e| storage_js(&op, &e))?;
+    JsFuture::from(Promise::from(promise))
+        .await
+        .map_err(|e| storage_js(&op, &e))
+}

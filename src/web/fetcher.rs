@@ -1,0 +1,446 @@
+//! One streamed `fetch`: the response head, then the body piece by piece, cancellable.
+//!
+//! ```text
+//!  Fetcher::start(url, options) --fetch(mode: cors, credentials: same-origin, signal)-->
+//!  ResponseStream { head } --next_piece()--> Uint8Array pieces (64 KiB–1 MiB, as the engine
+//!  reads them) --Coalescer--> Chunk { offset, bytes } of a few MiB --> container
+//! ```
+//!
+//! * `mode: "cors"` only: an opaque (no-cors) response allows no progress, `Range` or hashing and
+//!   costs ~7 MB of quota padding, so it is refused with [`Error::OpaqueResponseRefused`].
+//! * `credentials: "same-origin"`, and an `Authorization`/`Cookie` header for another origin is
+//!   refused with [`Error::CrossOriginCredentials`]: credentials never go to another origin.
+//! * The body is read with `ReadableStreamDefaultReader::new(&body)`, never buffered whole.
+//! * An `AbortController` is held: [`ResponseStream::abort`] and dropping the stream cancel it.
+//! * The fetcher decides nothing about statuses or validators; the core does.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), background_assets::core::error::Error> {
+//! use background_assets::web::fetcher::{Coalescer, FetchOptions, Fetcher};
+//! let mut stream = Fetcher::start("https://cdn.example/level-2.bin", FetchOptions::default()).await?;
+//! let mut coalescer = Coalescer::new(Coalescer::DEFAULT_CHUNK_SIZE, 0);
+//! while let Some(piece) = stream.next_piece().await? {
+//!     for chunk in coalescer.push(&piece) { /* hash + write chunk.bytes at chunk.offset */ let _ = chunk; }
+//! }
+//! if let Some(last) = coalescer.finish() { let _ = last; }
+//! # Ok(()) }
+//! ```
+
+use js_sys::{Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AbortController, Headers, ReadableStreamDefaultReader, Request, RequestCredentials,
+    RequestInit, RequestMode, Response,
+};
+
+use super::js;
+use crate::core::error::Error;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The global `fetch`, bound directly so it works in pages and workers alike.
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &Request) -> Promise;
+}
+
+/// What to send with a fetch.
+///
+/// # Example
+/// ```
+/// # #[cfg(target_arch = "wasm32")] {
+/// use background_assets::web::fetcher::FetchOptions;
+/// let resume = FetchOptions { range_start: Some(4 << 20), if_range: Some("\"abc\"".into()), ..Default::default() };
+/// assert_eq!(resume.range_header().as_deref(), Some("bytes=4194304-"));
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Ask for the bytes from this offset on (`Range: bytes=N-`).
+    pub range_start: Option<u64>,
+    /// The validator the range is conditional on (`If-Range`), a strong ETag.
+    pub if_range: Option<String>,
+    /// Extra request headers (name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+impl FetchOptions {
+    /// The `Range` header these options send, if any.
+    pub fn range_header(&self) -> Option<String> {
+        self.range_start.map(|start| format!("bytes={start}-"))
+    }
+}
+
+/// The response head, as the core needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// HTTP status.
+    pub status: u16,
+    /// The final URL after redirects (`response.url`): check it against the allow-list again.
+    pub url: String,
+    /// Whether a redirect was followed.
+    pub redirected: bool,
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// `Content-Range`.
+    pub content_range: Option<String>,
+    /// `Content-Length`.
+    pub content_length: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Retry-After`.
+    pub retry_after: Option<String>,
+}
+
+/// Starts fetches. See the [module documentation](self).
+pub struct Fetcher;
+
+fn network(error: &JsValue) -> Error {
+    Error::Network {
+        message: js::describe(error),
+    }
+}
+
+fn origin_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+}
+
+impl Fetcher {
+    /// Sends a `GET` for `url` (`mode: "cors"`, `credentials: "same-origin"`, with an abort
+    /// signal) and waits for the response head.
+    ///
+    /// Errors: [`Error::DownloadInvalid`] for a URL that is not absolute http(s),
+    /// [`Error::CrossOriginCredentials`] for an `Authorization`/`Cookie` header to another
+    /// origin, [`Error::Network`] when the fetch fails (connection refused, CORS...),
+    /// [`Error::OpaqueResponseRefused`] for an opaque response.
+    pub async fn start(url: &str, options: FetchOptions) -> Result<ResponseStream, Error> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::DownloadInvalid {
+            reason: format!("url `{url}`: {e}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::DownloadInvalid {
+                reason: format!("url `{url}`: only http and https can be fetched"),
+            });
+        }
+        let same_origin = origin_of(url).as_deref() == Some(js::origin().as_str());
+        let headers = Headers::new().map_err(|e| network(&e))?;
+        for (name, value) in &options.headers {
+            let lower = name.to_ascii_lowercase();
+            if !same_origin && (lower == "authorization" || lower == "cookie") {
+                return Err(Error::CrossOriginCredentials {
+                    url: url.to_string(),
+                });
+            }
+            headers
+                .set(name, value)
+                .map_err(|e| Error::DownloadInvalid {
+                    reason: format!("header `{name}`: {}", js::describe(&e)),
+                })?;
+        }
+        if let Some(range) = options.range_header() {
+            headers.set("Range", &range).map_err(|e| network(&e))?;
+        }
+        if let Some(validator) = &options.if_range {
+            headers
+                .set("If-Range", validator)
+                .map_err(|e| Error::DownloadInvalid {
+                    reason: format!("If-Range `{validator}`: {}", js::describe(&e)),
+                })?;
+        }
+        let controller = AbortController::new().map_err(|e| network(&e))?;
+        let init = RequestInit::new();
+        init.set_method("GET");
+        init.set_mode(RequestMode::Cors);
+        init.set_credentials(RequestCredentials::SameOrigin);
+        init.set_headers(&headers);
+        init.set_signal(Some(&controller.signal()));
+        let request =
+            Request::new_with_str_and_init(url, &init).map_err(|e| Error::DownloadInvalid {
+                reason: format!("request for `{url}`: {}", js::describe(&e)),
+            })?;
+        let guard = AbortGuard(Some(controller));
+        let response = JsFuture::from(global_fetch(&request))
+            .await
+            .map_err(|e| network(&e))?;
+        let response: Response = response.dyn_into().map_err(|v| Error::Network {
+            message: format!("fetch gave no Response: {}", js::describe(&v)),
+        })?;
+        ResponseStream::with_guard(response, guard)
+    }
+}
+
+struct AbortGuard(Option<AbortController>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(controller) = self.0.take() {
+            controller.abort();
+        }
+    }
+}
+
+/// A response being read: its [`ResponseHead`] and its body, piece by piece. Dropping it
+/// cancels the fetch.
+pub struct ResponseStream {
+    head: ResponseHead,
+    reader: Option<ReadableStreamDefaultReader>,
+    received: u64,
+    done: bool,
+    abort: AbortGuard,
+}
+
+impl std::fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("head", &self.head)
+            .field("received", &self.received)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl ResponseStream {
+    /// Wraps a `Response` obtained elsewhere (for example from a Background Fetch record).
+    /// Refuses an opaque one with [`Error::OpaqueResponseRefused`].
+    pub fn from_response(response: Response) -> Result<ResponseStream, Error> {
+        ResponseStream::with_guard(response, AbortGuard(None))
+    }
+
+    fn with_guard(response: Response, abort: AbortGuard) -> Result<ResponseStream, Error> {
+        let kind = js::get(&response, "type").as_string().unwrap_or_default();
+        if kind == "opaque" || kind == "opaqueredirect" {
+            return Err(Error::OpaqueResponseRefused {
+                url: response.url(),
+            });
+        }
+        let headers = response.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        let head = ResponseHead {
+            status: response.status(),
+            url: response.url(),
+            redirected: response.redirected(),
+            etag: header("ETag"),
+            last_modified: header("Last-Modified"),
+            content_range: header("Content-Range"),
+            content_length: header("Content-Length"),
+            content_type: header("Content-Type"),
+            retry_after: header("Retry-After"),
+        };
+        let reader = match response.body() {
+            Some(body) => {
+                Some(
+                    ReadableStreamDefaultReader::new(&body).map_err(|e| Error::Network {
+                        message: format!("body of {}: {}", head.url, js::describe(&e)),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(ResponseStream {
+            done: reader.is_none(),
+            head,
+            reader,
+            received: 0,
+            abort,
+        })
+    }
+
+    /// The response head.
+    pub fn head(&self) -> &ResponseHead {
+        &self.head
+    }
+
+    /// Body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next piece of the body as the engine delivered it, or `None` at its end.
+    /// A connection lost mid-body is [`Error::Network`]; after [`ResponseStream::abort`] it is
+    /// [`Error::Cancelled`] (naming the URL).
+    pub async fn next_piece(&mut self) -> Result<Option<Uint8Array>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(reader) = &self.reader else {
+            return Ok(None);
+        };
+        let result = match JsFuture::from(reader.read()).await {
+            Ok(result) => result,
+            Err(error) => {
+                self.done = true;
+                let aborted = self.abort.0.as_ref().is_some_and(|c| c.signal().aborted());
+                return Err(
+                    if aborted || js::error_name(&error).as_deref() == Some("AbortError") {
+                        Error::Cancelled {
+                            identifier: self.head.url.clone(),
+                        }
+                    } else {
+                        Error::Network {
+                            message: format!(
+                                "body of {} after {} bytes: {}",
+                                self.head.url,
+                                self.received,
+                                js::describe(&error)
+                            ),
+                        }
+                    },
+                );
+            }
+        };
+        if js::get(&result, "done").as_bool().unwrap_or(false) {
+            self.done = true;
+            self.abort.0 = None; // finished: nothing to cancel any more
+            return Ok(None);
+        }
+        let piece: Uint8Array =
+            js::get(&result, "value")
+                .dyn_into()
+                .map_err(|v| Error::Network {
+                    message: format!("body piece is not bytes: {}", js::describe(&v)),
+                })?;
+        self.received += piece.length() as u64;
+        Ok(Some(piece))
+    }
+
+    /// Cancels the fetch; later reads end with [`Error::Cancelled`].
+    pub fn abort(&mut self) {
+        if let Some(controller) = &self.abort.0 {
+            controller.abort();
+        }
+        if let Some(reader) = &self.reader {
+            let _ = reader.cancel();
+        }
+    }
+}
+
+/// A chunk ready to store: `bytes` belong at `offset` of the asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset of the first byte in the asset.
+    pub offset: u64,
+    /// The bytes (exactly the chunk size, except for the last chunk).
+    pub bytes: Vec<u8>,
+}
+
+/// Gathers body pieces into chunks of a fixed size, copying each byte once (from the JS piece
+/// into the chunk's buffer in wasm memory, where it is hashed and handed to the container).
+///
+/// # Example
+/// ```
+/// # #[cfg(target_arch = "wasm32")] {
+/// use background_assets::web::fetcher::Coalescer;
+/// let mut c = Coalescer::new(4, 100);
+/// assert!(c.push_bytes(&[1, 2, 3]).is_empty());
+/// let full = c.push_bytes(&[4, 5]);
+/// assert_eq!((full[0].offset, full[0].bytes.clone()), (100, vec![1, 2, 3, 4]));
+/// assert_eq!(c.finish().unwrap().bytes, vec![5]);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Coalescer {
+    chunk_size: usize,
+    buffer: Vec<u8>,
+    filled: usize,
+    offset: u64,
+}
+
+impl Coalescer {
+    /// The default chunk size, 4 MiB: large enough for few IndexedDB values, small enough that
+    /// a lost chunk costs little.
+    pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+
+    /// A coalescer whose first chunk starts at `start_offset` of the asset.
+    /// A `chunk_size` of 0 is treated as 1.
+    pub fn new(chunk_size: usize, start_offset: u64) -> Coalescer {
+        let chunk_size = chunk_size.max(1);
+        Coalescer {
+            chunk_size,
+            buffer: Vec::new(),
+            filled: 0,
+            offset: start_offset,
+        }
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Bytes held but not yet emitted.
+    pub fn pending(&self) -> usize {
+        self.filled
+    }
+
+    /// The asset offset the next emitted chunk starts at.
+    pub fn next_offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn ensure_buffer(&mut self) {
+        if self.buffer.len() != self.chunk_size {
+            self.buffer = vec![0; self.chunk_size];
+        }
+    }
+
+    fn take_full(&mut self, out: &mut Vec<Chunk>) {
+        if self.filled == self.chunk_size {
+            let bytes = std::mem::take(&mut self.buffer);
+            out.push(Chunk {
+                offset: self.offset,
+                bytes,
+            });
+            self.offset += self.chunk_size as u64;
+            self.filled = 0;
+        }
+    }
+
+    /// Adds a piece from the body; returns the chunks it completed (usually none or one).
+    pub fn push(&mut self, piece: &Uint8Array) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        let total = piece.length() as usize;
+        let mut at = 0;
+        while at < total {
+            self.ensure_buffer();
+            let n = (self.chunk_size - self.filled).min(total - at);
+            piece
+                .subarray(at as u32, (at + n) as u32)
+                .copy_to(&mut self.buffer[self.filled..self.filled + n]);
+            self.filled += n;
+            at += n;
+            self.take_full(&mut out);
+        }
+        out
+    }
+
+    /// Adds bytes already in wasm memory; returns the chunks they completed.
+    pub fn push_bytes(&mut self, mut bytes: &[u8]) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            self.ensure_buffer();
+            let n = (self.chunk_size - self.filled).min(bytes.len());
+            self.buffer[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            self.take_full(&mut out);
+        }
+        out
+    }
+
+    /// The last, partial chunk (at the end of the body), if any bytes are held.
+    pub fn finish(mut self) -> Option<Chunk> {
+        (self.filled > 0).then(|| {
+            self.buffer.truncate(self.filled);
+            Chunk {
+                offset: self.offset,
+                bytes: self.buffer,
+            }
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Small shared helpers for the web driver: the global scope (page or worker) and turning thrown
+//! JavaScript values into readable text and typed errors.
+//!
+//! Everything here binds `globalThis` through [`js_sys::global()`], never `window()`, so the same
+//! code runs in a page, a dedicated worker and a service worker.
+//!
+//! # Example
+//! ```no_run
+//! use background_assets::web::js;
+//! let origin = js::origin();
+//! assert!(origin.starts_with("http"));
+//! ```
+
+use js_sys::Reflect;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Reads `object[key]`, or `undefined` when it is missing or the read throws.
+pub fn get(object: &JsValue, key: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Sets `object[key] = value` (ignores a throwing setter: only used on plain objects we made).
+pub fn set(object: &JsValue, key: &str, value: &JsValue) {
+    let _ = Reflect::set(object, &JsValue::from_str(key), value);
+}
+
+/// `globalThis.navigator` (a `Navigator` in a page, a `WorkerNavigator` in a worker).
+pub fn navigator() -> JsValue {
+    get(&js_sys::global(), "navigator")
+}
+
+/// `self.origin` of the running global (for example `http://127.0.0.1:8000`).
+pub fn origin() -> String {
+    get(&js_sys::global(), "origin")
+        .as_string()
+        .unwrap_or_default()
+}
+
+/// Whether the running global is a worker (dedicated, shared or service) rather than a page.
+pub fn in_worker() -> bool {
+    get(&js_sys::global(), "document").is_undefined()
+}
+
+/// The `name` of a thrown value (`"QuotaExceededError"`, `"AbortError"`, `"TypeError"`...), if it
+/// has one.
+pub fn error_name(value: &JsValue) -> Option<String> {
+    if value.is_undefined() || value.is_null() || !value.is_object() {
+        return None;
+    }
+    get(value, "name").as_string()
+}
+
+/// A one-line description of a thrown value: `name: message` for errors and `DOMException`s, the
+/// string itself for strings, `String(value)` otherwise.
+pub fn describe(value: &JsValue) -> String {
+    if let Some(text) = value.as_string() {
+        return text;
+    }
+    if value.is_object() {
+        let name = get(value, "name").as_string();
+        let message = get(value, "message").as_string();
+        match (name, message) {
+            (Some(n), Some(m)) if !m.is_empty() => return format!("{n}: {m}"),
+            (Some(n), _) => return n,
+            (None, Some(m)) => return m,
+            _ => {}
+        }
+    }
+    match value.dyn_ref::<js_sys::Object>() {
+        Some(object) => String::from(object.to_string()),
+        None => format!("{value:?}"),
+    }
+}
+
+/// A fresh plain object (`{}`), for option bags and stored records.
+pub fn object() -> js_sys::Object {
+    js_sys::Object::new()
+}

@@ -1,0 +1,353 @@
+//! The IndexedDB container through `background_assets::web::container` (sw and page suites).
+//! Every test opens a fresh database and deletes it at the end.
+
+use background_assets::core::error::Error;
+use background_assets::web::container::{Container, FinishedAsset};
+use background_assets::web::js;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+/// A fresh, uniquely named container.
+pub async fn fresh(label: &str) -> Container {
+    let name = format!("ba-test-{label}-{}", (js_sys::Math::random() * 1e12) as u64);
+    Container::open(&name)
+        .await
+        .expect("open a fresh container")
+}
+
+/// Closes and deletes the container's database.
+pub async fn remove(container: Container) {
+    let name = container.name().to_string();
+    container.close();
+    drop(container);
+    Container::delete_database(&name)
+        .await
+        .expect("delete database");
+}
+
+/// Deterministic test bytes: `len` bytes starting at `offset` of pattern `seed`.
+pub fn pattern(seed: u8, offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len)
+        .map(|i| (i.wrapping_mul(31) as u8) ^ seed ^ ((i >> 8) as u8))
+        .collect()
+}
+
+fn checkpoint(done: u64) -> JsValue {
+    let value = js::object();
+    js::set(&value, "done", &JsValue::from_f64(done as f64));
+    value.into()
+}
+
+fn done_of(checkpoint: &JsValue) -> u64 {
+    js::get(checkpoint, "done").as_f64().unwrap_or(-1.0) as u64
+}
+
+/// Stores `size` bytes of `pattern(seed)` in chunks of `chunk` bytes and finishes it.
+pub async fn store(container: &Container, id: &str, seed: u8, size: usize, chunk: usize) {
+    let epoch = container.begin_epoch(id).await.unwrap();
+    let mut offset = 0;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        container
+            .write_chunk(
+                id,
+                epoch,
+                offset as u64,
+                &pattern(seed, offset, len),
+                &checkpoint((offset + len) as u64),
+            )
+            .await
+            .unwrap();
+        offset += len;
+    }
+    container
+        .finish(
+            id,
+            epoch,
+            FinishedAsset {
+                size: size as u64,
+                sha256: format!("{seed:02x}{}", "0".repeat(62)),
+                content_type: Some("application/x-test".into()),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn begin_epoch_bumps_the_fencing_token() {
+    let c = fresh("epoch").await;
+    assert!(c.load_checkpoint("a").await.unwrap().is_none());
+    assert_eq!(c.begin_epoch("a").await.unwrap(), 1);
+    assert_eq!(c.begin_epoch("a").await.unwrap(), 2);
+    assert_eq!(c.begin_epoch("b").await.unwrap(), 1);
+    let record = c.load_checkpoint("a").await.unwrap().unwrap();
+    assert_eq!((record.identifier.as_str(), record.epoch), ("a", 2));
+    assert!(record.checkpoint.is_null());
+    let mut ids: Vec<_> = c
+        .downloads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.identifier)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn chunks_read_back_exactly_across_boundaries() {
+    let c = fresh("readback").await;
+    store(&c, "asset", 7, 2500, 1000).await;
+    let all = pattern(7, 0, 2500);
+    assert_eq!(c.read_range("asset", 0, 2500).await.unwrap(), all);
+    assert_eq!(
+        c.read_range("asset", 990, 2010).await.unwrap(),
+        &all[990..2010]
+    );
+    assert_eq!(
+        c.read_range("asset", 1000, 2000).await.unwrap(),
+        &all[1000..2000]
+    );
+    assert_eq!(
+        c.read_range("asset", 2499, 2500).await.unwrap(),
+        &all[2499..]
+    );
+    assert_eq!(c.read_range("asset", 5, 5).await.unwrap(), Vec::<u8>::new());
+    let asset = c.asset("asset").await.unwrap().unwrap();
+    assert_eq!((asset.size, asset.chunk_count), (2500, 3));
+    let outside = c.read_range("asset", 2000, 2501).await.unwrap_err();
+    assert_eq!(outside.name(), "Storage");
+    assert!(outside.to_string().contains("2501"), "{outside}");
+    assert_eq!(
+        c.read_range("nope", 0, 1).await.unwrap_err(),
+        Error::DownloadDoesNotExist {
+            identifier: "nope".into()
+        }
+    );
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_stale_epoch_cannot_write_and_changes_nothing() {
+    let c = fresh("stale").await;
+    let old = c.begin_epoch("d").await.unwrap();
+    c.write_chunk("d", old, 0, &pattern(1, 0, 1000), &checkpoint(1000))
+        .await
+        .unwrap();
+    let new = c.begin_epoch("d").await.unwrap(); // another context takes over
+    assert!(new > old);
+    for offset in [0u64, 1000] {
+        let refused = c
+            .write_chunk(
+                "d",
+                old,
+                offset,
+                &pattern(9, 0, 1000),
+                &checkpoint(offset + 1000),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            Error::StaleEpoch {
+                identifier: "d".into(),
+                held: old,
+                current: new
+            }
+        );
+    }
+    assert_eq!(
+        c.save_checkpoint("d", old, &checkpoint(5))
+            .await
+            .unwrap_err()
+            .name(),
+        "StaleEpoch"
+    );
+    assert_eq!(
+        c.discard_chunks("d", old, &JsValue::NULL)
+            .await
+            .unwrap_err()
+            .name(),
+        "StaleEpoch"
+    );
+    let record = c.load_checkpoint("d").await.unwrap().unwrap();
+    assert_eq!((record.epoch, done_of(&record.checkpoint)), (new, 1000));
+    let finish = FinishedAsset {
+        size: 1000,
+        sha256: "ab".repeat(32),
+        content_type: None,
+    };
+    assert_eq!(
+        c.finish("d", old, finish.clone()).await.unwrap_err().name(),
+        "StaleEpoch"
+    );
+    let asset = c.finish("d", new, finish).await.unwrap();
+    assert_eq!(
+        asset.chunk_count, 1,
+        "the refused write at 1000 stored nothing"
+    );
+    assert_eq!(
+        c.read_range("d", 0, 1000).await.unwrap(),
+        pattern(1, 0, 1000)
+    );
+    // Writing to a download that was never begun is refused too.
+    assert_eq!(
+        c.write_chunk("ghost", 1, 0, b"x", &JsValue::NULL)
+            .await
+            .unwrap_err(),
+        Error::DownloadDoesNotExist {
+            identifier: "ghost".into()
+        }
+    );
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn discard_restarts_from_zero() {
+    let c = fresh("discard").await;
+    let epoch = c.begin_epoch("r").await.unwrap();
+    c.write_chunk("r", epoch, 0, &pattern(1, 0, 100), &checkpoint(100))
+        .await
+        .unwrap();
+    c.write_chunk("r", epoch, 100, &pattern(1, 100, 100), &checkpoint(200))
+        .await
+        .unwrap();
+    c.discard_chunks("r", epoch, &checkpoint(0)).await.unwrap();
+    let record = c.load_checkpoint("r").await.unwrap().unwrap();
+    assert_eq!(done_of(&record.checkpoint), 0);
+    c.write_chunk("r", epoch, 0, &pattern(2, 0, 150), &checkpoint(150))
+        .await
+        .unwrap();
+    let asset = c
+        .finish(
+            "r",
+            epoch,
+            FinishedAsset {
+                size: 150,
+                sha256: "cd".repeat(32),
+                content_type: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(asset.chunk_count, 1);
+    assert_eq!(c.read_range("r", 0, 150).await.unwrap(), pattern(2, 0, 150));
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn finish_list_delete() {
+    let c = fresh("list").await;
+    assert!(c.list().await.unwrap().is_empty());
+    store(&c, "one", 1, 300, 128).await;
+    store(&c, "two", 2, 10, 128).await;
+    let mut listed = c.list().await.unwrap();
+    listed.sort_by(|a, b| a.identifier.cmp(&b.identifier));
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            listed[0].identifier.as_str(),
+            listed[0].size,
+            listed[0].chunk_count
+        ),
+        ("one", 300, 3)
+    );
+    assert_eq!((listed[1].identifier.as_str(), listed[1].size), ("two", 10));
+    assert_eq!(
+        listed[0].content_type.as_deref(),
+        Some("application/x-test")
+    );
+    assert!(listed[0].finished_at > 0.0);
+    assert!(
+        c.downloads().await.unwrap().is_empty(),
+        "finished downloads leave no record"
+    );
+    assert!(c.delete("one").await.unwrap());
+    assert!(!c.delete("one").await.unwrap());
+    let left: Vec<_> = c
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.identifier)
+        .collect();
+    assert_eq!(left, ["two"]);
+    assert_eq!(
+        c.as_blob("one").await.unwrap_err().name(),
+        "DownloadDoesNotExist"
+    );
+    assert_eq!(c.read_range("two", 0, 10).await.unwrap(), pattern(2, 0, 10));
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_update_keeps_serving_the_old_version_until_it_finishes() {
+    let c = fresh("update").await;
+    store(&c, "u", 1, 200, 64).await;
+    let epoch = c.begin_epoch("u").await.unwrap();
+    c.write_chunk("u", epoch, 0, &pattern(5, 0, 100), &checkpoint(100))
+        .await
+        .unwrap();
+    assert_eq!(c.read_range("u", 0, 200).await.unwrap(), pattern(1, 0, 200));
+    let updated = c
+        .finish(
+            "u",
+            epoch,
+            FinishedAsset {
+                size: 100,
+                sha256: "ef".repeat(32),
+                content_type: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((updated.size, updated.chunk_count), (100, 1));
+    assert_eq!(c.read_range("u", 0, 100).await.unwrap(), pattern(5, 0, 100));
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn as_blob_holds_the_exact_bytes() {
+    let c = fresh("blob").await;
+    store(&c, "b", 3, 70_000, 16_384).await;
+    let blob = c.as_blob("b").await.unwrap();
+    assert_eq!(blob.size(), 70_000.0);
+    assert_eq!(blob.type_(), "application/x-test");
+    let buffer = JsFuture::from(blob.array_buffer()).await.unwrap();
+    assert_eq!(
+        js_sys::Uint8Array::new(&buffer).to_vec(),
+        pattern(3, 0, 70_000)
+    );
+    let response = c.as_response("b").await.unwrap();
+    assert_eq!(response.status(), 200);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn storage_estimate_and_persistence() {
+    let estimate = Container::estimate().await.unwrap();
+    assert!(estimate.quota > 0.0, "{estimate:?}");
+    assert!(
+        estimate.usage >= 0.0 && estimate.usage <= estimate.quota,
+        "{estimate:?}"
+    );
+    let _already: bool = Container::persisted().await.unwrap();
+    if js::in_worker() {
+        assert_eq!(
+            Container::persist().await.unwrap_err().name(),
+            "Unsupported"
+        );
+    } else {
+        // The browser decides (and may ask the user, which automation never answers).
+        let persist = std::pin::pin!(Container::persist());
+        let timer = gloo_timers::future::TimeoutFuture::new(2_000);
+        if let futures::future::Either::Left((answer, _)) =
+            futures::future::select(persist, timer).await
+        {
+            let _granted: bool = answer.unwrap();
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Streamed fetches from the local CDN through `background_assets::web::fetcher` (sw and page).
+//! The CDN's origin comes from the compile-time `BA_TEST_CDN`.
+
+use background_assets::core::error::{hex, Error};
+use background_assets::web::container::FinishedAsset;
+use background_assets::web::fetcher::{Coalescer, FetchOptions, Fetcher, ResponseStream};
+use background_assets::web::serve::serve;
+use sha2::{Digest, Sha256};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+use super::container::{fresh, remove};
+
+fn cdn() -> &'static str {
+    super::common::cdn_origin()
+}
+
+/// Reads the whole body into wasm memory (small test bodies only).
+async fn read_all(stream: &mut ResponseStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next_piece().await.unwrap() {
+        out.extend_from_slice(&piece.to_vec());
+    }
+    out
+}
+
+async fn expected_sha256(len: u64, seed: u64) -> String {
+    let url = format!("{}/gen/{len}/{seed}.sha256", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    String::from_utf8(read_all(&mut stream).await).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn streams_a_generated_body_in_coalesced_chunks() {
+    const LEN: u64 = 1_000_000;
+    const CHUNK: usize = 256 * 1024;
+    let url = format!("{}/gen/{LEN}/7", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let head = stream.head().clone();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.url, url);
+    assert_eq!(head.content_length.as_deref(), Some("1000000"));
+    assert!(
+        head.etag.as_deref().is_some_and(|e| e.starts_with('"')),
+        "{head:?}"
+    );
+    assert!(head.last_modified.is_some());
+    let mut coalescer = Coalescer::new(CHUNK, 0);
+    let mut hasher = Sha256::new();
+    let mut chunks = Vec::new();
+    let mut pieces = 0;
+    while let Some(piece) = stream.next_piece().await.unwrap() {
+        pieces += 1;
+        for chunk in coalescer.push(&piece) {
+            hasher.update(&chunk.bytes);
+            chunks.push((chunk.offset, chunk.bytes.len()));
+        }
+    }
+    if let Some(last) = coalescer.finish() {
+        hasher.update(&last.bytes);
+        chunks.push((last.offset, last.bytes.len()));
+    }
+    assert!(pieces >= 1);
+    assert_eq!(stream.received(), LEN);
+    assert_eq!(
+        chunks,
+        [
+            (0, CHUNK),
+            (262_144, CHUNK),
+            (524_288, CHUNK),
+            (786_432, 213_568)
+        ]
+    );
+    assert_eq!(hex(&hasher.finalize()), expected_sha256(LEN, 7).await);
+}
+
+#[wasm_bindgen_test]
+async fn a_range_request_gives_206_and_the_right_bytes() {
+    let url = format!("{}/gen/100000/11", cdn());
+    let mut full = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let etag = full.head().etag.clone().unwrap();
+    let all = read_all(&mut full).await;
+    assert_eq!(all.len(), 100_000);
+
+    let options = FetchOptions {
+        range_start: Some(60_000),
+        if_range: Some(etag),
+        ..Default::default()
+    };
+    let mut partial = Fetcher::start(&url, options).await.unwrap();
+    assert_eq!(partial.head().status, 206);
+    assert_eq!(
+        partial.head().content_range.as_deref(),
+        Some("bytes 60000-99999/100000")
+    );
+    assert_eq!(read_all(&mut partial).await, &all[60_000..]);
+
+    // A validator that no longer matches makes the server send everything (If-Range was sent).
+    let stale = FetchOptions {
+        range_start: Some(60_000),
+        if_range: Some("\"not-the-etag\"".into()),
+        ..Default::default()
+    };
+    let mut whole = Fetcher::start(&url, stale).await.unwrap();
+    assert_eq!(whole.head().status, 200);
+    assert_eq!(read_all(&mut whole).await.len(), 100_000);
+}
+
+#[wasm_bindgen_test]
+fn coalescer_chunk_sizes_and_offsets() {
+    let mut c = Coalescer::new(10, 1000);
+    assert_eq!(c.chunk_size(), 10);
+    let piece =
+        |from: u8, len: u8| js_sys::Uint8Array::from(&(from..from + len).collect::<Vec<u8>>()[..]);
+    assert!(c.push(&piece(0, 7)).is_empty());
+    assert_eq!(c.pending(), 7);
+    let out = c.push(&piece(7, 28)); // completes 0..10, 10..20, 20..30; 5 left
+    assert_eq!(out.len(), 3);
+    assert_eq!(
+        out.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        [1000, 1010, 1020]
+    );
+    for (i, chunk) in out.iter().enumerate() {
+        let start = (i * 10) as u8;
+        assert_eq!(chunk.bytes, (start..start + 10).collect::<Vec<u8>>());
+    }
+    assert_eq!(c.pending(), 5);
+    assert_eq!(c.next_offset(), 1030);
+    assert!(c.push(&piece(0, 0)).is_empty());
+    let last = c.finish().unwrap();
+    assert_eq!(
+        (last.offset, last.bytes),
+        (1030, (30..35).collect::<Vec<u8>>())
+    );
+    assert!(Coalescer::new(4, 0).finish().is_none());
+    assert_eq!(Coalescer::DEFAULT_CHUNK_SIZE, 4 << 20);
+}
+
+#[wasm_bindgen_test]
+async fn abort_stops_the_body() {
+    // 1000 bytes, then the server stalls for 20 s: only an abort ends this quickly.
+    let url = format!("{}/gen/10000000/3?fault=stall:1000&stall-ms=20000", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let first = stream.next_piece().await.unwrap().unwrap();
+    assert!(first.length() > 0);
+    stream.abort();
+    let error = stream.next_piece().await.unwrap_err();
+    assert_eq!(
+        error,
+        Error::Cancelled {
+            identifier: url.clone()
+        }
+    );
+    assert!(stream.received() < 10_000_000);
+}
+
+#[wasm_bindgen_test]
+async fn opaque_responses_and_cross_origin_credentials_are_refused() {
+    let url = format!("{}/gen/10/1", cdn());
+    let init = web_sys::RequestInit::new();
+    init.set_mode(web_sys::RequestMode::NoCors);
+    let request = web_sys::Request::new_with_str_and_init(&url, &init).unwrap();
+    let fetch: js_sys::Function = js_sys::Reflect::get(&js_sys::global(), &"fetch".into())
+        .unwrap()
+        .unchecked_into();
+    let promise: js_sys::Promise = fetch
+        .call1(&js_sys::global(), &request)
+        .unwrap()
+        .unchecked_into();
+    let response: web_sys::Response = JsFuture::from(promise).await.unwrap().unchecked_into();
+    assert_eq!(
+        js_sys::Reflect::get(&response, &"type".into()).unwrap(),
+        JsValue::from_str("opaque")
+    );
+    assert_eq!(
+        ResponseStream::from_response(response).unwrap_err().name(),
+        "OpaqueResponseRefused"
+    );
+
+    let with_auth = FetchOptions {
+        headers: vec![("Authorization".into(), "Bearer secret".into())],
+        ..Default::default()
+    };
+    assert_eq!(
+        Fetcher::start(&url, with_auth).await.unwrap_err(),
+        Error::CrossOriginCredentials { url: url.clone() }
+    );
+    assert_eq!(
+        Fetcher::start("ftp://127.0.0.1/x", FetchOptions::default())
+            .await
+            .unwrap_err()
+            .name(),
+        "DownloadInvalid"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_refused_connection_is_a_network_error() {
+    // Port 9 (discard) on loopback: nothing listens there in the test machine.
+    let error = Fetcher::start("http://127.0.0.1:9/gen/1/1", FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.name(), "Network", "{error}");
+}
+
+#[wasm_bindgen_test]
+async fn streamed_into_the_container_and_served_back() {
+    const LEN: u64 = 9_000_000;
+    let url = format!("{}/gen/{LEN}/5", cdn());
+    let c = fresh("fetch-store").await;
+    let epoch = c.begin_epoch("big").await.unwrap();
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let content_type = stream.head().content_type.clone();
+    let mut coalescer = Coalescer::new(Coalescer::DEFAULT_CHUNK_SIZE, 0);
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    loop {
+        let piece = stream.next_piece().await.unwrap();
+        let chunks = match &piece {
+            Some(piece) => coalescer.push(piece),
+            None => break,
+        };
+        for chunk in chunks {
+            hasher.update(&chunk.bytes);
+            written += chunk.bytes.len() as u64;
+            c.write_chunk(
+                "big",
+                epoch,
+                chunk.offset,
+                &chunk.bytes,
+                &JsValue::from_f64(written as f64),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let last = std::mem::replace(&mut coalescer, Coalescer::new(1, 0))
+        .finish()
+        .unwrap();
+    hasher.update(&last.bytes);
+    c.write_chunk(
+        "big",
+        epoch,
+        last.offset,
+        &last.bytes,
+        &JsValue::from_f64(LEN as f64),
+    )
+    .await
+    .unwrap();
+    let sha256 = hex(&hasher.finalize());
+    assert_eq!(sha256, expected_sha256(LEN, 5).await);
+    let asset = c
+        .finish(
+            "big",
+            epoch,
+            FinishedAsset {
+                size: LEN,
+                sha256,
+                content_type,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(asset.chunk_count, 3);
+
+    // The stored bytes across the first chunk boundary equal the CDN's.
+    let boundary = Coalescer::DEFAULT_CHUNK_SIZE as u64;
+    let range = format!("bytes={}-{}", boundary - 500, boundary + 499);
+    let served = serve(&c, "big", Some(&range)).await.unwrap();
+    assert_eq!(served.status(), 206);
+    let buffer = JsFuture::from(served.array_buffer().unwrap())
+        .await
+        .unwrap();
+    let served = js_sys::Uint8Array::new(&buffer).to_vec();
+    let options = FetchOptions {
+        range_start: Some(boundary - 500),
+        ..Default::default()
+    };
+    let mut original = Fetcher::start(&url, options).await.unwrap();
+    let mut expected = Vec::new();
+    while expected.len() < 1000 {
+        expected.extend(original.next_piece().await.unwrap().unwrap().to_vec());
+    }
+    original.abort();
+    assert_eq!(served, &expected[..1000]);
+    remove(c).await;
+}
