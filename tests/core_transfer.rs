@@ -945,6 +945,29 @@ fn waiting_for_a_head_that_never_comes_is_a_stall() {
 }
 
 #[test]
+fn the_speed_window_restarts_when_the_head_arrives() {
+    let mut t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+    while t.poll_action().is_some() {}
+    let window = TransferConfig::default().stall_window_ms;
+    t.handle(
+        Event::ResponseHead {
+            status: 200,
+            headers: ResponseHeaders::default(),
+        },
+        window - 100,
+    );
+    assert_eq!(t.poll_timeout(), Some(2 * window - 100));
+    t.handle(Event::Body(&[0; 10]), window + 50);
+    t.handle(Event::Timeout, window + 60);
+    assert_eq!(
+        t.poll_action(),
+        None,
+        "a slow head does not make the body look stalled"
+    );
+    assert_eq!(t.state(), TransferState::Receiving);
+}
+
+#[test]
 fn redirect_records_the_final_url_for_the_allow_list_check() {
     let mut sim =
         Sim::new(2_000, |_| {}).faults([Some(Fault::Redirect("https://mirror.example/asset.bin"))]);

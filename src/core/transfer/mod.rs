@@ -65,8 +65,9 @@
 //! - `404`, `410`, any other `4xx` and unexpected statuses → [`Error::HttpStatus`], no retry.
 //!   `401`/`403`/`407` → [`Error::AuthenticationRequired`], no retry (the manager's delegate may
 //!   supply credentials and start a new transfer from the checkpoint).
-//! - A stall is fewer than `stall_min_bytes_per_sec` over `stall_window_ms` (waiting for the
-//!   response head counts too): abort and retry.
+//! - A stall is fewer than `stall_min_bytes_per_sec` over `stall_window_ms`, measured in
+//!   consecutive windows from the response head (no head within one window is a stall too):
+//!   abort, keep what arrived, retry.
 //! - Pause aborts the fetch, stores the received bytes as a (possibly short) `Write`, and keeps
 //!   everything: resume continues with `Range`, nothing is fetched twice. Cancel aborts,
 //!   discards and fails with [`Error::Cancelled`]. [`Event::WriteFailed`] (quota, stale epoch)
@@ -1142,7 +1143,9 @@ impl Transfer {
     fn begin_body(&mut self, now: Millis) {
         self.phase = Phase::Receiving;
         self.body_limit = self.spec.expected_size.or(self.server_total);
-        self.check_stall(now);
+        // The wait for the head was its own window; the body's speed is measured from here.
+        self.window_start = now;
+        self.window_bytes = 0;
     }
 
     fn on_body(&mut self, mut piece: &[u8], now: Millis) {
