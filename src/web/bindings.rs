@@ -45,3 +45,20 @@ pub fn global_context() -> String {
     };
     name.to_string()
 }
+
+/// The SHA-256 of `bytes` as 64 lower-case hex digits. The demo's worker uses it to prove it
+/// fetched and hashed a CDN body with its own wasm.
+///
+/// # Example
+/// ```no_run
+/// let hex = background_assets::web::bindings::sha256_hex(b"abc");
+/// assert!(hex.starts_with("ba7816bf"));
+/// ```
+#[wasm_bindgen(js_name = sha256Hex)]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
