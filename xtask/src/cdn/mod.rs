@@ -20,7 +20,7 @@
 //! `Access-Control-Allow-Headers` echoing `Access-Control-Request-Headers` (or `Range, If-Range,
 //! Authorization, Content-Type, X-Requested-With`), `Access-Control-Max-Age: 600`, and
 //! `Access-Control-Allow-Private-Network: true` when the request has `Origin` and
-//! `Access-Control-Request-Private-Network`.
+//! `Access-Control-Request-Private-Network`. Under `/_control/` the allowed methods add `POST`.
 //!
 //! # Generated bodies
 //! `GET|HEAD /gen/<len>/<seed>` serves [`generated_bytes`] with `Content-Length`, `Accept-Ranges:
@@ -300,7 +300,7 @@ impl Server {
         self.shared.origin.clone()
     }
 
-    /// Every request served so far (except `/_control/`), in arrival order.
+    /// Every request served so far (except `/_control/`), in the order their responses started.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
     }
@@ -445,7 +445,7 @@ async fn route(
     let path = req.uri().path();
     let method = req.method();
     if method == Method::OPTIONS {
-        return preflight(req.headers());
+        return preflight(req.headers(), path.starts_with("/_control/"));
     }
     if let Some(control) = path.strip_prefix("/_control/") {
         return control_endpoint(shared, method, control);
@@ -478,13 +478,18 @@ async fn route(
     }
 }
 
-fn preflight(headers: &HeaderMap) -> Response<ResponseBody> {
+/// The answer to `OPTIONS`; control paths also allow `POST` (for `/_control/reset`).
+fn preflight(headers: &HeaderMap, control: bool) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let out = response.headers_mut();
     out.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        HeaderValue::from_static(if control {
+            "GET, HEAD, OPTIONS, POST"
+        } else {
+            "GET, HEAD, OPTIONS"
+        }),
     );
     let allowed = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
