@@ -1111,6 +1111,30 @@ proptest! {
         }
     }
 
+    /// Random edits of a valid document (a cheap fuzzer): never a panic, always a typed error.
+    #[test]
+    fn never_panics_on_mutated_documents(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(
+            vec!['{', '}', '[', ']', '"', ',', ':', '0', '9', '-', '.', 'e', 'a', '\\', '*', '/', ' ', 'é', '\u{0}'])), 1..8),
+    ) {
+        let mut text: Vec<char> = valid().to_string().chars().collect();
+        for (at, kind, c) in edits {
+            let i = at.index(text.len().max(1));
+            match kind {
+                0 if !text.is_empty() => { text.remove(i); }
+                1 => text.insert(i, c),
+                _ if !text.is_empty() => text[i] = c,
+                _ => {}
+            }
+        }
+        let text: String = text.into_iter().collect();
+        match parse_declaration(&text, &base()) {
+            Ok(_) => {}
+            Err(Error::InvalidDeclaration { path, .. }) => prop_assert!(path.starts_with('$')),
+            Err(other) => prop_assert!(false, "untyped error {other:?}"),
+        }
+    }
+
     #[test]
     fn valid_declarations_round_trip(value in arb_declaration()) {
         let d = parse(&value).unwrap();

@@ -171,9 +171,20 @@ fn stored_requests_are_revalidated() {
     let mut r = request();
     r.headers.push(("Host".into(), "evil".into()));
     assert!(r.validate().is_err());
-    let text = r#"{"url":"ftp://x/y","headers":[]}"#;
-    let loaded: DownloadRequest = serde_json::from_str(text).unwrap();
-    assert!(loaded.validate().is_err());
+    // Deserialization validates: tampered records are refused.
+    for text in [
+        r#"{"url":"ftp://x/y","headers":[]}"#,
+        r#"{"url":"https://x/y","headers":[["Range","bytes=0-"]]}"#,
+        r#"{"url":"https://x/y","headers":[["X-A","a\r\nB: c"]]}"#,
+        r#"{"url":"https://u:p@x/y"}"#,
+    ] {
+        assert!(
+            serde_json::from_str::<DownloadRequest>(text).is_err(),
+            "{text}"
+        );
+    }
+    let ok: DownloadRequest = serde_json::from_str(r#"{"url":"https://x/y"}"#).unwrap();
+    assert!(ok.headers.is_empty());
 }
 
 #[test]
@@ -220,9 +231,22 @@ fn url_download_options_and_storage_form() {
     let back: UrlDownload = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(back, d);
     back.validate().unwrap();
-    let mut tampered = json;
-    tampered["identifier"] = "../x".into();
-    assert!(serde_json::from_value::<UrlDownload>(tampered).is_err());
+    let tamper = |field: &str, value: serde_json::Value| {
+        let mut t = json.clone();
+        t[field] = value;
+        serde_json::from_value::<UrlDownload>(t)
+    };
+    assert!(tamper("identifier", "../x".into()).is_err());
+    assert!(
+        tamper("fileSize", serde_json::Value::Null).is_err(),
+        "essential without size"
+    );
+    assert!(tamper("applicationGroup", "a/b".into()).is_err());
+    assert!(tamper("fileSize", (MAX_SAFE_INTEGER + 1).into()).is_err());
+    assert_eq!(
+        tamper("priority", "max".into()).unwrap().priority,
+        Priority::MAX
+    );
 }
 
 const LEGAL: &[(DownloadState, DownloadState)] = {

@@ -310,7 +310,7 @@ pub const MAX_URL_LEN: usize = 8 * 1024;
 /// # Ok::<(), background_assets::core::error::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "RawDownloadRequest")]
 pub struct DownloadRequest {
     /// The resource; `http` or `https`, no user name or password.
     #[serde(with = "url_text")]
@@ -496,7 +496,7 @@ pub struct PackMember {
 /// # Ok::<(), background_assets::core::error::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "RawUrlDownload")]
 pub struct UrlDownload {
     /// Unique among the origin's downloads; the storage key of the file.
     pub identifier: Identifier,
@@ -559,7 +559,7 @@ impl UrlDownload {
         self
     }
 
-    /// Checks every rule again (use it on values read back from storage or JS).
+    /// Checks every rule again. Deserialization already does this; call it after changing fields.
     pub fn validate(&self) -> Result<()> {
         // The identifier is validated by construction and by deserialization.
         self.request.validate()?;
@@ -586,6 +586,63 @@ impl UrlDownload {
             Identifier::new(group.as_str())?;
         }
         Ok(())
+    }
+}
+
+/// The stored form of a [`DownloadRequest`], validated on the way in.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDownloadRequest {
+    #[serde(with = "url_text")]
+    url: Url,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+impl TryFrom<RawDownloadRequest> for DownloadRequest {
+    type Error = Error;
+    fn try_from(raw: RawDownloadRequest) -> Result<Self> {
+        let request = DownloadRequest {
+            url: raw.url,
+            headers: raw.headers,
+        };
+        request.validate()?;
+        Ok(request)
+    }
+}
+
+/// The stored form of a [`UrlDownload`], validated on the way in.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUrlDownload {
+    identifier: Identifier,
+    request: DownloadRequest,
+    essential: bool,
+    file_size: Option<u64>,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    application_group: Option<String>,
+    #[serde(default)]
+    pack: Option<PackMember>,
+    created_at: Millis,
+}
+
+impl TryFrom<RawUrlDownload> for UrlDownload {
+    type Error = Error;
+    fn try_from(raw: RawUrlDownload) -> Result<Self> {
+        let download = UrlDownload {
+            identifier: raw.identifier,
+            request: raw.request,
+            essential: raw.essential,
+            file_size: raw.file_size,
+            priority: raw.priority,
+            application_group: raw.application_group,
+            pack: raw.pack,
+            created_at: raw.created_at,
+        };
+        download.validate()?;
+        Ok(download)
     }
 }
 
