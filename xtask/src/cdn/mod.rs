@@ -85,6 +85,7 @@ mod faults;
 mod files;
 mod generated;
 mod ranges;
+mod respond;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -101,11 +102,11 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use body::{ClosableIo, CloseFlag, Cut, ResponseBody, Source, StreamPlan, FRAME};
-use faults::{FaultPlan, Redirect};
+use body::{ClosableIo, CloseFlag, ResponseBody, Source};
+use faults::FaultPlan;
 use files::Lookup;
 pub use generated::{generated_bytes, generated_sha256};
-use ranges::{if_range_matches, parse_range, RangeAsk};
+use respond::{preflight, redirect, serve, text, Representation};
 
 /// `Last-Modified` of every generated body: 2025-01-01T00:00:00Z.
 const GENERATED_LAST_MODIFIED_SECS: u64 = 1_735_689_600;
@@ -113,10 +114,6 @@ const GENERATED_LAST_MODIFIED_SECS: u64 = 1_735_689_600;
 /// Headers a page may read on a cross-origin response.
 const EXPOSED_HEADERS: &str =
     "ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After";
-
-/// Preflight answer when the request names no headers.
-const DEFAULT_ALLOWED_HEADERS: &str =
-    "Range, If-Range, Authorization, Content-Type, X-Requested-With";
 
 /// How to start a [`Server`].
 ///
@@ -478,40 +475,6 @@ async fn route(
     }
 }
 
-/// The answer to `OPTIONS`; control paths also allow `POST` (for `/_control/reset`).
-fn preflight(headers: &HeaderMap, control: bool) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let out = response.headers_mut();
-    out.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(if control {
-            "GET, HEAD, OPTIONS, POST"
-        } else {
-            "GET, HEAD, OPTIONS"
-        }),
-    );
-    let allowed = headers
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .unwrap_or(HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS));
-    out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
-    out.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    if headers.contains_key(header::ORIGIN)
-        && headers.contains_key("access-control-request-private-network")
-    {
-        out.insert(
-            HeaderName::from_static("access-control-allow-private-network"),
-            HeaderValue::from_static("true"),
-        );
-    }
-    response
-}
-
 fn control_endpoint(shared: &Shared, method: &Method, what: &str) -> Response<ResponseBody> {
     match (method, what) {
         (&Method::GET, "log") => {
@@ -554,16 +517,6 @@ fn control_endpoint(shared: &Shared, method: &Method, what: &str) -> Response<Re
     }
 }
 
-/// A representation the server can send whole or in part.
-struct Representation {
-    source: Source,
-    len: u64,
-    etag_base: String,
-    last_modified: SystemTime,
-    content_type: &'static str,
-    no_store: bool,
-}
-
 async fn generated(
     shared: &Shared,
     close: CloseFlag,
@@ -602,7 +555,8 @@ async fn generated(
         content_type: "application/octet-stream",
         no_store: true,
     };
-    serve(shared, close, req, plan, representation)
+    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+    serve(req, plan, nth, &shared.origin, representation, close)
 }
 
 async fn digest(shared: &Shared, len: u64, seed: u64) -> Response<ResponseBody> {
@@ -667,167 +621,6 @@ async fn static_file(
         source: Source::File(path),
         no_store: false,
     };
-    serve(shared, close, req, plan, representation)
-}
-
-/// Applies the fault plan, `Range` and `If-Range` to a representation and starts its body.
-fn serve(
-    shared: &Shared,
-    close: CloseFlag,
-    req: &Request<Incoming>,
-    plan: FaultPlan,
-    rep: Representation,
-) -> Response<ResponseBody> {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let nth = shared.count(path_and_query);
-    let plan = plan.for_request(nth);
-
-    if let Some(code) = plan.status {
-        return status_fault(code, plan.retry_after);
-    }
-    match &plan.redirect {
-        Some(Redirect::SameOrigin(path)) => {
-            return redirect(StatusCode::FOUND, &format!("{}{path}", shared.origin))
-        }
-        Some(Redirect::OtherOrigin(url)) => return redirect(StatusCode::FOUND, url),
-        None => {}
-    }
-
-    let version = if plan.etag_change { nth - 1 } else { 0 };
-    let etag = format!("\"{}-v{version}\"", rep.etag_base);
-    let last_modified = ranges::truncate_to_seconds(rep.last_modified);
-    let header_text = |name: HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let ask = if plan.no_range {
-        RangeAsk::Whole
-    } else {
-        let honour = header_text(header::IF_RANGE)
-            .map(|value| if_range_matches(value, &etag, last_modified))
-            .unwrap_or(true);
-        if honour {
-            parse_range(header_text(header::RANGE), rep.len)
-        } else {
-            RangeAsk::Whole
-        }
-    };
-
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, &etag)
-        .header(
-            header::LAST_MODIFIED,
-            httpdate::fmt_http_date(last_modified),
-        )
-        .header(header::CONTENT_TYPE, rep.content_type);
-    if rep.no_store {
-        builder = builder.header(header::CACHE_CONTROL, "no-store");
-    }
-    let (status, start, length) = match ask {
-        RangeAsk::Whole => (StatusCode::OK, 0, rep.len),
-        RangeAsk::Part { start, end } => {
-            let shift = if plan.bad_content_range { FRAME } else { 0 };
-            builder = builder.header(
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{}", start + shift, end + shift, rep.len),
-            );
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        RangeAsk::Unsatisfiable => {
-            builder = builder.header(header::CONTENT_RANGE, format!("bytes */{}", rep.len));
-            (StatusCode::RANGE_NOT_SATISFIABLE, 0, 0)
-        }
-    };
-    builder = builder
-        .status(status)
-        .header(header::CONTENT_LENGTH, length);
-
-    let body = if req.method() == Method::HEAD || length == 0 {
-        ResponseBody::empty()
-    } else {
-        let cuts = [
-            plan.drop_after.map(|after| Cut::Close { after }),
-            plan.short_by.map(|by| Cut::Close {
-                after: length.saturating_sub(by),
-            }),
-            plan.stall_after.map(|after| Cut::Stall {
-                after,
-                ms: plan.stall_ms,
-            }),
-        ];
-        let cut = cuts
-            .into_iter()
-            .flatten()
-            .filter(|cut| cut_point(cut) < length)
-            .min_by_key(cut_point);
-        ResponseBody::stream(
-            StreamPlan {
-                source: rep.source,
-                start,
-                length,
-                cut,
-                throttle: plan.throttle,
-            },
-            close,
-        )
-    };
-    builder
-        .body(body)
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "bad response head\n"))
-}
-
-fn cut_point(cut: &Cut) -> u64 {
-    match *cut {
-        Cut::Close { after } | Cut::Stall { after, .. } => after,
-    }
-}
-
-fn status_fault(code: u16, retry_after: Option<u64>) -> Response<ResponseBody> {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        let mut response = Response::new(ResponseBody::empty());
-        *response.status_mut() = status;
-        response
-    } else {
-        text(status, &format!("fault: status {code}\n"))
-    };
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
-}
-
-fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = status;
-    match HeaderValue::try_from(location) {
-        Ok(value) => {
-            response.headers_mut().insert(header::LOCATION, value);
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
-            response
-        }
-        Err(_) => text(
-            StatusCode::BAD_REQUEST,
-            "redirect target is not a valid header value\n",
-        ),
-    }
-}
-
-/// A small `text/plain` response.
-fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(body.to_owned()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    response
+    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+    serve(req, plan, nth, &shared.origin, representation, close)
 }
