@@ -6,8 +6,6 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../common/stack.rs"]
-mod stack;
 #[path = "../common/container.rs"]
 mod container;
 #[path = "../common/fetcher.rs"]
@@ -16,3 +14,5 @@ mod fetcher;
 mod locks;
 #[path = "../common/serve.rs"]
 mod serve;
+#[path = "../common/stack.rs"]
+mod stack;
