@@ -31,7 +31,11 @@ struct Missing {
 pub fn run(mode: Mode) -> Result<()> {
     let missing = find_missing()?;
     if missing.is_empty() {
-        println!("setup: nothing to install (wasm32 target, wasm-bindgen-cli, chromium, chromedriver, firefox, geckodriver present)");
+        let pinned = locked_version(&xtask::workspace::root().join("Cargo.lock"), "wasm-bindgen")?;
+        println!(
+            "setup: nothing to install (present: wasm32 target, wasm-bindgen-cli {pinned}, \
+             chromium, chromedriver, firefox, geckodriver)"
+        );
         return Ok(());
     }
     for piece in &missing {
