@@ -345,6 +345,106 @@ fn asset_value(asset: &StoredAsset) -> JsValue {
     value.into()
 }
 
+fn transaction(
+    db: &IdbDatabase,
+    stores: &[&str],
+    readwrite: bool,
+    relaxed: bool,
+    operation: &str,
+    identifier: &str,
+) -> Result<Tx, Error> {
+    let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
+    let options = js::object();
+    if relaxed {
+        js::set(&options, "durability", &JsValue::from_str("relaxed"));
+    }
+    let mode = if readwrite { "readwrite" } else { "readonly" };
+    let raw = db
+        .unchecked_ref::<IdbDatabaseWithOptions>()
+        .transaction_with_options(&names, mode, &options)
+        .map_err(|e| storage_js(&format!("{operation} `{identifier}`"), &e))?;
+    let done = Promise::new(&mut |resolve, reject| {
+        raw.set_oncomplete(Some(&resolve));
+        raw.set_onabort(Some(&reject));
+    });
+    Ok(Tx {
+        raw,
+        done,
+        operation: operation.to_string(),
+        identifier: identifier.to_string(),
+    })
+}
+
+/// The indices `first..=last` of the chunks (given by their sorted start `offsets`) that cover
+/// bytes `start..end` (`start < end`), or `None` if no chunk starts at or before `start`.
+fn covering(offsets: &[u64], start: u64, end: u64) -> Option<(usize, usize)> {
+    let first = offsets.iter().rposition(|&o| o <= start)?;
+    let last = offsets
+        .iter()
+        .rposition(|&o| o < end)
+        .unwrap_or(first)
+        .max(first);
+    Some((first, last))
+}
+
+fn chunk_offsets(keys: &[JsValue]) -> Vec<u64> {
+    keys.iter()
+        .map(|k| Array::from(k).get(2).as_f64().unwrap_or(0.0) as u64)
+        .collect()
+}
+
+/// Where bytes `start..end` of a finished asset are stored: the chunks to read, in order.
+/// Made by [`Container::plan`]; read chunk by chunk with a [`ChunkReader`], so a large range
+/// never has to be in memory at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPlan {
+    /// The asset.
+    pub asset: StoredAsset,
+    /// Start offsets of the covering chunks, ascending (empty when `start == end`).
+    pub offsets: Vec<u64>,
+    /// First byte wanted.
+    pub start: u64,
+    /// One past the last byte wanted.
+    pub end: u64,
+}
+
+/// Reads single chunks, each in its own short read-only transaction; cheap to clone and
+/// `'static`, for streams that outlive a borrow of the [`Container`].
+#[derive(Debug, Clone)]
+pub struct ChunkReader {
+    db: IdbDatabase,
+}
+
+impl ChunkReader {
+    /// The chunk of `identifier` (generation `generation`) starting at `offset`.
+    /// [`Error::Storage`] if it is gone (for example deleted by an update that finished since).
+    pub async fn read(
+        &self,
+        identifier: &str,
+        generation: u64,
+        offset: u64,
+    ) -> Result<Uint8Array, Error> {
+        let op = "read chunk";
+        let tx = transaction(&self.db, &[CHUNKS], false, false, op, identifier)?;
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        let value = tx
+            .store(CHUNKS)?
+            .get(Query::from(chunk_key(identifier, generation, offset)))
+            .map_err(fail)?
+            .await
+            .map_err(fail)?
+            .ok_or_else(|| {
+                storage(
+                    &format!("{op} `{identifier}`"),
+                    format!("no chunk at {offset} (generation {generation})"),
+                )
+            })?;
+        value
+            .dyn_into::<Uint8Array>()
+            .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))
+    }
+}
+
 /// What a fenced write does once the epoch check passed.
 enum Fenced<'a> {
     Chunk {
@@ -449,27 +549,7 @@ impl Container {
         operation: &str,
         identifier: &str,
     ) -> Result<Tx, Error> {
-        let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
-        let options = js::object();
-        if relaxed {
-            js::set(&options, "durability", &JsValue::from_str("relaxed"));
-        }
-        let mode = if readwrite { "readwrite" } else { "readonly" };
-        let raw = self
-            .db
-            .unchecked_ref::<IdbDatabaseWithOptions>()
-            .transaction_with_options(&names, mode, &options)
-            .map_err(|e| storage_js(&format!("{operation} `{identifier}`"), &e))?;
-        let done = Promise::new(&mut |resolve, reject| {
-            raw.set_oncomplete(Some(&resolve));
-            raw.set_onabort(Some(&reject));
-        });
-        Ok(Tx {
-            raw,
-            done,
-            operation: operation.to_string(),
-            identifier: identifier.to_string(),
-        })
+        transaction(&self.db, stores, readwrite, relaxed, operation, identifier)
     }
 
     /// Starts (or takes over) the download `identifier`: bumps its epoch in one transaction and
@@ -800,20 +880,10 @@ impl Container {
             .map_err(fail)?
             .await
             .map_err(fail)?;
-        let offsets: Vec<u64> = keys
-            .iter()
-            .map(|k| Array::from(k).get(2).as_f64().unwrap_or(0.0) as u64)
-            .collect();
+        let offsets = chunk_offsets(&keys);
         // Chunk i covers offsets[i]..offsets[i+1] (the last one up to size).
-        let first = offsets
-            .iter()
-            .rposition(|&o| o <= start)
+        let (first, last) = covering(&offsets, start, end)
             .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
-        let last = offsets
-            .iter()
-            .rposition(|&o| o < end)
-            .unwrap_or(first)
-            .max(first);
         let range = KeyRange::bound(
             &chunk_key(identifier, asset.generation, offsets[first]),
             &chunk_key(identifier, asset.generation, offsets[last]),
@@ -843,6 +913,63 @@ impl Container {
             first_offset: offsets[first],
             asset,
         })
+    }
+
+    /// Which chunks hold bytes `start..end` (`end` exclusive, `start <= end <= size`) of the
+    /// finished asset `identifier`, reading only keys (no chunk bytes).
+    pub async fn plan(&self, identifier: &str, start: u64, end: u64) -> Result<ChunkPlan, Error> {
+        let op = "plan";
+        let tx = self.transaction(&[ASSETS, CHUNKS], false, false, op, identifier)?;
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        let asset = tx
+            .store(ASSETS)?
+            .get(Query::from(JsValue::from_str(identifier)))
+            .map_err(fail)?
+            .await
+            .map_err(fail)?
+            .map(|v| stored_asset(&v))
+            .ok_or_else(|| Error::DownloadDoesNotExist {
+                identifier: identifier.to_string(),
+            })?;
+        if start > end || end > asset.size {
+            return Err(storage(
+                &format!("{op} `{identifier}`"),
+                format!(
+                    "range {start}..{end} is outside the asset's 0..{}",
+                    asset.size
+                ),
+            ));
+        }
+        if start == end {
+            return Ok(ChunkPlan {
+                asset,
+                offsets: Vec::new(),
+                start,
+                end,
+            });
+        }
+        let keys = tx
+            .store(CHUNKS)?
+            .get_all_keys(Some(generation_range(identifier, asset.generation)?), None)
+            .map_err(fail)?
+            .await
+            .map_err(fail)?;
+        let offsets = chunk_offsets(&keys);
+        let (first, last) = covering(&offsets, start, end)
+            .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
+        Ok(ChunkPlan {
+            asset,
+            offsets: offsets[first..=last].to_vec(),
+            start,
+            end,
+        })
+    }
+
+    /// A [`ChunkReader`] on this connection.
+    pub fn chunk_reader(&self) -> ChunkReader {
+        ChunkReader {
+            db: self.db.clone(),
+        }
     }
 
     /// Bytes `start..end` (`end` exclusive) of the finished asset `identifier`, copied into

@@ -2,8 +2,11 @@
 //! worker's `fetch` handler (and for pages that want a `Response`).
 //!
 //! The decision (200, 206 or 416, and which bytes) is [`crate::core::range::resolve`]; this module
-//! only builds the `Response`. Bodies are `Blob`s made from the covering chunks and sliced, so a
-//! range never reads more chunks than it touches and nothing is copied into wasm memory.
+//! only builds the `Response`. Bodies are `ReadableStream`s that read one stored chunk per pull
+//! (each in its own short read-only transaction), so serving a 1 GiB asset holds about two
+//! chunks in memory, a range reads only the chunks it touches, and nothing is copied into wasm
+//! memory. The chunks to read are fixed when the response is made: if an update replaces the
+//! asset meanwhile, the body errors rather than mixing two versions.
 //!
 //! # Example
 //! ```no_run
@@ -15,10 +18,15 @@
 //! # Ok(()) }
 //! ```
 
-use wasm_bindgen::JsValue;
-use web_sys::{Headers, Response, ResponseInit};
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use super::container::{Container, StoredAsset};
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{Headers, ReadableStream, Response, ResponseInit};
+
+use super::container::{ChunkPlan, ChunkReader, Container, StoredAsset};
 use super::js;
 use crate::core::error::Error;
 use crate::core::range::{resolve, RangeOutcome};
@@ -111,10 +119,134 @@ async fn respond(
     init.set_status(outcome.status());
     init.set_headers(&headers);
     let body = if with_body && end > start {
-        Some(container.blob_range(identifier, start, end).await?.0)
+        let plan = container.plan(identifier, start, end).await?;
+        Some(chunk_stream(container.chunk_reader(), plan)?)
     } else {
         None
     };
-    Response::new_with_opt_blob_and_init(body.as_ref(), &init)
+    Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)
         .map_err(|e| failed(&format!("serve `{identifier}`"), &e))
+}
+
+type Pull = Closure<dyn FnMut(JsValue) -> Promise>;
+type Cancel = Closure<dyn FnMut(JsValue)>;
+
+/// A body stream's progress and the closures JavaScript calls (dropped when the stream ends).
+struct StreamState {
+    reader: ChunkReader,
+    plan: ChunkPlan,
+    next: usize,
+    position: u64,
+    closures: Option<(Pull, Cancel)>,
+}
+
+/// Lets go of the stream's closures once it closed, errored or was cancelled (later: this may
+/// run inside one of them).
+fn release(state: &Rc<RefCell<StreamState>>) {
+    if let Some(closures) = state.borrow_mut().closures.take() {
+        wasm_bindgen_futures::spawn_local(async move { drop(closures) });
+    }
+}
+
+fn call(controller: &JsValue, method: &str, argument: Option<&JsValue>) {
+    if let Ok(function) = js::get(controller, method).dyn_into::<Function>() {
+        let _ = match argument {
+            Some(argument) => function.call1(controller, argument),
+            None => function.call0(controller),
+        };
+    }
+}
+
+/// One pull: reads the next chunk, enqueues the part of it inside the plan, closes at the end.
+async fn pull_next(
+    state: Rc<RefCell<StreamState>>,
+    controller: JsValue,
+) -> Result<JsValue, JsValue> {
+    let (reader, identifier, generation, offset, start, end) = {
+        let s = state.borrow();
+        let Some(&offset) = s.plan.offsets.get(s.next) else {
+            drop(s);
+            call(&controller, "close", None);
+            release(&state);
+            return Ok(JsValue::UNDEFINED);
+        };
+        (
+            s.reader.clone(),
+            s.plan.asset.identifier.clone(),
+            s.plan.asset.generation,
+            offset,
+            s.plan.start,
+            s.plan.end,
+        )
+    };
+    let outcome = reader
+        .read(&identifier, generation, offset)
+        .await
+        .and_then(|chunk| {
+            let position = state.borrow().position;
+            if offset > position {
+                return Err(Error::Storage {
+                    message: format!(
+                        "serve `{identifier}`: bytes {position}..{offset} are missing"
+                    ),
+                });
+            }
+            Ok(chunk)
+        });
+    match outcome {
+        Ok(chunk) => {
+            let len = chunk.length() as u64;
+            let from = start.max(offset) - offset;
+            let to = end.min(offset + len).max(offset) - offset;
+            if to > from {
+                call(
+                    &controller,
+                    "enqueue",
+                    Some(&chunk.subarray(from as u32, to as u32)),
+                );
+            }
+            let finished = {
+                let mut s = state.borrow_mut();
+                s.next += 1;
+                s.position = offset + len;
+                offset + len >= end || s.next >= s.plan.offsets.len()
+            };
+            if finished {
+                call(&controller, "close", None);
+                release(&state);
+            }
+            Ok(JsValue::UNDEFINED)
+        }
+        Err(error) => {
+            release(&state);
+            // Rejecting the pull promise errors the stream (and the response body).
+            Err(js_sys::Error::new(&error.to_string()).into())
+        }
+    }
+}
+
+/// A `ReadableStream` of the planned bytes, one stored chunk per pull.
+fn chunk_stream(reader: ChunkReader, plan: ChunkPlan) -> Result<ReadableStream, Error> {
+    let position = plan.offsets.first().copied().unwrap_or(plan.start);
+    let state = Rc::new(RefCell::new(StreamState {
+        reader,
+        plan,
+        next: 0,
+        position,
+        closures: None,
+    }));
+    let pull_state = state.clone();
+    let pull: Pull = Closure::new(move |controller: JsValue| {
+        wasm_bindgen_futures::future_to_promise(pull_next(pull_state.clone(), controller))
+    });
+    let cancel_state = state.clone();
+    let cancel: Cancel = Closure::new(move |_reason: JsValue| release(&cancel_state));
+    let source = js::object();
+    js::set(&source, "pull", pull.as_ref());
+    js::set(&source, "cancel", cancel.as_ref());
+    state.borrow_mut().closures = Some((pull, cancel));
+    ReadableStream::new_with_underlying_source(&source).map_err(|e| {
+        release(&state);
+        failed("serve: body stream", &e)
+    })
 }

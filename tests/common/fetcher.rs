@@ -155,6 +155,47 @@ async fn abort_stops_the_body() {
     assert!(stream.received() < 10_000_000);
 }
 
+/// What the CDN logged as sent for the request whose path and query is `path`.
+async fn bytes_sent(path: &str) -> u64 {
+    let url = format!("{}/_control/log", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&read_all(&mut stream).await).unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path_and_query"] == path)
+        .unwrap_or_else(|| panic!("{path} not in the CDN log"))["body_bytes_sent"]
+        .as_u64()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn dropping_the_stream_frees_the_connection() {
+    // Browsers open at most 6 HTTP/1.1 connections per host. Were a dropped stream not aborted,
+    // its connection would stay busy (stalled by back-pressure) and the 7th fetch would wait
+    // forever; with abort-on-drop every fetch here starts at once.
+    const LEN: u64 = 256 << 20;
+    let probe = (js_sys::Math::random() * 1e12) as u64;
+    for i in 0..8 {
+        let path = format!("/gen/{LEN}/9?probe={probe}-{i}");
+        let url = format!("{}{path}", cdn());
+        let start = Fetcher::start(&url, FetchOptions::default());
+        let start = std::pin::pin!(start);
+        let timer = gloo_timers::future::TimeoutFuture::new(5_000);
+        let mut stream = match futures::future::select(start, timer).await {
+            futures::future::Either::Left((stream, _)) => stream.unwrap(),
+            futures::future::Either::Right(_) => {
+                panic!("fetch {i} never started: connections leaked")
+            }
+        };
+        assert!(stream.next_piece().await.unwrap().is_some());
+        drop(stream);
+    }
+    let first = format!("/gen/{LEN}/9?probe={probe}-0");
+    let sent = bytes_sent(&first).await;
+    assert!(sent < LEN / 2, "sent {sent} of {LEN}");
+}
+
 #[wasm_bindgen_test]
 async fn opaque_responses_and_cross_origin_credentials_are_refused() {
     let url = format!("{}/gen/10/1", cdn());
@@ -284,5 +325,16 @@ async fn streamed_into_the_container_and_served_back() {
     }
     original.abort();
     assert_eq!(served, &expected[..1000]);
+
+    // The whole asset, served as a stream of stored chunks, hashes to the CDN's digest.
+    let whole = serve(&c, "big", None).await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let mut body = ResponseStream::from_response(whole).unwrap();
+    let mut hasher = Sha256::new();
+    while let Some(piece) = body.next_piece().await.unwrap() {
+        hasher.update(piece.to_vec());
+    }
+    assert_eq!(body.received(), LEN);
+    assert_eq!(hex(&hasher.finalize()), asset.sha256);
     remove(c).await;
 }
