@@ -21,7 +21,10 @@
 //! let mut stream = Fetcher::start("https://cdn.example/level-2.bin", FetchOptions::default()).await?;
 //! let mut coalescer = Coalescer::new(Coalescer::DEFAULT_CHUNK_SIZE, 0);
 //! while let Some(piece) = stream.next_piece().await? {
-//!     for chunk in coalescer.push(&piece) { /* hash + write chunk.bytes at chunk.offset */ let _ = chunk; }
+//!     coalescer.push(piece);
+//!     while let Some(chunk) = coalescer.next_chunk() {
+//!         /* hash + write chunk.bytes at chunk.offset */ let _ = chunk;
+//!     }
 //! }
 //! if let Some(last) = coalescer.finish() { let _ = last; }
 //! # Ok(()) }
@@ -332,14 +335,21 @@ pub struct Chunk {
 /// Gathers body pieces into chunks of a fixed size, copying each byte once (from the JS piece
 /// into the chunk's buffer in wasm memory, where it is hashed and handed to the container).
 ///
+/// Pieces are queued as JavaScript arrays (no copy) and cut into chunks one at a time by
+/// [`Coalescer::next_chunk`], so wasm memory holds about one chunk whatever the piece sizes
+/// (an engine may hand over tens of MiB at once when the reader is slower than the network).
+///
 /// # Example
 /// ```
 /// # #[cfg(target_arch = "wasm32")] {
 /// use background_assets::web::fetcher::Coalescer;
 /// let mut c = Coalescer::new(4, 100);
-/// assert!(c.push_bytes(&[1, 2, 3]).is_empty());
-/// let full = c.push_bytes(&[4, 5]);
-/// assert_eq!((full[0].offset, full[0].bytes.clone()), (100, vec![1, 2, 3, 4]));
+/// c.push(js_sys::Uint8Array::from(&[1u8, 2, 3][..]));
+/// assert!(c.next_chunk().is_none());
+/// c.push(js_sys::Uint8Array::from(&[4u8, 5][..]));
+/// let full = c.next_chunk().unwrap();
+/// assert_eq!((full.offset, full.bytes), (100, vec![1, 2, 3, 4]));
+/// assert!(c.next_chunk().is_none());
 /// assert_eq!(c.finish().unwrap().bytes, vec![5]);
 /// # }
 /// ```
@@ -349,6 +359,8 @@ pub struct Coalescer {
     buffer: Vec<u8>,
     filled: usize,
     offset: u64,
+    queued: std::collections::VecDeque<(Uint8Array, u32)>,
+    queued_bytes: u64,
 }
 
 impl Coalescer {
@@ -359,12 +371,13 @@ impl Coalescer {
     /// A coalescer whose first chunk starts at `start_offset` of the asset.
     /// A `chunk_size` of 0 is treated as 1.
     pub fn new(chunk_size: usize, start_offset: u64) -> Coalescer {
-        let chunk_size = chunk_size.max(1);
         Coalescer {
-            chunk_size,
+            chunk_size: chunk_size.max(1),
             buffer: Vec::new(),
             filled: 0,
             offset: start_offset,
+            queued: Default::default(),
+            queued_bytes: 0,
         }
     }
 
@@ -373,9 +386,9 @@ impl Coalescer {
         self.chunk_size
     }
 
-    /// Bytes held but not yet emitted.
-    pub fn pending(&self) -> usize {
-        self.filled
+    /// Bytes held (buffered or queued) but not yet emitted.
+    pub fn pending(&self) -> u64 {
+        self.filled as u64 + self.queued_bytes
     }
 
     /// The asset offset the next emitted chunk starts at.
@@ -383,58 +396,64 @@ impl Coalescer {
         self.offset
     }
 
-    fn ensure_buffer(&mut self) {
-        if self.buffer.len() != self.chunk_size {
-            self.buffer = vec![0; self.chunk_size];
+    /// Queues a piece of the body (kept as a JavaScript array until it is cut into chunks).
+    pub fn push(&mut self, piece: Uint8Array) {
+        if piece.length() > 0 {
+            self.queued_bytes += piece.length() as u64;
+            self.queued.push_back((piece, 0));
         }
     }
 
-    fn take_full(&mut self, out: &mut Vec<Chunk>) {
-        if self.filled == self.chunk_size {
-            let bytes = std::mem::take(&mut self.buffer);
-            out.push(Chunk {
-                offset: self.offset,
-                bytes,
-            });
-            self.offset += self.chunk_size as u64;
-            self.filled = 0;
-        }
-    }
-
-    /// Adds a piece from the body; returns the chunks it completed (usually none or one).
-    pub fn push(&mut self, piece: &Uint8Array) -> Vec<Chunk> {
-        let mut out = Vec::new();
-        let total = piece.length() as usize;
-        let mut at = 0;
-        while at < total {
-            self.ensure_buffer();
-            let n = (self.chunk_size - self.filled).min(total - at);
+    /// Copies queued bytes into the buffer until it holds `limit` bytes or nothing is queued.
+    fn fill(&mut self, limit: usize) {
+        while self.filled < limit {
+            let Some((piece, used)) = self.queued.front_mut() else {
+                break;
+            };
+            let available = (piece.length() - *used) as usize;
+            let n = available.min(limit - self.filled);
+            if self.buffer.len() < self.filled + n {
+                self.buffer.resize(self.filled + n, 0);
+            }
             piece
-                .subarray(at as u32, (at + n) as u32)
+                .subarray(*used, *used + n as u32)
                 .copy_to(&mut self.buffer[self.filled..self.filled + n]);
             self.filled += n;
-            at += n;
-            self.take_full(&mut out);
+            *used += n as u32;
+            self.queued_bytes -= n as u64;
+            if *used == piece.length() {
+                self.queued.pop_front();
+            }
         }
-        out
     }
 
-    /// Adds bytes already in wasm memory; returns the chunks they completed.
-    pub fn push_bytes(&mut self, mut bytes: &[u8]) -> Vec<Chunk> {
-        let mut out = Vec::new();
-        while !bytes.is_empty() {
-            self.ensure_buffer();
-            let n = (self.chunk_size - self.filled).min(bytes.len());
-            self.buffer[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
-            self.filled += n;
-            bytes = &bytes[n..];
-            self.take_full(&mut out);
+    /// The next full chunk, if the queued pieces complete one. Call it until `None` after each
+    /// [`Coalescer::push`].
+    pub fn next_chunk(&mut self) -> Option<Chunk> {
+        if self.buffer.capacity() < self.chunk_size {
+            self.buffer
+                .reserve_exact(self.chunk_size - self.buffer.len());
         }
-        out
+        self.fill(self.chunk_size);
+        if self.filled < self.chunk_size {
+            return None;
+        }
+        let mut bytes = std::mem::take(&mut self.buffer);
+        bytes.truncate(self.filled);
+        let chunk = Chunk {
+            offset: self.offset,
+            bytes,
+        };
+        self.offset += self.filled as u64;
+        self.filled = 0;
+        Some(chunk)
     }
 
-    /// The last, partial chunk (at the end of the body), if any bytes are held.
+    /// At the end of the body: the last chunk, holding everything not yet emitted (shorter than
+    /// a chunk when [`Coalescer::next_chunk`] was drained first), or `None` if nothing is left.
     pub fn finish(mut self) -> Option<Chunk> {
+        let everything = self.filled + self.queued_bytes as usize;
+        self.fill(everything);
         (self.filled > 0).then(|| {
             self.buffer.truncate(self.filled);
             Chunk {

@@ -16,6 +16,12 @@ fn cdn() -> &'static str {
     super::common::cdn_origin()
 }
 
+/// The wasm linear memory's current size in bytes (it only grows).
+fn wasm_memory() -> u64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    js_sys::ArrayBuffer::from(memory.buffer()).byte_length() as u64
+}
+
 /// Reads the whole body into wasm memory (small test bodies only).
 async fn read_all(stream: &mut ResponseStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -52,7 +58,8 @@ async fn streams_a_generated_body_in_coalesced_chunks() {
     let mut pieces = 0;
     while let Some(piece) = stream.next_piece().await.unwrap() {
         pieces += 1;
-        for chunk in coalescer.push(&piece) {
+        coalescer.push(piece);
+        while let Some(chunk) = coalescer.next_chunk() {
             hasher.update(&chunk.bytes);
             chunks.push((chunk.offset, chunk.bytes.len()));
         }
@@ -113,10 +120,15 @@ fn coalescer_chunk_sizes_and_offsets() {
     assert_eq!(c.chunk_size(), 10);
     let piece =
         |from: u8, len: u8| js_sys::Uint8Array::from(&(from..from + len).collect::<Vec<u8>>()[..]);
-    assert!(c.push(&piece(0, 7)).is_empty());
+    c.push(piece(0, 7));
+    assert!(c.next_chunk().is_none());
     assert_eq!(c.pending(), 7);
-    let out = c.push(&piece(7, 28)); // completes 0..10, 10..20, 20..30; 5 left
-    assert_eq!(out.len(), 3);
+    c.push(piece(7, 28)); // completes 0..10, 10..20, 20..30; 5 left
+    assert_eq!(c.pending(), 35);
+    let mut out = Vec::new();
+    while let Some(chunk) = c.next_chunk() {
+        out.push(chunk);
+    }
     assert_eq!(
         out.iter().map(|c| c.offset).collect::<Vec<_>>(),
         [1000, 1010, 1020]
@@ -127,7 +139,8 @@ fn coalescer_chunk_sizes_and_offsets() {
     }
     assert_eq!(c.pending(), 5);
     assert_eq!(c.next_offset(), 1030);
-    assert!(c.push(&piece(0, 0)).is_empty());
+    c.push(piece(0, 0));
+    assert!(c.next_chunk().is_none());
     let last = c.finish().unwrap();
     assert_eq!(
         (last.offset, last.bytes),
@@ -135,6 +148,16 @@ fn coalescer_chunk_sizes_and_offsets() {
     );
     assert!(Coalescer::new(4, 0).finish().is_none());
     assert_eq!(Coalescer::DEFAULT_CHUNK_SIZE, 4 << 20);
+
+    // One piece of many chunks is cut lazily: one chunk per call.
+    let mut c = Coalescer::new(4, 0);
+    c.push(piece(0, 100));
+    assert_eq!(c.next_chunk().unwrap().bytes, [0, 1, 2, 3]);
+    assert_eq!(c.pending(), 96);
+    // finish() without draining keeps every byte (in one last chunk).
+    let rest = c.finish().unwrap();
+    assert_eq!((rest.offset, rest.bytes.len()), (4, 96));
+    assert_eq!(rest.bytes[95], 99);
 }
 
 #[wasm_bindgen_test]
@@ -247,8 +270,10 @@ async fn a_refused_connection_is_a_network_error() {
 
 #[wasm_bindgen_test]
 async fn streamed_into_the_container_and_served_back() {
-    const LEN: u64 = 9_000_000;
+    // 64 MiB and a bit: 17 chunks, the last one partial.
+    const LEN: u64 = (64 << 20) + 12_345;
     let url = format!("{}/gen/{LEN}/5", cdn());
+    let memory_before = wasm_memory();
     let c = fresh("fetch-store").await;
     let epoch = c.begin_epoch("big").await.unwrap();
     let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
@@ -256,13 +281,9 @@ async fn streamed_into_the_container_and_served_back() {
     let mut coalescer = Coalescer::new(Coalescer::DEFAULT_CHUNK_SIZE, 0);
     let mut hasher = Sha256::new();
     let mut written = 0u64;
-    loop {
-        let piece = stream.next_piece().await.unwrap();
-        let chunks = match &piece {
-            Some(piece) => coalescer.push(piece),
-            None => break,
-        };
-        for chunk in chunks {
+    while let Some(piece) = stream.next_piece().await.unwrap() {
+        coalescer.push(piece);
+        while let Some(chunk) = coalescer.next_chunk() {
             hasher.update(&chunk.bytes);
             written += chunk.bytes.len() as u64;
             c.write_chunk(
@@ -290,6 +311,13 @@ async fn streamed_into_the_container_and_served_back() {
     .await
     .unwrap();
     let sha256 = hex(&hasher.finalize());
+    let growth = wasm_memory() - memory_before;
+    wasm_bindgen_test::console_log!("wasm memory growth for {LEN} bytes: {growth}");
+    // No whole-body buffering: about one chunk of growth (4 MiB measured), far below the asset.
+    assert!(
+        growth < LEN / 4,
+        "wasm memory grew {growth} bytes for a {LEN}-byte asset"
+    );
     assert_eq!(sha256, expected_sha256(LEN, 5).await);
     let asset = c
         .finish(
@@ -303,7 +331,8 @@ async fn streamed_into_the_container_and_served_back() {
         )
         .await
         .unwrap();
-    assert_eq!(asset.chunk_count, 3);
+    let chunk = Coalescer::DEFAULT_CHUNK_SIZE as u64;
+    assert_eq!(asset.chunk_count as u64, LEN.div_ceil(chunk));
 
     // The stored bytes across the first chunk boundary equal the CDN's.
     let boundary = Coalescer::DEFAULT_CHUNK_SIZE as u64;
