@@ -11,6 +11,7 @@
 //! | [`queue`] | what starts next: essential first, priority, age; concurrency and bandwidth |
 //! | [`transfer`] | one download's resumable transfer: events in, actions out |
 //! | [`integrity`] | incremental SHA-256 whose state survives a checkpoint |
+//! | [`range`] | HTTP byte ranges: `Range` answers (200/206/416), `Content-Range` parsing |
 //! | [`error`] | the error enum and its stable codes |
 
 pub mod declaration;

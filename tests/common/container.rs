@@ -206,6 +206,57 @@ async fn a_stale_epoch_cannot_write_and_changes_nothing() {
 }
 
 #[wasm_bindgen_test]
+async fn fencing_holds_across_connections_and_data_survives_reopening() {
+    let first = fresh("connections").await;
+    let second = Container::open(first.name()).await.unwrap();
+    let old = first.begin_epoch("x").await.unwrap();
+    first
+        .write_chunk("x", old, 0, &pattern(3, 0, 64), &checkpoint(64))
+        .await
+        .unwrap();
+    let new = second.begin_epoch("x").await.unwrap(); // the other context takes over
+    assert_eq!(
+        first
+            .write_chunk("x", old, 64, &pattern(3, 64, 64), &checkpoint(128))
+            .await
+            .unwrap_err(),
+        Error::StaleEpoch {
+            identifier: "x".into(),
+            held: old,
+            current: new
+        }
+    );
+    second
+        .write_chunk("x", new, 64, &pattern(3, 64, 64), &checkpoint(128))
+        .await
+        .unwrap();
+    let name = second.name().to_string();
+    second.close();
+    drop(second);
+    let reopened = Container::open(&name).await.unwrap();
+    let record = reopened.load_checkpoint("x").await.unwrap().unwrap();
+    assert_eq!((record.epoch, done_of(&record.checkpoint)), (new, 128));
+    reopened
+        .finish(
+            "x",
+            new,
+            FinishedAsset {
+                size: 128,
+                sha256: "00".repeat(32),
+                content_type: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.read_range("x", 0, 128).await.unwrap(),
+        pattern(3, 0, 128)
+    );
+    reopened.close();
+    remove(first).await;
+}
+
+#[wasm_bindgen_test]
 async fn discard_restarts_from_zero() {
     let c = fresh("discard").await;
     let epoch = c.begin_epoch("r").await.unwrap();

@@ -260,6 +260,43 @@ async fn opaque_responses_and_cross_origin_credentials_are_refused() {
 }
 
 #[wasm_bindgen_test]
+async fn heads_report_redirects_statuses_and_retry_after() {
+    let url = format!("{}/gen/100/1?fault=redirect:/gen/200/2", cdn());
+    let mut redirected = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    assert!(redirected.head().redirected);
+    assert_eq!(redirected.head().url, format!("{}/gen/200/2", cdn()));
+    assert_eq!(read_all(&mut redirected).await.len(), 200);
+
+    let url = format!("{}/gen/100/1?fault=status:503&retry-after=7", cdn());
+    let unavailable = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    assert_eq!(unavailable.head().status, 503);
+    assert_eq!(unavailable.head().retry_after.as_deref(), Some("7"));
+}
+
+#[wasm_bindgen_test]
+async fn a_connection_dropped_mid_body_is_a_network_error() {
+    let url = format!("{}/gen/1000000/4?fault=drop:300000", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    assert_eq!(stream.head().status, 200);
+    let error = loop {
+        match stream.next_piece().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the body ended cleanly after {} bytes", stream.received()),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.name(), "Network", "{error}");
+    assert!(error.is_transient());
+    assert_eq!(
+        stream.received(),
+        300_000,
+        "every byte before the drop was delivered"
+    );
+    // The stream stays ended.
+    assert!(stream.next_piece().await.unwrap().is_none());
+}
+
+#[wasm_bindgen_test]
 async fn a_refused_connection_is_a_network_error() {
     // Port 9 (discard) on loopback: nothing listens there in the test machine.
     let error = Fetcher::start("http://127.0.0.1:9/gen/1/1", FetchOptions::default())
