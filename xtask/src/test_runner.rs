@@ -50,11 +50,7 @@ pub fn run(options: &Options) -> Result<bool> {
 
     let mut rows = Vec::new();
     if !options.no_lint {
-        rows.push(check(
-            "fmt",
-            "host",
-            cargo(&["fmt", "--all", "--", "--check"]),
-        ));
+        rows.push(check_formatting());
         rows.push(check(
             "clippy",
             "host",
@@ -142,6 +138,32 @@ fn cargo(args: &[&str]) -> Command {
 /// Runs a check step (no test counts): it fails if the command fails.
 fn check(suite: &str, engine: &str, mut cmd: Command) -> Row {
     timed(suite, engine, || command::run(&mut cmd))
+}
+
+/// `cargo fmt --all -- --check`; a failure names the files rustfmt would change.
+fn check_formatting() -> Row {
+    let started = Instant::now();
+    let failure = match command::run_and_record(&mut cargo(&["fmt", "--all", "--", "--check"])) {
+        Ok(t) if t.status.success() => None,
+        Ok(t) => {
+            let root = format!("{}/", xtask::workspace::root().display());
+            let mut files: Vec<&str> = t
+                .text
+                .lines()
+                .filter_map(|line| line.strip_prefix("Diff in "))
+                .map(|rest| rest.split(':').next().unwrap_or(rest))
+                .map(|path| path.strip_prefix(root.as_str()).unwrap_or(path))
+                .collect();
+            files.dedup();
+            Some(if files.is_empty() {
+                format!("cargo fmt --check: {}", t.status)
+            } else {
+                format!("not formatted: {}", files.join(", "))
+            })
+        }
+        Err(e) => Some(format!("{e:#}")),
+    };
+    Row::check("fmt", "host", failure, started.elapsed())
 }
 
 fn timed(suite: &str, engine: &str, step: impl FnOnce() -> Result<()>) -> Row {
