@@ -97,6 +97,43 @@ pub struct ResponseHead {
     pub content_type: Option<String>,
     /// `Retry-After`.
     pub retry_after: Option<String>,
+    /// `Content-Encoding` (visible cross-origin only if the server exposes it).
+    pub content_encoding: Option<String>,
+    /// `Date` (visible cross-origin only if the server exposes it).
+    pub date: Option<String>,
+}
+
+impl ResponseHead {
+    /// The headers as the core's transfer wants them. `Content-Length` is left out for a
+    /// content-encoded body (the engine decodes it, so the length would not match the bytes).
+    ///
+    /// # Example
+    /// ```
+    /// # #[cfg(target_arch = "wasm32")] {
+    /// use background_assets::web::fetcher::ResponseHead;
+    /// let head = ResponseHead { content_length: Some("10".into()), content_encoding: Some("gzip".into()), ..Default::default() };
+    /// assert_eq!(head.transfer_headers().content_length, None);
+    /// # }
+    /// ```
+    pub fn transfer_headers(&self) -> crate::core::transfer::ResponseHeaders {
+        let encoded = self
+            .content_encoding
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        crate::core::transfer::ResponseHeaders {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
+            content_range: self.content_range.clone(),
+            content_length: if encoded {
+                None
+            } else {
+                self.content_length.clone()
+            },
+            retry_after: self.retry_after.clone(),
+            date: self.date.clone(),
+            final_url: (!self.url.is_empty()).then(|| self.url.clone()),
+        }
+    }
 }
 
 /// Starts fetches. See the [module documentation](self).
@@ -193,6 +230,8 @@ impl Drop for AbortGuard {
 pub struct ResponseStream {
     head: ResponseHead,
     reader: Option<ReadableStreamDefaultReader>,
+    /// A piece [`ResponseStream::read_into`] has not handed out completely, and how far it got.
+    leftover: Option<(Uint8Array, u32)>,
     received: u64,
     done: bool,
     abort: AbortGuard,
@@ -234,6 +273,8 @@ impl ResponseStream {
             content_length: header("Content-Length"),
             content_type: header("Content-Type"),
             retry_after: header("Retry-After"),
+            content_encoding: header("Content-Encoding"),
+            date: header("Date"),
         };
         let reader = match response.body() {
             Some(body) => {
@@ -249,6 +290,7 @@ impl ResponseStream {
             done: reader.is_none(),
             head,
             reader,
+            leftover: None,
             received: 0,
             abort,
         })
@@ -310,6 +352,41 @@ impl ResponseStream {
                 })?;
         self.received += piece.length() as u64;
         Ok(Some(piece))
+    }
+
+    /// Copies the next body bytes into `buf` (at most `buf.len()`), returning how many; `0`
+    /// means the body ended (or `buf` is empty). A piece larger than `buf` is handed out over
+    /// several calls, so wasm memory stays bounded by `buf` however large the engine's pieces.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(mut stream: background_assets::web::fetcher::ResponseStream) -> Result<(), background_assets::core::error::Error> {
+    /// let mut buf = vec![0u8; 256 * 1024];
+    /// loop {
+    ///     let n = stream.read_into(&mut buf).await?;
+    ///     if n == 0 { break }
+    ///     // transfer.handle(Event::Body(&buf[..n]), now) ...
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (piece, used) = match self.leftover.take() {
+            Some(left) => left,
+            None => match self.next_piece().await? {
+                Some(piece) => (piece, 0),
+                None => return Ok(0),
+            },
+        };
+        let available = piece.length() - used;
+        let n = (available as usize).min(buf.len());
+        piece.subarray(used, used + n as u32).copy_to(&mut buf[..n]);
+        if (n as u32) < available {
+            self.leftover = Some((piece, used + n as u32));
+        }
+        Ok(n)
     }
 
     /// Cancels the fetch; later reads end with [`Error::Cancelled`].

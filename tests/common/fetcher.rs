@@ -83,6 +83,32 @@ async fn streams_a_generated_body_in_coalesced_chunks() {
 }
 
 #[wasm_bindgen_test]
+async fn read_into_hands_out_bounded_slices() {
+    const LEN: u64 = 1_000_000;
+    let url = format!("{}/gen/{LEN}/8", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let headers = stream.head().transfer_headers();
+    assert_eq!(headers.content_length.as_deref(), Some("1000000"));
+    assert_eq!(headers.final_url.as_deref(), Some(url.as_str()));
+    assert_eq!(headers.etag, stream.head().etag);
+    let mut buf = vec![0u8; 10_007];
+    let mut hasher = Sha256::new();
+    let mut total = 0;
+    loop {
+        let n = stream.read_into(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= buf.len());
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    assert_eq!(total, LEN);
+    assert_eq!(hex(&hasher.finalize()), expected_sha256(LEN, 8).await);
+    assert_eq!(stream.read_into(&mut buf).await.unwrap(), 0);
+}
+
+#[wasm_bindgen_test]
 async fn a_range_request_gives_206_and_the_right_bytes() {
     let url = format!("{}/gen/100000/11", cdn());
     let mut full = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
@@ -287,11 +313,9 @@ async fn a_connection_dropped_mid_body_is_a_network_error() {
     };
     assert_eq!(error.name(), "Network", "{error}");
     assert!(error.is_transient());
-    assert_eq!(
-        stream.received(),
-        300_000,
-        "every byte before the drop was delivered"
-    );
+    // Bytes still queued when the stream errors are discarded (Chromium), so fewer may arrive;
+    // a resume starts from what was received.
+    assert!(stream.received() <= 300_000, "{}", stream.received());
     // The stream stays ended.
     assert!(stream.next_piece().await.unwrap().is_none());
 }
