@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  database `background-assets` (schema v1)
-//!  ├─ downloads  identifier -> { identifier, epoch, generation, checkpoint, updatedAt }
+//!  ├─ downloads  identifier -> { identifier, epoch, generation, stored, checkpoint, updatedAt }
 //!  ├─ chunks     [identifier, generation, offset] -> Uint8Array (a few MiB each)
 //!  ├─ assets     identifier -> { identifier, size, sha256, contentType, finishedAt,
 //!  │                             generation, chunkCount }
@@ -82,6 +82,8 @@ pub struct DownloadRecord {
     pub epoch: u64,
     /// The generation its chunks are stored under.
     pub generation: u64,
+    /// Bytes stored contiguously from offset 0 (the next chunk must start here).
+    pub stored: u64,
     /// The core's checkpoint as it was last written (opaque here; `null` before the first).
     pub checkpoint: JsValue,
 }
@@ -291,6 +293,7 @@ fn download_record(record: &JsValue) -> DownloadRecord {
             .unwrap_or_default(),
         epoch: number(record, "epoch"),
         generation: number(record, "generation"),
+        stored: number(record, "stored"),
         checkpoint: js::get(record, "checkpoint"),
     }
 }
@@ -304,6 +307,7 @@ fn download_value(record: &DownloadRecord) -> JsValue {
         "generation",
         &JsValue::from_f64(record.generation as f64),
     );
+    js::set(&value, "stored", &JsValue::from_f64(record.stored as f64));
     js::set(&value, "checkpoint", &record.checkpoint);
     js::set(&value, "updatedAt", &JsValue::from_f64(js_sys::Date::now()));
     value.into()
@@ -583,6 +587,7 @@ impl Container {
                 DownloadRecord {
                     identifier: identifier.to_string(),
                     epoch: 1,
+                    stored: 0,
                     generation: asset.map(|a| stored_asset(&a).generation + 1).unwrap_or(1),
                     checkpoint: JsValue::NULL,
                 }
@@ -623,6 +628,8 @@ impl Container {
 
     /// Stores one chunk at `offset` and the checkpoint that includes it, in ONE transaction, if
     /// `epoch` is still the download's epoch; else [`Error::StaleEpoch`] and nothing changes.
+    /// Chunks are appended: `offset` must equal [`DownloadRecord::stored`] ([`Error::Storage`]
+    /// otherwise); a full quota is [`Error::QuotaExceeded`], with nothing changed.
     pub async fn write_chunk(
         &self,
         identifier: &str,
@@ -668,7 +675,8 @@ impl Container {
 
     /// Turns the download into a finished asset in one transaction, fenced by `epoch`: the asset
     /// record points at the download's chunks, an older version's chunks are deleted and the
-    /// download record is removed.
+    /// download record is removed. [`Error::SizeMismatch`] (nothing changed) when the stored
+    /// bytes do not add up to `asset.size`.
     pub async fn finish(
         &self,
         identifier: &str,
@@ -718,8 +726,20 @@ impl Container {
         let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
         match action {
             Fenced::Chunk {
-                offset, checkpoint, ..
+                offset,
+                bytes,
+                checkpoint,
             } => {
+                if offset != record.stored {
+                    return tx.abort_with(storage(
+                        &format!("{op} `{identifier}`"),
+                        format!(
+                            "a chunk at {offset}, but {} bytes are stored (chunks are appended)",
+                            record.stored
+                        ),
+                    ));
+                }
+                record.stored = offset + bytes.len() as u64;
                 let chunk = chunk.expect("made above");
                 tx.store(CHUNKS)?
                     .put(
@@ -742,12 +762,20 @@ impl Container {
                 tx.store(CHUNKS)?
                     .delete(generation_range(identifier, record.generation)?)
                     .map_err(fail)?;
+                record.stored = 0;
                 record.checkpoint = checkpoint.clone();
                 downloads
                     .put(&download_value(&record), Some(&key))
                     .map_err(fail)?;
             }
             Fenced::Finish { asset } => {
+                if record.stored != asset.size {
+                    return tx.abort_with(Error::SizeMismatch {
+                        identifier: identifier.to_string(),
+                        expected: asset.size,
+                        actual: record.stored,
+                    });
+                }
                 let chunks = tx.store(CHUNKS)?;
                 let assets = tx.store(ASSETS)?;
                 let keys = chunks

@@ -257,6 +257,45 @@ async fn fencing_holds_across_connections_and_data_survives_reopening() {
 }
 
 #[wasm_bindgen_test]
+async fn gaps_and_wrong_sizes_are_refused() {
+    let c = fresh("gaps").await;
+    let epoch = c.begin_epoch("g").await.unwrap();
+    c.write_chunk("g", epoch, 0, &pattern(1, 0, 100), &checkpoint(100))
+        .await
+        .unwrap();
+    let gap = c
+        .write_chunk("g", epoch, 200, &pattern(1, 200, 100), &checkpoint(300))
+        .await
+        .unwrap_err();
+    assert_eq!(gap.name(), "Storage");
+    assert!(gap.to_string().contains("200"), "{gap}");
+    let record = c.load_checkpoint("g").await.unwrap().unwrap();
+    assert_eq!((record.stored, done_of(&record.checkpoint)), (100, 100));
+    let short = FinishedAsset {
+        size: 300,
+        sha256: "11".repeat(32),
+        content_type: None,
+    };
+    assert_eq!(
+        c.finish("g", epoch, short).await.unwrap_err(),
+        Error::SizeMismatch {
+            identifier: "g".into(),
+            expected: 300,
+            actual: 100
+        }
+    );
+    assert!(
+        c.asset("g").await.unwrap().is_none(),
+        "nothing was finished"
+    );
+    assert!(
+        c.load_checkpoint("g").await.unwrap().is_some(),
+        "the download is still there"
+    );
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
 async fn discard_restarts_from_zero() {
     let c = fresh("discard").await;
     let epoch = c.begin_epoch("r").await.unwrap();
