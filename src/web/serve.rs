@@ -128,6 +128,27 @@ async fn respond(
         .map_err(|e| failed(&format!("serve `{identifier}`"), &e))
 }
 
+/// Bytes `start..end` (`end` exclusive) of the finished asset `identifier` as a
+/// `ReadableStream` that reads one stored chunk per pull: for pages that want a large asset
+/// without holding all of it (`new Response(stream)`, `pipeTo`, a decoder...).
+///
+/// # Example
+/// ```no_run
+/// # async fn run(c: &background_assets::web::container::Container) -> Result<(), background_assets::core::error::Error> {
+/// let stream = background_assets::web::serve::stream_range(c, "video", 0, 1 << 20).await?;
+/// let _ = web_sys::Response::new_with_opt_readable_stream(Some(&stream));
+/// # Ok(()) }
+/// ```
+pub async fn stream_range(
+    container: &Container,
+    identifier: &str,
+    start: u64,
+    end: u64,
+) -> Result<ReadableStream, Error> {
+    let plan = container.plan(identifier, start, end).await?;
+    chunk_stream(container.chunk_reader(), plan)
+}
+
 type Pull = Closure<dyn FnMut(JsValue) -> Promise>;
 type Cancel = Closure<dyn FnMut(JsValue)>;
 

@@ -1,6 +1,6 @@
 //! Serving stored assets with `Range` through `background_assets::web::serve` (sw and page).
 
-use background_assets::web::serve::{serve, serve_request};
+use background_assets::web::serve::{serve, serve_request, stream_range};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 use web_sys::Response;
@@ -110,5 +110,29 @@ async fn requests_carry_range_and_method() {
     assert_eq!(response.status(), 206);
     assert_eq!(header(&response, "Content-Length").as_deref(), Some("100"));
     assert!(response.body().is_none());
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn stream_range_reads_chunk_by_chunk() {
+    let c = fresh("serve-stream").await;
+    store(&c, "s", 8, 70_000, 16_384).await;
+    let all = pattern(8, 0, 70_000);
+    for (start, end) in [
+        (0usize, 70_000usize),
+        (16_000, 49_200),
+        (69_999, 70_000),
+        (5, 5),
+    ] {
+        let stream = stream_range(&c, "s", start as u64, end as u64)
+            .await
+            .unwrap();
+        let response = Response::new_with_opt_readable_stream(Some(&stream)).unwrap();
+        assert_eq!(body(&response).await, &all[start..end], "{start}..{end}");
+    }
+    assert_eq!(
+        stream_range(&c, "s", 0, 70_001).await.unwrap_err().name(),
+        "Storage"
+    );
     remove(c).await;
 }
