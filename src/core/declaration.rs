@@ -54,7 +54,7 @@
 //!
 //! # Example
 //! ```
-//! use background_assets::core::declaration::{parse_declaration, DownloadPolicy};
+//! use background_assets::core::declaration::{parse_declaration, AssetPackList, DownloadPolicy};
 //! use background_assets::core::error::Error;
 //! use url::Url;
 //!
@@ -297,41 +297,65 @@ impl AssetPack {
     }
 }
 
-fn find_pack<'a>(packs: &'a [AssetPack], id: &str) -> Option<&'a AssetPack> {
-    packs.iter().find(|p| p.id.as_str() == id)
-}
+/// What a [`Declaration`] and a [`Manifest`] share: a list of asset packs, looked up by id and
+/// summed by size.
+///
+/// # Example
+/// ```
+/// use background_assets::core::declaration::{parse_manifest, AssetPackList};
+/// let base = url::Url::parse("https://cdn.example.com/manifest.json").unwrap();
+/// let manifest = parse_manifest(r#"{"assetPacks": [{"id": "a", "version": "1",
+///     "downloadPolicy": "onDemand", "files": [{"path": "a.bin", "url": "a.bin", "size": 4,
+///     "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}]}]}"#,
+///     &base).unwrap();
+/// assert_eq!(manifest.pack("a").unwrap().version, "1");
+/// assert_eq!((manifest.total_size(), manifest.essential_size()), (4, 0));
+/// ```
+pub trait AssetPackList {
+    /// The packs, in declaration order.
+    fn packs(&self) -> &[AssetPack];
 
-fn sum_sizes<'a>(packs: impl Iterator<Item = &'a AssetPack>) -> u64 {
-    packs.fold(0u64, |sum, p| sum.saturating_add(p.size()))
-}
-
-impl Declaration {
     /// The pack with this id.
-    pub fn pack(&self, id: &str) -> Option<&AssetPack> {
-        find_pack(&self.asset_packs, id)
+    fn pack(&self, id: &str) -> Option<&AssetPack> {
+        self.packs().iter().find(|p| p.id.as_str() == id)
     }
 
-    /// Bytes of all declared files.
-    pub fn total_size(&self) -> u64 {
-        sum_sizes(self.asset_packs.iter())
+    /// Bytes of all files.
+    fn total_size(&self) -> u64 {
+        self.packs()
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size()))
     }
 
     /// Bytes of the essential packs' files.
-    pub fn essential_size(&self) -> u64 {
-        sum_sizes(
-            self.asset_packs
-                .iter()
-                .filter(|p| p.download_policy == DownloadPolicy::Essential),
-        )
+    fn essential_size(&self) -> u64 {
+        self.packs()
+            .iter()
+            .filter(|p| p.download_policy == DownloadPolicy::Essential)
+            .fold(0u64, |sum, p| sum.saturating_add(p.size()))
     }
+}
 
+impl AssetPackList for Declaration {
+    fn packs(&self) -> &[AssetPack] {
+        &self.asset_packs
+    }
+}
+
+impl AssetPackList for Manifest {
+    fn packs(&self) -> &[AssetPack] {
+        &self.asset_packs
+    }
+}
+
+impl Declaration {
     /// The declaration updated by a remote manifest: a manifest pack replaces the declared pack
     /// with the same id (in place), new ids are appended. The essential packs must still fit
     /// `essentialMaxInstallSize` and `maxInstallSize` ([`Error::MaxInstallSizeExceeded`]).
     ///
     /// # Example
     /// ```
-    /// use background_assets::core::declaration::{parse_declaration, parse_manifest};
+    /// use background_assets::core::declaration::{parse_declaration, parse_manifest, AssetPackList};
     /// use url::Url;
     ///
     /// let base = Url::parse("https://app.example.com/pkg.json").unwrap();
@@ -393,25 +417,6 @@ impl Declaration {
 }
 
 impl Manifest {
-    /// The pack with this id.
-    pub fn pack(&self, id: &str) -> Option<&AssetPack> {
-        find_pack(&self.asset_packs, id)
-    }
-
-    /// Bytes of all files.
-    pub fn total_size(&self) -> u64 {
-        sum_sizes(self.asset_packs.iter())
-    }
-
-    /// Bytes of the essential packs' files.
-    pub fn essential_size(&self) -> u64 {
-        sum_sizes(
-            self.asset_packs
-                .iter()
-                .filter(|p| p.download_policy == DownloadPolicy::Essential),
-        )
-    }
-
     /// The canonical JSON form; parsing it again gives an equal manifest.
     pub fn to_json(&self) -> Value {
         let mut root = Map::new();
@@ -473,7 +478,7 @@ pub fn parse_declaration(json: &str, base_url: &Url) -> Result<Declaration> {
 ///
 /// # Example
 /// ```
-/// use background_assets::core::declaration::parse_manifest;
+/// use background_assets::core::declaration::{parse_manifest, AssetPackList};
 /// use url::Url;
 ///
 /// let base = Url::parse("https://cdn.example.com/v7/manifest.json").unwrap();

@@ -1,7 +1,7 @@
 //! The demo app's `pkg.json` parses with the library's own parser, and every file it declares on
 //! the local CDN has exactly the size and SHA-256 the CDN serves for it.
 
-use background_assets::core::declaration::{parse_declaration, DownloadPolicy};
+use background_assets::core::declaration::{parse_declaration, AssetPackList, DownloadPolicy};
 use background_assets::core::error::hex;
 use url::Url;
 

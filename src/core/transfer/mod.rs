@@ -836,17 +836,7 @@ impl Transfer {
     /// The checkpoint of what is confirmed stored: `bytes`/`hash` as of the last confirmed
     /// `Write` (or `Discard`), with the current counters.
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            validator: self.validator.clone(),
-            total: self.server_total,
-            final_url: self.final_url.clone(),
-            attempts: self.attempts,
-            failures: self.failures,
-            high_water: self.high_water,
-            wasted_bytes: self.wasted_bytes,
-            restarts: self.restarts,
-            ..self.committed.clone()
-        }
+        self.checkpoint_at(self.committed.bytes, self.committed.hash.clone())
     }
 
     /// Progress so far.
@@ -894,9 +884,14 @@ impl Transfer {
 
     /// The checkpoint that is true once every write emitted so far is stored.
     fn checkpoint_of_emitted(&self) -> Checkpoint {
+        self.checkpoint_at(self.emitted, self.hasher.save())
+    }
+
+    /// A checkpoint of `bytes` stored bytes hashed to `hash`, with the current counters.
+    fn checkpoint_at(&self, bytes: u64, hash: HashState) -> Checkpoint {
         Checkpoint {
-            bytes: self.emitted,
-            hash: self.hasher.save(),
+            bytes,
+            hash,
             validator: self.validator.clone(),
             total: self.server_total,
             final_url: self.final_url.clone(),
