@@ -181,7 +181,7 @@ impl LostState {
 pub struct LockGuard {
     name: String,
     mode: LockMode,
-    release: Function,
+    release: Release,
     state: Rc<LostState>,
 }
 
@@ -231,7 +231,7 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub async fn release(self) {
-        let _ = self.release.call0(&JsValue::UNDEFINED);
+        self.release.now();
         Settled {
             state: self.state.clone(),
         }
@@ -256,10 +256,20 @@ impl Future for Settled {
     }
 }
 
-impl Drop for LockGuard {
+/// The resolve function of the promise the lock callback returned: calling it releases the
+/// lock. Dropping it calls it, so a grant nobody receives (the `acquire` future was dropped
+/// after the grant was sent) is released, never leaked.
+struct Release(Function);
+
+impl Release {
+    fn now(&self) {
+        let _ = self.0.call0(&JsValue::UNDEFINED);
+    }
+}
+
+impl Drop for Release {
     fn drop(&mut self) {
-        // Resolving the promise the lock callback returned releases the lock.
-        let _ = self.release.call0(&JsValue::UNDEFINED);
+        self.now();
     }
 }
 
@@ -302,7 +312,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// What the lock callback tells `acquire`: granted (with the release function) or not available.
-type Grant = Result<Option<Function>, JsValue>;
+type Grant = Result<Option<Release>, JsValue>;
 
 /// Asks for the Web Lock `name`.
 ///
@@ -366,17 +376,10 @@ pub async fn acquire(name: &str, options: LockOptions) -> Result<Option<LockGuar
         }
         let mut release: Option<Function> = None;
         let hold = Promise::new(&mut |resolve, _reject| release = Some(resolve));
-        let release = release.expect("Promise executor runs synchronously");
-        match sender {
-            Some(sender) => {
-                if let Err(Ok(Some(release))) = sender.send(Ok(Some(release))) {
-                    // Nobody is waiting any more (the acquire future was dropped): let go.
-                    let _ = release.call0(&JsValue::UNDEFINED);
-                }
-            }
-            None => {
-                let _ = release.call0(&JsValue::UNDEFINED);
-            }
+        let release = Release(release.expect("Promise executor runs synchronously"));
+        // If nobody receives it (the acquire future is gone), dropping it lets the lock go.
+        if let Some(sender) = sender {
+            let _ = sender.send(Ok(Some(release)));
         }
         hold.into()
     });

@@ -163,3 +163,23 @@ async fn steal_with_if_available_is_refused() {
     .expect_err("invalid combination");
     assert_eq!(error.name(), "Unsupported");
 }
+
+#[wasm_bindgen_test]
+async fn a_grant_nobody_receives_is_released() {
+    let name = unique("abandoned");
+    let mut request = Box::pin(acquire(&name, LockOptions::exclusive()));
+    // Issue the request, then let the grant arrive while nobody polls it.
+    assert!(futures::poll!(request.as_mut()).is_pending());
+    gloo_timers::future::TimeoutFuture::new(50).await;
+    assert!(query().await.unwrap().is_held(&name), "granted meanwhile");
+    drop(request);
+    let mut released = false;
+    for _ in 0..40 {
+        if !query().await.unwrap().is_held(&name) {
+            released = true;
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(25).await;
+    }
+    assert!(released, "the abandoned grant was let go");
+}
