@@ -306,35 +306,87 @@ mod tests {
             Error::CallFromInactiveProcessNotAllowed { call: "c" },
             Error::DownloadAlreadyScheduled { identifier: id() },
             Error::DownloadNotScheduled { identifier: id() },
-            Error::DownloadFailedToStart { identifier: id(), reason: id() },
+            Error::DownloadFailedToStart {
+                identifier: id(),
+                reason: id(),
+            },
             Error::DownloadAlreadyFailed { identifier: id() },
             Error::DownloadEssentialDownloadNotPermitted { identifier: id() },
             Error::DownloadBackgroundActivityProhibited { reason: id() },
-            Error::DownloadWouldExceedAllowance { identifier: id(), requested: 1, remaining: 0 },
+            Error::DownloadWouldExceedAllowance {
+                identifier: id(),
+                requested: 1,
+                remaining: 0,
+            },
             Error::DownloadDoesNotExist { identifier: id() },
             Error::SessionDownloadDisallowedByDomain { host: id() },
             Error::SessionDownloadDisallowedByAllowance { identifier: id() },
             Error::SessionDownloadAllowanceExceeded { identifier: id() },
             Error::SessionDownloadNotPermittedBeforeAppLaunch { identifier: id() },
-            Error::InvalidDeclaration { path: id(), reason: id() },
-            Error::InvalidIdentifier { identifier: id(), reason: id() },
-            Error::InvalidTransition { identifier: id(), from: "a", to: "b" },
+            Error::InvalidDeclaration {
+                path: id(),
+                reason: id(),
+            },
+            Error::InvalidIdentifier {
+                identifier: id(),
+                reason: id(),
+            },
+            Error::InvalidTransition {
+                identifier: id(),
+                from: "a",
+                to: "b",
+            },
             Error::AssetPackDoesNotExist { id: id() },
-            Error::MaxInstallSizeExceeded { needed: 2, limit: 1 },
+            Error::MaxInstallSizeExceeded {
+                needed: 2,
+                limit: 1,
+            },
             Error::QuotaExceeded { identifier: id() },
-            Error::InsufficientStorage { needed: 2, available: 1 },
-            Error::IntegrityMismatch { identifier: id(), expected: id(), actual: id() },
-            Error::SizeMismatch { identifier: id(), expected: 1, actual: 2 },
+            Error::InsufficientStorage {
+                needed: 2,
+                available: 1,
+            },
+            Error::IntegrityMismatch {
+                identifier: id(),
+                expected: id(),
+                actual: id(),
+            },
+            Error::SizeMismatch {
+                identifier: id(),
+                expected: 1,
+                actual: 2,
+            },
             Error::ServerRefusedRange { reason: id() },
-            Error::HttpStatus { identifier: id(), status: 404 },
-            Error::AuthenticationRequired { identifier: id(), status: 401 },
+            Error::HttpStatus {
+                identifier: id(),
+                status: 404,
+            },
+            Error::AuthenticationRequired {
+                identifier: id(),
+                status: 401,
+            },
             Error::Network { message: id() },
-            Error::RetriesExhausted { identifier: id(), attempts: 3, last: id() },
-            Error::Stalled { identifier: id(), min_bytes_per_sec: 1, window_ms: 1 },
+            Error::RetriesExhausted {
+                identifier: id(),
+                attempts: 3,
+                last: id(),
+            },
+            Error::Stalled {
+                identifier: id(),
+                min_bytes_per_sec: 1,
+                window_ms: 1,
+            },
             Error::OpaqueResponseRefused { url: id() },
             Error::CrossOriginCredentials { url: id() },
-            Error::LockTimeout { name: id(), timeout_ms: 1 },
-            Error::StaleEpoch { identifier: id(), held: 1, current: 2 },
+            Error::LockTimeout {
+                name: id(),
+                timeout_ms: 1,
+            },
+            Error::StaleEpoch {
+                identifier: id(),
+                held: 1,
+                current: 2,
+            },
             Error::Storage { message: id() },
             Error::Cancelled { identifier: id() },
             Error::Unsupported { what: id() },
@@ -357,15 +409,34 @@ mod tests {
     fn apple_codes_are_apples() {
         assert_eq!(Error::DownloadInvalid { reason: "".into() }.code(), 0);
         assert_eq!(Error::CallFromExtensionNotAllowed { call: "x" }.code(), 50);
-        assert_eq!(Error::SessionDownloadDisallowedByDomain { host: "".into() }.code(), 202);
+        assert_eq!(
+            Error::SessionDownloadDisallowedByDomain { host: "".into() }.code(),
+            202
+        );
     }
 
     #[test]
     fn transient_errors() {
-        assert!(Error::Network { message: "reset".into() }.is_transient());
-        assert!(Error::HttpStatus { identifier: "a".into(), status: 503 }.is_transient());
-        assert!(!Error::HttpStatus { identifier: "a".into(), status: 404 }.is_transient());
-        assert!(!Error::IntegrityMismatch { identifier: "a".into(), expected: "".into(), actual: "".into() }.is_transient());
+        assert!(Error::Network {
+            message: "reset".into()
+        }
+        .is_transient());
+        assert!(Error::HttpStatus {
+            identifier: "a".into(),
+            status: 503
+        }
+        .is_transient());
+        assert!(!Error::HttpStatus {
+            identifier: "a".into(),
+            status: 404
+        }
+        .is_transient());
+        assert!(!Error::IntegrityMismatch {
+            identifier: "a".into(),
+            expected: "".into(),
+            actual: "".into()
+        }
+        .is_transient());
     }
 
     #[test]
