@@ -7,3 +7,4 @@ pub mod fetcher;
 pub mod js;
 pub mod locks;
 pub mod serve;
+pub mod transfer;

@@ -16,3 +16,5 @@ mod locks;
 mod serve;
 #[path = "../common/stack.rs"]
 mod stack;
+#[path = "../common/transfer.rs"]
+mod transfer;

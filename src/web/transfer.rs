@@ -1,0 +1,714 @@
+//! One download run to its end: the core's [`Transfer`] state machine driven with `fetch`,
+//! the IndexedDB [`Container`] and a Web Lock.
+//!
+//! ```text
+//!   run(container, spec, options)
+//!     │ Web Lock `background-assets/download/<identifier>` (Wait | IfAvailable | Steal)
+//!     │ finished already? (no download record, stored SHA-256 == declared) → that asset
+//!     │ begin_epoch → fencing token;  load_checkpoint → Transfer::new / Transfer::resume
+//!     ▼
+//!   loop {
+//!     actions, in order:  Fetch → Fetcher::start (Range / If-Range), in the background
+//!                         Abort → drop the response (the fetch is aborted)
+//!                         Write → write_chunk(epoch) → Event::Written | WriteFailed(StaleEpoch…)
+//!                         Discard → discard_chunks(epoch)    SaveCheckpoint → save_checkpoint
+//!                         Finish → container.finish(epoch) → Ok(StoredAsset)
+//!                         Fail(e) → Err(e)
+//!     wait for the first of: control (pause/resume/cancel) │ lock stolen → Err(StaleEpoch)
+//!                            │ response head / body slice / end / error │ poll_timeout()
+//!     hand it to the transfer (the head after the allow-list check on `response.url`)
+//!   }
+//! ```
+//!
+//! Memory stays about one chunk (`chunk_size`, coalesced by the core) plus one read buffer
+//! (`read_buffer`): the body is read with [`ResponseStream::read_into`] into a bounded buffer and
+//! never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
+//! container call is its own transaction. A pending body read is never dropped while its response
+//! is still wanted (a dropped `reader.read()` would lose its bytes): the read future lives across
+//! wake-ups and is dropped only together with its response.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), background_assets::core::error::Error> {
+//! use background_assets::core::policy::DomainAllowList;
+//! use background_assets::core::transfer::TransferSpec;
+//! use background_assets::web::container::Container;
+//! use background_assets::web::transfer::{run, RunOptions};
+//!
+//! let container = Container::open(Container::DEFAULT_NAME).await?;
+//! let mut spec = TransferSpec::new("level-2", "https://cdn.example/level-2.bin");
+//! spec.expected_size = Some(64 << 20);
+//! let options = RunOptions {
+//!     allow: DomainAllowList::parse(["cdn.example"])?,
+//!     on_progress: Some(Box::new(|p| web_sys::console::log_1(&format!("{p:?}").into()))),
+//!     ..RunOptions::default()
+//! };
+//! let asset = run(&container, spec, options).await?;
+//! assert_eq!(asset.size, 64 << 20);
+//! # Ok(()) }
+//! ```
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures::future::{poll_fn, LocalBoxFuture};
+use gloo_timers::future::TimeoutFuture;
+use wasm_bindgen::JsValue;
+
+use crate::core::error::{hex, Error};
+use crate::core::policy::DomainAllowList;
+use crate::core::transfer::{
+    Action, Checkpoint, Event, Progress, Transfer, TransferSpec, TransferState,
+};
+use crate::core::Millis;
+use crate::web::container::{Container, FinishedAsset, StoredAsset};
+use crate::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
+use crate::web::js;
+use crate::web::locks::{acquire, LockGuard, LockOptions};
+
+/// The default size of the buffer body bytes are read into (256 KiB).
+pub const DEFAULT_READ_BUFFER: usize = 256 * 1024;
+
+/// The Web Lock that one context holds while it runs the download `identifier`.
+///
+/// # Example
+/// ```
+/// use background_assets::web::transfer::lock_name;
+/// assert_eq!(lock_name("maps"), "background-assets/download/maps");
+/// ```
+pub fn lock_name(identifier: &str) -> String {
+    format!("background-assets/download/{identifier}")
+}
+
+/// What [`run`] does when another context already holds the download's lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Wait for the lock. If the other context finished the download meanwhile (and the spec
+    /// declares its SHA-256), the stored asset is returned without fetching anything.
+    #[default]
+    Wait,
+    /// Do not wait: [`Error::DownloadAlreadyScheduled`] ("running elsewhere") at once.
+    IfAvailable,
+    /// Take the lock from its holder. The holder's guard reports the loss and its writes are
+    /// refused by the epoch this run starts.
+    Steal,
+}
+
+/// A command for a running transfer, sent through a [`TransferControl`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+#[derive(Default)]
+struct ControlInner {
+    commands: RefCell<VecDeque<Command>>,
+    waker: RefCell<Option<Waker>>,
+    progress: RefCell<Option<Progress>>,
+    state: RefCell<Option<TransferState>>,
+}
+
+/// A handle to pause, resume or cancel a [`run`] from another task of the same global, and to
+/// read its latest progress. Clones share one transfer.
+///
+/// Pausing keeps the lock and every received byte (the next request continues with `Range`);
+/// cancelling discards the stored chunks and ends the run with [`Error::Cancelled`].
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(container: &background_assets::web::container::Container) {
+/// use background_assets::core::transfer::TransferSpec;
+/// use background_assets::web::transfer::{run, RunOptions, TransferControl};
+///
+/// let control = TransferControl::new();
+/// let options = RunOptions { control: Some(control.clone()), ..RunOptions::default() };
+/// let spec = TransferSpec::new("video", "https://cdn.example/video.mp4");
+/// let running = run(container, spec, options);
+/// control.pause(); // processed as soon as the run looks at its commands
+/// control.resume();
+/// let _ = running.await;
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct TransferControl {
+    inner: Rc<ControlInner>,
+}
+
+impl std::fmt::Debug for TransferControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferControl")
+            .field("queued", &self.inner.commands.borrow().len())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl TransferControl {
+    /// A handle not yet attached to a run (attach it through [`RunOptions::control`]).
+    pub fn new() -> TransferControl {
+        TransferControl::default()
+    }
+
+    /// Asks the run to pause: the fetch is aborted and what arrived is stored.
+    pub fn pause(&self) {
+        self.send(Command::Pause);
+    }
+
+    /// Asks a paused run to continue (a `Range` request for the rest).
+    pub fn resume(&self) {
+        self.send(Command::Resume);
+    }
+
+    /// Asks the run to stop for good: stored chunks are discarded, the run ends with
+    /// [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.send(Command::Cancel);
+    }
+
+    /// The run's latest progress (`None` before its transfer starts).
+    pub fn progress(&self) -> Option<Progress> {
+        self.inner.progress.borrow().clone()
+    }
+
+    /// The run's latest state (`None` before its transfer starts).
+    pub fn state(&self) -> Option<TransferState> {
+        *self.inner.state.borrow()
+    }
+
+    fn send(&self, command: Command) {
+        self.inner.commands.borrow_mut().push_back(command);
+        if let Some(waker) = self.inner.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn poll_command(&self, cx: &Context<'_>) -> Option<Command> {
+        let next = self.inner.commands.borrow_mut().pop_front();
+        if next.is_none() {
+            *self.inner.waker.borrow_mut() = Some(cx.waker().clone());
+        }
+        next
+    }
+
+    fn observe(&self, transfer: &Transfer) {
+        *self.inner.progress.borrow_mut() = Some(transfer.progress());
+        *self.inner.state.borrow_mut() = Some(transfer.state());
+    }
+}
+
+/// How [`run`] runs one download.
+pub struct RunOptions {
+    /// Hosts downloads may come from; checked on the request URL and on `response.url` after
+    /// every response head ([`Error::SessionDownloadDisallowedByDomain`] otherwise).
+    pub allow: DomainAllowList,
+    /// The app's origin, always allowed; `None` = the origin of the running global.
+    pub page_origin: Option<url::Origin>,
+    /// What to do when another context holds the download's lock.
+    pub lock: LockPolicy,
+    /// Bytes read from the body at a time (at least 1; default [`DEFAULT_READ_BUFFER`]).
+    pub read_buffer: usize,
+    /// A handle to pause, resume or cancel the run.
+    pub control: Option<TransferControl>,
+    /// Called whenever progress changes (each body slice, write, restart...).
+    pub on_progress: Option<Box<dyn FnMut(&Progress)>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            allow: DomainAllowList::SameOriginOnly,
+            page_origin: None,
+            lock: LockPolicy::Wait,
+            read_buffer: DEFAULT_READ_BUFFER,
+            control: None,
+            on_progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("allow", &self.allow)
+            .field("page_origin", &self.page_origin)
+            .field("lock", &self.lock)
+            .field("read_buffer", &self.read_buffer)
+            .field("control", &self.control)
+            .field("on_progress", &self.on_progress.is_some())
+            .finish()
+    }
+}
+
+fn now() -> Millis {
+    js_sys::Date::now().max(0.0) as Millis
+}
+
+/// [`Error::SessionDownloadDisallowedByDomain`] unless `url` is allowed.
+fn check_allowed(allow: &DomainAllowList, page: &url::Origin, url: &str) -> Result<(), Error> {
+    let parsed = url::Url::parse(url).map_err(|e| Error::DownloadInvalid {
+        reason: format!("url `{url}`: {e}"),
+    })?;
+    if allow.allows(&parsed, page) {
+        Ok(())
+    } else {
+        Err(Error::SessionDownloadDisallowedByDomain {
+            host: parsed.host_str().unwrap_or(url).to_string(),
+        })
+    }
+}
+
+fn checkpoint_value(checkpoint: &Checkpoint) -> Result<JsValue, Error> {
+    use serde::Serialize;
+    checkpoint
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| Error::Storage {
+            message: format!("serializing the checkpoint: {e}"),
+        })
+}
+
+/// A finished asset that already matches the declaration (only when a SHA-256 is declared).
+async fn already_finished(
+    container: &Container,
+    spec: &TransferSpec,
+) -> Result<Option<StoredAsset>, Error> {
+    let Some(sha256) = spec.sha256 else {
+        return Ok(None);
+    };
+    if container.load_checkpoint(&spec.identifier).await?.is_some() {
+        return Ok(None);
+    }
+    Ok(container.asset(&spec.identifier).await?.filter(|asset| {
+        asset.sha256 == hex(&sha256) && spec.expected_size.map_or(true, |s| s == asset.size)
+    }))
+}
+
+async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Error> {
+    let name = lock_name(identifier);
+    let options = match policy {
+        LockPolicy::Wait => LockOptions::exclusive(),
+        LockPolicy::IfAvailable => LockOptions::exclusive().if_available(),
+        LockPolicy::Steal => LockOptions::exclusive().steal(),
+    };
+    acquire(&name, options)
+        .await?
+        .ok_or_else(|| Error::DownloadAlreadyScheduled {
+            identifier: identifier.to_string(),
+        })
+}
+
+/// Runs the download `spec` into `container` until it is finished or fails, under the Web Lock
+/// [`lock_name`]`(identifier)`, continuing from the stored checkpoint if there is one.
+///
+/// Returns the finished [`StoredAsset`]. Errors: whatever the transfer fails with
+/// ([`Error::RetriesExhausted`], [`Error::IntegrityMismatch`], [`Error::HttpStatus`], ...);
+/// [`Error::DownloadAlreadyScheduled`] with [`LockPolicy::IfAvailable`] when another context runs
+/// it; [`Error::StaleEpoch`] when the lock is stolen or another context began a newer epoch
+/// (nothing more is written); [`Error::SessionDownloadDisallowedByDomain`] when the request URL
+/// or a redirect leaves the allow-list (nothing stored from that response);
+/// [`Error::Cancelled`] after [`TransferControl::cancel`] (stored chunks discarded).
+///
+/// Dropping the future stops the run like a killed context: the fetch is aborted, the lock is
+/// released, and the last committed checkpoint is where the next run continues.
+pub async fn run(
+    container: &Container,
+    spec: TransferSpec,
+    mut options: RunOptions,
+) -> Result<StoredAsset, Error> {
+    let page =
+        options
+            .page_origin
+            .clone()
+            .unwrap_or_else(|| match url::Url::parse(&js::origin()) {
+                Ok(url) => url.origin(),
+                Err(_) => url::Origin::new_opaque(),
+            });
+    check_allowed(&options.allow, &page, &spec.url)?;
+    let identifier = spec.identifier.clone();
+    let guard = take_lock(&identifier, options.lock).await?;
+    if let Some(asset) = already_finished(container, &spec).await? {
+        guard.release().await;
+        return Ok(asset);
+    }
+    let epoch = container.begin_epoch(&identifier).await?;
+    let record = container.load_checkpoint(&identifier).await?;
+    let transfer = match record {
+        Some(record) if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() => {
+            // An unreadable checkpoint still names the stored bytes: resume() then sees a hash
+            // that does not cover them and restarts from zero with a Discard.
+            let checkpoint = serde_wasm_bindgen::from_value::<Checkpoint>(record.checkpoint)
+                .unwrap_or(Checkpoint {
+                    bytes: record.stored,
+                    ..Checkpoint::default()
+                });
+            Transfer::resume(spec, checkpoint, now())
+        }
+        Some(record) if record.stored > 0 => Transfer::resume(
+            spec,
+            Checkpoint {
+                bytes: record.stored,
+                ..Checkpoint::default()
+            },
+            now(),
+        ),
+        _ => Transfer::new(spec, now()),
+    };
+    let mut driver = Driver {
+        container,
+        identifier,
+        epoch,
+        guard,
+        allow: options.allow.clone(),
+        page,
+        read_buffer: options.read_buffer.max(1),
+        control: options.control.take(),
+        on_progress: options.on_progress.take(),
+        transfer,
+        io: Io::Idle,
+        stream: None,
+        buffer: None,
+        content_type: None,
+        last_progress: None,
+    };
+    let outcome = driver.drive().await;
+    let Driver { guard, io, .. } = driver;
+    drop(io); // abort any open fetch before letting the lock go
+    guard.release().await;
+    outcome
+}
+
+type Connect = LocalBoxFuture<'static, Result<ResponseStream, Error>>;
+type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Error>)>;
+
+/// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
+/// a command) never drops a pending read.
+enum Io {
+    Idle,
+    Connecting(Connect),
+    Reading(Read),
+}
+
+/// Why the driver woke up.
+enum Wake {
+    Command(Command),
+    LockLost,
+    Connected(Result<ResponseStream, Error>),
+    Read(ResponseStream, Vec<u8>, Result<usize, Error>),
+    Timer,
+}
+
+struct Driver<'c> {
+    container: &'c Container,
+    identifier: String,
+    epoch: u64,
+    guard: LockGuard,
+    allow: DomainAllowList,
+    page: url::Origin,
+    read_buffer: usize,
+    control: Option<TransferControl>,
+    on_progress: Option<Box<dyn FnMut(&Progress)>>,
+    transfer: Transfer,
+    io: Io,
+    /// A response whose head was handed over and whose next read has not started yet.
+    stream: Option<ResponseStream>,
+    buffer: Option<Vec<u8>>,
+    content_type: Option<String>,
+    last_progress: Option<Progress>,
+}
+
+impl Driver<'_> {
+    async fn drive(&mut self) -> Result<StoredAsset, Error> {
+        self.report();
+        loop {
+            if let Some(done) = self.perform_actions().await {
+                return done;
+            }
+            self.report();
+            if self.guard.is_lost() {
+                return Err(self.stale().await);
+            }
+            if let (Some(stream), Io::Idle) = (self.stream.take(), &self.io) {
+                let buffer = self
+                    .buffer
+                    .take()
+                    .unwrap_or_else(|| vec![0; self.read_buffer]);
+                self.io = Io::Reading(Box::pin(read_next(stream, buffer)));
+            }
+            let timeout = self.transfer.poll_timeout();
+            if matches!(self.io, Io::Idle) && timeout.is_none() && self.control.is_none() {
+                return Err(Error::DownloadFailedToStart {
+                    identifier: self.identifier.clone(),
+                    reason: format!(
+                        "transfer in state {:?} has nothing to wait for",
+                        self.transfer.state()
+                    ),
+                });
+            }
+            let mut timer = timeout.map(|at| {
+                let delay = at.saturating_sub(now()).min(u32::MAX as u64) as u32;
+                TimeoutFuture::new(delay)
+            });
+            let wake = self.wait(&mut timer).await;
+            self.on_wake(wake).await?;
+            self.report();
+        }
+    }
+
+    /// Waits for the first of: a command, the lock lost, the fetch, the timer.
+    async fn wait(&mut self, timer: &mut Option<TimeoutFuture>) -> Wake {
+        let mut lost = self.guard.lost();
+        let control = self.control.clone();
+        let io = &mut self.io;
+        poll_fn(move |cx| {
+            if let Some(command) = control.as_ref().and_then(|c| c.poll_command(cx)) {
+                return Poll::Ready(Wake::Command(command));
+            }
+            if Pin::new(&mut lost).poll(cx).is_ready() {
+                return Poll::Ready(Wake::LockLost);
+            }
+            match io {
+                Io::Idle => {}
+                Io::Connecting(connect) => {
+                    if let Poll::Ready(result) = connect.as_mut().poll(cx) {
+                        *io = Io::Idle;
+                        return Poll::Ready(Wake::Connected(result));
+                    }
+                }
+                Io::Reading(read) => {
+                    if let Poll::Ready((stream, buffer, result)) = read.as_mut().poll(cx) {
+                        *io = Io::Idle;
+                        return Poll::Ready(Wake::Read(stream, buffer, result));
+                    }
+                }
+            }
+            if let Some(timer) = timer.as_mut() {
+                if Pin::new(timer).poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn on_wake(&mut self, wake: Wake) -> Result<(), Error> {
+        match wake {
+            Wake::Command(command) => {
+                let event = match command {
+                    Command::Pause => Event::Pause,
+                    Command::Resume => Event::Resume,
+                    Command::Cancel => Event::Cancel,
+                };
+                self.transfer.handle(event, now());
+            }
+            Wake::LockLost => return Err(self.stale().await),
+            Wake::Connected(Ok(stream)) => {
+                let head = stream.head();
+                let headers = head.transfer_headers();
+                match check_allowed(&self.allow, &self.page, &head.url) {
+                    Ok(()) => {
+                        self.content_type = head.content_type.clone();
+                        let status = head.status;
+                        self.stream = Some(stream);
+                        self.transfer
+                            .handle(Event::ResponseHead { status, headers }, now());
+                    }
+                    Err(refused) => {
+                        drop(stream); // aborts the fetch: nothing from it is delivered
+                        self.transfer.handle(Event::Refused(refused), now());
+                    }
+                }
+            }
+            Wake::Connected(Err(error)) => match error {
+                Error::Network { message } => {
+                    self.transfer.handle(Event::NetworkError(message), now())
+                }
+                refused => self.transfer.handle(Event::Refused(refused), now()),
+            },
+            Wake::Read(stream, buffer, result) => {
+                match result {
+                    Ok(0) => {
+                        drop(stream);
+                        self.transfer.handle(Event::End, now());
+                    }
+                    Ok(n) => {
+                        self.stream = Some(stream);
+                        self.transfer.handle(Event::Body(&buffer[..n]), now());
+                    }
+                    Err(error) => {
+                        drop(stream);
+                        let message = match error {
+                            Error::Network { message } => message,
+                            other => other.to_string(),
+                        };
+                        self.transfer.handle(Event::NetworkError(message), now());
+                    }
+                }
+                self.buffer = Some(buffer);
+            }
+            Wake::Timer => self.transfer.handle(Event::Timeout, now()),
+        }
+        Ok(())
+    }
+
+    /// Performs every queued action in order; `Some` once the run is over.
+    async fn perform_actions(&mut self) -> Option<Result<StoredAsset, Error>> {
+        while let Some(action) = self.transfer.poll_action() {
+            match action {
+                Action::Fetch {
+                    url,
+                    range_start,
+                    if_range,
+                } => {
+                    self.stream = None;
+                    let options = FetchOptions {
+                        range_start,
+                        if_range,
+                        headers: Vec::new(),
+                    };
+                    self.io =
+                        Io::Connecting(Box::pin(
+                            async move { Fetcher::start(&url, options).await },
+                        ));
+                }
+                Action::Abort => {
+                    self.stream = None;
+                    self.io = Io::Idle;
+                }
+                Action::Write {
+                    offset,
+                    data,
+                    checkpoint,
+                } => {
+                    let len = data.len() as u64;
+                    let result = self.fenced_write(offset, &data, &checkpoint).await;
+                    drop(data);
+                    let event = match result {
+                        Ok(()) => Event::Written { offset, len },
+                        Err(error) => Event::WriteFailed(error),
+                    };
+                    self.transfer.handle(event, now());
+                }
+                Action::Discard { checkpoint } => {
+                    let result = match self.stop_if_lost().await {
+                        Err(e) => Err(e),
+                        Ok(()) => match checkpoint_value(&checkpoint) {
+                            Ok(value) => {
+                                self.container
+                                    .discard_chunks(&self.identifier, self.epoch, &value)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(error) = result {
+                        self.transfer.handle(Event::WriteFailed(error), now());
+                    }
+                }
+                Action::SaveCheckpoint(checkpoint) => {
+                    let result = match self.stop_if_lost().await {
+                        Err(e) => Err(e),
+                        Ok(()) => match checkpoint_value(&checkpoint) {
+                            Ok(value) => {
+                                self.container
+                                    .save_checkpoint(&self.identifier, self.epoch, &value)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(error) = result {
+                        self.transfer.handle(Event::WriteFailed(error), now());
+                    }
+                }
+                Action::RetryAt(_) => {} // the timer follows poll_timeout()
+                Action::Finish { size, sha256 } => {
+                    self.io = Io::Idle;
+                    self.stream = None;
+                    if let Err(error) = self.stop_if_lost().await {
+                        return Some(Err(error));
+                    }
+                    let asset = FinishedAsset {
+                        size,
+                        sha256: hex(&sha256),
+                        content_type: self.content_type.clone(),
+                    };
+                    return Some(
+                        self.container
+                            .finish(&self.identifier, self.epoch, asset)
+                            .await,
+                    );
+                }
+                Action::Fail(error) => {
+                    self.io = Io::Idle;
+                    self.stream = None;
+                    return Some(Err(error));
+                }
+            }
+        }
+        None
+    }
+
+    async fn fenced_write(
+        &self,
+        offset: u64,
+        data: &[u8],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), Error> {
+        self.stop_if_lost().await?;
+        let value = checkpoint_value(checkpoint)?;
+        self.container
+            .write_chunk(&self.identifier, self.epoch, offset, data, &value)
+            .await
+    }
+
+    /// [`Error::StaleEpoch`] once the lock was stolen: a holder that lost its lock writes nothing.
+    async fn stop_if_lost(&self) -> Result<(), Error> {
+        if self.guard.is_lost() {
+            Err(self.stale().await)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The error of a holder whose lock was stolen. The thief begins a newer epoch (if it has
+    /// not yet, it is about to): `current` is the stored epoch, at least `held + 1`.
+    async fn stale(&self) -> Error {
+        let stored = match self.container.load_checkpoint(&self.identifier).await {
+            Ok(Some(record)) => record.epoch,
+            _ => 0,
+        };
+        Error::StaleEpoch {
+            identifier: self.identifier.clone(),
+            held: self.epoch,
+            current: stored.max(self.epoch + 1),
+        }
+    }
+
+    /// Tells the control handle and the progress callback, when progress changed.
+    fn report(&mut self) {
+        if let Some(control) = &self.control {
+            control.observe(&self.transfer);
+        }
+        let progress = self.transfer.progress();
+        if self.last_progress.as_ref() != Some(&progress) {
+            if let Some(callback) = self.on_progress.as_mut() {
+                callback(&progress);
+            }
+            self.last_progress = Some(progress);
+        }
+    }
+}
+
+async fn read_next(
+    mut stream: ResponseStream,
+    mut buffer: Vec<u8>,
+) -> (ResponseStream, Vec<u8>, Result<usize, Error>) {
+    let result = stream.read_into(&mut buffer).await;
+    (stream, buffer, result)
+}

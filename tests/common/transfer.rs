@@ -1,0 +1,646 @@
+//! Whole downloads through `background_assets::web::transfer::run` (sw and page suites): the
+//! core's transfer driven with `fetch`, the IndexedDB container and Web Locks, against the local
+//! CDN's fault language. What the server saw comes from its request log (`/_control/log`); every
+//! URL carries a random `probe` so that runs of the suite never share log entries or counters.
+//!
+//! Interruptions are made deterministic with `fault=stall:N&times=1`: the first response sends
+//! N bytes and then nothing, so the run sits at a known point while the test pauses, kills
+//! (drops the `run` future), races or steals it.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+
+use background_assets::core::error::Error;
+use background_assets::core::policy::DomainAllowList;
+use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
+use background_assets::web::container::Container;
+use background_assets::web::fetcher::{FetchOptions, Fetcher};
+use background_assets::web::js;
+use background_assets::web::locks::{acquire, LockOptions};
+use background_assets::web::serve::serve;
+use background_assets::web::transfer::{lock_name, run, LockPolicy, RunOptions, TransferControl};
+use futures::future::{join, join3, select, Either};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::{console_log, wasm_bindgen_test};
+
+use super::container::{fresh, remove};
+
+const MIB: u64 = 1 << 20;
+/// The chunk size of the small tests: interruptions land between known chunk boundaries.
+const CHUNK: u64 = MIB;
+/// How long a stalled first response stays silent (far longer than any test waits for it).
+const STALL_MS: u64 = 20_000;
+
+fn cdn() -> &'static str {
+    super::common::cdn_origin()
+}
+
+fn probe() -> u64 {
+    (js_sys::Math::random() * 1e12) as u64
+}
+
+/// `/gen/<len>/<seed>?<query>&probe=<random>`: a path no other run of the suite uses.
+fn gen_path(len: u64, seed: u64, query: &str) -> String {
+    let sep = if query.is_empty() { "" } else { "&" };
+    format!("/gen/{len}/{seed}?{query}{sep}probe={}", probe())
+}
+
+fn unique_id(label: &str) -> String {
+    format!("{label}-{}", probe())
+}
+
+async fn fetch_text(url: &str) -> Vec<u8> {
+    let mut stream = Fetcher::start(url, FetchOptions::default()).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next_piece().await.unwrap() {
+        out.extend_from_slice(&piece.to_vec());
+    }
+    out
+}
+
+/// The CDN's SHA-256 of `/gen/<len>/<seed>`, as hex.
+async fn cdn_sha256(len: u64, seed: u64) -> String {
+    let url = format!("{}/gen/{len}/{seed}.sha256", cdn());
+    String::from_utf8(fetch_text(&url).await).unwrap()
+}
+
+fn digest_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// One `GET` the CDN logged.
+#[derive(Debug, Clone)]
+struct Logged {
+    range: Option<String>,
+    if_range: Option<String>,
+    status: u64,
+    sent: u64,
+}
+
+/// The `GET`s the CDN logged for exactly `path` (path and query), in order.
+async fn gets(path: &str) -> Vec<Logged> {
+    let log: serde_json::Value =
+        serde_json::from_slice(&fetch_text(&format!("{}/_control/log", cdn())).await).unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path_and_query"] == path)
+        .map(|r| Logged {
+            range: r["range"].as_str().map(str::to_string),
+            if_range: r["if_range"].as_str().map(str::to_string),
+            status: r["status"].as_u64().unwrap(),
+            sent: r["body_bytes_sent"].as_u64().unwrap(),
+        })
+        .collect()
+}
+
+/// A spec for `path` with the CDN's size and digest declared, 1 MiB chunks (or `chunk`) and
+/// quick retries.
+async fn spec_for(identifier: &str, path: &str, len: u64, seed: u64, chunk: u64) -> TransferSpec {
+    let mut spec = TransferSpec::new(identifier, format!("{}{path}", cdn()));
+    spec.expected_size = Some(len);
+    spec.sha256 = Some(digest_bytes(&cdn_sha256(len, seed).await));
+    spec.config.chunk_size = chunk as u32;
+    spec.config.backoff_base_ms = 50;
+    spec.config.backoff_max_ms = 400;
+    spec
+}
+
+/// Options allowing the CDN's host, recording every progress report in `progress`.
+fn options(progress: &Rc<RefCell<Progress>>, control: Option<&TransferControl>) -> RunOptions {
+    let sink = progress.clone();
+    RunOptions {
+        allow: DomainAllowList::parse(["127.0.0.1"]).unwrap(),
+        control: control.cloned(),
+        on_progress: Some(Box::new(move |p: &Progress| *sink.borrow_mut() = p.clone())),
+        ..RunOptions::default()
+    }
+}
+
+fn tracker() -> Rc<RefCell<Progress>> {
+    Rc::new(RefCell::new(Progress::default()))
+}
+
+/// Polls `ready` every 5 ms; panics naming `what` after 20 s.
+async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..4000 {
+        if ready() {
+            return;
+        }
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Runs `future` until `stop` completes, then drops it (a killed context). Panics if it ends
+/// first.
+async fn kill_when<F: Future, S: Future<Output = ()>>(future: F, stop: S) {
+    let future = std::pin::pin!(future);
+    let stop = std::pin::pin!(stop);
+    if let Either::Left((_, _)) = select(future, stop).await {
+        panic!("the run ended before it could be interrupted");
+    }
+}
+
+async fn stored(c: &Container, id: &str) -> u64 {
+    c.load_checkpoint(id).await.unwrap().map_or(0, |r| r.stored)
+}
+
+fn wasm_memory() -> u64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    js_sys::ArrayBuffer::from(memory.buffer()).byte_length() as u64
+}
+
+/// `performance.memory.usedJSHeapSize` where the engine has it (Chromium pages).
+fn js_heap() -> Option<u64> {
+    let memory = js::get(&js::get(&js_sys::global(), "performance"), "memory");
+    js::get(&memory, "usedJSHeapSize")
+        .as_f64()
+        .map(|v| v as u64)
+}
+
+#[wasm_bindgen_test]
+async fn a_64_mib_asset_downloads_with_bounded_memory() {
+    const LEN: u64 = 64 << 20;
+    let seed = 4_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-64").await;
+    let id = unique_id("big");
+    let spec = spec_for(&id, &path, LEN, seed, 4 * MIB).await;
+    let progress = tracker();
+    let heap_before = js_heap();
+    let heap_peak = Rc::new(Cell::new(heap_before.unwrap_or(0)));
+    let mut opts = options(&progress, None);
+    let sink = progress.clone();
+    let peak = heap_peak.clone();
+    opts.on_progress = Some(Box::new(move |p: &Progress| {
+        *sink.borrow_mut() = p.clone();
+        peak.set(peak.get().max(js_heap().unwrap_or(0)));
+    }));
+    let wasm_before = wasm_memory();
+    let started = js_sys::Date::now();
+    let asset = run(&c, spec, opts).await.unwrap();
+    let ms = js_sys::Date::now() - started;
+    let wasm_growth = wasm_memory() - wasm_before;
+    assert_eq!(asset.size, LEN);
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    assert_eq!(asset.chunk_count as u64, LEN / (4 * MIB));
+    let heap_growth = heap_before.map(|before| heap_peak.get().saturating_sub(before));
+    console_log!(
+        "run: {LEN} bytes in {ms} ms; wasm memory {wasm_before} -> {} (growth {wasm_growth}); \
+         JS heap peak growth {heap_growth:?} (performance.memory; None = not available)",
+        wasm_memory()
+    );
+    assert!(
+        wasm_growth < LEN / 4,
+        "wasm memory grew {wasm_growth} bytes for a {LEN}-byte asset"
+    );
+    if let Some(growth) = heap_growth {
+        assert!(growth < LEN / 4, "JS heap grew {growth} bytes");
+    }
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].sent, LEN);
+    assert_eq!(progress.borrow().bytes_written, LEN);
+    assert_eq!(progress.borrow().wasted_bytes, 0);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_dropped_connection_resumes_with_range() {
+    const LEN: u64 = 12 * MIB;
+    const DROP_AT: u64 = 5 * MIB + 12_345;
+    const DEFAULT_CHUNK: u64 = 4 * MIB;
+    let seed = 5_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, &format!("fault=drop:{DROP_AT}&times=1"));
+    let c = fresh("run-drop").await;
+    let id = unique_id("drop");
+    let spec = spec_for(&id, &path, LEN, seed, DEFAULT_CHUNK).await;
+    let progress = tracker();
+    let mut opts = options(&progress, None);
+    // What the page received from the first response (the browser may discard bytes the server
+    // sent before the connection broke: Chromium drops what was still queued).
+    let first_received = Rc::new(Cell::new(0u64));
+    let sink = progress.clone();
+    let first = first_received.clone();
+    opts.on_progress = Some(Box::new(move |p: &Progress| {
+        *sink.borrow_mut() = p.clone();
+        if p.attempts == 1 {
+            first.set(first.get().max(p.bytes_received));
+        }
+    }));
+    let asset = run(&c, spec, opts).await.unwrap();
+    assert_eq!(asset.size, LEN);
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(
+        (logged[0].range.as_deref(), logged[0].sent),
+        (None, DROP_AT)
+    );
+    let resumed_at: u64 = logged[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("second GET has no `bytes=N-` Range: {logged:?}"));
+    assert_eq!(logged[1].status, 206);
+    assert_eq!(
+        logged[1].if_range.as_deref(),
+        Some(format!("\"g-{LEN}-{seed}-v0\"").as_str())
+    );
+    assert_eq!(logged[1].sent, LEN - resumed_at);
+    // Every byte the page received is kept: the resume starts exactly there.
+    assert_eq!(resumed_at, first_received.get(), "{logged:?}");
+    let fetched_twice = DROP_AT - resumed_at;
+    console_log!(
+        "dropped at {DROP_AT}: page received {}, resumed at {resumed_at}, fetched twice \
+         {fetched_twice} (chunk {DEFAULT_CHUNK})",
+        first_received.get()
+    );
+    assert!(
+        resumed_at > 0 && fetched_twice <= DEFAULT_CHUNK,
+        "{logged:?}"
+    );
+    let p = progress.borrow().clone();
+    assert_eq!((p.wasted_bytes, p.restarts, p.attempts), (0, 0, 2));
+    remove(c).await;
+}
+
+/// Pauses after the first chunk is stored, kills the paused run, and runs the download again from
+/// the stored checkpoint; the server's answer to the resume restarts it from zero.
+async fn restart_after_interruption(label: &str, fault: &str, seed: u64) {
+    const LEN: u64 = 6 * MIB;
+    let path = gen_path(LEN, seed, fault);
+    let c = fresh(label).await;
+    let id = unique_id(label);
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let control = TransferControl::new();
+    let first_progress = tracker();
+    let mut opts = options(&first_progress, Some(&control));
+    let pauser = control.clone();
+    let sink = first_progress.clone();
+    opts.on_progress = Some(Box::new(move |p: &Progress| {
+        *sink.borrow_mut() = p.clone();
+        if p.bytes_written >= CHUNK && pauser.state() != Some(TransferState::Paused) {
+            pauser.pause();
+        }
+    }));
+    let watcher = control.clone();
+    kill_when(run(&c, spec.clone(), opts), async move {
+        wait_until("the first run is paused", || {
+            watcher.state() == Some(TransferState::Paused)
+        })
+        .await
+    })
+    .await;
+    let kept = stored(&c, &id).await;
+    assert!(kept >= CHUNK, "stored {kept}");
+
+    let progress = tracker();
+    let asset = run(&c, spec, options(&progress, None)).await.unwrap();
+    assert_eq!(asset.size, LEN);
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(logged[1].range, Some(format!("bytes={kept}-")));
+    assert_eq!(logged[1].status, 200, "the server ignored the range");
+    let p = progress.borrow().clone();
+    console_log!(
+        "{fault}: {kept} bytes stored before the resume, wasted {}",
+        p.wasted_bytes
+    );
+    assert_eq!(p.restarts, 1);
+    assert!(p.wasted_bytes >= kept, "{p:?}");
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_200_for_a_range_restarts_from_zero() {
+    restart_after_interruption("run-no-range", "fault=no-range", 6_000 + probe() % 1000).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_changed_etag_restarts_from_zero() {
+    restart_after_interruption("run-etag", "fault=etag-change", 7_000 + probe() % 1000).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_killed_run_is_continued_from_its_checkpoint() {
+    const LEN: u64 = 6 * MIB;
+    const STALL_AT: u64 = 3 * MIB + MIB / 2;
+    let seed = 8_000 + probe() % 1000;
+    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
+    let path = gen_path(LEN, seed, &fault);
+    let c = fresh("run-kill").await;
+    let id = unique_id("kill");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let first = tracker();
+    let seen = first.clone();
+    kill_when(run(&c, spec.clone(), options(&first, None)), async move {
+        wait_until("3 chunks are stored", || {
+            seen.borrow().bytes_written >= 3 * MIB
+        })
+        .await
+    })
+    .await;
+    let kept = stored(&c, &id).await;
+    assert_eq!(kept, 3 * MIB);
+
+    let progress = tracker();
+    let asset = run(&c, spec, options(&progress, None)).await.unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(logged[0].sent, STALL_AT);
+    assert_eq!(logged[1].range, Some(format!("bytes={kept}-")));
+    assert_eq!((logged[1].status, logged[1].sent), (206, LEN - kept));
+    console_log!(
+        "killed: resumed at {kept}, fetched twice {}",
+        STALL_AT - kept
+    );
+    assert_eq!(progress.borrow().wasted_bytes, 0);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn racing_runs_one_runs_the_other_observes_or_waits() {
+    const LEN: u64 = 4 * MIB;
+    let seed = 9_000 + probe() % 1000;
+    let fault = format!("fault=stall:{}&stall-ms={STALL_MS}&times=1", 2 * MIB + 5);
+    let path = gen_path(LEN, seed, &fault);
+    let c = fresh("run-race").await;
+    let id = unique_id("race");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let control = TransferControl::new();
+    let first = tracker();
+    let waiter = tracker();
+    let mut waiting = options(&waiter, None);
+    waiting.lock = LockPolicy::Wait;
+    let seen = first.clone();
+    let steer = control.clone();
+    let (a, waited, ()) = join3(
+        run(&c, spec.clone(), options(&first, Some(&control))),
+        run(&c, spec.clone(), waiting),
+        async {
+            wait_until("2 chunks are stored", || {
+                seen.borrow().bytes_written >= 2 * MIB
+            })
+            .await;
+            let mut observe = options(&tracker(), None);
+            observe.lock = LockPolicy::IfAvailable;
+            let refused = run(&c, spec.clone(), observe).await.unwrap_err();
+            assert_eq!(
+                refused,
+                Error::DownloadAlreadyScheduled {
+                    identifier: id.clone()
+                }
+            );
+            steer.pause();
+            steer.resume();
+        },
+    )
+    .await;
+    let a = a.unwrap();
+    let waited = waited.unwrap();
+    assert_eq!(a, waited, "the waiting run found the finished asset");
+    assert_eq!(a.sha256, cdn_sha256(LEN, seed).await);
+    assert_eq!(
+        gets(&path).await.len(),
+        2,
+        "only the first run fetched (stalled GET + resume)"
+    );
+    assert_eq!(waiter.borrow().bytes_received, 0);
+    remove(c).await;
+}
+
+/// Starts a run that stalls after 2 chunks and 5 bytes; returns once it stored both chunks.
+async fn stalled_run_setup(label: &str) -> (Container, String, TransferSpec) {
+    const LEN: u64 = 4 * MIB;
+    let seed = 10_000 + probe() % 1000;
+    let fault = format!("fault=stall:{}&stall-ms={STALL_MS}&times=1", 2 * MIB + 5);
+    let path = gen_path(LEN, seed, &fault);
+    let c = fresh(label).await;
+    let id = unique_id(label);
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    (c, id, spec)
+}
+
+#[wasm_bindgen_test]
+async fn a_stolen_lock_stops_the_holder_without_writing() {
+    let (c, id, spec) = stalled_run_setup("run-steal").await;
+    let progress = tracker();
+    let seen = progress.clone();
+    let thief = Rc::new(RefCell::new(None));
+    let thief_slot = thief.clone();
+    let (held, ()) = join(run(&c, spec, options(&progress, None)), async {
+        wait_until("2 chunks are stored", || {
+            seen.borrow().bytes_written >= 2 * MIB
+        })
+        .await;
+        let guard = acquire(&lock_name(&id), LockOptions::exclusive().steal())
+            .await
+            .unwrap()
+            .expect("steal is granted");
+        let epoch = c.begin_epoch(&id).await.unwrap();
+        assert_eq!(epoch, 2);
+        *thief_slot.borrow_mut() = Some(guard);
+    })
+    .await;
+    assert_eq!(
+        held.unwrap_err(),
+        Error::StaleEpoch {
+            identifier: id.clone(),
+            held: 1,
+            current: 2
+        }
+    );
+    let record = c.load_checkpoint(&id).await.unwrap().unwrap();
+    assert_eq!((record.epoch, record.stored), (2, 2 * MIB));
+    drop(thief.borrow_mut().take());
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_newer_epoch_fences_the_old_holders_write() {
+    // Another context began a newer epoch (its holder outlived its lock): the old run's next
+    // write — the short chunk its pause stores — is refused by the container.
+    let (c, id, spec) = stalled_run_setup("run-fence").await;
+    let control = TransferControl::new();
+    let progress = tracker();
+    let seen = progress.clone();
+    let steer = control.clone();
+    let (held, ()) = join(run(&c, spec, options(&progress, Some(&control))), async {
+        wait_until("2 chunks are stored", || {
+            seen.borrow().bytes_written >= 2 * MIB
+        })
+        .await;
+        wait_until("the 5 extra bytes arrived", || {
+            seen.borrow().bytes_received >= 2 * MIB + 5
+        })
+        .await;
+        assert_eq!(c.begin_epoch(&id).await.unwrap(), 2);
+        steer.pause();
+    })
+    .await;
+    assert_eq!(
+        held.unwrap_err(),
+        Error::StaleEpoch {
+            identifier: id.clone(),
+            held: 1,
+            current: 2
+        }
+    );
+    assert_eq!(
+        stored(&c, &id).await,
+        2 * MIB,
+        "the refused write stored nothing"
+    );
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn pause_and_resume_waste_nothing() {
+    const LEN: u64 = 5 * MIB;
+    const STALL_AT: u64 = 2 * MIB + MIB / 2 + 777;
+    let seed = 11_000 + probe() % 1000;
+    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
+    let path = gen_path(LEN, seed, &fault);
+    let c = fresh("run-pause").await;
+    let id = unique_id("pause");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let control = TransferControl::new();
+    let progress = tracker();
+    let seen = progress.clone();
+    let steer = control.clone();
+    let (asset, ()) = join(run(&c, spec, options(&progress, Some(&control))), async {
+        wait_until("every sent byte arrived", || {
+            seen.borrow().bytes_received >= STALL_AT
+        })
+        .await;
+        steer.pause();
+        wait_until("paused", || steer.state() == Some(TransferState::Paused)).await;
+        gloo_timers::future::TimeoutFuture::new(100).await;
+        assert_eq!(steer.state(), Some(TransferState::Paused));
+        assert_eq!(stored(&c, &id).await, STALL_AT, "pause stores what arrived");
+        assert_eq!(gets(&path).await.len(), 1, "nothing fetched while paused");
+        steer.resume();
+    })
+    .await;
+    let asset = asset.unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(logged[1].range, Some(format!("bytes={STALL_AT}-")));
+    let sent: u64 = logged.iter().map(|l| l.sent).sum();
+    assert_eq!(sent, LEN, "not one byte sent twice: {logged:?}");
+    assert_eq!(progress.borrow().wasted_bytes, 0);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn cancel_fails_and_discards_the_stored_chunks() {
+    let (c, id, spec) = stalled_run_setup("run-cancel").await;
+    let control = TransferControl::new();
+    let progress = tracker();
+    let seen = progress.clone();
+    let steer = control.clone();
+    let (result, ()) = join(run(&c, spec, options(&progress, Some(&control))), async {
+        wait_until("2 chunks are stored", || {
+            seen.borrow().bytes_written >= 2 * MIB
+        })
+        .await;
+        assert_eq!(stored(&c, &id).await, 2 * MIB);
+        steer.cancel();
+    })
+    .await;
+    assert_eq!(
+        result.unwrap_err(),
+        Error::Cancelled {
+            identifier: id.clone()
+        }
+    );
+    assert_eq!(stored(&c, &id).await, 0, "chunks discarded");
+    assert!(c.asset(&id).await.unwrap().is_none());
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_redirect_off_the_allow_list_is_refused() {
+    const LEN: u64 = 100_000;
+    let seed = 12_000 + probe() % 1000;
+    let port = cdn().rsplit(':').next().unwrap();
+    let elsewhere = format!("http://localhost:{port}/gen/{LEN}/{seed}");
+    let path = gen_path(LEN, seed, &format!("fault=redirect-origin:{elsewhere}"));
+    let c = fresh("run-redirect").await;
+    let id = unique_id("redirect");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let result = run(&c, spec, options(&tracker(), None)).await;
+    assert_eq!(
+        result.unwrap_err(),
+        Error::SessionDownloadDisallowedByDomain {
+            host: "localhost".into()
+        }
+    );
+    assert_eq!(stored(&c, &id).await, 0);
+    assert!(c.asset(&id).await.unwrap().is_none());
+    // The request URL itself is checked before anything is fetched.
+    let mut direct = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    direct.url = elsewhere;
+    let refused = run(&c, direct, options(&tracker(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.name(), "SessionDownloadDisallowedByDomain");
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_asset_stored_by_run_is_served_with_ranges() {
+    const LEN: u64 = 3 * MIB + 5;
+    let seed = 13_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-serve").await;
+    let id = unique_id("serve");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    run(&c, spec, options(&tracker(), None)).await.unwrap();
+
+    let (first, last) = (CHUNK - 10, CHUNK + 9);
+    let partial = serve(&c, &id, Some(&format!("bytes={first}-{last}")))
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(
+        partial.headers().get("Content-Range").unwrap().as_deref(),
+        Some(format!("bytes {first}-{last}/{LEN}").as_str())
+    );
+    let body = JsFuture::from(partial.array_buffer().unwrap())
+        .await
+        .unwrap();
+    let body = js_sys::Uint8Array::new(&body).to_vec();
+    let original = fetch_text(&format!("{}/gen/{LEN}/{seed}", cdn())).await;
+    assert_eq!(body, &original[first as usize..=last as usize]);
+
+    let tail = serve(&c, &id, Some("bytes=-5")).await.unwrap();
+    assert_eq!(tail.status(), 206);
+    let unsatisfiable = serve(&c, &id, Some(&format!("bytes={LEN}-")))
+        .await
+        .unwrap();
+    assert_eq!(unsatisfiable.status(), 416);
+    assert_eq!(
+        unsatisfiable
+            .headers()
+            .get("Content-Range")
+            .unwrap()
+            .as_deref(),
+        Some(format!("bytes */{LEN}").as_str())
+    );
+    remove(c).await;
+}
