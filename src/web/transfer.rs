@@ -202,6 +202,9 @@ impl TransferControl {
     }
 }
 
+/// A progress callback; see [`RunOptions::on_progress`].
+pub type ProgressCallback = Box<dyn FnMut(&Progress)>;
+
 /// How [`run`] runs one download.
 pub struct RunOptions {
     /// Hosts downloads may come from; checked on the request URL and on `response.url` after
@@ -216,7 +219,7 @@ pub struct RunOptions {
     /// A handle to pause, resume or cancel the run.
     pub control: Option<TransferControl>,
     /// Called whenever progress changes (each body slice, write, restart...).
-    pub on_progress: Option<Box<dyn FnMut(&Progress)>>,
+    pub on_progress: Option<ProgressCallback>,
 }
 
 impl Default for RunOptions {
@@ -411,7 +414,7 @@ struct Driver<'c> {
     page: url::Origin,
     read_buffer: usize,
     control: Option<TransferControl>,
-    on_progress: Option<Box<dyn FnMut(&Progress)>>,
+    on_progress: Option<ProgressCallback>,
     transfer: Transfer,
     io: Io,
     /// A response whose head was handed over and whose next read has not started yet.
