@@ -888,9 +888,10 @@ fn file_path(value: &Value, path: &JsonPath) -> Result<String> {
         return Err(refuse("contains control characters"));
     }
     for segment in text.split('/') {
-        match segment {
+        // A URL parser reads `%2e` as `.`: `%2e%2e` is a `..` segment once the path is in a URL.
+        match segment.to_ascii_lowercase().replace("%2e", ".").as_str() {
             "" => return Err(refuse("has an empty segment (`//` or a trailing `/`)")),
-            "." | ".." => return Err(refuse("has a `.` or `..` segment")),
+            "." | ".." => return Err(refuse("has a `.` or `..` segment (`%2e` is a `.`)")),
             _ => {}
         }
     }

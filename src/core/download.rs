@@ -262,7 +262,8 @@ impl<'de> Deserialize<'de> for Priority {
 // ---------------------------------------------------------------------------------------------
 
 /// Headers the engine sets itself, or the browser forbids scripts to set (the Fetch standard's
-/// forbidden request headers plus `Range` / `If-Range`, which resumption owns). Compared
+/// forbidden request headers plus `Range` / `If-Range`, which resumption owns, and the
+/// method-override headers, since a download is always a `GET`). Compared
 /// case-insensitively; `Proxy-*` and `Sec-*` prefixes are forbidden too.
 pub const FORBIDDEN_HEADERS: &[&str] = &[
     "accept-charset",
@@ -288,6 +289,9 @@ pub const FORBIDDEN_HEADERS: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "via",
+    "x-http-method",
+    "x-http-method-override",
+    "x-method-override",
 ];
 
 /// Most headers a request may carry.
