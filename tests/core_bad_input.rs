@@ -550,18 +550,20 @@ fn identifiers_that_escape_their_key_space_are_refused_everywhere() {
             ),
             "{bad:?}"
         );
-        // Tampered stored records: the download's identifier, its group, its pack.
-        for (field, value) in [
-            ("/identifier", json!(bad)),
-            ("/applicationGroup", json!(bad)),
-            ("/pack", json!({ "packId": bad, "path": "a" })),
+        // Tampered stored records: the download's identifier, its group, its pack (each edit is
+        // accepted with a valid identifier, so only the identifier makes it fail).
+        for (field, make) in [
+            ("/identifier", (|s| json!(s)) as fn(&str) -> Value),
+            ("/applicationGroup", |s| json!(s)),
+            ("/pack", |s| json!({ "packId": s, "path": "a" })),
         ] {
-            let mut stored = stored_good.clone();
-            *stored.pointer_mut(field).unwrap() = value;
-            assert!(
-                serde_json::from_value::<UrlDownload>(stored).is_err(),
-                "{field} = {bad:?}"
-            );
+            let stored_with = |s: &str| {
+                let mut stored = stored_good.clone();
+                *stored.pointer_mut(field).unwrap() = make(s);
+                serde_json::from_value::<UrlDownload>(stored)
+            };
+            assert!(stored_with("valid-id").is_ok(), "{field}");
+            assert!(stored_with(bad).is_err(), "{field} = {bad:?}");
         }
         // A stored policy whose admitted map was tampered with.
         let mut policy = Policy::new(InitialDownloadRestrictions::default(), &declaration_base());
@@ -578,6 +580,11 @@ fn identifiers_that_escape_their_key_space_are_refused_everywhere() {
         let text = serde_json::to_string(&policy).unwrap();
         assert!(text.contains("\"e\":"), "{text}");
         let tampered = text.replace("\"e\":", &format!("{}:", json!(bad)));
+        let control = text.replace("\"e\":", "\"valid-id\":");
+        assert!(
+            serde_json::from_str::<Policy>(&control).is_ok(),
+            "{control}"
+        );
         assert!(
             serde_json::from_str::<Policy>(&tampered).is_err(),
             "{bad:?}: {tampered}"
@@ -642,17 +649,18 @@ fn request_urls_must_be_plain_http_or_https() {
         0,
     )
     .unwrap();
+    let stored_with = |u: &str| {
+        let mut stored = serde_json::to_value(&good).unwrap();
+        stored["request"]["url"] = json!(u);
+        serde_json::from_value::<UrlDownload>(stored)
+    };
+    assert!(stored_with("https://cdn.example.com/other").is_ok());
     for bad in [
         "https://u:p@cdn.example.com/a",
         "javascript:alert(1)",
         "file:///etc/passwd",
     ] {
-        let mut stored = serde_json::to_value(&good).unwrap();
-        stored["request"]["url"] = json!(bad);
-        assert!(
-            serde_json::from_value::<UrlDownload>(stored).is_err(),
-            "{bad}"
-        );
+        assert!(stored_with(bad).is_err(), "{bad}");
     }
 }
 
