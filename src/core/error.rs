@@ -19,7 +19,10 @@ use std::fmt;
 
 /// Everything that can go wrong, one variant per cause. Each variant names what was wrong.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable (externally tagged by variant name) so that a stored manager keeps its pending
+/// events; the `&'static str` fields are interned on the way in (see `static_text`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     // --- Apple's BAErrorCode analogues -------------------------------------------------------
     /// The download description itself is invalid (bad identifier, URL, size, header...).
@@ -27,10 +30,16 @@ pub enum Error {
     DownloadInvalid { reason: String },
     /// The call is only allowed from a page (the "app"), not from the service worker.
     #[error("{call} cannot be called from the extension (service worker)")]
-    CallFromExtensionNotAllowed { call: &'static str },
+    CallFromExtensionNotAllowed {
+        #[serde(deserialize_with = "static_text")]
+        call: StaticText,
+    },
     /// The call needs a visible, active page.
     #[error("{call} cannot be called from an inactive page")]
-    CallFromInactiveProcessNotAllowed { call: &'static str },
+    CallFromInactiveProcessNotAllowed {
+        #[serde(deserialize_with = "static_text")]
+        call: StaticText,
+    },
     /// A download with this identifier is already scheduled or running.
     #[error("download `{identifier}` is already scheduled")]
     DownloadAlreadyScheduled { identifier: String },
@@ -84,8 +93,10 @@ pub enum Error {
     #[error("download `{identifier}` cannot go from {from} to {to}")]
     InvalidTransition {
         identifier: String,
-        from: &'static str,
-        to: &'static str,
+        #[serde(deserialize_with = "static_text")]
+        from: StaticText,
+        #[serde(deserialize_with = "static_text")]
+        to: StaticText,
     },
     /// No asset pack has this id.
     #[error("asset pack `{id}` does not exist")]
@@ -166,6 +177,38 @@ pub enum Error {
     /// The engine lacks an API the call needs.
     #[error("not supported in this engine: {what}")]
     Unsupported { what: String },
+}
+
+/// A `&'static str` (a call name or a state label). The alias keeps serde from borrowing the
+/// field from the input: [`Error`] deserializes from any input, the text is interned instead.
+pub type StaticText = &'static str;
+
+/// Deserializes text into a `&'static str` field: each distinct text is leaked once and then
+/// shared (the fields hold call names and state labels, a small fixed set); more than 1024
+/// distinct texts are refused rather than leaked.
+fn static_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<&'static str, D::Error> {
+    use serde::Deserialize;
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, OnceLock};
+    static INTERNED: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let text = String::deserialize(d)?;
+    let mut interned = INTERNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = interned.get(text.as_str()) {
+        return Ok(known);
+    }
+    if interned.len() >= 1024 {
+        return Err(serde::de::Error::custom(
+            "too many distinct labels in stored errors",
+        ));
+    }
+    let leaked: &'static str = Box::leak(text.into_boxed_str());
+    interned.insert(leaked);
+    Ok(leaked)
 }
 
 /// A stable numeric code, as JavaScript sees it in `error.code`.
@@ -437,6 +480,15 @@ mod tests {
             actual: "".into()
         }
         .is_transient());
+    }
+
+    #[test]
+    fn serde_round_trips_every_variant() {
+        for e in all() {
+            let json = serde_json::to_string(&e).unwrap();
+            let back: Error = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e, "{json}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`policy`] | allowance accounting, domain allow-list, install-size and storage pre-flight |
 //! | [`queue`] | what starts next: essential first, priority, age; concurrency and bandwidth |
 //! | [`transfer`] | one download's resumable transfer: events in, actions out |
+//! | [`manager`] | one origin's download manager: schedule, foreground, pause/cancel, events and their route, asset packs |
 //! | [`integrity`] | incremental SHA-256 whose state survives a checkpoint |
 //! | [`range`] | HTTP byte ranges: `Range` answers (200/206/416), `Content-Range` parsing |
 //! | [`error`] | the error enum and its stable codes |
@@ -18,6 +19,7 @@ pub mod declaration;
 pub mod download;
 pub mod error;
 pub mod integrity;
+pub mod manager;
 pub mod policy;
 pub mod queue;
 pub mod range;

@@ -40,12 +40,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use super::download::{Identifier, Priority, UrlDownload};
 use super::error::{Error, Result};
 use super::Millis;
 
 /// Limits a [`Queue`] enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueLimits {
     /// Most downloads running at once (at least 1 is used even if 0 is given).
     pub max_concurrent: usize,
@@ -63,7 +65,7 @@ impl Default for QueueLimits {
 }
 
 /// What the queue needs to know about a download to rank it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     /// The download.
     pub identifier: Identifier,
@@ -113,7 +115,7 @@ impl QueueEntry {
 }
 
 /// Where an entry is in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
     /// Waiting for a slot (or for its `not_before` time).
     Waiting,
@@ -126,7 +128,7 @@ pub enum Placement {
 /// Sort key: smaller is better.
 type Rank = (Reverse<bool>, Reverse<bool>, Reverse<Priority>, Millis, u64);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Slot {
     entry: QueueEntry,
     seq: u64,
@@ -146,8 +148,9 @@ impl Slot {
     }
 }
 
-/// The scheduler. See the [module docs](self) for the order and the rules.
-#[derive(Debug, Clone, Default)]
+/// The scheduler. See the [module docs](self) for the order and the rules. Serializable, so a
+/// driver can store it and another context can continue it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Queue {
     limits: QueueLimits,
     slots: HashMap<Identifier, Slot>,
