@@ -1131,14 +1131,13 @@ impl Manager {
             })
     }
 
-    /// The declared file a pack download fetches (the driver verifies against its size and
-    /// digest), if `id` is a file of a declared pack's declared version.
+    /// The declared file a known pack download fetches (the driver verifies against its size
+    /// and digest), if `id` is a file of a declared pack's declared version.
     pub fn pack_file(&self, id: &Identifier) -> Option<&PackFile> {
-        self.declaration.asset_packs.iter().find_map(|pack| {
-            pack.files
-                .iter()
-                .find(|f| &pack_file_identifier(&pack.id, &pack.version, &f.path) == id)
-        })
+        let member = self.records.get(id)?.download.pack.as_ref()?;
+        let pack = self.declaration.pack(&member.pack_id)?;
+        let file = pack.file(&member.path)?;
+        (pack_file_identifier(&pack.id, &pack.version, &file.path) == *id).then_some(file)
     }
 
     /// A pack's status (see [`PackStatus`] for the rules); [`Error::AssetPackDoesNotExist`] for
@@ -1397,36 +1396,33 @@ impl Manager {
     /// Records a finished pack file; when its version is complete it replaces the stored one.
     /// Returns the identifiers of the replaced version's files.
     fn pack_file_stored(&mut self, id: &Identifier) -> Vec<Identifier> {
-        for store in self.packs.values_mut() {
-            let Some(pending) = store.pending.as_mut() else {
-                continue;
-            };
-            let Some(path) = pending
-                .files
-                .iter()
-                .find(|(_, file)| *file == id)
-                .map(|(path, _)| path.clone())
-            else {
-                continue;
-            };
-            pending.stored.insert(path);
-            if !pending.is_complete() {
-                return Vec::new();
-            }
-            let new = store.pending.take();
-            let old = std::mem::replace(&mut store.complete, new);
-            let kept: BTreeSet<&Identifier> = store
-                .complete
-                .iter()
-                .flat_map(|v| v.files.values())
-                .collect();
-            return old
-                .into_iter()
-                .flat_map(|v| v.files.into_values())
-                .filter(|f| !kept.contains(f))
-                .collect();
+        let Some(member) = self.records.get(id).and_then(|r| r.download.pack.clone()) else {
+            return Vec::new();
+        };
+        let Some(store) = self.packs.get_mut(&member.pack_id) else {
+            return Vec::new();
+        };
+        let Some(pending) = store.pending.as_mut() else {
+            return Vec::new();
+        };
+        if pending.files.get(&member.path) != Some(id) {
+            return Vec::new();
         }
-        Vec::new()
+        pending.stored.insert(member.path);
+        if !pending.is_complete() {
+            return Vec::new();
+        }
+        let new = store.pending.take();
+        let old = std::mem::replace(&mut store.complete, new);
+        let kept: BTreeSet<&Identifier> = store
+            .complete
+            .iter()
+            .flat_map(|v| v.files.values())
+            .collect();
+        old.into_iter()
+            .flat_map(|v| v.files.into_values())
+            .filter(|f| !kept.contains(f))
+            .collect()
     }
 }
 
