@@ -1096,6 +1096,8 @@ fn allowed(op: &Op) -> &'static [&'static str] {
 fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
     let mut m = launched(max);
     let mut log = Vec::new();
+    // A model of what runs, from the manager's answers alone: it must match its own view.
+    let mut model: BTreeSet<Identifier> = BTreeSet::new();
     for (now, op) in ops.iter().enumerate() {
         let now = now as u64;
         let name = |i: &usize| id(NAMES[*i]);
@@ -1107,20 +1109,41 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
             }
             Op::Foreground(i) => m
                 .start_foreground(download(NAMES[*i], false, Some(10), 0), Caller::Page, now)
-                .map(drop),
-            Op::Cancel(i) => m.cancel(&name(i)).map(drop),
-            Op::Pause(i) => m.pause(&name(i)).map(drop),
+                .map(|preempted| {
+                    for p in &preempted {
+                        model.remove(p);
+                    }
+                }),
+            Op::Cancel(i) => match m.cancel(&name(i)) {
+                Ok(was_running) => {
+                    prop_assert_eq!(was_running, model.remove(&name(i)));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Op::Pause(i) => match m.pause(&name(i)) {
+                Ok(was_running) => {
+                    prop_assert_eq!(was_running, model.remove(&name(i)));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Op::Resume(i) => m.resume(&name(i)),
-            Op::Finish(i) => m.on_finished(&name(i), 10, [0; 32]).map(drop),
-            Op::Fail(i) => m.on_failed(
-                &name(i),
-                Error::Network {
-                    message: "reset".into(),
-                },
-                now,
-            ),
+            Op::Finish(i) => m
+                .on_finished(&name(i), 10, [0; 32])
+                .map(|_| drop(model.remove(&name(i)))),
+            Op::Fail(i) => m
+                .on_failed(
+                    &name(i),
+                    Error::Network {
+                        message: "reset".into(),
+                    },
+                    now,
+                )
+                .map(|()| drop(model.remove(&name(i)))),
             Op::PollStart => {
                 started = m.poll_start(now);
+                model.extend(started.iter().cloned());
                 Ok(())
             }
         };
@@ -1135,6 +1158,9 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
             .filter(|d| d.state == DownloadState::Downloading)
             .collect();
         prop_assert!(running.len() <= max.max(1), "{} running", running.len());
+        let running_ids: BTreeSet<Identifier> =
+            running.iter().map(|d| d.identifier.clone()).collect();
+        prop_assert_eq!(&running_ids, &model, "after {:?}", op);
         let essential_waiting = current
             .iter()
             .any(|d| d.essential && d.state == DownloadState::Waiting);
