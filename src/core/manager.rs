@@ -915,6 +915,32 @@ impl Manager {
     /// [`Error::SessionDownloadAllowanceExceeded`] (returned too: the driver aborts the
     /// transfer). A restart from zero re-uses the same charge.
     /// [`Error::DownloadDoesNotExist`] if unknown, [`Error::DownloadNotScheduled`] if it ended.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::download::*;
+    /// use background_assets::core::manager::*;
+    /// use background_assets::core::transfer::Progress;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let mut manager = Manager::new(parse_declaration("{}", &page)?, &page);
+    /// manager.did_launch();
+    /// let id = Identifier::new("a")?;
+    /// manager.schedule(UrlDownload::new(id.clone(), DownloadRequest::get("https://app.example.com/a")?,
+    ///     false, Some(100), Priority::DEFAULT, 0)?, Caller::Page, 0)?;
+    /// manager.poll_start(0);
+    /// manager.poll_event(); // DidBegin
+    /// for written in [40, 100] {
+    ///     let progress = Progress { bytes_written: written, bytes_received: written, ..Progress::default() };
+    ///     manager.on_progress(&id, &progress)?;
+    /// }
+    /// manager.poll_event(); // the first Progress
+    /// assert_eq!(manager.poll_event().unwrap().event, ManagerEvent::Progress {
+    ///     id, bytes_written: 60, total_written: 100, total_expected: Some(100) });
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
     pub fn on_progress(&mut self, id: &Identifier, progress: &Progress) -> Result<()> {
         let record = self.record(id)?;
         if !record.state.is_scheduled() {
@@ -956,6 +982,26 @@ impl Manager {
     /// digest different from the declared one ([`Error::IntegrityMismatch`]) fails the download
     /// instead, and is returned. [`Error::DownloadDoesNotExist`] if unknown,
     /// [`Error::InvalidTransition`] if it is not running.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::download::*;
+    /// use background_assets::core::manager::*;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let mut manager = Manager::new(parse_declaration("{}", &page)?, &page);
+    /// manager.did_launch();
+    /// let id = Identifier::new("a")?;
+    /// manager.schedule(UrlDownload::new(id.clone(), DownloadRequest::get("https://app.example.com/a")?,
+    ///     false, Some(3), Priority::DEFAULT, 0)?, Caller::Page, 0)?;
+    /// manager.poll_start(0);
+    /// manager.on_finished(&id, 3, [0xab; 32])?;
+    /// assert_eq!(manager.download(&id).unwrap().state, DownloadState::Finished);
+    /// assert!(manager.current_downloads().is_empty());
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
     pub fn on_finished(
         &mut self,
         id: &Identifier,
@@ -1106,6 +1152,22 @@ impl Manager {
 
     /// The app launched for the first time: the allowances stop applying (the domain allow-list
     /// still does). Returns whether this call lifted them (later calls change nothing).
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::manager::Manager;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let declaration = parse_declaration(
+    ///     r#"{ "initialDownloadRestrictions": { "downloadAllowance": 10 } }"#, &page).unwrap();
+    /// let mut manager = Manager::new(declaration, &page);
+    /// assert_eq!(manager.remaining_allowance().unwrap().total, 10);
+    /// assert!(manager.did_launch());
+    /// assert!(!manager.did_launch()); // idempotent
+    /// assert_eq!(manager.remaining_allowance(), None);
+    /// ```
     pub fn did_launch(&mut self) -> bool {
         if self.policy.launched() {
             return false;
@@ -1271,6 +1333,35 @@ impl Manager {
     /// Apple's `ensureLocalAvailability`: the (non-essential) downloads still needed for the
     /// declared version of `pack_id` to be stored — any download policy, `onDemand` included.
     /// Empty when it is stored. [`Error::AssetPackDoesNotExist`] if it is not declared.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::manager::*;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let declaration = parse_declaration(r#"{ "assetPacks": [
+    ///   { "id": "maps", "version": "1", "downloadPolicy": "onDemand", "files": [
+    ///     { "path": "eu.map", "url": "eu.map", "size": 3,
+    ///       "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" } ] } ] }"#,
+    ///   &page)?;
+    /// let mut manager = Manager::new(declaration, &page);
+    /// manager.did_launch();
+    /// assert_eq!(manager.pack_status("maps")?, PackStatus::DownloadAvailable);
+    /// for download in manager.ensure_local_availability("maps", 0)? {
+    ///     manager.schedule(download, Caller::Page, 0)?;
+    /// }
+    /// assert_eq!(manager.pack_status("maps")?, PackStatus::Downloading);
+    /// let id = manager.poll_start(1).remove(0);
+    /// let file = manager.pack_file(&id).unwrap().clone();
+    /// manager.on_finished(&id, file.size, file.sha256)?;
+    /// assert_eq!(manager.pack_status("maps")?, PackStatus::Downloaded);
+    /// assert_eq!(manager.file_for_path("eu.map"), Some(("maps".parse()?, id.clone())));
+    /// assert_eq!(manager.remove_pack("maps")?, vec![id]);
+    /// assert_eq!(manager.pack_status("maps")?, PackStatus::DownloadAvailable);
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
     pub fn ensure_local_availability(
         &mut self,
         pack_id: &str,
