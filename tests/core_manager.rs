@@ -1129,9 +1129,9 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
                 Err(e) => Err(e),
             },
             Op::Resume(i) => m.resume(&name(i)),
-            Op::Finish(i) => m
-                .on_finished(&name(i), 10, [0; 32])
-                .map(|_| drop(model.remove(&name(i)))),
+            Op::Finish(i) => m.on_finished(&name(i), 10, [0; 32]).map(|_| {
+                model.remove(&name(i));
+            }),
             Op::Fail(i) => m
                 .on_failed(
                     &name(i),
@@ -1140,7 +1140,9 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
                     },
                     now,
                 )
-                .map(|()| drop(model.remove(&name(i)))),
+                .map(|()| {
+                    model.remove(&name(i));
+                }),
             Op::PollStart => {
                 started = m.poll_start(now);
                 model.extend(started.iter().cloned());
