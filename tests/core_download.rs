@@ -286,7 +286,10 @@ fn the_transition_table_is_exactly_the_documented_one() {
                     to: t,
                 }) => {
                     assert!(!legal, "{from} -> {to} should be allowed");
-                    assert_eq!((identifier.as_str(), f, t), ("x", from.label(), to.label()));
+                    assert_eq!(
+                        (identifier.as_str(), &*f, &*t),
+                        ("x", from.label(), to.label())
+                    );
                     assert_eq!(s, from, "a refused move leaves the state alone");
                 }
                 Err(other) => panic!("{other:?}"),

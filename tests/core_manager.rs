@@ -305,7 +305,7 @@ fn start_foreground_is_for_pages_only_and_checks_its_target() {
         assert_eq!(
             m.start_foreground(plain("a"), caller, 0),
             Err(Error::CallFromExtensionNotAllowed {
-                call: "startForegroundDownload"
+                call: "startForegroundDownload".into()
             })
         );
     }
@@ -419,8 +419,8 @@ fn cancel_pause_resume_errors() {
         m.resume(&id("b")),
         Err(Error::InvalidTransition {
             identifier: "b".into(),
-            from: "waiting",
-            to: "waiting"
+            from: "waiting".into(),
+            to: "waiting".into()
         })
     );
     m.poll_start(0);
@@ -431,8 +431,8 @@ fn cancel_pause_resume_errors() {
         m.pause(&id("b")),
         Err(Error::InvalidTransition {
             identifier: "b".into(),
-            from: "paused",
-            to: "paused"
+            from: "paused".into(),
+            to: "paused".into()
         })
     );
     assert!(m.pause(&id("a")).unwrap(), "a was running");
@@ -528,8 +528,8 @@ fn progress_and_finish_reports() {
         m.on_finished(&id("a"), 100, [0; 32]),
         Err(Error::InvalidTransition {
             identifier: "a".into(),
-            from: "waiting",
-            to: "finished"
+            from: "waiting".into(),
+            to: "finished".into()
         })
     );
     m.poll_start(0);
@@ -746,8 +746,8 @@ fn busy_manager() -> Manager {
         &started[1],
         Error::InvalidTransition {
             identifier: started[1].to_string(),
-            from: "waiting",
-            to: "finished",
+            from: "waiting".into(),
+            to: "finished".into(),
         },
         4,
     )

@@ -740,8 +740,8 @@ impl DownloadState {
         } else {
             Err(Error::InvalidTransition {
                 identifier: identifier.to_string(),
-                from: self.label(),
-                to: to.label(),
+                from: self.label().into(),
+                to: to.label().into(),
             })
         }
     }
@@ -754,8 +754,8 @@ impl DownloadState {
         } else {
             Err(Error::InvalidTransition {
                 identifier: identifier.to_string(),
-                from: self.label(),
-                to: DownloadState::Waiting.label(),
+                from: self.label().into(),
+                to: DownloadState::Waiting.label().into(),
             })
         }
     }

@@ -18,10 +18,10 @@
 use std::fmt;
 
 /// Everything that can go wrong, one variant per cause. Each variant names what was wrong.
-#[non_exhaustive]
 ///
 /// Serializable (externally tagged by variant name) so that a stored manager keeps its pending
-/// events; the `&'static str` fields are interned on the way in (see `static_text`).
+/// events.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     // --- Apple's BAErrorCode analogues -------------------------------------------------------
@@ -30,16 +30,10 @@ pub enum Error {
     DownloadInvalid { reason: String },
     /// The call is only allowed from a page (the "app"), not from the service worker.
     #[error("{call} cannot be called from the extension (service worker)")]
-    CallFromExtensionNotAllowed {
-        #[serde(deserialize_with = "static_text")]
-        call: StaticText,
-    },
+    CallFromExtensionNotAllowed { call: Text },
     /// The call needs a visible, active page.
     #[error("{call} cannot be called from an inactive page")]
-    CallFromInactiveProcessNotAllowed {
-        #[serde(deserialize_with = "static_text")]
-        call: StaticText,
-    },
+    CallFromInactiveProcessNotAllowed { call: Text },
     /// A download with this identifier is already scheduled or running.
     #[error("download `{identifier}` is already scheduled")]
     DownloadAlreadyScheduled { identifier: String },
@@ -93,10 +87,8 @@ pub enum Error {
     #[error("download `{identifier}` cannot go from {from} to {to}")]
     InvalidTransition {
         identifier: String,
-        #[serde(deserialize_with = "static_text")]
-        from: StaticText,
-        #[serde(deserialize_with = "static_text")]
-        to: StaticText,
+        from: Text,
+        to: Text,
     },
     /// No asset pack has this id.
     #[error("asset pack `{id}` does not exist")]
@@ -179,37 +171,9 @@ pub enum Error {
     Unsupported { what: String },
 }
 
-/// A `&'static str` (a call name or a state label). The alias keeps serde from borrowing the
-/// field from the input: [`Error`] deserializes from any input, the text is interned instead.
-pub type StaticText = &'static str;
-
-/// Deserializes text into a `&'static str` field: each distinct text is leaked once and then
-/// shared (the fields hold call names and state labels, a small fixed set); more than 1024
-/// distinct texts are refused rather than leaked.
-fn static_text<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<&'static str, D::Error> {
-    use serde::Deserialize;
-    use std::collections::BTreeSet;
-    use std::sync::{Mutex, OnceLock};
-    static INTERNED: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
-    let text = String::deserialize(d)?;
-    let mut interned = INTERNED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(known) = interned.get(text.as_str()) {
-        return Ok(known);
-    }
-    if interned.len() >= 1024 {
-        return Err(serde::de::Error::custom(
-            "too many distinct labels in stored errors",
-        ));
-    }
-    let leaked: &'static str = Box::leak(text.into_boxed_str());
-    interned.insert(leaked);
-    Ok(leaked)
-}
+/// A call name or a state label: `&'static str` when the code makes the error, owned text
+/// when a stored error is read back (so deserializing never leaks or borrows).
+pub type Text = std::borrow::Cow<'static, str>;
 
 /// A stable numeric code, as JavaScript sees it in `error.code`.
 pub type Code = u32;
@@ -345,8 +309,8 @@ mod tests {
         let id = || "x".to_string();
         vec![
             Error::DownloadInvalid { reason: id() },
-            Error::CallFromExtensionNotAllowed { call: "c" },
-            Error::CallFromInactiveProcessNotAllowed { call: "c" },
+            Error::CallFromExtensionNotAllowed { call: "c".into() },
+            Error::CallFromInactiveProcessNotAllowed { call: "c".into() },
             Error::DownloadAlreadyScheduled { identifier: id() },
             Error::DownloadNotScheduled { identifier: id() },
             Error::DownloadFailedToStart {
@@ -376,8 +340,8 @@ mod tests {
             },
             Error::InvalidTransition {
                 identifier: id(),
-                from: "a",
-                to: "b",
+                from: "a".into(),
+                to: "b".into(),
             },
             Error::AssetPackDoesNotExist { id: id() },
             Error::MaxInstallSizeExceeded {
@@ -451,7 +415,10 @@ mod tests {
     #[test]
     fn apple_codes_are_apples() {
         assert_eq!(Error::DownloadInvalid { reason: "".into() }.code(), 0);
-        assert_eq!(Error::CallFromExtensionNotAllowed { call: "x" }.code(), 50);
+        assert_eq!(
+            Error::CallFromExtensionNotAllowed { call: "x".into() }.code(),
+            50
+        );
         assert_eq!(
             Error::SessionDownloadDisallowedByDomain { host: "".into() }.code(),
             202

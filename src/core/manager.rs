@@ -489,8 +489,8 @@ fn not_scheduled(id: &Identifier) -> Error {
 fn invalid_transition(id: &Identifier, from: DownloadState, to: DownloadState) -> Error {
     Error::InvalidTransition {
         identifier: id.to_string(),
-        from: from.label(),
-        to: to.label(),
+        from: from.label().into(),
+        to: to.label().into(),
     }
 }
 
@@ -677,7 +677,7 @@ impl Manager {
     ) -> Result<Vec<Identifier>> {
         if caller != Caller::Page {
             return Err(Error::CallFromExtensionNotAllowed {
-                call: "startForegroundDownload",
+                call: "startForegroundDownload".into(),
             });
         }
         let id = match target.into() {
