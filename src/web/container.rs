@@ -613,6 +613,50 @@ impl Container {
         Ok(value.map(|v| download_record(&v)))
     }
 
+    /// Stores `value` under `key` in the `meta` store (library state such as the download
+    /// manager's), in its own transaction.
+    ///
+    /// The write is issued before this returns, so writes issued in order commit in order even if
+    /// their futures are awaited later (or never: the write still happens); the future waits for
+    /// the commit.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(c: &background_assets::web::container::Container) -> Result<(), background_assets::core::error::Error> {
+    /// c.put_meta("example", &wasm_bindgen::JsValue::from_str("{}")).await?;
+    /// assert!(c.get_meta("example").await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn put_meta(
+        &self,
+        key: &str,
+        value: &JsValue,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        let op = "put_meta";
+        let issued = self
+            .transaction(&[META], true, false, op, key)
+            .and_then(|tx| {
+                tx.store(META)?
+                    .put(value, Some(&JsValue::from_str(key)))
+                    .map_err(|e| storage(op, e))?;
+                Ok(tx)
+            });
+        async move { issued?.commit().await }
+    }
+
+    /// The value stored under `key` in the `meta` store, if any.
+    pub async fn get_meta(&self, key: &str) -> Result<Option<JsValue>, Error> {
+        let op = "get_meta";
+        let tx = self.transaction(&[META], false, false, op, key)?;
+        let value = tx
+            .store(META)?
+            .get(Query::from(JsValue::from_str(key)))
+            .map_err(|e| storage(op, e))?
+            .await
+            .map_err(|e| storage(op, e))?;
+        Ok(value)
+    }
+
     /// Every unfinished download's stored state.
     pub async fn downloads(&self) -> Result<Vec<DownloadRecord>, Error> {
         let op = "downloads";

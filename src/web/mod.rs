@@ -6,5 +6,6 @@ pub mod container;
 pub mod fetcher;
 pub mod js;
 pub mod locks;
+pub mod manager;
 pub mod serve;
 pub mod transfer;

@@ -12,6 +12,8 @@ mod container;
 mod fetcher;
 #[path = "../common/locks.rs"]
 mod locks;
+#[path = "../common/manager.rs"]
+mod manager;
 #[path = "../common/serve.rs"]
 mod serve;
 #[path = "../common/stack.rs"]
