@@ -592,3 +592,32 @@ async fn a_manager_opened_later_sees_the_stored_downloads_and_continues_them() {
     assert_eq!(logged[1].range, Some(format!("bytes={checkpoint}-")));
     remove(second, &database).await;
 }
+
+#[wasm_bindgen_test]
+async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaration() {
+    let shared = DownloadManager::shared();
+    let again = DownloadManager::shared();
+    let in_page = shared.caller().await.unwrap() == Caller::Page;
+    assert_eq!(in_page, !js::in_worker());
+    let container = shared.container().await.unwrap();
+    assert_eq!(container.name(), Container::DEFAULT_NAME);
+    assert!(Rc::ptr_eq(&container, &again.container().await.unwrap()));
+    // No pkg.json given: same origin only, and (in the worker) nothing before first launch.
+    let id = unique_id("shared");
+    let path = gen_path(MIB, 29_000 + probe() % 1000, "");
+    let refused = again.schedule(download(&id, &path, MIB)).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::SessionDownloadDisallowedByDomain { .. }
+                | Error::SessionDownloadDisallowedByAllowance { .. }
+                | Error::DownloadWouldExceedAllowance { .. }
+        ),
+        "{refused:?}"
+    );
+    assert!(shared.fetch_current_downloads().await.unwrap().is_empty());
+    shared.close().await;
+    Container::delete_database(Container::DEFAULT_NAME)
+        .await
+        .unwrap();
+}
