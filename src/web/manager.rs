@@ -665,7 +665,16 @@ impl DownloadManager {
     }
 
     async fn engine(&self) -> Result<Rc<Engine>> {
-        self.handle.engine.clone().await
+        let engine = self.handle.engine.clone().await?;
+        if engine.closed.get() {
+            return Err(Error::Storage {
+                message: format!(
+                    "the download manager on `{}` was closed",
+                    engine.container.name()
+                ),
+            });
+        }
+        Ok(engine)
     }
 
     /// Sets (or with `None` removes) the delegate that receives this global's events.
@@ -785,7 +794,8 @@ impl DownloadManager {
     /// Stops this global's manager: its transfers end as if the context were killed (the
     /// state still says they run, so the next manager opened on the database continues them from
     /// their checkpoints), no more events are delivered, and the database connection closes.
-    /// Later calls on this manager fail with [`Error::Storage`].
+    /// Later calls on this manager fail with [`Error::Storage`]; after closing the shared
+    /// manager, [`shared`](Self::shared) opens a new one.
     ///
     /// # Example
     /// ```no_run
@@ -794,7 +804,16 @@ impl DownloadManager {
     /// # }
     /// ```
     pub async fn close(&self) {
-        if let Ok(engine) = self.engine().await {
+        SHARED.with(|shared| {
+            let mut shared = shared.borrow_mut();
+            if shared
+                .as_ref()
+                .is_some_and(|m| Rc::ptr_eq(&m.handle, &self.handle))
+            {
+                *shared = None;
+            }
+        });
+        if let Ok(engine) = self.handle.engine.clone().await {
             engine.close();
         }
     }

@@ -570,6 +570,8 @@ async fn a_manager_opened_later_sees_the_stored_downloads_and_continues_them() {
     let checkpoint = stored(&first, &id).await;
     assert_eq!(checkpoint, 2 * MIB, "two whole chunks written");
     first.close().await; // like a killed context: the transfer stops, the state stays
+    let closed = first.fetch_current_downloads().await;
+    assert!(matches!(closed, Err(Error::Storage { .. })), "{closed:?}");
     drop(first);
 
     let second = DownloadManager::open(config(&database)).await.unwrap();
@@ -617,6 +619,14 @@ async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaratio
     );
     assert!(shared.fetch_current_downloads().await.unwrap().is_empty());
     shared.close().await;
+    assert!(again.caller().await.is_err(), "closed for every clone");
+    let reopened = DownloadManager::shared();
+    let fresh = reopened.container().await.unwrap();
+    assert!(
+        !Rc::ptr_eq(&container, &fresh),
+        "shared() opens a new manager after close"
+    );
+    reopened.close().await;
     Container::delete_database(Container::DEFAULT_NAME)
         .await
         .unwrap();
