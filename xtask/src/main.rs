@@ -5,8 +5,10 @@
 //! cargo xtask build [--dev]              the wasm package in pkg/
 //! cargo xtask demo [--port N] [--cdn-port N] [--dev]
 //! cargo xtask test [--engine chromium|firefox] [--skip-install] [--no-lint]
+//! cargo xtask bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
 //! ```
 
+mod bench;
 mod build;
 mod command;
 mod demo;
@@ -27,7 +29,11 @@ usage: cargo xtask <command> [flags]
                                 build, serve www/ + pkg/ (default :8787) and the CDN (default :8788)
   test [--engine chromium|firefox] [--skip-install] [--no-lint]
                                 setup, fmt, clippy, host tests, wasm suites (sw, page) per engine,
-                                build, end-to-end tests; prints a summary; non-zero on any failure";
+                                build, end-to-end tests; prints a summary; non-zero on any failure
+  bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
+                                measure throughput, small files, memory, resume waste, wasm size and
+                                worker start against browser baselines; prints a table, rewrites
+                                BENCHMARKS.md; --quick = small sizes for a CI smoke";
 
 fn main() -> ExitCode {
     match run() {
@@ -84,6 +90,37 @@ fn run() -> Result<bool> {
             };
             flags.finish()?;
             return test_runner::run(&options);
+        }
+        "bench" => {
+            let command_line = std::iter::once("cargo xtask bench".to_string())
+                .chain(flags.0.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let engine = match flags.value("--engine")? {
+                Some(name) => name.parse::<Engine>()?,
+                None => Engine::Chromium,
+            };
+            let number = |text: Option<String>, name: &str| -> Result<Option<u64>> {
+                text.map(|t| {
+                    t.parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| format!("{name} {t:?}: expected a positive whole number"))
+                })
+                .transpose()
+            };
+            let options = bench::Options {
+                engine,
+                quick: flags.switch("--quick"),
+                json: flags.value("--json")?.map(Into::into),
+                size_mib: number(flags.value("--size-mib")?, "--size-mib")?,
+                memory_mib: number(flags.value("--memory-mib")?, "--memory-mib")?,
+                runs: number(flags.value("--runs")?, "--runs")?.map(|n| n.min(1000) as u32),
+                command_line,
+            };
+            flags.finish()?;
+            setup::run(setup::Mode::Install)?;
+            return bench::run(&options);
         }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         other => {

@@ -1,0 +1,393 @@
+//! Measurements for `cargo xtask bench`, run inside the browser global that calls them (the bench
+//! service worker, or the bench page where `performance.memory` exists).
+//!
+//! ```text
+//!   xtask bench ──WebDriver──► bench page ──postMessage──► bench service worker
+//!                                   │                          │ engineThroughput, engineMany,
+//!                                   │ engineMemory             │ engineResume (this crate, wasm)
+//!                                   │                          │ fetch drain, IndexedDB put,
+//!                                   ▼                          ▼ cache.put, precache (plain JS)
+//!                              results in the DOM ◄── replies over a MessageChannel
+//! ```
+//!
+//! Every entry point drives `background_assets::web::transfer::run` — the engine the download
+//! manager (issue 5) will call — against the local CDN, and verifies what it stored (size and
+//! SHA-256). Results are JSON strings. This crate is not part of the library's JS face: it is
+//! built only by `cargo xtask bench`. On other targets it is empty.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use background_assets::core::error::Error;
+use background_assets::core::policy::DomainAllowList;
+use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
+use background_assets::web::container::Container;
+use background_assets::web::fetcher::{FetchOptions, Fetcher};
+use background_assets::web::js;
+use background_assets::web::transfer::{run, RunOptions, TransferControl};
+use futures::future::{select, Either};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+const MIB: f64 = 1048576.0;
+
+fn err(e: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+fn probe() -> u64 {
+    (js_sys::Math::random() * 1e12) as u64
+}
+
+/// `performance.now()` in milliseconds (falls back to `Date.now()`).
+fn now_ms() -> f64 {
+    let performance = js::get(&js_sys::global(), "performance");
+    match js::get(&performance, "now").dyn_into::<js_sys::Function>() {
+        Ok(now) => now
+            .call0(&performance)
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or_else(js_sys::Date::now),
+        Err(_) => js_sys::Date::now(),
+    }
+}
+
+fn wasm_memory_bytes() -> f64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    js_sys::ArrayBuffer::from(memory.buffer()).byte_length() as f64
+}
+
+/// `performance.memory.usedJSHeapSize` where the engine has it (Chromium pages).
+fn js_heap_bytes() -> Option<f64> {
+    let memory = js::get(&js::get(&js_sys::global(), "performance"), "memory");
+    js::get(&memory, "usedJSHeapSize").as_f64()
+}
+
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, Error> {
+    let mut stream = Fetcher::start(url, FetchOptions::default()).await?;
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next_piece().await? {
+        out.extend_from_slice(&piece.to_vec());
+    }
+    Ok(out)
+}
+
+/// The CDN's SHA-256 of `/gen/<len>/<seed>`.
+async fn cdn_sha256(cdn: &str, len: u64, seed: u64) -> Result<[u8; 32], JsValue> {
+    let text = fetch_bytes(&format!("{cdn}/gen/{len}/{seed}.sha256"))
+        .await
+        .map_err(err)?;
+    let text = String::from_utf8(text).map_err(err)?;
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = text
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| err(format!("bad digest {text:?} from the CDN")))?;
+    }
+    Ok(out)
+}
+
+/// Sum of `body_bytes_sent` over the CDN's logged `GET`s of exactly `path_and_query`, and their
+/// count.
+async fn bytes_sent_for(cdn: &str, path_and_query: &str) -> Result<(u64, u64), JsValue> {
+    let log = fetch_bytes(&format!("{cdn}/_control/log"))
+        .await
+        .map_err(err)?;
+    let log: serde_json::Value = serde_json::from_slice(&log).map_err(err)?;
+    let mut sum = 0;
+    let mut count = 0;
+    for record in log.as_array().into_iter().flatten() {
+        if record["method"] == "GET" && record["path_and_query"] == path_and_query {
+            sum += record["body_bytes_sent"].as_u64().unwrap_or(0);
+            count += 1;
+        }
+    }
+    Ok((sum, count))
+}
+
+async fn fresh_container(label: &str) -> Result<Container, JsValue> {
+    Container::open(&format!("ba-bench-{label}-{}", probe()))
+        .await
+        .map_err(err)
+}
+
+async fn remove_container(container: Container) -> Result<(), JsValue> {
+    let name = container.name().to_string();
+    container.close();
+    drop(container);
+    Container::delete_database(&name).await.map_err(err)
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        allow: DomainAllowList::parse(["127.0.0.1"]).expect("a valid host"),
+        ..RunOptions::default()
+    }
+}
+
+async fn spec_for(
+    cdn: &str,
+    identifier: String,
+    path: &str,
+    len: u64,
+    seed: u64,
+    chunk: u64,
+) -> Result<TransferSpec, JsValue> {
+    let mut spec = TransferSpec::new(identifier, format!("{cdn}{path}"));
+    spec.expected_size = Some(len);
+    spec.sha256 = Some(cdn_sha256(cdn, len, seed).await?);
+    spec.config.chunk_size = chunk as u32;
+    Ok(spec)
+}
+
+/// One `len`-byte download CDN → container through `web::transfer::run`, verified (declared
+/// size and SHA-256). Returns `{"ms", "bytes", "mib_s", "chunk_bytes"}`.
+#[wasm_bindgen(js_name = engineThroughput)]
+pub async fn engine_throughput(
+    cdn: String,
+    len: f64,
+    seed: f64,
+    chunk: f64,
+) -> Result<String, JsValue> {
+    let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
+    let path = format!("/gen/{len}/{seed}?probe={}", probe());
+    let spec = spec_for(&cdn, format!("tp-{}", probe()), &path, len, seed, chunk).await?;
+    let container = fresh_container("tp").await?;
+    let started = now_ms();
+    let outcome = run(&container, spec, options()).await;
+    let ms = now_ms() - started;
+    remove_container(container).await?;
+    let asset = outcome.map_err(err)?;
+    if asset.size != len {
+        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
+    }
+    Ok(json!({
+        "ms": ms,
+        "bytes": len,
+        "mib_s": len as f64 / MIB / (ms / 1000.0),
+        "chunk_bytes": chunk,
+    })
+    .to_string())
+}
+
+/// `count` generated files of `size` bytes (seeds `seed..seed+count`) through
+/// `web::transfer::run`, at most `concurrency` at a time, into one container. Digests are
+/// fetched before the clock starts. Returns `{"ms", "count"}`.
+#[wasm_bindgen(js_name = engineMany)]
+pub async fn engine_many(
+    cdn: String,
+    count: u32,
+    size: f64,
+    seed: f64,
+    concurrency: u32,
+) -> Result<String, JsValue> {
+    let (size, seed) = (size as u64, seed as u64);
+    let tag = probe();
+    let cdn_ref = cdn.as_str();
+    let specs: Vec<TransferSpec> = stream::iter(0..count as u64)
+        .map(|i| {
+            let path = format!("/gen/{size}/{}?probe={tag}", seed + i);
+            async move {
+                spec_for(
+                    cdn_ref,
+                    format!("small-{i}"),
+                    &path,
+                    size,
+                    seed + i,
+                    4 << 20,
+                )
+                .await
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let container = fresh_container("many").await?;
+    let started = now_ms();
+    let container_ref = &container;
+    let outcome: Result<Vec<_>, Error> = stream::iter(specs)
+        .map(|spec| run(container_ref, spec, options()))
+        .buffer_unordered(concurrency.max(1) as usize)
+        .try_collect()
+        .await;
+    let ms = now_ms() - started;
+    remove_container(container).await?;
+    let assets = outcome.map_err(err)?;
+    if assets.len() != count as usize || assets.iter().any(|a| a.size != size) {
+        return Err(err("a small file was not stored whole"));
+    }
+    Ok(json!({ "ms": ms, "count": count }).to_string())
+}
+
+/// One `len`-byte download through `web::transfer::run` while sampling wasm memory
+/// (`memory.buffer.byteLength`) and the JS heap (`performance.memory.usedJSHeapSize`, where it
+/// exists) on every progress report. Returns `{"ms", "wasm_before", "wasm_peak", "heap_before",
+/// "heap_peak"}` in bytes (`null` heap where the engine has no `performance.memory`).
+#[wasm_bindgen(js_name = engineMemory)]
+pub async fn engine_memory(
+    cdn: String,
+    len: f64,
+    seed: f64,
+    chunk: f64,
+) -> Result<String, JsValue> {
+    let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
+    let path = format!("/gen/{len}/{seed}?probe={}", probe());
+    let spec = spec_for(&cdn, format!("mem-{}", probe()), &path, len, seed, chunk).await?;
+    let container = fresh_container("mem").await?;
+    let wasm_before = wasm_memory_bytes();
+    let heap_before = js_heap_bytes();
+    let wasm_peak = Rc::new(Cell::new(wasm_before));
+    let heap_peak = Rc::new(Cell::new(heap_before.unwrap_or(0.0)));
+    let mut opts = options();
+    let (w, h) = (wasm_peak.clone(), heap_peak.clone());
+    opts.on_progress = Some(Box::new(move |_: &Progress| {
+        w.set(w.get().max(wasm_memory_bytes()));
+        h.set(h.get().max(js_heap_bytes().unwrap_or(0.0)));
+    }));
+    let started = now_ms();
+    let outcome = run(&container, spec, opts).await;
+    let ms = now_ms() - started;
+    wasm_peak.set(wasm_peak.get().max(wasm_memory_bytes()));
+    remove_container(container).await?;
+    let asset = outcome.map_err(err)?;
+    if asset.size != len {
+        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
+    }
+    Ok(json!({
+        "ms": ms,
+        "wasm_before": wasm_before,
+        "wasm_peak": wasm_peak.get(),
+        "heap_before": heap_before,
+        "heap_peak": heap_before.map(|_| heap_peak.get()),
+    })
+    .to_string())
+}
+
+/// Polls `ready` every 5 ms for at most `limit_ms`.
+async fn wait_until(
+    what: &str,
+    limit_ms: f64,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), JsValue> {
+    let started = now_ms();
+    while !ready() {
+        if now_ms() - started > limit_ms {
+            return Err(err(format!("timed out waiting until {what}")));
+        }
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    Ok(())
+}
+
+/// Interrupts a `len`-byte download at ~50% and finishes it: `mode` `"kill"` drops the running
+/// `run` future (a killed context) and runs the download again from its checkpoint; `"pause"`
+/// pauses it through a [`TransferControl`] and resumes. The stored file is verified. Returns
+/// `{"fetched_twice", "sent", "gets", "interrupted_at"}`: bytes the CDN sent for the URL (from
+/// its `/_control/log`) beyond the file's length.
+#[wasm_bindgen(js_name = engineResume)]
+pub async fn engine_resume(
+    cdn: String,
+    len: f64,
+    seed: f64,
+    chunk: f64,
+    mode: String,
+) -> Result<String, JsValue> {
+    let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
+    let path = format!("/gen/{len}/{seed}?probe={}", probe());
+    let id = format!("resume-{}", probe());
+    let spec = spec_for(&cdn, id, &path, len, seed, chunk).await?;
+    let container = fresh_container("resume").await?;
+    let received = Rc::new(Cell::new(0u64));
+    let interrupted_at = Rc::new(Cell::new(0u64));
+    let outcome: Result<u64, JsValue> = async {
+        let asset = match mode.as_str() {
+            "kill" => {
+                let mut opts = options();
+                let sink = received.clone();
+                opts.on_progress = Some(Box::new(move |p: &Progress| sink.set(p.bytes_received)));
+                // Boxed, so that dropping it below really drops the run (a pinned local would live on,
+                // holding the lock).
+                let first = Box::pin(run(&container, spec.clone(), opts));
+                let seen = received.clone();
+                let half = std::pin::pin!(wait_until(
+                    "half of the file arrived",
+                    120_000.0,
+                    move || { seen.get() >= len / 2 }
+                ));
+                match select(first, half).await {
+                    Either::Left((done, _)) => {
+                        return Err(err(format!("the run ended before it was killed: {done:?}")))
+                    }
+                    Either::Right((waited, first)) => {
+                        waited?;
+                        interrupted_at.set(received.get());
+                        drop(first);
+                    }
+                }
+                run(&container, spec, options()).await.map_err(err)?
+            }
+            "pause" => {
+                let control = TransferControl::new();
+                let mut opts = options();
+                opts.control = Some(control.clone());
+                let pauser = control.clone();
+                let paused_once = Rc::new(Cell::new(false));
+                let at = interrupted_at.clone();
+                opts.on_progress = Some(Box::new(move |p: &Progress| {
+                    if !paused_once.get() && p.bytes_received >= len / 2 {
+                        paused_once.set(true);
+                        at.set(p.bytes_received);
+                        pauser.pause();
+                    }
+                }));
+                let running = std::pin::pin!(run(&container, spec, opts));
+                let watcher = control.clone();
+                let resumer = async move {
+                    wait_until("the run is paused", 120_000.0, || {
+                        watcher.state() == Some(TransferState::Paused)
+                    })
+                    .await?;
+                    watcher.resume();
+                    Ok::<(), JsValue>(())
+                };
+                let resumed = RefCell::new(None);
+                let resumer = async {
+                    *resumed.borrow_mut() = Some(resumer.await);
+                    futures::future::pending::<()>().await
+                };
+                let asset = {
+                    let resumer = std::pin::pin!(resumer);
+                    match select(running, resumer).await {
+                        Either::Left((done, _)) => done.map_err(err)?,
+                        Either::Right(_) => unreachable!("the resumer never ends"),
+                    }
+                };
+                match resumed.into_inner() {
+                    Some(r) => r?,
+                    None => return Err(err("the run finished without pausing")),
+                }
+                asset
+            }
+            other => return Err(err(format!("unknown resume mode {other:?}"))),
+        };
+        if asset.size != len {
+            return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
+        }
+        Ok(asset.size)
+    }
+    .await;
+    remove_container(container).await?;
+    outcome?;
+    let (sent, gets) = bytes_sent_for(&cdn, &path).await?;
+    Ok(json!({
+        "fetched_twice": sent.saturating_sub(len),
+        "sent": sent,
+        "gets": gets,
+        "interrupted_at": interrupted_at.get(),
+    })
+    .to_string())
+}

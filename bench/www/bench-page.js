@@ -1,0 +1,120 @@
+// The bench page: measures worker cold start, registers the bench service worker, asks it for
+// each measure in turn (one message each, answered over a MessageChannel), runs the memory
+// measure itself (performance.memory exists in Chromium pages, not in workers), and writes every
+// raw result as JSON into <output id="status" data-result>. cargo xtask bench reads it over
+// WebDriver and computes the medians.
+import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
+
+const status = document.getElementById('status');
+const config = JSON.parse(new URLSearchParams(location.search).get('config'));
+const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
+  precache: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
+
+function progress(text) {
+  status.textContent = text;
+  status.dataset.progress = text;
+}
+
+function activated(worker) {
+  return new Promise((resolve, reject) => {
+    if (worker.state === 'activated') return resolve();
+    worker.addEventListener('statechange', () => {
+      if (worker.state === 'activated') resolve();
+      if (worker.state === 'redundant') reject(new Error(`${worker.scriptURL} became redundant`));
+    });
+  });
+}
+
+function ask(worker, message) {
+  return new Promise((resolve, reject) => {
+    const limit = (config && config.measureTimeoutMs) || 300000;
+    setTimeout(() => reject(new Error(`no answer within ${limit} ms`)), limit);
+    const channel = new MessageChannel();
+    channel.port1.onmessage = (event) => {
+      if (event.data && event.data.error) reject(new Error(event.data.error));
+      else resolve(event.data);
+    };
+    worker.postMessage(message, [channel.port2]);
+  });
+}
+
+/** register → activated → first message answered, in ms; the registration is removed after. */
+async function coldStart(script, scope) {
+  const started = performance.now();
+  const registration = await navigator.serviceWorker.register(script, { scope });
+  const worker = registration.installing || registration.waiting || registration.active;
+  await activated(worker);
+  await ask(worker, {});
+  const ms = performance.now() - started;
+  await registration.unregister();
+  return ms;
+}
+
+async function record(list, label, job) {
+  progress(label);
+  try {
+    list.push(await job());
+  } catch (error) {
+    results.errors.push(`${label}: ${error && error.message ? error.message : error}`);
+    list.push(null);
+  }
+}
+
+async function main() {
+  const c = config;
+  for (let i = 0; i < c.coldRuns; i++) {
+    const tag = `${Date.now()}-${i}`;
+    await record(results.coldOurs, `cold start (ours) ${i + 1}/${c.coldRuns}`,
+      () => coldStart(`/sw.js?cold=${tag}`, `/cold/ours-${tag}/`));
+    await record(results.coldEmpty, `cold start (empty) ${i + 1}/${c.coldRuns}`,
+      () => coldStart(`/bench/empty-sw.js?cold=${tag}`, `/bench/cold/empty-${tag}/`));
+  }
+
+  progress('registering the bench worker');
+  const registration = await navigator.serviceWorker.register('/bench/bench-sw.js', { scope: '/bench/' });
+  const worker = registration.installing || registration.waiting || registration.active;
+  await activated(worker);
+  await ask(worker, { measure: 'ping', args: {} });
+  const run = (measure, args) => async () => (await ask(worker, { measure, args })).result;
+
+  for (let i = 0; i < c.runs; i++) {
+    const seed = 1000 + i;
+    const n = `${i + 1}/${c.runs}`;
+    const big = { cdn: c.cdn, len: c.len, seed, chunk: c.chunk };
+    await record(results.engine, `engine throughput ${n}`, run('engine', big));
+    await record(results.fetchDrain, `fetch drain ${n}`, run('fetchDrain', big));
+    await record(results.idbPut, `IndexedDB put ${n}`, run('idbPut', big));
+    await record(results.cachePut, `cache.put ${n}`, run('cachePut', big));
+  }
+  for (let i = 0; i < c.runs; i++) {
+    const n = `${i + 1}/${c.runs}`;
+    const small = { cdn: c.cdn, count: c.smallCount, size: c.smallSize, seed: 100000 + i * c.smallCount,
+      concurrency: c.concurrency };
+    await record(results.engineMany, `small files (engine) ${n}`, run('engineMany', small));
+    await record(results.precache, `small files (sequential precache) ${n}`,
+      run('precache', { ...small, seed: small.seed + 50000 }));
+  }
+  for (let i = 0; i < c.runs; i++) {
+    const n = `${i + 1}/${c.runs}`;
+    const args = { cdn: c.cdn, len: c.resumeLen, seed: 2000 + i, chunk: c.chunk };
+    await record(results.resumeKill, `resume after kill ${n}`, run('engineResume', { ...args, mode: 'kill' }));
+    await record(results.resumePause, `resume after pause ${n}`, run('engineResume', { ...args, mode: 'pause' }));
+  }
+  await registration.unregister();
+
+  // Memory: in the page, where performance.memory exists (Chromium); wasm memory either way.
+  await init({ module_or_path: '/bench-pkg/web/background_assets_bench_bg.wasm' });
+  for (let i = 0; i < c.memoryRuns; i++) {
+    await record(results.engineMemory, `memory, ${c.memLen} bytes ${i + 1}/${c.memoryRuns}`,
+      async () => JSON.parse(await bench.engineMemory(c.cdn, c.memLen, 3000 + i, c.chunk)));
+  }
+  results.heapAvailable = Boolean(performance.memory);
+  status.dataset.result = JSON.stringify(results);
+  status.dataset.state = 'done';
+  progress('done');
+}
+
+main().catch((error) => {
+  status.dataset.error = String(error && error.stack ? error.stack : error);
+  status.dataset.state = 'error';
+});

@@ -1,0 +1,148 @@
+// The bench service worker: runs one measure per message inside event.waitUntil and answers
+// over the message's MessageChannel port. Engine measures call the bench wasm (which drives
+// background_assets::web::transfer::run); the baselines are what PWAs do today, in plain JS.
+importScripts('/bench-pkg/worker/background_assets_bench.js');
+
+let wasmReady = null;
+function loadWasm() {
+  if (!wasmReady) {
+    wasmReady = wasm_bindgen({ module_or_path: '/bench-pkg/worker/background_assets_bench_bg.wasm' });
+  }
+  return wasmReady;
+}
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(loadWasm().then(() => self.skipWaiting()));
+});
+self.addEventListener('activate', (event) => {
+  event.waitUntil(loadWasm().then(() => self.clients.claim()));
+});
+
+function probe() {
+  return Math.floor(Math.random() * 1e12);
+}
+
+/** fetch, body stream read and discarded. */
+async function fetchDrain({ cdn, len, seed }) {
+  const url = `${cdn}/gen/${len}/${seed}?probe=${probe()}`;
+  const started = performance.now();
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  const reader = response.body.getReader();
+  let bytes = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    bytes += value.byteLength;
+  }
+  const ms = performance.now() - started;
+  if (bytes !== len) throw new Error(`drained ${bytes} bytes, expected ${len}`);
+  return { ms };
+}
+
+function request(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+function committed(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error || new Error('transaction aborted'));
+  });
+}
+
+/** IndexedDB put of `len` bytes from memory in chunks of `chunk` bytes, one transaction each. */
+async function idbPut({ len, chunk }) {
+  const name = `bench-idb-${probe()}`;
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('chunks');
+  const db = await request(open);
+  const source = new Uint8Array(chunk);
+  for (let i = 0; i < chunk; i += 4) source[i] = (i * 2654435761) >>> 24;
+  const started = performance.now();
+  for (let offset = 0, key = 0; offset < len; offset += chunk, key++) {
+    const tx = db.transaction('chunks', 'readwrite', { durability: 'relaxed' });
+    const piece = offset + chunk <= len ? source : source.subarray(0, len - offset);
+    tx.objectStore('chunks').put(piece, key);
+    await committed(tx);
+  }
+  const ms = performance.now() - started;
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+  return { ms };
+}
+
+/** Workbox-style: fetch and cache.put of the whole Response. */
+async function cachePut({ cdn, len, seed }) {
+  const name = `bench-cache-${probe()}`;
+  const cache = await caches.open(name);
+  const url = `${cdn}/gen/${len}/${seed}?probe=${probe()}`;
+  const started = performance.now();
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  await cache.put(url, response);
+  const ms = performance.now() - started;
+  await caches.delete(name);
+  return { ms };
+}
+
+/** Workbox-style sequential precache: fetch + cache.put one file after another. */
+async function precache({ cdn, count, size, seed }) {
+  const name = `bench-precache-${probe()}`;
+  const cache = await caches.open(name);
+  const tag = probe();
+  const started = performance.now();
+  for (let i = 0; i < count; i++) {
+    const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+    await cache.put(url, response);
+  }
+  const ms = performance.now() - started;
+  const stored = (await cache.keys()).length;
+  await caches.delete(name);
+  if (stored !== count) throw new Error(`precached ${stored} files, expected ${count}`);
+  return { ms };
+}
+
+async function measure(data) {
+  await loadWasm();
+  const a = data.args;
+  switch (data.measure) {
+    case 'ping':
+      return { ok: true };
+    case 'engine':
+      return JSON.parse(await wasm_bindgen.engineThroughput(a.cdn, a.len, a.seed, a.chunk));
+    case 'engineMany':
+      return JSON.parse(await wasm_bindgen.engineMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
+    case 'engineMemory':
+      return JSON.parse(await wasm_bindgen.engineMemory(a.cdn, a.len, a.seed, a.chunk));
+    case 'engineResume':
+      return JSON.parse(await wasm_bindgen.engineResume(a.cdn, a.len, a.seed, a.chunk, a.mode));
+    case 'fetchDrain':
+      return fetchDrain(a);
+    case 'idbPut':
+      return idbPut(a);
+    case 'cachePut':
+      return cachePut(a);
+    case 'precache':
+      return precache(a);
+    default:
+      throw new Error(`unknown measure ${data.measure}`);
+  }
+}
+
+self.addEventListener('message', (event) => {
+  const port = event.ports[0];
+  if (!port) return;
+  event.waitUntil(
+    measure(event.data).then(
+      (result) => port.postMessage({ result }),
+      (error) => port.postMessage({ error: String(error && error.message ? error.message : error) }),
+    ),
+  );
+});

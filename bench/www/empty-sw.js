@@ -1,0 +1,12 @@
+// The empty service worker the cold-start measure compares against: it only activates and
+// answers one message.
+self.addEventListener('install', (event) => {
+  event.waitUntil(self.skipWaiting());
+});
+self.addEventListener('activate', (event) => {
+  event.waitUntil(self.clients.claim());
+});
+self.addEventListener('message', (event) => {
+  const port = event.ports[0];
+  if (port) port.postMessage({ type: 'hello' });
+});

@@ -1,0 +1,902 @@
+//! `cargo xtask bench`: our numbers beside the browser's own limits and what PWAs do today, in
+//! one browser session (issue 7).
+//!
+//! ```text
+//!   build pkg/ (release) ──► wasm size raw + gzip -9
+//!   build bench/ (wasm32 release) ──► wasm-bindgen web + no-modules ──► <target>/bench-pkg/
+//!   page server: /bench-pkg/ /bench/ (bench/www) /pkg/ / (www)      CDN: a second Server
+//!   WebDriver ──► /bench/index.html?config=… ──► bench-sw.js runs each measure in waitUntil
+//!             ◄── raw results (JSON in the DOM) ──► medians ──► table, BENCHMARKS.md, --json
+//! ```
+//!
+//! "Ours" is measured through `background_assets::web::transfer::run`, the engine the download
+//! manager (issue 5) will call; the rows say so. Measures that need the manager itself are
+//! printed as not measured and written as `null`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Map, Value};
+use xtask::cdn::{Server, ServerConfig};
+use xtask::webdriver::{Engine, WebDriver};
+use xtask::workspace;
+
+use crate::build;
+use crate::command;
+
+const MIB: f64 = 1_048_576.0;
+/// The engine's default chunk size (`TransferConfig::chunk_size`).
+const CHUNK: u64 = 4 << 20;
+/// The bench crate's package name and the stem of the files wasm-bindgen writes.
+const BENCH_CRATE: &str = "background-assets-bench";
+const BENCH_STEM: &str = "background_assets_bench";
+/// What a row prints when it needs the download manager.
+const NEEDS_MANAGER: &str = "not measured (needs DownloadManager, issue 5)";
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The browser.
+    pub engine: Engine,
+    /// Small sizes and 2 runs: a smoke test.
+    pub quick: bool,
+    /// Where to write the JSON object (`--json PATH`).
+    pub json: Option<PathBuf>,
+    /// The large asset's size in MiB (default 256; 16 with `--quick`).
+    pub size_mib: Option<u64>,
+    /// The memory measure's asset size in MiB (default 1024; 64 with `--quick`).
+    pub memory_mib: Option<u64>,
+    /// Runs per measure (default 5; 2 with `--quick`).
+    pub runs: Option<u32>,
+    /// The command line, for BENCHMARKS.md.
+    pub command_line: String,
+}
+
+/// The sizes and counts one bench run uses.
+#[derive(Clone, Debug)]
+struct Plan {
+    runs: u32,
+    len: u64,
+    memory_len: u64,
+    memory_runs: u32,
+    small_count: u32,
+    small_size: u64,
+    concurrency: u32,
+    cold_runs: u32,
+}
+
+impl Plan {
+    fn new(options: &Options) -> Plan {
+        let quick = options.quick;
+        let runs = options.runs.unwrap_or(if quick { 2 } else { 5 }).max(1);
+        Plan {
+            runs,
+            len: options.size_mib.unwrap_or(if quick { 16 } else { 256 }) << 20,
+            memory_len: options.memory_mib.unwrap_or(if quick { 64 } else { 1024 }) << 20,
+            memory_runs: if quick { 1 } else { runs },
+            small_count: if quick { 100 } else { 1000 },
+            small_size: 64 << 10,
+            concurrency: 6,
+            cold_runs: if quick { 2 } else { runs.max(5) },
+        }
+    }
+
+    fn page_config(&self, cdn: &str) -> Value {
+        json!({
+            "cdn": cdn,
+            "runs": self.runs,
+            "len": self.len,
+            "chunk": CHUNK,
+            "resumeLen": self.len,
+            "memLen": self.memory_len,
+            "memoryRuns": self.memory_runs,
+            "smallCount": self.small_count,
+            "smallSize": self.small_size,
+            "concurrency": self.concurrency,
+            "coldRuns": self.cold_runs,
+            "measureTimeoutMs": 300_000,
+        })
+    }
+}
+
+/// Builds, runs every measure in the browser, prints the table, rewrites BENCHMARKS.md and
+/// writes `--json`. Returns whether every target was met.
+pub fn run(options: &Options) -> Result<bool> {
+    let plan = Plan::new(options);
+    let started = Instant::now();
+
+    build::run(build::Profile::Release).context("bench: building pkg/")?;
+    let wasm_path = workspace::pkg_dir().join("background_assets_bg.wasm");
+    let wasm_bytes = std::fs::metadata(&wasm_path)
+        .with_context(|| format!("bench: {}", wasm_path.display()))?
+        .len();
+    let wasm_gzip_bytes = gzip_size(&wasm_path)?;
+
+    let bench_pkg = build_bench_package()?;
+    let page = Server::start(ServerConfig {
+        port: 0,
+        mounts: vec![
+            ("/bench-pkg/".to_string(), bench_pkg),
+            (
+                "/bench/".to_string(),
+                workspace::root().join("bench").join("www"),
+            ),
+            ("/pkg/".to_string(), workspace::pkg_dir()),
+            ("/".to_string(), workspace::www_dir()),
+        ],
+        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
+    })
+    .context("bench: starting the page server")?;
+    let cdn = Server::start(ServerConfig::default()).context("bench: starting the CDN")?;
+    let driver = WebDriver::start(options.engine)?;
+    let timeout = if options.quick {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let url = format!(
+        "{}/bench/index.html?config={}",
+        page.origin(),
+        percent_encode(&plan.page_config(&cdn.origin()).to_string())
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("bench: starting a tokio runtime")?;
+    println!(
+        "bench: {} in {}, {} run(s) per measure",
+        url, options.engine, plan.runs
+    );
+    let raw = runtime.block_on(drive(&driver, &url, timeout))?;
+    drop(driver);
+    drop(page);
+    drop(cdn);
+
+    let numbers = Numbers::from_raw(&raw, &plan, wasm_bytes, wasm_gzip_bytes)?;
+    let rows = numbers.rows(&plan);
+    let table = render_table(&rows);
+    println!("\n{table}");
+    let errors: Vec<String> = raw["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    for error in &errors {
+        println!("bench: a run failed: {error}");
+    }
+    let machine = Machine::describe(options.engine);
+    let markdown = render_markdown(options, &plan, &table, &machine, &errors, started.elapsed());
+    let md_path = workspace::root().join("BENCHMARKS.md");
+    std::fs::write(&md_path, markdown)
+        .with_context(|| format!("bench: writing {}", md_path.display()))?;
+    println!("bench: wrote {}", md_path.display());
+    if let Some(path) = &options.json {
+        let mut object = numbers.json();
+        object.insert("engine".into(), json!(options.engine.name()));
+        let text = serde_json::to_string_pretty(&Value::Object(object))? + "\n";
+        std::fs::write(path, text).with_context(|| format!("bench: writing {}", path.display()))?;
+        println!("bench: wrote {}", path.display());
+    }
+    let missed = rows.iter().filter(|r| r.met == Met::No).count();
+    println!("bench: {missed} target(s) missed; see the met? column");
+    // Missed targets are findings, not failures; a run that failed is.
+    Ok(errors.is_empty())
+}
+
+/// Bytes of `gzip -9` of `path`.
+fn gzip_size(path: &Path) -> Result<u64> {
+    let output = Command::new("gzip")
+        .arg("-9")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .context("bench: running gzip -9")?;
+    if !output.status.success() {
+        bail!(
+            "bench: gzip -9 {} failed: {}",
+            path.display(),
+            output.status
+        );
+    }
+    Ok(output.stdout.len() as u64)
+}
+
+/// Builds the bench crate for wasm32 (release) and runs wasm-bindgen for the page (`web`) and
+/// the worker (`no-modules`); returns the directory holding `web/` and `worker/`.
+fn build_bench_package() -> Result<PathBuf> {
+    command::run(Command::new("cargo").args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--release",
+        "--lib",
+        "-p",
+        BENCH_CRATE,
+    ]))
+    .context("bench: compiling the bench crate")?;
+    let wasm = workspace::target_dir()
+        .join("wasm32-unknown-unknown")
+        .join("release")
+        .join(format!("{BENCH_STEM}.wasm"));
+    let out = workspace::target_dir().join("bench-pkg");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    for (target, dir) in [("web", "web"), ("no-modules", "worker")] {
+        command::run(
+            Command::new("wasm-bindgen")
+                .arg("--target")
+                .arg(target)
+                .arg("--out-dir")
+                .arg(out.join(dir))
+                .arg("--out-name")
+                .arg(BENCH_STEM)
+                .arg(&wasm),
+        )
+        .with_context(|| format!("bench: wasm-bindgen --target {target}"))?;
+    }
+    Ok(out)
+}
+
+/// `application/x-www-form-urlencoded`-safe percent-encoding of `text`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Opens the bench page and waits (bounded by `timeout`) for its raw results.
+async fn drive(driver: &WebDriver, url: &str, timeout: Duration) -> Result<Value> {
+    let mut caps = driver.capabilities();
+    if driver.engine() == Engine::Chromium {
+        // Without it performance.memory is coarse (bucketed, updated every ~20 min).
+        if let Some(args) = caps
+            .get_mut("goog:chromeOptions")
+            .and_then(|o| o.get_mut("args"))
+            .and_then(Value::as_array_mut)
+        {
+            args.push(json!("--enable-precise-memory-info"));
+        }
+    }
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url())
+        .await
+        .with_context(|| format!("opening a {} session at {}", driver.engine(), driver.url()))?;
+    let outcome = wait_for_results(&client, url, timeout).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn wait_for_results(client: &Client, url: &str, timeout: Duration) -> Result<Value> {
+    client
+        .goto(url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let status = client
+            .find(Locator::Id("status"))
+            .await
+            .context("finding <output id=status>")?;
+        let state = status.attr("data-state").await?.unwrap_or_default();
+        match state.as_str() {
+            "done" => {
+                let text = status
+                    .attr("data-result")
+                    .await?
+                    .context("the page is done but has no data-result")?;
+                return serde_json::from_str(&text).context("parsing the page's results");
+            }
+            "error" => {
+                let error = status.attr("data-error").await?.unwrap_or_default();
+                bail!("the bench page failed: {error}");
+            }
+            _ => {}
+        }
+        let progress = status.attr("data-progress").await?.unwrap_or_default();
+        if progress != last {
+            println!(
+                "bench: [{:>5.0} s] {progress}",
+                started.elapsed().as_secs_f64()
+            );
+            last = progress;
+        }
+        if started.elapsed() > timeout {
+            bail!("the bench page did not finish within {timeout:?} (last: {last:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The median of the numbers in `values` (nulls, from failed runs, are left out).
+fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().flatten().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// `raw[list][i][field]` for every run.
+fn field(raw: &Value, list: &str, name: &str) -> Vec<Option<f64>> {
+    raw[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|run| run[name].as_f64())
+        .collect()
+}
+
+/// `raw[list][i]` for every run (lists of plain numbers).
+fn plain(raw: &Value, list: &str) -> Vec<Option<f64>> {
+    raw[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::as_f64)
+        .collect()
+}
+
+/// The issue's fields (medians), `None` = not measured.
+#[derive(Clone, Debug, Default)]
+struct Numbers {
+    fields: BTreeMap<&'static str, Option<f64>>,
+}
+
+/// Every field of the `--json` object, in the issue's order.
+const FIELDS: [&str; 16] = [
+    "manager_mib_s",
+    "fetch_drain_mib_s",
+    "idb_put_mib_s",
+    "cache_put_mib_s",
+    "small_files_manager_s",
+    "small_files_sequential_precache_s",
+    "peak_heap_mib_1gib",
+    "peak_wasm_mib_1gib",
+    "resume_waste_bytes_kill",
+    "resume_waste_bytes_pause",
+    "wasm_bytes",
+    "wasm_gzip_bytes",
+    "cold_start_ms",
+    "empty_worker_start_ms",
+    "schedule_10k_ms_per_item",
+    "list_10k_ms",
+];
+
+impl Numbers {
+    fn from_raw(
+        raw: &Value,
+        plan: &Plan,
+        wasm_bytes: u64,
+        wasm_gzip_bytes: u64,
+    ) -> Result<Numbers> {
+        let mib = plan.len as f64 / MIB;
+        let rate = |ms: Option<f64>| ms.filter(|ms| *ms > 0.0).map(|ms| mib / (ms / 1000.0));
+        let seconds = |ms: Option<f64>| ms.map(|ms| ms / 1000.0);
+        let growth = |list: &str, peak: &str, before: &str| -> Vec<Option<f64>> {
+            field(raw, list, peak)
+                .into_iter()
+                .zip(field(raw, list, before))
+                .map(|(p, b)| Some(p? - b?))
+                .collect()
+        };
+        let mut fields = BTreeMap::new();
+        let mut set = |name: &'static str, value: Option<f64>| {
+            fields.insert(name, value);
+        };
+        set("manager_mib_s", rate(median(field(raw, "engine", "ms"))));
+        set(
+            "fetch_drain_mib_s",
+            rate(median(field(raw, "fetchDrain", "ms"))),
+        );
+        set("idb_put_mib_s", rate(median(field(raw, "idbPut", "ms"))));
+        set(
+            "cache_put_mib_s",
+            rate(median(field(raw, "cachePut", "ms"))),
+        );
+        set(
+            "small_files_manager_s",
+            seconds(median(field(raw, "engineMany", "ms"))),
+        );
+        set(
+            "small_files_sequential_precache_s",
+            seconds(median(field(raw, "precache", "ms"))),
+        );
+        set(
+            "peak_heap_mib_1gib",
+            median(growth("engineMemory", "heap_peak", "heap_before")).map(|b| b / MIB),
+        );
+        set(
+            "peak_wasm_mib_1gib",
+            median(field(raw, "engineMemory", "wasm_peak")).map(|b| b / MIB),
+        );
+        set(
+            "resume_waste_bytes_kill",
+            median(field(raw, "resumeKill", "fetched_twice")),
+        );
+        set(
+            "resume_waste_bytes_pause",
+            median(field(raw, "resumePause", "fetched_twice")),
+        );
+        set("wasm_bytes", Some(wasm_bytes as f64));
+        set("wasm_gzip_bytes", Some(wasm_gzip_bytes as f64));
+        set("cold_start_ms", median(plain(raw, "coldOurs")));
+        set("empty_worker_start_ms", median(plain(raw, "coldEmpty")));
+        set("schedule_10k_ms_per_item", None);
+        set("list_10k_ms", None);
+        Ok(Numbers { fields })
+    }
+
+    fn get(&self, name: &str) -> Option<f64> {
+        self.fields.get(name).copied().flatten()
+    }
+
+    /// The `--json` object without `engine`: every field, a number or `null`.
+    fn json(&self) -> Map<String, Value> {
+        FIELDS
+            .iter()
+            .map(|name| {
+                let value = match self.get(name).map(round) {
+                    Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => json!(v as i64),
+                    Some(v) => json!(v),
+                    None => Value::Null,
+                };
+                (name.to_string(), value)
+            })
+            .collect()
+    }
+
+    fn rows(&self, plan: &Plan) -> Vec<Row> {
+        let g = |name: &str| self.get(name);
+        let mib = plan.len >> 20;
+        let mem_mib = plan.memory_len >> 20;
+        let chunk_mib = CHUNK >> 20;
+        let memory_bound = 3.0 * (CHUNK as f64 / MIB) + 8.0;
+        let ours = g("manager_mib_s");
+        let drain = g("fetch_drain_mib_s");
+        let idb = g("idb_put_mib_s");
+        let cache = g("cache_put_mib_s");
+        let floor = match (drain, idb) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let mut rows = vec![
+            Row::compare(
+                &format!("throughput {mib} MiB, engine* CDN → container, verified (MiB/s) vs min(fetch drain, IDB put)"),
+                ours,
+                floor,
+                1,
+                "≥ 0.9×",
+                ratio(ours, floor).map(|r| r >= 0.9),
+            ),
+            Row::compare(
+                &format!("throughput {mib} MiB, engine* vs Workbox-style cache.put (MiB/s)"),
+                ours,
+                cache,
+                1,
+                "≥ 1.0×",
+                ratio(ours, cache).map(|r| r >= 1.0),
+            ),
+            Row::info("  baseline: fetch, stream drained and discarded (MiB/s)", drain, 1),
+            Row::info(
+                &format!("  baseline: IndexedDB put of {chunk_mib} MiB chunks from memory (MiB/s)"),
+                idb,
+                1,
+            ),
+            Row::info("  baseline: cache.put of the whole Response (MiB/s)", cache, 1),
+        ];
+        let small = g("small_files_manager_s");
+        let precache = g("small_files_sequential_precache_s");
+        rows.push(Row::compare(
+            &format!(
+                "{} × 64 KiB, engine* ({} at a time) vs sequential precache (s)",
+                plan.small_count, plan.concurrency
+            ),
+            small,
+            precache,
+            2,
+            "≤ 0.5×",
+            ratio(small, precache).map(|r| r <= 0.5),
+        ));
+        let heap = g("peak_heap_mib_1gib");
+        rows.push(Row::target(
+            &format!("peak JS heap growth, {mem_mib} MiB download, engine* (MiB)"),
+            heap,
+            1,
+            &format!("≤ {memory_bound} MiB"),
+            heap.map(|h| h <= memory_bound),
+        ));
+        let wasm = g("peak_wasm_mib_1gib");
+        rows.push(Row::target(
+            &format!("peak wasm memory, {mem_mib} MiB download, engine* (MiB)"),
+            wasm,
+            1,
+            &format!("≤ {memory_bound} MiB"),
+            wasm.map(|w| w <= memory_bound),
+        ));
+        let kill = g("resume_waste_bytes_kill");
+        rows.push(Row::target(
+            "resume waste after a kill at ~50%, engine* (bytes fetched twice)",
+            kill,
+            0,
+            &format!("≤ {} (one chunk)", CHUNK),
+            kill.map(|k| k <= CHUNK as f64),
+        ));
+        let pause = g("resume_waste_bytes_pause");
+        rows.push(Row::target(
+            "resume waste after pause/resume at ~50%, engine* (bytes fetched twice)",
+            pause,
+            0,
+            "= 0",
+            pause.map(|p| p == 0.0),
+        ));
+        rows.push(Row::info(
+            "wasm size, release, raw (bytes)",
+            g("wasm_bytes"),
+            0,
+        ));
+        let gzip = g("wasm_gzip_bytes");
+        rows.push(Row::target(
+            "wasm size, release, gzip -9 (bytes)",
+            gzip,
+            0,
+            "≤ 102400",
+            gzip.map(|z| z <= 102_400.0),
+        ));
+        let cold = g("cold_start_ms");
+        let empty = g("empty_worker_start_ms");
+        let mut start = Row::compare(
+            "worker cold start: register → activated + first answer, ours (www/sw.js) vs empty (ms)",
+            cold,
+            empty,
+            1,
+            "ours − empty ≤ 30 ms",
+            match (cold, empty) {
+                (Some(c), Some(e)) => Some(c - e <= 30.0),
+                _ => None,
+            },
+        );
+        if let (Some(c), Some(e)) = (cold, empty) {
+            start.ratio = format!("{:+.1} ms", c - e);
+        }
+        rows.push(start);
+        rows.push(Row::missing(
+            "schedule 10,000 downloads (ms per item)",
+            "≤ 1",
+        ));
+        rows.push(Row::missing("list 10,000 downloads (ms)", "≤ 50"));
+        rows
+    }
+}
+
+/// Rounds to 3 decimals (JSON and the table need no more).
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Met {
+    Yes,
+    No,
+    Unknown,
+    NotApplicable,
+}
+
+/// One line of the table.
+#[derive(Clone, Debug)]
+struct Row {
+    measure: String,
+    ours: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: Met,
+}
+
+fn number(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(v) => format!("{v:.decimals$}"),
+        None => "failed".to_string(),
+    }
+}
+
+impl Row {
+    fn compare(
+        measure: &str,
+        ours: Option<f64>,
+        baseline: Option<f64>,
+        decimals: usize,
+        target: &str,
+        met: Option<bool>,
+    ) -> Row {
+        let ratio = match (ours, baseline) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "—".to_string(),
+        };
+        Row {
+            measure: measure.to_string(),
+            ours: number(ours, decimals),
+            baseline: number(baseline, decimals),
+            ratio,
+            target: target.to_string(),
+            met: met.map_or(Met::Unknown, |m| if m { Met::Yes } else { Met::No }),
+        }
+    }
+
+    fn target(
+        measure: &str,
+        ours: Option<f64>,
+        decimals: usize,
+        target: &str,
+        met: Option<bool>,
+    ) -> Row {
+        Row {
+            baseline: "—".to_string(),
+            ratio: "—".to_string(),
+            ..Row::compare(measure, ours, None, decimals, target, met)
+        }
+    }
+
+    fn info(measure: &str, value: Option<f64>, decimals: usize) -> Row {
+        Row {
+            measure: measure.to_string(),
+            ours: "—".to_string(),
+            baseline: number(value, decimals),
+            ratio: "—".to_string(),
+            target: "—".to_string(),
+            met: Met::NotApplicable,
+        }
+    }
+
+    fn missing(measure: &str, target: &str) -> Row {
+        Row {
+            measure: measure.to_string(),
+            ours: NEEDS_MANAGER.to_string(),
+            baseline: "—".to_string(),
+            ratio: "—".to_string(),
+            target: target.to_string(),
+            met: Met::Unknown,
+        }
+    }
+
+    fn cells(&self) -> [String; 6] {
+        let met = match self.met {
+            Met::Yes => "yes",
+            Met::No => "NO",
+            Met::Unknown => "?",
+            Met::NotApplicable => "",
+        };
+        [
+            self.measure.clone(),
+            self.ours.clone(),
+            self.baseline.clone(),
+            self.ratio.clone(),
+            self.target.clone(),
+            met.to_string(),
+        ]
+    }
+}
+
+/// A Markdown table (also readable as plain text on stdout).
+fn render_table(rows: &[Row]) -> String {
+    let header = ["measure", "ours", "baseline", "ratio", "target", "met?"].map(String::from);
+    let body: Vec<[String; 6]> = rows.iter().map(Row::cells).collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for cells in &body {
+        for (w, c) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String; 6]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        format!("| {} |", padded.join(" | "))
+    };
+    let mut out = vec![line(&header)];
+    out.push(format!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
+    out.extend(body.iter().map(line));
+    out.join("\n")
+}
+
+/// The machine the numbers come from.
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory: String,
+    browser: String,
+}
+
+impl Machine {
+    fn describe(engine: Engine) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+            .unwrap_or_else(|| "unknown".to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| format!("{:.1} GiB", kb / 1_048_576.0))
+            .unwrap_or_else(|| "unknown".to_string());
+        let browser = engine
+            .browser_path()
+            .and_then(|path| command::capture(Command::new(path).arg("--version")).ok())
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| engine.name().to_string());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model,
+            memory,
+            browser,
+        }
+    }
+}
+
+fn render_markdown(
+    options: &Options,
+    plan: &Plan,
+    table: &str,
+    machine: &Machine,
+    errors: &[String],
+    took: Duration,
+) -> String {
+    let date = command::capture(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_default();
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str("Written by `cargo xtask bench` (issue 7); rerun it to refresh this file.\n\n");
+    out.push_str(&format!("- Command: `{}`\n", options.command_line));
+    out.push_str(&format!(
+        "- Date: {date} (took {:.0} s)\n",
+        took.as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "- Machine: {} CPUs ({}), {} RAM; {}\n",
+        machine.cpus, machine.cpu_model, machine.memory, machine.browser
+    ));
+    out.push_str(&format!(
+        "- Sizes: {} MiB asset, {} run(s) per measure (median), memory measure {} MiB × {}, \
+         {} × 64 KiB small files, chunk {} MiB, loopback CDN (`xtask::cdn`)\n\n",
+        plan.len >> 20,
+        plan.runs,
+        plan.memory_len >> 20,
+        plan.memory_runs,
+        plan.small_count,
+        CHUNK >> 20
+    ));
+    out.push_str(table);
+    out.push_str("\n\n");
+    out.push_str(
+        "\\* **engine** = `background_assets::web::transfer::run`, the engine the download \
+         manager (issue 5) will call. Until the manager lands, the `manager_*` and \
+         `small_files_manager_s` fields of `--json` (and the memory and resume fields) are \
+         measured through `web::transfer::run` directly; the schedule/list rows need the manager \
+         and are `null`.\n\n",
+    );
+    out.push_str(
+        "How each number is taken (all in the same browser session):\n\n\
+         - Throughput: in the bench service worker; the engine downloads the generated asset \
+         into a fresh IndexedDB container with its declared size and SHA-256 (verified); the \
+         baselines in the same worker are a `fetch` whose body stream is read and discarded, \
+         IndexedDB `put`s of the same chunk size from memory (one relaxed transaction per chunk), \
+         and a Workbox-style `cache.put(url, response)` of the whole response.\n\
+         - Small files: the engine runs the N downloads (each with its own lock, epoch, \
+         checkpoint and verification) with bounded concurrency into one container; the baseline \
+         is `fetch` + `cache.put` one after another. Digests are fetched before the clock starts.\n\
+         - Memory: in the bench page (Chromium has `performance.memory` only in pages; run with \
+         `--enable-precise-memory-info`): peak wasm linear memory (`memory.buffer.byteLength`, \
+         the whole instance) and peak `usedJSHeapSize` minus its value before the download, \
+         sampled on every progress report. The JS heap peak counts garbage not yet collected.\n\
+         - Resume waste: the CDN's `/_control/log` bytes sent for the URL beyond the file's \
+         length, after dropping the `run` future at ~50% (a killed context) and running it \
+         again, and after `TransferControl::pause`/`resume` at ~50%. Bytes the server had \
+         already pushed into socket and browser buffers when the fetch was aborted count as \
+         fetched twice.\n\
+         - Size: `pkg/background_assets_bg.wasm` from `cargo xtask build` (release), raw and \
+         `gzip -9`.\n\
+         - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
+         first message answered, the demo's `www/sw.js` (loads the library's wasm in `install`) \
+         vs a worker that does nothing; each run registers a new scope and script URL and \
+         unregisters after.\n",
+    );
+    if !errors.is_empty() {
+        out.push_str("\nRuns that failed (left out of the medians):\n\n");
+        for error in errors {
+            out.push_str(&format!("- {error}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_skips_failed_runs_and_averages_the_middle_pair() {
+        assert_eq!(median([Some(3.0), None, Some(1.0), Some(2.0)]), Some(2.0));
+        assert_eq!(
+            median([Some(4.0), Some(1.0), Some(2.0), Some(3.0)]),
+            Some(2.5)
+        );
+        assert_eq!(median([None, None]), None);
+    }
+
+    #[test]
+    fn json_has_exactly_the_issue_fields_with_nulls_for_unmeasured() {
+        let raw = json!({
+            "engine": [{"ms": 1000.0}, {"ms": 2000.0}, {"ms": 500.0}],
+            "coldOurs": [10.0, 20.0, 30.0],
+            "coldEmpty": [5.0],
+        });
+        let plan = Plan::new(&Options {
+            engine: Engine::Chromium,
+            quick: true,
+            json: None,
+            size_mib: Some(100),
+            memory_mib: None,
+            runs: None,
+            command_line: String::new(),
+        });
+        let numbers = Numbers::from_raw(&raw, &plan, 1234, 567).unwrap();
+        let object = numbers.json();
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut expected = FIELDS.to_vec();
+        expected.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected);
+        assert_eq!(object["manager_mib_s"], json!(100));
+        assert_eq!(object["cold_start_ms"], json!(20));
+        assert_eq!(object["wasm_gzip_bytes"], json!(567));
+        assert_eq!(object["schedule_10k_ms_per_item"], Value::Null);
+        assert_eq!(object["list_10k_ms"], Value::Null);
+        assert_eq!(object["fetch_drain_mib_s"], Value::Null);
+        let table = render_table(&numbers.rows(&plan));
+        assert!(table.contains(NEEDS_MANAGER), "{table}");
+    }
+
+    #[test]
+    fn config_survives_percent_encoding() {
+        assert_eq!(percent_encode("{\"a\":1} &"), "%7B%22a%22%3A1%7D%20%26");
+    }
+}
