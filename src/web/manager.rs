@@ -73,9 +73,22 @@ use crate::web::transfer::{run, LockPolicy, RunOptions, TransferControl, DEFAULT
 type Result<T> = std::result::Result<T, Error>;
 
 /// The Web Lock held while [`DownloadManager::with_exclusive_control`] runs its closure.
+///
+/// # Example
+/// ```
+/// assert_eq!(background_assets::web::manager::EXCLUSIVE_LOCK, "background-assets/manager");
+/// ```
 pub const EXCLUSIVE_LOCK: &str = "background-assets/manager";
 
 /// The `meta` key the manager's state is stored under in the container database.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: background_assets::web::container::Container) {
+/// use background_assets::web::manager::STATE_KEY;
+/// let stored_json = c.get_meta(STATE_KEY).await.unwrap().and_then(|v| v.as_string());
+/// # let _ = stored_json; }
+/// ```
 pub const STATE_KEY: &str = "manager";
 
 fn now() -> Millis {
@@ -158,6 +171,15 @@ pub struct ManagerConfig {
 
 impl ManagerConfig {
     /// The default database, limits and transfer tuning, and a detected caller.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::web::manager::ManagerConfig;
+    /// let page = url::Url::parse("https://app.example/").unwrap();
+    /// let config = ManagerConfig::new(parse_declaration("{}", &page).unwrap(), page);
+    /// assert_eq!(config.database, "background-assets");
+    /// ```
     pub fn new(declaration: Declaration, page_url: url::Url) -> ManagerConfig {
         ManagerConfig {
             database: Container::DEFAULT_NAME.to_string(),
@@ -171,6 +193,12 @@ impl ManagerConfig {
 
     /// The configuration of [`DownloadManager::shared`]: the running global's origin, an empty
     /// declaration (same origin only) unless the database already holds a state.
+    ///
+    /// # Example
+    /// ```no_run
+    /// let config = background_assets::web::manager::ManagerConfig::for_global().unwrap();
+    /// assert_eq!(config.page_url.path(), "/");
+    /// ```
     pub fn for_global() -> Result<ManagerConfig> {
         let origin = js::origin();
         let page_url = url::Url::parse(&origin)
@@ -208,6 +236,13 @@ impl std::fmt::Debug for FinishedDownload {
 
 impl FinishedDownload {
     /// The stored asset's record (content type, chunk count...), if it is still stored.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(finished: background_assets::web::manager::FinishedDownload) {
+    /// let content_type = finished.asset().await.unwrap().and_then(|a| a.content_type);
+    /// # let _ = content_type; }
+    /// ```
     pub async fn asset(&self) -> Result<Option<StoredAsset>> {
         self.container.asset(self.identifier.as_str()).await
     }
@@ -226,6 +261,14 @@ impl FinishedDownload {
     }
 
     /// The asset as a `200` `Response`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(finished: background_assets::web::manager::FinishedDownload) {
+    /// let response = finished.response().await.unwrap();
+    /// assert_eq!(response.status(), 200);
+    /// # }
+    /// ```
     pub async fn response(&self) -> Result<web_sys::Response> {
         self.container.as_response(self.identifier.as_str()).await
     }
@@ -290,6 +333,9 @@ struct Engine {
     delegate: DelegateSlot,
     wakeup: RefCell<Option<Timeout>>,
     closed: Cell<bool>,
+    /// Transfers that finished after the core had already paused or pre-empted them: reported
+    /// when the core starts them again (nothing is fetched twice).
+    unreported: RefCell<BTreeMap<Identifier, StoredAsset>>,
 }
 
 impl Engine {
@@ -327,6 +373,7 @@ impl Engine {
             delegate,
             wakeup: RefCell::default(),
             closed: Cell::new(false),
+            unreported: RefCell::default(),
         });
         engine.save().await?;
         for id in orphans {
@@ -393,6 +440,15 @@ impl Engine {
 
     /// Runs `id`'s transfer, or resumes it if this global still has it (paused or pre-empted).
     fn spawn_transfer(self: &Rc<Self>, id: Identifier) {
+        let finished = self.unreported.borrow_mut().remove(&id);
+        if let Some(asset) = finished {
+            let engine = self.clone();
+            spawn_local(async move {
+                engine.report_result(&id, Ok(asset)).await;
+                engine.pump();
+            });
+            return;
+        }
         if let Some(running) = self.running.borrow().get(&id) {
             running.control.resume();
             return;
@@ -476,13 +532,14 @@ impl Engine {
     }
 
     async fn report_result(self: &Rc<Self>, id: &Identifier, result: Result<StoredAsset>) {
-        let scheduled = self
-            .core
-            .borrow()
-            .download(id)
-            .is_some_and(|d| d.state.is_scheduled());
+        let state = self.core.borrow().download(id).map(|d| d.state);
+        let scheduled = state.is_some_and(DownloadState::is_scheduled);
         let mut obsolete = Vec::new();
         match result {
+            Ok(asset) if scheduled && state != Some(DownloadState::Downloading) => {
+                // Paused or pre-empted after its last byte: report it when it starts again.
+                self.unreported.borrow_mut().insert(id.clone(), asset);
+            }
             Ok(asset) if scheduled => {
                 let finished = decode_sha256(&asset.sha256)
                     .and_then(|sha256| self.core.borrow_mut().on_finished(id, asset.size, sha256));
@@ -689,11 +746,28 @@ impl DownloadManager {
     }
 
     /// Who this manager calls the core as (page or extension).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> Result<(), background_assets::core::error::Error> {
+    /// use background_assets::core::manager::Caller;
+    /// let caller = background_assets::web::manager::DownloadManager::shared().caller().await?;
+    /// let in_page = caller == Caller::Page;
+    /// # let _ = in_page; Ok(()) }
+    /// ```
     pub async fn caller(&self) -> Result<Caller> {
         Ok(self.engine().await?.caller)
     }
 
     /// The container database the assets are stored in.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> Result<(), background_assets::core::error::Error> {
+    /// let container = background_assets::web::manager::DownloadManager::shared().container().await?;
+    /// let stored = container.list().await?;
+    /// # let _ = stored; Ok(()) }
+    /// ```
     pub async fn container(&self) -> Result<Rc<Container>> {
         Ok(self.engine().await?.container.clone())
     }
@@ -746,12 +820,33 @@ impl DownloadManager {
     }
 
     /// Apple's `fetchCurrentDownloads`: the waiting, running and paused downloads.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> Result<(), background_assets::core::error::Error> {
+    /// use background_assets::core::download::DownloadState;
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// let paused = manager.fetch_current_downloads().await?
+    ///     .into_iter().filter(|d| d.state == DownloadState::Paused).count();
+    /// # let _ = paused; Ok(()) }
+    /// ```
     pub async fn fetch_current_downloads(&self) -> Result<Vec<DownloadInfo>> {
         Ok(self.engine().await?.core.borrow().current_downloads())
     }
 
     /// The latest progress of `id`'s transfer in this global (bytes received, restarts, wasted
     /// bytes...), if this global runs it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(id: background_assets::core::download::Identifier)
+    /// #     -> Result<(), background_assets::core::error::Error> {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// if let Some(progress) = manager.transfer_progress(&id).await? {
+    ///     let _ = (progress.bytes_received, progress.wasted_bytes);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn transfer_progress(&self, id: &Identifier) -> Result<Option<Progress>> {
         let engine = self.engine().await?;
         let running = engine.running.borrow();
@@ -760,9 +855,19 @@ impl DownloadManager {
 
     /// Cancels a scheduled download: `did_fail` with [`Error::Cancelled`], its stored bytes
     /// deleted. [`Error::DownloadDoesNotExist`], [`Error::DownloadNotScheduled`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(id: background_assets::core::download::Identifier)
+    /// #     -> Result<(), background_assets::core::error::Error> {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.cancel(&id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
         engine.core.borrow_mut().cancel(id)?;
+        engine.unreported.borrow_mut().remove(id);
         let running = engine.running.borrow_mut().remove(id);
         match running {
             // The run discards its chunks and ends; its end deletes the rest.
@@ -775,6 +880,16 @@ impl DownloadManager {
     }
 
     /// Pauses a waiting or running download (its received bytes are kept). `did_pause`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(id: background_assets::core::download::Identifier)
+    /// #     -> Result<(), background_assets::core::error::Error> {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.pause(&id).await?;
+    /// manager.resume(&id).await?; // continues with a Range request
+    /// # Ok(()) }
+    /// ```
     pub async fn pause(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
         engine.core.borrow_mut().pause(id)?;
@@ -785,6 +900,15 @@ impl DownloadManager {
     }
 
     /// Resumes a paused download: it waits for a slot and continues from its checkpoint.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(id: background_assets::core::download::Identifier)
+    /// #     -> Result<(), background_assets::core::error::Error> {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.resume(&id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn resume(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
         engine.core.borrow_mut().resume(id)?;
@@ -820,6 +944,14 @@ impl DownloadManager {
 
     /// The app launched: the initial download restrictions stop applying (a page's manager
     /// does this when it opens). Returns whether this call lifted them.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> Result<(), background_assets::core::error::Error> {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// let lifted_now = manager.did_launch().await?;
+    /// # let _ = lifted_now; Ok(()) }
+    /// ```
     pub async fn did_launch(&self) -> Result<bool> {
         let engine = self.engine().await?;
         let lifted = engine.core.borrow_mut().did_launch();
@@ -828,6 +960,15 @@ impl DownloadManager {
     }
 
     /// Changes the concurrency and bandwidth limits.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> Result<(), background_assets::core::error::Error> {
+    /// use background_assets::core::queue::QueueLimits;
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.set_limits(QueueLimits { max_concurrent: 1, bandwidth: Some(1 << 20) }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_limits(&self, limits: QueueLimits) -> Result<()> {
         let engine = self.engine().await?;
         engine.core.borrow_mut().set_limits(limits);
