@@ -99,6 +99,7 @@ enum Seen {
         size: u64,
         sha256: String,
     },
+    Requeue(String),
 }
 
 #[derive(Default)]
@@ -113,7 +114,7 @@ impl Recorder {
             .borrow()
             .iter()
             .filter(|s| match s {
-                Seen::Begin(i) | Seen::Pause(i) => i == id,
+                Seen::Begin(i) | Seen::Pause(i) | Seen::Requeue(i) => i == id,
                 Seen::Write { id: i, .. } | Seen::Fail { id: i, .. } => i == id,
                 Seen::Finish { id: i, .. } => i == id,
             })
@@ -169,6 +170,9 @@ impl DownloadManagerDelegate for Recorder {
             sha256: finished.sha256.clone(),
         });
         self.finished.borrow_mut().push(finished);
+    }
+    fn did_requeue_as_non_essential(&self, id: &Identifier) {
+        self.seen.borrow_mut().push(Seen::Requeue(id.to_string()));
     }
 }
 
@@ -630,4 +634,94 @@ async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaratio
     Container::delete_database(Container::DEFAULT_NAME)
         .await
         .unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_download_reports_its_typed_error_and_leaves_nothing() {
+    let (manager, recorder, database) = open("fail").await;
+    let id = unique_id("missing");
+    let path = gen_path(MIB, 30_000 + probe() % 1000, "fault=status:404");
+    manager.schedule(download(&id, &path, MIB)).await.unwrap();
+    wait_until("failed", || recorder.finished(&id)).await;
+    let seen = recorder.of(&id);
+    let not_found = Error::HttpStatus {
+        identifier: id.clone(),
+        status: 404,
+    };
+    assert_eq!(
+        seen,
+        vec![
+            Seen::Begin(id.clone()),
+            Seen::Fail {
+                id: id.clone(),
+                code: not_found.code()
+            }
+        ]
+    );
+    assert!(manager.fetch_current_downloads().await.unwrap().is_empty());
+    let container = manager.container().await.unwrap();
+    for _ in 0..1000 {
+        if container.load_checkpoint(&id).await.unwrap().is_none() {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    assert!(container.load_checkpoint(&id).await.unwrap().is_none());
+    assert!(container.asset(&id).await.unwrap().is_none());
+    remove(manager, &database).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_essential_download_is_requeued_as_non_essential_and_finishes() {
+    use background_assets::core::manager::ExtensionEvent;
+    let database = super::common::unique_name("ba-manager-essential");
+    let mut installing = config(&database);
+    installing.caller = Some(Caller::Extension {
+        event: Some(ExtensionEvent::Install),
+    });
+    let manager = DownloadManager::open(installing).await.unwrap();
+    manager.did_launch().await.unwrap();
+    let recorder = Rc::new(Recorder::default());
+    manager.set_delegate(Some(recorder.clone()));
+    let id = unique_id("essential");
+    let seed = 31_000 + probe() % 1000;
+    let path = gen_path(MIB, seed, "fault=status:404&times=1");
+    let mut essential = download(&id, &path, MIB);
+    essential.essential = true;
+    manager.schedule(essential).await.unwrap();
+    wait_until("finished", || {
+        recorder
+            .of(&id)
+            .iter()
+            .any(|s| matches!(s, Seen::Finish { .. }))
+    })
+    .await;
+    let seen = recorder.of(&id);
+    let code = Error::HttpStatus {
+        identifier: id.clone(),
+        status: 404,
+    }
+    .code();
+    assert_eq!(
+        seen[..4],
+        [
+            Seen::Begin(id.clone()),
+            Seen::Fail {
+                id: id.clone(),
+                code
+            },
+            Seen::Requeue(id.clone()),
+            Seen::Begin(id.clone()),
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Finish {
+            id: id.clone(),
+            size: MIB,
+            sha256: cdn_sha256(MIB, seed).await
+        })
+    );
+    remove(manager, &database).await;
 }
