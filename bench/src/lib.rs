@@ -93,20 +93,29 @@ async fn cdn_sha256(cdn: &str, len: u64, seed: u64) -> Result<[u8; 32], JsValue>
 
 /// Sum of `body_bytes_sent` over the CDN's logged `GET`s of exactly `path_and_query`, and their
 /// count.
-async fn bytes_sent_for(cdn: &str, path_and_query: &str) -> Result<(u64, u64), JsValue> {
+async fn bytes_sent_for(
+    cdn: &str,
+    path_and_query: &str,
+) -> Result<(u64, u64, Option<u64>), JsValue> {
     let log = fetch_bytes(&format!("{cdn}/_control/log"))
         .await
         .map_err(err)?;
     let log: serde_json::Value = serde_json::from_slice(&log).map_err(err)?;
     let mut sum = 0;
     let mut count = 0;
+    let mut last_range_start = None;
     for record in log.as_array().into_iter().flatten() {
         if record["method"] == "GET" && record["path_and_query"] == path_and_query {
             sum += record["body_bytes_sent"].as_u64().unwrap_or(0);
             count += 1;
+            last_range_start = record["range"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse().ok());
         }
     }
-    Ok((sum, count))
+    Ok((sum, count, last_range_start))
 }
 
 async fn fresh_container(label: &str) -> Result<Container, JsValue> {
@@ -267,6 +276,26 @@ pub async fn engine_memory(
     .to_string())
 }
 
+/// Diagnostic: hashes `len` bytes (in 256 KiB pieces, as the engine's reads arrive) with the
+/// engine's incremental SHA-256 in wasm. Returns `{"ms", "mib_s"}`.
+#[wasm_bindgen(js_name = sha256Speed)]
+pub fn sha256_speed(len: f64) -> String {
+    let len = len as usize;
+    let piece: Vec<u8> = (0..256 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    let mut hasher = background_assets::core::integrity::Sha256Stream::new();
+    let started = now_ms();
+    let mut done = 0;
+    while done < len {
+        let n = piece.len().min(len - done);
+        hasher.update(&piece[..n]);
+        done += n;
+    }
+    let digest = hasher.finalize();
+    let ms = now_ms() - started;
+    json!({ "ms": ms, "mib_s": len as f64 / MIB / (ms / 1000.0), "first_byte": digest[0] })
+        .to_string()
+}
+
 /// Polls `ready` every 5 ms for at most `limit_ms`.
 async fn wait_until(
     what: &str,
@@ -284,10 +313,14 @@ async fn wait_until(
 }
 
 /// Interrupts a `len`-byte download at ~50% and finishes it: `mode` `"kill"` drops the running
-/// `run` future (a killed context) and runs the download again from its checkpoint; `"pause"`
-/// pauses it through a [`TransferControl`] and resumes. The stored file is verified. Returns
-/// `{"fetched_twice", "sent", "gets", "interrupted_at"}`: bytes the CDN sent for the URL (from
-/// its `/_control/log`) beyond the file's length.
+/// `run` future (a killed context; half a chunk past the middle, so mid-chunk) and runs the
+/// download again from its checkpoint; `"pause"` pauses it through a [`TransferControl`] at the
+/// middle and resumes. The stored file is verified.
+///
+/// Returns `{"fetched_twice", "received_twice", "resumed_at", "sent", "gets",
+/// "interrupted_at"}`: `fetched_twice` is what the CDN sent for the URL (from its
+/// `/_control/log`) beyond the file's length; `received_twice` what the page itself received
+/// twice (from the resume's `Range` start to where it was stopped).
 #[wasm_bindgen(js_name = engineResume)]
 pub async fn engine_resume(
     cdn: String,
@@ -316,7 +349,8 @@ pub async fn engine_resume(
                 let half = std::pin::pin!(wait_until(
                     "half of the file arrived",
                     120_000.0,
-                    move || { seen.get() >= len / 2 }
+                    // Mid-chunk (the average case), not on a chunk boundary.
+                    move || { seen.get() >= len / 2 + chunk / 2 }
                 ));
                 match select(first, half).await {
                     Either::Left((done, _)) => {
@@ -382,9 +416,12 @@ pub async fn engine_resume(
     .await;
     remove_container(container).await?;
     outcome?;
-    let (sent, gets) = bytes_sent_for(&cdn, &path).await?;
+    let (sent, gets, resumed_at) = bytes_sent_for(&cdn, &path).await?;
     Ok(json!({
         "fetched_twice": sent.saturating_sub(len),
+        // What the page itself received twice: from the resume offset to where it was stopped.
+        "received_twice": resumed_at.map(|r| interrupted_at.get().saturating_sub(r)),
+        "resumed_at": resumed_at,
         "sent": sent,
         "gets": gets,
         "interrupted_at": interrupted_at.get(),

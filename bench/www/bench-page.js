@@ -8,7 +8,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
-  precache: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
+  precache: [], sha256: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -85,6 +85,7 @@ async function main() {
     await record(results.fetchDrain, `fetch drain ${n}`, run('fetchDrain', big));
     await record(results.idbPut, `IndexedDB put ${n}`, run('idbPut', big));
     await record(results.cachePut, `cache.put ${n}`, run('cachePut', big));
+    await record(results.sha256, `SHA-256 in wasm ${n}`, run('sha256', { len: c.len }));
   }
   for (let i = 0; i < c.runs; i++) {
     const n = `${i + 1}/${c.runs}`;

@@ -443,6 +443,18 @@ impl Numbers {
         set("wasm_gzip_bytes", Some(wasm_gzip_bytes as f64));
         set("cold_start_ms", median(plain(raw, "coldOurs")));
         set("empty_worker_start_ms", median(plain(raw, "coldEmpty")));
+        set(
+            "diag_sha256_mib_s",
+            rate(median(field(raw, "sha256", "ms"))),
+        );
+        set(
+            "diag_received_twice_kill",
+            median(field(raw, "resumeKill", "received_twice")),
+        );
+        set(
+            "diag_received_twice_pause",
+            median(field(raw, "resumePause", "received_twice")),
+        );
         set("schedule_10k_ms_per_item", None);
         set("list_10k_ms", None);
         Ok(Numbers { fields })
@@ -509,6 +521,11 @@ impl Numbers {
                 1,
             ),
             Row::info("  baseline: cache.put of the whole Response (MiB/s)", cache, 1),
+            Row::info(
+                "  diagnostic: SHA-256 in wasm alone, 256 KiB updates (MiB/s)",
+                g("diag_sha256_mib_s"),
+                1,
+            ),
         ];
         let small = g("small_files_manager_s");
         let precache = g("small_files_sequential_precache_s");
@@ -554,6 +571,16 @@ impl Numbers {
             0,
             "= 0",
             pause.map(|p| p == 0.0),
+        ));
+        rows.push(Row::info(
+            "  diagnostic: bytes the page received twice after the kill",
+            g("diag_received_twice_kill"),
+            0,
+        ));
+        rows.push(Row::info(
+            "  diagnostic: bytes the page received twice after pause/resume",
+            g("diag_received_twice_pause"),
+            0,
         ));
         rows.push(Row::info(
             "wasm size, release, raw (bytes)",
@@ -758,8 +785,16 @@ impl Machine {
             .unwrap_or_else(|| "unknown".to_string());
         let browser = engine
             .browser_path()
-            .and_then(|path| command::capture(Command::new(path).arg("--version")).ok())
+            .and_then(|path| {
+                Command::new(path)
+                    .arg("--version")
+                    .stderr(std::process::Stdio::null())
+                    .output()
+                    .ok()
+            })
+            .and_then(|out| String::from_utf8(out.stdout).ok())
             .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
             .unwrap_or_else(|| engine.name().to_string());
         Machine {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -831,6 +866,9 @@ fn render_markdown(
          again, and after `TransferControl::pause`/`resume` at ~50%. Bytes the server had \
          already pushed into socket and browser buffers when the fetch was aborted count as \
          fetched twice.\n\
+         - Diagnostics (not issue fields): SHA-256 of the same size in wasm alone, in the \
+         worker; bytes the page itself received twice (from the resume's `Range` start to where \
+         the first run was stopped).\n\
          - Size: `pkg/background_assets_bg.wasm` from `cargo xtask build` (release), raw and \
          `gzip -9`.\n\
          - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
