@@ -296,6 +296,89 @@ pub fn sha256_speed(len: f64) -> String {
         .to_string()
 }
 
+/// Schedules `count` downloads through [`DownloadManager::schedule`] (each decision is saved to
+/// IndexedDB before it returns), stopping early once `budget_ms` have passed, then lists them
+/// with [`DownloadManager::fetch_current_downloads`]. The downloads point at stalled CDN URLs and
+/// run one at a time, so the queue stays full. Returns `{"scheduled", "schedule_ms",
+/// "ms_per_item", "list_ms", "listed"}`.
+#[wasm_bindgen(js_name = managerScale)]
+pub async fn manager_scale(cdn: String, count: u32, budget_ms: f64) -> Result<String, JsValue> {
+    use background_assets::core::declaration::parse_declaration;
+    use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+    use background_assets::core::queue::QueueLimits;
+    use background_assets::web::manager::{DownloadManager, ManagerConfig};
+
+    let page = url::Url::parse(&js::origin())
+        .and_then(|u| u.join("/"))
+        .map_err(err)?;
+    let declaration = parse_declaration(
+        r#"{"initialDownloadRestrictions":{"domainAllowList":["127.0.0.1"],
+            "downloadAllowance":1099511627776}}"#,
+        &page,
+    )
+    .map_err(err)?;
+    let mut config = ManagerConfig::new(declaration, page);
+    config.database = format!("ba-bench-scale-{}", probe());
+    config.limits = QueueLimits {
+        max_concurrent: 1,
+        bandwidth: None,
+    };
+    let database = config.database.clone();
+    let manager = DownloadManager::open(config).await.map_err(err)?;
+    let tag = probe();
+    let started = now_ms();
+    let mut scheduled = 0u32;
+    let mut failure = None;
+    for i in 0..count {
+        let url = format!("{cdn}/gen/1048576/{i}?fault=stall:0&stall-ms=120000&probe={tag}");
+        let download = DownloadRequest::get(&url).and_then(|request| {
+            UrlDownload::new(
+                Identifier::new(format!("scale-{i}"))?,
+                request,
+                false,
+                Some(1 << 20),
+                Priority::DEFAULT,
+                0,
+            )
+        });
+        let outcome = match download {
+            Ok(download) => manager.schedule(download).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            failure = Some(e.to_string());
+            break;
+        }
+        scheduled += 1;
+        if now_ms() - started > budget_ms {
+            break;
+        }
+    }
+    let schedule_ms = now_ms() - started;
+    let listing = now_ms();
+    let listed = manager.fetch_current_downloads().await.map(|l| l.len());
+    let list_ms = now_ms() - listing;
+    manager.close().await;
+    drop(manager);
+    // A still-open connection would block the deletion: give it a bounded time.
+    let delete = std::pin::pin!(Container::delete_database(&database));
+    let _ = select(delete, gloo_timers::future::TimeoutFuture::new(5_000)).await;
+    if let Some(failure) = failure {
+        return Err(err(format!(
+            "schedule failed after {scheduled} items: {failure}"
+        )));
+    }
+    let listed = listed.map_err(err)?;
+    Ok(json!({
+        "scheduled": scheduled,
+        "schedule_ms": schedule_ms,
+        "ms_per_item": schedule_ms / f64::from(scheduled.max(1)),
+        "list_ms": list_ms,
+        "listed": listed,
+    })
+    .to_string())
+}
+
 /// Polls `ready` every 5 ms for at most `limit_ms`.
 async fn wait_until(
     what: &str,

@@ -8,7 +8,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
-  precache: [], sha256: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
+  precache: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -101,6 +101,8 @@ async function main() {
     await record(results.resumeKill, `resume after kill ${n}`, run('engineResume', { ...args, mode: 'kill' }));
     await record(results.resumePause, `resume after pause ${n}`, run('engineResume', { ...args, mode: 'pause' }));
   }
+  await record(results.managerScale, `schedule ${c.scaleCount} downloads (DownloadManager)`,
+    run('managerScale', { cdn: c.cdn, count: c.scaleCount, budgetMs: c.scaleBudgetMs }));
   await registration.unregister();
 
   // Memory: in the page, where performance.memory exists (Chromium); wasm memory either way.

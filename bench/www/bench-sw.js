@@ -123,6 +123,8 @@ async function measure(data) {
       return JSON.parse(await wasm_bindgen.engineMemory(a.cdn, a.len, a.seed, a.chunk));
     case 'engineResume':
       return JSON.parse(await wasm_bindgen.engineResume(a.cdn, a.len, a.seed, a.chunk, a.mode));
+    case 'managerScale':
+      return JSON.parse(await wasm_bindgen.managerScale(a.cdn, a.count, a.budgetMs));
     case 'sha256':
       return JSON.parse(wasm_bindgen.sha256Speed(a.len));
     case 'fetchDrain':
