@@ -559,13 +559,18 @@ impl Numbers {
             ratio(small, precache).map(|r| r <= 0.5),
         ));
         let heap = g("peak_heap_mib_1gib");
-        rows.push(Row::target(
+        let mut heap_row = Row::target(
             &format!("peak JS heap growth, {mem_mib} MiB download, engine* (MiB)"),
             heap,
             1,
             &format!("≤ {memory_bound} MiB"),
             heap.map(|h| h <= memory_bound),
-        ));
+        );
+        if heap.is_none() && g("peak_wasm_mib_1gib").is_some() {
+            // The download ran; the engine has no `performance.memory` (Firefox).
+            heap_row.ours = "n/a (no performance.memory)".to_string();
+        }
+        rows.push(heap_row);
         let wasm = g("peak_wasm_mib_1gib");
         rows.push(Row::target(
             &format!("peak wasm memory, {mem_mib} MiB download, engine* (MiB)"),
