@@ -379,6 +379,52 @@ fn transaction(
     })
 }
 
+/// In `tx` (over ASSETS and CHUNKS): the finished asset `identifier` and the offsets of the
+/// chunks that hold its bytes `start..end` (`end` exclusive; none when `start == end`). Reads only
+/// keys, no chunk bytes.
+async fn covering_chunks(
+    tx: &Tx,
+    identifier: &str,
+    start: u64,
+    end: u64,
+    op: &str,
+) -> Result<(StoredAsset, Vec<u64>), Error> {
+    let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+    let asset = tx
+        .store(ASSETS)?
+        .get(Query::from(JsValue::from_str(identifier)))
+        .map_err(fail)?
+        .await
+        .map_err(fail)?
+        .map(|v| stored_asset(&v))
+        .ok_or_else(|| Error::DownloadDoesNotExist {
+            identifier: identifier.to_string(),
+        })?;
+    if start > end || end > asset.size {
+        return Err(storage(
+            &format!("{op} `{identifier}`"),
+            format!(
+                "range {start}..{end} is outside the asset's 0..{}",
+                asset.size
+            ),
+        ));
+    }
+    if start == end {
+        return Ok((asset, Vec::new()));
+    }
+    let keys = tx
+        .store(CHUNKS)?
+        .get_all_keys(Some(generation_range(identifier, asset.generation)?), None)
+        .map_err(fail)?
+        .await
+        .map_err(fail)?;
+    let offsets = chunk_offsets(&keys);
+    // Chunk i covers offsets[i]..offsets[i+1] (the last one up to size).
+    let (first, last) = covering(&offsets, start, end)
+        .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
+    Ok((asset, offsets[first..=last].to_vec()))
+}
+
 /// The indices `first..=last` of the chunks (given by their sorted start `offsets`) that cover
 /// bytes `start..end` (`start < end`), or `None` if no chunk starts at or before `start`.
 fn covering(offsets: &[u64], start: u64, end: u64) -> Option<(usize, usize)> {
@@ -920,45 +966,18 @@ impl Container {
         let op = "read";
         let tx = self.transaction(&[ASSETS, CHUNKS], false, false, op, identifier)?;
         let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
-        let asset = tx
-            .store(ASSETS)?
-            .get(Query::from(JsValue::from_str(identifier)))
-            .map_err(fail)?
-            .await
-            .map_err(fail)?
-            .map(|v| stored_asset(&v))
-            .ok_or_else(|| Error::DownloadDoesNotExist {
-                identifier: identifier.to_string(),
-            })?;
-        if start > end || end > asset.size {
-            return Err(storage(
-                &format!("{op} `{identifier}`"),
-                format!(
-                    "range {start}..{end} is outside the asset's 0..{}",
-                    asset.size
-                ),
-            ));
-        }
-        if start == end {
+        let (asset, offsets) = covering_chunks(&tx, identifier, start, end, op).await?;
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
             return Ok(ChunkWindow {
                 chunks: Vec::new(),
                 first_offset: start,
                 asset,
             });
-        }
+        };
         let chunks = tx.store(CHUNKS)?;
-        let keys = chunks
-            .get_all_keys(Some(generation_range(identifier, asset.generation)?), None)
-            .map_err(fail)?
-            .await
-            .map_err(fail)?;
-        let offsets = chunk_offsets(&keys);
-        // Chunk i covers offsets[i]..offsets[i+1] (the last one up to size).
-        let (first, last) = covering(&offsets, start, end)
-            .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
         let range = KeyRange::bound(
-            &chunk_key(identifier, asset.generation, offsets[first]),
-            &chunk_key(identifier, asset.generation, offsets[last]),
+            &chunk_key(identifier, asset.generation, first),
+            &chunk_key(identifier, asset.generation, last),
             None,
             None,
         )
@@ -973,7 +992,7 @@ impl Container {
             .map(|v| v.dyn_into::<Uint8Array>())
             .collect::<Result<_, _>>()
             .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))?;
-        let covered = offsets[first] + chunks.iter().map(|c| c.length() as u64).sum::<u64>();
+        let covered = first + chunks.iter().map(|c| c.length() as u64).sum::<u64>();
         if covered < end {
             return Err(storage(
                 &format!("{op} `{identifier}`"),
@@ -982,7 +1001,7 @@ impl Container {
         }
         Ok(ChunkWindow {
             chunks,
-            first_offset: offsets[first],
+            first_offset: first,
             asset,
         })
     }
@@ -992,46 +1011,10 @@ impl Container {
     pub async fn plan(&self, identifier: &str, start: u64, end: u64) -> Result<ChunkPlan, Error> {
         let op = "plan";
         let tx = self.transaction(&[ASSETS, CHUNKS], false, false, op, identifier)?;
-        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
-        let asset = tx
-            .store(ASSETS)?
-            .get(Query::from(JsValue::from_str(identifier)))
-            .map_err(fail)?
-            .await
-            .map_err(fail)?
-            .map(|v| stored_asset(&v))
-            .ok_or_else(|| Error::DownloadDoesNotExist {
-                identifier: identifier.to_string(),
-            })?;
-        if start > end || end > asset.size {
-            return Err(storage(
-                &format!("{op} `{identifier}`"),
-                format!(
-                    "range {start}..{end} is outside the asset's 0..{}",
-                    asset.size
-                ),
-            ));
-        }
-        if start == end {
-            return Ok(ChunkPlan {
-                asset,
-                offsets: Vec::new(),
-                start,
-                end,
-            });
-        }
-        let keys = tx
-            .store(CHUNKS)?
-            .get_all_keys(Some(generation_range(identifier, asset.generation)?), None)
-            .map_err(fail)?
-            .await
-            .map_err(fail)?;
-        let offsets = chunk_offsets(&keys);
-        let (first, last) = covering(&offsets, start, end)
-            .ok_or_else(|| storage(op, format!("`{identifier}` has no chunk at {start}")))?;
+        let (asset, offsets) = covering_chunks(&tx, identifier, start, end, op).await?;
         Ok(ChunkPlan {
             asset,
-            offsets: offsets[first..=last].to_vec(),
+            offsets,
             start,
             end,
         })
