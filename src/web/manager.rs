@@ -993,15 +993,7 @@ impl DownloadManager {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = acquire(EXCLUSIVE_LOCK, LockOptions::exclusive())
-            .await?
-            .ok_or_else(|| Error::LockTimeout {
-                name: EXCLUSIVE_LOCK.into(),
-                timeout_ms: 0,
-            })?;
-        let value = f().await;
-        guard.release().await;
-        Ok(value)
+        exclusively(LockOptions::exclusive(), f).await
     }
 
     /// Apple's `withExclusiveControl(beforeDate:)`: like
@@ -1032,14 +1024,24 @@ impl DownloadManager {
         } else {
             LockOptions::exclusive().timeout_ms(left)
         };
-        let guard = acquire(EXCLUSIVE_LOCK, options)
-            .await?
-            .ok_or_else(|| Error::LockTimeout {
-                name: EXCLUSIVE_LOCK.into(),
-                timeout_ms: 0,
-            })?;
-        let value = f().await;
-        guard.release().await;
-        Ok(value)
+        exclusively(options, f).await
     }
+}
+
+/// Runs `f` holding [`EXCLUSIVE_LOCK`] taken with `options`; a lock not granted (an
+/// `if_available` request that found it held) is [`Error::LockTimeout`].
+async fn exclusively<F, Fut, T>(options: LockOptions, f: F) -> Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let guard = acquire(EXCLUSIVE_LOCK, options)
+        .await?
+        .ok_or_else(|| Error::LockTimeout {
+            name: EXCLUSIVE_LOCK.into(),
+            timeout_ms: 0,
+        })?;
+    let value = f().await;
+    guard.release().await;
+    Ok(value)
 }
