@@ -17,13 +17,14 @@ use background_assets::core::error::Error;
 use background_assets::core::manager::Caller;
 use background_assets::core::queue::QueueLimits;
 use background_assets::web::container::Container;
-use background_assets::web::fetcher::{FetchOptions, Fetcher};
 use background_assets::web::js;
 use background_assets::web::locks::{acquire, query, LockOptions};
 use background_assets::web::manager::{
     DownloadManager, DownloadManagerDelegate, FinishedDownload, ManagerConfig, EXCLUSIVE_LOCK,
 };
 use wasm_bindgen_test::wasm_bindgen_test;
+
+use super::common::{cdn_sha256, gen_path, gets, probe, unique_id};
 
 const MIB: u64 = 1 << 20;
 const STALL_MS: u64 = 20_000;
@@ -32,53 +33,8 @@ fn cdn() -> &'static str {
     super::common::cdn_origin()
 }
 
-fn probe() -> u64 {
-    (js_sys::Math::random() * 1e12) as u64
-}
-
-/// `/gen/<len>/<seed>?<query>&probe=<random>`.
-fn gen_path(len: u64, seed: u64, query: &str) -> String {
-    let sep = if query.is_empty() { "" } else { "&" };
-    format!("/gen/{len}/{seed}?{query}{sep}probe={}", probe())
-}
-
 fn stall(at: u64) -> String {
     format!("fault=stall:{at}&stall-ms={STALL_MS}&times=1")
-}
-
-async fn fetch_bytes(url: &str) -> Vec<u8> {
-    let mut stream = Fetcher::start(url, FetchOptions::default()).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(piece) = stream.next_piece().await.unwrap() {
-        out.extend_from_slice(&piece.to_vec());
-    }
-    out
-}
-
-async fn cdn_sha256(len: u64, seed: u64) -> String {
-    let url = format!("{}/gen/{len}/{seed}.sha256", cdn());
-    String::from_utf8(fetch_bytes(&url).await).unwrap()
-}
-
-/// One `GET` the CDN logged: its `Range` header and the body bytes it sent.
-#[derive(Debug, Clone)]
-struct Logged {
-    range: Option<String>,
-    sent: u64,
-}
-
-async fn gets(path: &str) -> Vec<Logged> {
-    let log: serde_json::Value =
-        serde_json::from_slice(&fetch_bytes(&format!("{}/_control/log", cdn())).await).unwrap();
-    log.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["method"] == "GET" && r["path_and_query"] == path)
-        .map(|r| Logged {
-            range: r["range"].as_str().map(str::to_string),
-            sent: r["body_bytes_sent"].as_u64().unwrap(),
-        })
-        .collect()
 }
 
 /// What the delegate saw, in order.
@@ -229,10 +185,6 @@ fn download(id: &str, path: &str, len: u64) -> UrlDownload {
         js_sys::Date::now() as u64,
     )
     .unwrap()
-}
-
-fn unique_id(label: &str) -> String {
-    format!("{label}-{}", probe())
 }
 
 fn ident(id: &str) -> Identifier {

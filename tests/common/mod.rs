@@ -1,6 +1,7 @@
 //! Helpers shared by the wasm-bindgen-test suites (`sw` and `page`), included with `#[path]`.
 #![allow(dead_code)] // each suite uses its own subset
 
+use background_assets::web::fetcher::{FetchOptions, Fetcher};
 use wasm_bindgen::prelude::*;
 
 /// The local CDN's origin (`http://127.0.0.1:PORT`), baked in at compile time from
@@ -37,4 +38,64 @@ extern "C" {
     /// The global `fetch`, bound directly so it works in a page and in a worker.
     #[wasm_bindgen(js_name = fetch)]
     pub fn global_fetch(input: &str, init: &web_sys::RequestInit) -> js_sys::Promise;
+}
+
+/// A random number for URLs and identifiers that no other run of the suite uses.
+pub fn probe() -> u64 {
+    (js_sys::Math::random() * 1e12) as u64
+}
+
+/// `/gen/<len>/<seed>?<query>&probe=<random>`: a path no other run of the suite uses, so the
+/// CDN's counters and log entries for it are this test's alone.
+pub fn gen_path(len: u64, seed: u64, query: &str) -> String {
+    let sep = if query.is_empty() { "" } else { "&" };
+    format!("/gen/{len}/{seed}?{query}{sep}probe={}", probe())
+}
+
+/// `<label>-<random>`: a download identifier no other run uses.
+pub fn unique_id(label: &str) -> String {
+    format!("{label}-{}", probe())
+}
+
+/// The whole body of `url`, read with the library's fetcher.
+pub async fn fetch_all(url: &str) -> Vec<u8> {
+    let mut stream = Fetcher::start(url, FetchOptions::default()).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(piece) = stream.next_piece().await.unwrap() {
+        out.extend_from_slice(&piece.to_vec());
+    }
+    out
+}
+
+/// The CDN's SHA-256 of `/gen/<len>/<seed>`, as hex.
+pub async fn cdn_sha256(len: u64, seed: u64) -> String {
+    let url = format!("{}/gen/{len}/{seed}.sha256", cdn_origin());
+    String::from_utf8(fetch_all(&url).await).unwrap()
+}
+
+/// One `GET` the CDN logged.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub status: u64,
+    pub sent: u64,
+}
+
+/// The `GET`s the CDN logged for exactly `path` (path and query), in order.
+pub async fn gets(path: &str) -> Vec<Logged> {
+    let log: serde_json::Value =
+        serde_json::from_slice(&fetch_all(&format!("{}/_control/log", cdn_origin())).await)
+            .unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path_and_query"] == path)
+        .map(|r| Logged {
+            range: r["range"].as_str().map(str::to_string),
+            if_range: r["if_range"].as_str().map(str::to_string),
+            status: r["status"].as_u64().unwrap(),
+            sent: r["body_bytes_sent"].as_u64().unwrap(),
+        })
+        .collect()
 }

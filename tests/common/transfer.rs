@@ -15,7 +15,6 @@ use background_assets::core::error::Error;
 use background_assets::core::policy::DomainAllowList;
 use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
 use background_assets::web::container::Container;
-use background_assets::web::fetcher::{FetchOptions, Fetcher};
 use background_assets::web::js;
 use background_assets::web::locks::{acquire, LockOptions};
 use background_assets::web::serve::serve;
@@ -25,6 +24,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
+use super::common::{cdn_sha256, fetch_all, gen_path, gets, probe, unique_id};
 use super::container::{fresh, remove};
 
 const MIB: u64 = 1 << 20;
@@ -37,67 +37,12 @@ fn cdn() -> &'static str {
     super::common::cdn_origin()
 }
 
-fn probe() -> u64 {
-    (js_sys::Math::random() * 1e12) as u64
-}
-
-/// `/gen/<len>/<seed>?<query>&probe=<random>`: a path no other run of the suite uses.
-fn gen_path(len: u64, seed: u64, query: &str) -> String {
-    let sep = if query.is_empty() { "" } else { "&" };
-    format!("/gen/{len}/{seed}?{query}{sep}probe={}", probe())
-}
-
-fn unique_id(label: &str) -> String {
-    format!("{label}-{}", probe())
-}
-
-async fn fetch_text(url: &str) -> Vec<u8> {
-    let mut stream = Fetcher::start(url, FetchOptions::default()).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(piece) = stream.next_piece().await.unwrap() {
-        out.extend_from_slice(&piece.to_vec());
-    }
-    out
-}
-
-/// The CDN's SHA-256 of `/gen/<len>/<seed>`, as hex.
-async fn cdn_sha256(len: u64, seed: u64) -> String {
-    let url = format!("{}/gen/{len}/{seed}.sha256", cdn());
-    String::from_utf8(fetch_text(&url).await).unwrap()
-}
-
 fn digest_bytes(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
     out
-}
-
-/// One `GET` the CDN logged.
-#[derive(Debug, Clone)]
-struct Logged {
-    range: Option<String>,
-    if_range: Option<String>,
-    status: u64,
-    sent: u64,
-}
-
-/// The `GET`s the CDN logged for exactly `path` (path and query), in order.
-async fn gets(path: &str) -> Vec<Logged> {
-    let log: serde_json::Value =
-        serde_json::from_slice(&fetch_text(&format!("{}/_control/log", cdn())).await).unwrap();
-    log.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["method"] == "GET" && r["path_and_query"] == path)
-        .map(|r| Logged {
-            range: r["range"].as_str().map(str::to_string),
-            if_range: r["if_range"].as_str().map(str::to_string),
-            status: r["status"].as_u64().unwrap(),
-            sent: r["body_bytes_sent"].as_u64().unwrap(),
-        })
-        .collect()
 }
 
 /// A spec for `path` with the CDN's size and digest declared, 1 MiB chunks (or `chunk`) and
@@ -652,7 +597,7 @@ async fn an_asset_stored_by_run_is_served_with_ranges() {
         .await
         .unwrap();
     let body = js_sys::Uint8Array::new(&body).to_vec();
-    let original = fetch_text(&format!("{}/gen/{LEN}/{seed}", cdn())).await;
+    let original = fetch_all(&format!("{}/gen/{LEN}/{seed}", cdn())).await;
     assert_eq!(body, &original[first as usize..=last as usize]);
 
     let tail = serve(&c, &id, Some("bytes=-5")).await.unwrap();
