@@ -167,6 +167,9 @@ pub struct ManagerConfig {
     pub transfer: TransferConfig,
     /// Who calls; `None` detects it ([`detect_caller`]).
     pub caller: Option<Caller>,
+    /// Where the declaration was loaded from (`pkg.json`), if it was: re-read by
+    /// `check_for_updates` when the declaration names no manifest URL.
+    pub declaration_url: Option<url::Url>,
 }
 
 impl ManagerConfig {
@@ -188,27 +191,76 @@ impl ManagerConfig {
             limits: QueueLimits::default(),
             transfer: TransferConfig::default(),
             caller: None,
+            declaration_url: None,
         }
     }
 
-    /// The configuration of [`DownloadManager::shared`]: the running global's origin, an empty
-    /// declaration (same origin only) unless the database already holds a state.
+    /// The configuration of [`DownloadManager::shared`]: the running global's origin and the
+    /// declaration at `{origin}/pkg.json` (an empty declaration, same origin only, when the
+    /// origin serves none: `404`). A stored state keeps its own declaration.
+    ///
+    /// Errors: [`Error::InvalidDeclaration`] (the JSON path of what is wrong),
+    /// [`Error::Network`] when `pkg.json` cannot be fetched, [`Error::HttpStatus`] for an answer
+    /// other than 2xx or 404.
     ///
     /// # Example
     /// ```no_run
-    /// let config = background_assets::web::manager::ManagerConfig::for_global().unwrap();
+    /// # async fn demo() {
+    /// let config = background_assets::web::manager::ManagerConfig::for_global().await.unwrap();
     /// assert_eq!(config.page_url.path(), "/");
+    /// # }
     /// ```
-    pub fn for_global() -> Result<ManagerConfig> {
+    pub async fn for_global() -> Result<ManagerConfig> {
         let origin = js::origin();
         let page_url = url::Url::parse(&origin)
             .and_then(|u| u.join("/"))
             .map_err(|e| Error::Unsupported {
                 what: format!("a global whose origin `{origin}` is not a URL: {e}"),
             })?;
-        let declaration = parse_declaration("{}", &page_url)?;
-        Ok(ManagerConfig::new(declaration, page_url))
+        let declaration_url = page_url.join("pkg.json").map_err(|e| Error::Unsupported {
+            what: format!("`pkg.json` on `{page_url}`: {e}"),
+        })?;
+        let text = fetch_text(&declaration_url).await?;
+        let declaration = parse_declaration(text.as_deref().unwrap_or("{}"), &page_url)?;
+        let mut config = ManagerConfig::new(declaration, page_url);
+        if text.is_some() {
+            config.declaration_url = Some(declaration_url);
+        }
+        Ok(config)
     }
+}
+
+/// GETs `url` as text: `None` on `404`.
+pub(crate) async fn fetch_text(url: &url::Url) -> Result<Option<String>> {
+    use wasm_bindgen_futures::JsFuture;
+    let network = |e: JsValue| Error::Network {
+        message: format!("GET {url}: {}", js::describe(&e)),
+    };
+    let fetch = js::get(&js_sys::global(), "fetch")
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| Error::Unsupported {
+            what: "a global without fetch".into(),
+        })?;
+    let promise = fetch
+        .call1(&js_sys::global(), &JsValue::from_str(url.as_str()))
+        .map_err(network)?;
+    let response: web_sys::Response = JsFuture::from(js_sys::Promise::from(promise))
+        .await
+        .map_err(network)?
+        .unchecked_into();
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    if !response.ok() {
+        return Err(Error::HttpStatus {
+            identifier: url.to_string(),
+            status: response.status(),
+        });
+    }
+    let text = JsFuture::from(response.text().map_err(network)?)
+        .await
+        .map_err(network)?;
+    Ok(Some(text.as_string().unwrap_or_default()))
 }
 
 /// A finished download: what [`DownloadManagerDelegate::did_finish`] receives, with a handle to
@@ -235,6 +287,34 @@ impl std::fmt::Debug for FinishedDownload {
 }
 
 impl FinishedDownload {
+    #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
+    pub(crate) fn new(
+        identifier: Identifier,
+        size: u64,
+        sha256: String,
+        container: Rc<Container>,
+    ) -> FinishedDownload {
+        FinishedDownload {
+            identifier,
+            size,
+            sha256,
+            container,
+        }
+    }
+
+    /// The URL the service worker serves the asset at (with `Range`), for `<video src>`,
+    /// `fetch` or an `<img>`: see [`served_url`](crate::web::serve::served_url).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(finished: background_assets::web::manager::FinishedDownload) {
+    /// assert!(finished.url().contains("/background-assets/id/"));
+    /// # }
+    /// ```
+    pub fn url(&self) -> String {
+        crate::web::serve::served_url(self.identifier.as_str())
+    }
+
     /// The stored asset's record (content type, chunk count...), if it is still stored.
     ///
     /// # Example
@@ -310,7 +390,43 @@ pub trait DownloadManagerDelegate {
     fn did_finish(&self, _id: &Identifier, _finished: FinishedDownload) {}
     /// A failed essential download was scheduled again as a non-essential one.
     fn did_requeue_as_non_essential(&self, _id: &Identifier) {}
+    /// The server answered 401, 403 or 407: return the request headers to retry with (for
+    /// example `Authorization`), or `None` to let the download fail with
+    /// [`Error::AuthenticationRequired`]. Asked of the delegate of the global running the
+    /// transfer.
+    fn authentication_challenge(
+        &self,
+        _id: &Identifier,
+        _challenge: &AuthChallenge,
+    ) -> LocalBoxFuture<'static, Option<Credentials>> {
+        async { None }.boxed_local()
+    }
 }
+
+/// What [`DownloadManagerDelegate::authentication_challenge`] is asked about.
+///
+/// # Example
+/// ```
+/// use background_assets::web::manager::AuthChallenge;
+/// let challenge = AuthChallenge {
+///     url: "https://cdn.example/a".into(),
+///     status: 401,
+///     www_authenticate: Some("Bearer".into()),
+/// };
+/// assert_eq!(challenge.status, 401);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthChallenge {
+    /// The request URL.
+    pub url: String,
+    /// 401, 403 or 407.
+    pub status: u16,
+    /// The `WWW-Authenticate` (or `Proxy-Authenticate`) header, if the response exposed it.
+    pub www_authenticate: Option<String>,
+}
+
+/// Request headers a delegate answers an [`AuthChallenge`] with (name, value).
+pub type Credentials = Vec<(String, String)>;
 
 type DelegateSlot = Rc<RefCell<Option<Rc<dyn DownloadManagerDelegate>>>>;
 
@@ -336,6 +452,8 @@ struct Engine {
     /// Transfers that finished after the core had already paused or pre-empted them: reported
     /// when the core starts them again (nothing is fetched twice).
     unreported: RefCell<BTreeMap<Identifier, StoredAsset>>,
+    /// Who is told after every state change ([`DownloadManager::changes`]).
+    watchers: RefCell<Vec<futures::channel::mpsc::UnboundedSender<()>>>,
 }
 
 impl Engine {
@@ -374,6 +492,7 @@ impl Engine {
             wakeup: RefCell::default(),
             closed: Cell::new(false),
             unreported: RefCell::default(),
+            watchers: RefCell::default(),
         });
         engine.save().await?;
         for id in orphans {
@@ -569,11 +688,19 @@ impl Engine {
         if let Err(error) = saved.await {
             warn("saving the state", &error);
         }
+        self.notify_changed();
         for gone in obsolete {
             if let Err(error) = self.container.delete(gone.as_str()).await {
                 warn(&format!("deleting `{gone}`"), &error);
             }
         }
+    }
+
+    /// Tells every [`DownloadManager::changes`] receiver that the state changed.
+    fn notify_changed(&self) {
+        self.watchers
+            .borrow_mut()
+            .retain(|watcher| watcher.unbounded_send(()).is_ok());
     }
 
     /// Delivers the core's pending events to this global's delegate (dropped if none is set).
@@ -619,6 +746,7 @@ impl Engine {
     async fn decided(self: &Rc<Self>) -> Result<()> {
         self.dispatch();
         self.save().await?;
+        self.notify_changed();
         self.pump();
         Ok(())
     }
@@ -687,7 +815,7 @@ impl DownloadManager {
             shared
                 .borrow_mut()
                 .get_or_insert_with(|| {
-                    DownloadManager::lazy(async { ManagerConfig::for_global() }.boxed_local())
+                    DownloadManager::lazy(ManagerConfig::for_global().boxed_local())
                 })
                 .clone()
         })
@@ -973,6 +1101,75 @@ impl DownloadManager {
         let engine = self.engine().await?;
         engine.core.borrow_mut().set_limits(limits);
         engine.decided().await
+    }
+
+    /// Schedules `download` as `caller` (the extension's lifecycle handlers schedule as
+    /// `Caller::Extension { event: Some(..) }`, which may schedule essential downloads).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(d: background_assets::core::download::UrlDownload)
+    /// #     -> Result<(), background_assets::core::error::Error> {
+    /// use background_assets::core::manager::{Caller, ExtensionEvent};
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// let installing = Caller::Extension { event: Some(ExtensionEvent::Install) };
+    /// manager.schedule_as(d, installing).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn schedule_as(&self, download: UrlDownload, caller: Caller) -> Result<()> {
+        self.decide(move |core| core.schedule(download, caller, now()))
+            .await
+    }
+
+    /// A decision on the core: runs `f`, then delivers the events, saves the state (waiting for
+    /// the commit) and starts what may start. Nothing is saved when `f` fails.
+    pub(crate) async fn decide<T>(
+        &self,
+        f: impl FnOnce(&mut CoreManager) -> Result<T>,
+    ) -> Result<T> {
+        let engine = self.engine().await?;
+        let value = f(&mut engine.core.borrow_mut())?;
+        engine.decided().await?;
+        Ok(value)
+    }
+
+    /// Reads the core's state.
+    #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
+    pub(crate) async fn inspect<T>(&self, f: impl FnOnce(&CoreManager) -> T) -> Result<T> {
+        let engine = self.engine().await?;
+        let core = engine.core.borrow();
+        Ok(f(&core))
+    }
+
+    /// A stream that receives `()` after every change of the state this global sees (its own
+    /// decisions, transfers ending, other contexts' changes). Dropping it unsubscribes.
+    #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
+    pub(crate) async fn changes(&self) -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+        let engine = self.engine().await?;
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        engine.watchers.borrow_mut().push(sender);
+        Ok(receiver)
+    }
+
+    /// Takes a message another context posted to this one (the worker entry passes the
+    /// messages pages post to the service worker): events routed to the extension, state
+    /// changes.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(data: wasm_bindgen::JsValue) {
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.deliver_remote(data).await.ok();
+    /// # }
+    /// ```
+    pub async fn deliver_remote(&self, message: JsValue) -> Result<()> {
+        let _engine = self.engine().await?;
+        Err(Error::Unsupported {
+            what: format!(
+                "a message from another context ({}): cross-context routing is not built yet",
+                js::describe(&message)
+            ),
+        })
     }
 
     /// Apple's `withExclusiveControl`: runs `f` while holding the Web Lock [`EXCLUSIVE_LOCK`]

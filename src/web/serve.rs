@@ -31,6 +31,33 @@ use super::js;
 use crate::core::error::Error;
 use crate::core::range::{resolve, RangeOutcome};
 
+/// The path prefix under which the service worker serves stored assets.
+pub const SERVE_PREFIX: &str = "/background-assets/";
+
+/// The URL (on this global's origin) the service worker serves the stored download `identifier`
+/// at: `{origin}/background-assets/id/{identifier}`.
+///
+/// # Example
+/// ```no_run
+/// let url = background_assets::web::serve::served_url("level-2");
+/// assert!(url.ends_with("/background-assets/id/level-2"));
+/// ```
+pub fn served_url(identifier: &str) -> String {
+    format!("{}{SERVE_PREFIX}id/{identifier}", js::origin())
+}
+
+/// The URL the service worker serves the current version of the pack file at `path` at:
+/// `{origin}/background-assets/file/{path}`.
+///
+/// # Example
+/// ```no_run
+/// let url = background_assets::web::serve::served_file_url("levels/world-1.bin");
+/// assert!(url.ends_with("/background-assets/file/levels/world-1.bin"));
+/// ```
+pub fn served_file_url(path: &str) -> String {
+    format!("{}{SERVE_PREFIX}file/{path}", js::origin())
+}
+
 fn failed(operation: &str, error: &JsValue) -> Error {
     Error::Storage {
         message: format!("{operation}: {}", js::describe(error)),
