@@ -169,6 +169,10 @@ pub enum Error {
     /// The engine lacks an API the call needs.
     #[error("not supported in this engine: {what}")]
     Unsupported { what: String },
+    /// A JavaScript caller passed a value of the wrong type or shape (`argument` names it, for
+    /// example `setDelegate(delegate)` or `open(options).database`).
+    #[error("invalid argument `{argument}`: {reason}")]
+    InvalidArgument { argument: String, reason: String },
 }
 
 /// A call name or a state label: `&'static str` when the code makes the error, owned text
@@ -220,6 +224,7 @@ impl Error {
             Storage { .. } => 1500,
             Cancelled { .. } => 1600,
             Unsupported { .. } => 1700,
+            InvalidArgument { .. } => 1800,
         }
     }
 
@@ -266,6 +271,7 @@ impl Error {
             Storage { .. } => "Storage",
             Cancelled { .. } => "Cancelled",
             Unsupported { .. } => "Unsupported",
+            InvalidArgument { .. } => "InvalidArgument",
         }
     }
 
@@ -397,6 +403,10 @@ mod tests {
             Error::Storage { message: id() },
             Error::Cancelled { identifier: id() },
             Error::Unsupported { what: id() },
+            Error::InvalidArgument {
+                argument: id(),
+                reason: id(),
+            },
         ]
     }
 
