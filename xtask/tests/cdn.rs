@@ -963,3 +963,26 @@ fn bad_config_is_refused() {
     .unwrap();
     assert!(err.to_string().contains("bad header"));
 }
+
+#[test]
+fn echo_answers_the_decoded_body_as_json_and_refuses_a_missing_one() {
+    let server = server();
+    let url = format!(
+        "{}/echo?probe=1&body=%7B%22assetPacks%22%3A%5B%5D%7D",
+        server.origin()
+    );
+    let answer = get(&url, &[]);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, br#"{"assetPacks":[]}"#);
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert_cors(&answer);
+    for bad in ["/echo", "/echo?body=%zz", "/echo?other=1"] {
+        let answer = get(&format!("{}{bad}", server.origin()), &[]);
+        assert_eq!(answer.status, 400, "{bad}");
+        assert!(
+            String::from_utf8_lossy(&answer.body).contains("body="),
+            "{bad}"
+        );
+    }
+}

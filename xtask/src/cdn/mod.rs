@@ -60,6 +60,7 @@
 //! | `fault=redirect-origin:URL` | 302 to the absolute URL (another origin) |
 //! | `times=K` | the faults apply to the first K `GET`/`HEAD` requests of this exact path+query only; later ones are served normally (`throttle` still applies) |
 //! | `throttle=BYTES_PER_SEC` | pace the body (frames of rate/10 bytes, at most 64 KiB); not a fault, so `times` does not limit it |
+//! | `GET /echo?body=TEXT` | not a fault: answers the percent-decoded TEXT as `application/json` (`no-store`); the pack tests serve remote manifests with it |
 //!
 //! Precedence: `status`, then `redirect`, then the body. If several of `drop`, `short` and
 //! `stall` cut the body, the earliest cut wins. Counters (for `times` and `etag-change`) are per
@@ -458,6 +459,9 @@ async fn route(
         );
         return response;
     }
+    if path == "/echo" {
+        return echo(req.uri().query());
+    }
     if let Some(rest) = path.strip_prefix("/gen/") {
         return generated(shared, close, req, rest).await;
     }
@@ -515,6 +519,31 @@ fn control_endpoint(shared: &Shared, method: &Method, what: &str) -> Response<Re
         ),
         _ => text(StatusCode::NOT_FOUND, "unknown control endpoint\n"),
     }
+}
+
+/// `GET /echo?body=<percent-encoded text>`: the decoded text as `application/json` (tests serve
+/// remote manifests and declarations with it); 400 naming `body` when it is missing or not
+/// percent-encoded UTF-8.
+fn echo(query: Option<&str>) -> Response<ResponseBody> {
+    let body = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("body="))
+        .and_then(faults::percent_decode);
+    let Some(body) = body else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "/echo needs `body=<percent-encoded UTF-8>`\n",
+        );
+    };
+    let mut response = Response::new(ResponseBody::full(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn generated(
