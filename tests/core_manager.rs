@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use background_assets::core::declaration::{parse_declaration, Declaration, InstallationEvent};
+use background_assets::core::declaration::{
+    parse_declaration, Declaration, DownloadPolicy, InstallationEvent,
+};
 use background_assets::core::download::*;
 use background_assets::core::error::Error;
 use background_assets::core::manager::*;
@@ -1206,4 +1208,215 @@ proptest! {
         let first = run(&ops, max)?;
         prop_assert_eq!(first, run(&ops, max)?);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asset packs: what the web layer's pack API reads and decides with
+// ---------------------------------------------------------------------------------------------
+
+fn v(version: &str, pack: &str) -> String {
+    PACKS.replace(
+        &format!(r#""id": "{pack}", "version": "1""#),
+        &format!(r#""id": "{pack}", "version": "{version}""#),
+    )
+}
+
+#[test]
+fn packs_lists_declared_then_obsolete_packs_with_status_and_files() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    m.did_launch();
+    let packs = m.packs();
+    let ids: Vec<&str> = packs.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec!["intro", "levels", "maps"]);
+    let levels = &packs[1];
+    assert_eq!(
+        (levels.version.as_str(), levels.stored_version.as_deref()),
+        ("1", None)
+    );
+    assert_eq!(
+        (levels.policy, levels.size, levels.status),
+        (
+            Some(DownloadPolicy::Prefetch),
+            9,
+            PackStatus::DownloadAvailable
+        )
+    );
+    assert_eq!(levels.files[1].path, "levels/2.bin");
+    assert_eq!(
+        levels.files[1].identifier,
+        pack_file_identifier(&id("levels"), "1", "levels/2.bin")
+    );
+    assert_eq!(
+        levels.files[1].url.as_deref(),
+        Some("https://app.example.com/l2.bin")
+    );
+    assert_eq!(levels.files[1].sha256.as_deref(), Some(&*"2".repeat(64)));
+
+    // Half of `levels` stored: that file says so, the pack is still downloading.
+    m.schedule_pack("levels", Caller::Page, 0).unwrap();
+    m.set_limits(QueueLimits {
+        max_concurrent: 1,
+        bandwidth: None,
+    });
+    let first = m.poll_start(1).remove(0);
+    let file = m.pack_file(&first).unwrap().clone();
+    m.on_finished(&first, file.size, file.sha256).unwrap();
+    let levels = m.packs().remove(1);
+    assert_eq!(levels.status, PackStatus::Downloading);
+    let stored: Vec<bool> = levels.files.iter().map(|f| f.stored).collect();
+    assert_eq!(stored, vec![true, false]);
+    finish_all(&mut m);
+    let levels = m.packs().remove(1);
+    assert_eq!(levels.stored_version.as_deref(), Some("1"));
+    assert!(levels.files.iter().all(|f| f.stored));
+
+    // Dropped from the manifest: listed after the declared ones, obsolete, with stored sizes.
+    m.apply_manifest(declaration(
+        &PACKS.replace(r#""id": "levels""#, r#""id": "music""#),
+    ));
+    let packs = m.packs();
+    let ids: Vec<&str> = packs.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec!["intro", "music", "maps", "levels"]);
+    let obsolete = &packs[3];
+    assert_eq!(
+        (obsolete.status, obsolete.policy, obsolete.size),
+        (PackStatus::Obsolete, None, 9)
+    );
+    assert!(obsolete
+        .files
+        .iter()
+        .all(|f| f.stored && f.url.is_none() && f.sha256.is_none()));
+    // The listing survives storage (the web layer hands it to JS as JSON).
+    let json = serde_json::to_value(&packs).unwrap();
+    assert_eq!(json[3]["storedVersion"], "1");
+    assert_eq!(json[0]["status"], "downloadAvailable");
+}
+
+#[test]
+fn a_failed_pack_file_keeps_its_error_until_it_is_scheduled_again() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    m.did_launch();
+    assert_eq!(m.pack_failure("maps"), None);
+    let ids = m.schedule_pack("maps", Caller::Page, 0).unwrap();
+    let started = m.poll_start(1);
+    assert_eq!(started, ids);
+    let wrong = m.on_finished(&started[0], 6, [7; 32]).unwrap_err();
+    assert_eq!(wrong.name(), "IntegrityMismatch");
+    assert_eq!(m.failure(&started[0]), Some(&wrong));
+    assert_eq!(m.pack_failure("maps"), Some(wrong.clone()));
+    assert_eq!(m.pack_status("maps"), Ok(PackStatus::DownloadAvailable));
+    // The error survives storage, and a state stored before errors were kept still loads.
+    let json = serde_json::to_string(&m).unwrap();
+    let restored: Manager = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored.pack_failure("maps"), Some(wrong.clone()));
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for record in old["records"].as_object_mut().unwrap().values_mut() {
+        record.as_object_mut().unwrap().remove("error");
+    }
+    let old: Manager = serde_json::from_value(old).unwrap();
+    assert_eq!(
+        old.pack_failure("maps").map(|e| e.name()),
+        Some("Cancelled"),
+        "a failure without its stored reason is still a failure"
+    );
+    // Scheduled again: no failure while it runs.
+    assert_eq!(m.schedule_pack("maps", Caller::Page, 2).unwrap(), ids);
+    assert_eq!(m.failure(&ids[0]), None);
+    assert_eq!(m.pack_failure("maps"), None);
+    assert_eq!(
+        code(m.schedule_pack("nope", Caller::Page, 2)),
+        "AssetPackDoesNotExist"
+    );
+}
+
+#[test]
+fn schedule_pack_changes_nothing_when_one_file_is_refused() {
+    // Before launch, the extension's allowance admits `levels/1.bin` (4) but not both (9).
+    let limited = PACKS.replace(r#""downloadAllowance": 1000"#, r#""downloadAllowance": 6"#);
+    let mut m = Manager::new(declaration(&limited), &page());
+    let before = m.clone();
+    let refused = m.schedule_pack("levels", INSTALL, 0);
+    assert_eq!(code(refused), "DownloadWouldExceedAllowance");
+    assert_eq!(m, before, "nothing scheduled, nothing tracked");
+    assert!(m.current_downloads().is_empty());
+    assert_eq!(m.remaining_allowance().unwrap().total, 6);
+}
+
+#[test]
+fn essential_pending_lasts_through_a_requeue_until_the_download_ends() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    assert!(!m.essential_pending());
+    for d in m
+        .downloads_for(InstallationEvent::FirstInstallation, 0)
+        .unwrap()
+    {
+        m.schedule(d, INSTALL, 0).unwrap();
+    }
+    assert!(m.essential_pending());
+    let intro = pack_file_identifier(&id("intro"), "1", "video/intro.mp4");
+    m.poll_start(1);
+    m.on_failed(
+        &intro,
+        Error::HttpStatus {
+            identifier: intro.to_string(),
+            status: 500,
+        },
+        2,
+    )
+    .unwrap();
+    let info = m.download(&intro).unwrap();
+    assert!(info.requeued_from_essential && !info.essential);
+    assert!(m.essential_pending(), "re-queued essential still gates");
+    // Prefetch files finishing change nothing; the requeued one failing again ends the wait.
+    m.poll_start(3);
+    m.on_failed(
+        &intro,
+        Error::HttpStatus {
+            identifier: intro.to_string(),
+            status: 500,
+        },
+        4,
+    )
+    .unwrap();
+    assert_eq!(state(&m, intro.as_str()), DownloadState::Failed);
+    assert!(!m.essential_pending());
+    assert_eq!(m.pack_failure("intro").unwrap().name(), "HttpStatus");
+}
+
+#[test]
+fn update_downloads_fetch_new_versions_of_stored_packs_only() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    m.did_launch();
+    m.schedule_pack("maps", Caller::Page, 0).unwrap();
+    finish_all(&mut m);
+    assert!(m.update_downloads(1).unwrap().is_empty(), "all current");
+    // maps (stored) and levels (never stored) both change version.
+    let two = v("2", "maps").replace(
+        r#""id": "levels", "version": "1""#,
+        r#""id": "levels", "version": "2""#,
+    );
+    let update = m.apply_manifest(declaration(&two));
+    assert_eq!(update.updated, vec![id("levels"), id("maps")]);
+    let downloads = m.update_downloads(2).unwrap();
+    let ids: Vec<&str> = downloads.iter().map(|d| d.identifier.as_str()).collect();
+    assert_eq!(ids, vec!["maps.2.maps_2feu_2emap"]);
+    assert!(!downloads[0].essential);
+    for d in downloads {
+        m.schedule(d, Caller::Page, 2).unwrap();
+    }
+    assert_eq!(
+        m.scheduled_pack_files("maps"),
+        vec![id("maps.2.maps_2feu_2emap")]
+    );
+    assert!(m.scheduled_pack_files("levels").is_empty());
+    assert!(m.scheduled_pack_files("no pack").is_empty());
+    // A version 3 would cancel the pending version 2; version 2 again would not.
+    assert_eq!(
+        m.superseded_by(&declaration(&v("3", "maps"))),
+        vec![id("maps.2.maps_2feu_2emap")]
+    );
+    assert!(m.superseded_by(&declaration(&two)).is_empty());
+    let update = m.apply_manifest(declaration(&v("3", "maps")));
+    assert_eq!(update.cancelled, vec![id("maps.2.maps_2feu_2emap")]);
+    assert!(m.scheduled_pack_files("maps").is_empty());
 }

@@ -291,6 +291,44 @@ pub struct PackUpdate {
     pub cancelled: Vec<Identifier>,
 }
 
+/// One file of an asset pack, as [`Manager::packs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackFileInfo {
+    /// Its path inside the pack (what [`Manager::file_for_path`] answers).
+    pub path: String,
+    /// Its storage identifier ([`pack_file_identifier`]).
+    pub identifier: Identifier,
+    /// Where it is downloaded from (`None` for a file of an obsolete pack).
+    pub url: Option<String>,
+    /// Its size in bytes (declared; for an obsolete pack, as stored).
+    pub size: u64,
+    /// Its declared SHA-256, lowercase hex (`None` for a file of an obsolete pack).
+    pub sha256: Option<String>,
+    /// Whether this file of this version is stored and verified.
+    pub stored: bool,
+}
+
+/// An asset pack with its status ([`Manager::packs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackInfo {
+    /// The pack.
+    pub id: Identifier,
+    /// The declared version (for an obsolete pack, the stored one).
+    pub version: String,
+    /// The stored, readable version, if any (older than `version` while an update is pending).
+    pub stored_version: Option<String>,
+    /// Its download policy (`None` for an obsolete pack: it is no longer declared).
+    pub policy: Option<DownloadPolicy>,
+    /// Total bytes of `version`'s files.
+    pub size: u64,
+    /// Its status.
+    pub status: PackStatus,
+    /// The files of `version`, in declaration order (stored order for an obsolete pack).
+    pub files: Vec<PackFileInfo>,
+}
+
 /// The storage identifier of one file of one version of an asset pack.
 ///
 /// Encoding (deterministic, injective, always a valid [`Identifier`]):
@@ -408,6 +446,10 @@ struct Record {
     requeued: bool,
     scheduled_at: Millis,
     failed_at: Option<Millis>,
+    /// Why it last failed (kept while it stays failed; states stored before this field read
+    /// back as `None`).
+    #[serde(default)]
+    error: Option<Error>,
 }
 
 impl Record {
@@ -628,6 +670,7 @@ impl Manager {
                 requeued: false,
                 scheduled_at: now,
                 failed_at: None,
+                error: None,
             },
         );
         Ok(())
@@ -760,6 +803,7 @@ impl Manager {
     fn end_failed(&mut self, id: &Identifier, error: Error) -> Result<()> {
         let record = self.record_mut(id)?;
         record.state.transition(DownloadState::Failed, id)?;
+        record.error = Some(error.clone());
         self.queue.remove(id);
         self.policy.release(id);
         self.emit(ManagerEvent::Failed {
@@ -1482,6 +1526,272 @@ impl Manager {
             let id = version.files.get(path)?;
             Some((pack_id.clone(), id.clone()))
         })
+    }
+
+    /// Every pack, declared ones in declaration order, then obsolete (stored, no longer
+    /// declared) ones, each with its status and files.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::manager::*;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let declaration = parse_declaration(r#"{ "assetPacks": [
+    ///   { "id": "maps", "version": "1", "downloadPolicy": "onDemand", "files": [
+    ///     { "path": "eu.map", "url": "eu.map", "size": 3,
+    ///       "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" } ] } ] }"#,
+    ///   &page)?;
+    /// let manager = Manager::new(declaration, &page);
+    /// let packs = manager.packs();
+    /// assert_eq!((packs[0].id.as_str(), packs[0].size, packs[0].status), ("maps", 3, PackStatus::DownloadAvailable));
+    /// assert_eq!(packs[0].files[0].url.as_deref(), Some("https://app.example.com/eu.map"));
+    /// assert!(!packs[0].files[0].stored);
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
+    pub fn packs(&self) -> Vec<PackInfo> {
+        let mut out = Vec::new();
+        for pack in &self.declaration.asset_packs {
+            let store = self.packs.get(&pack.id);
+            let stored_version = store
+                .and_then(|s| s.complete.as_ref())
+                .map(|v| v.version.clone());
+            // Paths of the declared version that are stored and verified.
+            let stored: BTreeSet<String> = match store {
+                Some(s)
+                    if s.complete
+                        .as_ref()
+                        .is_some_and(|v| v.version == pack.version) =>
+                {
+                    pack.files.iter().map(|f| f.path.clone()).collect()
+                }
+                Some(s) => s
+                    .pending
+                    .as_ref()
+                    .filter(|v| v.version == pack.version)
+                    .map(|v| v.stored.clone())
+                    .unwrap_or_default(),
+                None => BTreeSet::new(),
+            };
+            out.push(PackInfo {
+                id: pack.id.clone(),
+                version: pack.version.clone(),
+                stored_version,
+                policy: Some(pack.download_policy),
+                size: pack.size(),
+                status: self
+                    .pack_status(pack.id.as_str())
+                    .unwrap_or(PackStatus::DownloadAvailable),
+                files: pack
+                    .files
+                    .iter()
+                    .map(|f| PackFileInfo {
+                        path: f.path.clone(),
+                        identifier: pack_file_identifier(&pack.id, &pack.version, &f.path),
+                        url: Some(f.url.to_string()),
+                        size: f.size,
+                        sha256: Some(hex(&f.sha256)),
+                        stored: stored.contains(&f.path),
+                    })
+                    .collect(),
+            });
+        }
+        for (pack_id, store) in &self.packs {
+            if self.declaration.pack(pack_id.as_str()).is_some() {
+                continue;
+            }
+            let Ok(status) = self.pack_status(pack_id.as_str()) else {
+                continue;
+            };
+            let Some(version) = store.complete.as_ref().or(store.pending.as_ref()) else {
+                continue;
+            };
+            let files: Vec<PackFileInfo> = version
+                .files
+                .iter()
+                .map(|(path, identifier)| PackFileInfo {
+                    path: path.clone(),
+                    identifier: identifier.clone(),
+                    url: None,
+                    size: self.records.get(identifier).map_or(0, |r| r.written),
+                    sha256: None,
+                    stored: version.stored.contains(path),
+                })
+                .collect();
+            out.push(PackInfo {
+                id: pack_id.clone(),
+                version: version.version.clone(),
+                stored_version: store.complete.as_ref().map(|v| v.version.clone()),
+                policy: None,
+                size: files.iter().map(|f| f.size).sum(),
+                status,
+                files,
+            });
+        }
+        out
+    }
+
+    /// Why a known download last failed, while it stays failed (`None` once it is scheduled
+    /// again or finished).
+    pub fn failure(&self, id: &Identifier) -> Option<&Error> {
+        let record = self.records.get(id)?;
+        (record.state == DownloadState::Failed)
+            .then_some(record.error.as_ref())
+            .flatten()
+    }
+
+    /// Why fetching the declared version of `pack_id` failed: the error of a failed file of
+    /// that version (while nothing of it is scheduled), if any.
+    pub fn pack_failure(&self, pack_id: &str) -> Option<Error> {
+        let pack = self.declaration.pack(pack_id)?;
+        let pending = self
+            .packs
+            .get(&pack.id)?
+            .pending
+            .as_ref()
+            .filter(|v| v.version == pack.version)?;
+        if pending.files.values().any(|id| self.is_scheduled(id)) {
+            return None;
+        }
+        pending.files.values().find_map(|id| {
+            let record = self.records.get(id)?;
+            (record.state == DownloadState::Failed).then(|| {
+                record.error.clone().unwrap_or_else(|| Error::Cancelled {
+                    identifier: id.to_string(),
+                })
+            })
+        })
+    }
+
+    /// Whether a download that is essential, or was before it failed and was re-queued as a
+    /// non-essential one, is still waiting, running or paused: the launch gate waits for none
+    /// to be.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::download::*;
+    /// use background_assets::core::manager::*;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let mut manager = Manager::new(parse_declaration("{}", &page)?, &page);
+    /// manager.did_launch();
+    /// assert!(!manager.essential_pending());
+    /// let core = UrlDownload::new(Identifier::new("core")?,
+    ///     DownloadRequest::get("https://app.example.com/core")?, true, Some(3), Priority::DEFAULT, 0)?;
+    /// manager.schedule(core, Caller::Extension { event: Some(ExtensionEvent::Install) }, 0)?;
+    /// assert!(manager.essential_pending());
+    /// let id = manager.poll_start(0).remove(0);
+    /// manager.on_finished(&id, 3, [0; 32])?;
+    /// assert!(!manager.essential_pending());
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
+    pub fn essential_pending(&self) -> bool {
+        self.records
+            .values()
+            .any(|r| r.state.is_scheduled() && (r.download.essential || r.requeued))
+    }
+
+    /// Schedules, as one decision, every file of `pack_id`'s declared version that is neither
+    /// stored nor scheduled (non-essential downloads; Apple's `ensureLocalAvailability`), and
+    /// returns their identifiers. When any of them is refused, nothing changes and that error
+    /// is returned. [`Error::AssetPackDoesNotExist`] if the pack is not declared.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::manager::*;
+    /// use url::Url;
+    ///
+    /// let page = Url::parse("https://app.example.com/").unwrap();
+    /// let declaration = parse_declaration(r#"{ "assetPacks": [
+    ///   { "id": "maps", "version": "1", "downloadPolicy": "onDemand", "files": [
+    ///     { "path": "eu.map", "url": "eu.map", "size": 3,
+    ///       "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" } ] } ] }"#,
+    ///   &page)?;
+    /// let mut manager = Manager::new(declaration, &page);
+    /// manager.did_launch();
+    /// assert_eq!(manager.schedule_pack("maps", Caller::Page, 0)?.len(), 1);
+    /// assert!(manager.schedule_pack("maps", Caller::Page, 0)?.is_empty()); // already scheduled
+    /// assert_eq!(manager.pack_status("maps")?, PackStatus::Downloading);
+    /// # Ok::<(), background_assets::core::error::Error>(())
+    /// ```
+    pub fn schedule_pack(
+        &mut self,
+        pack_id: &str,
+        caller: Caller,
+        now: Millis,
+    ) -> Result<Vec<Identifier>> {
+        let mut trial = self.clone();
+        let downloads = trial.ensure_local_availability(pack_id, now)?;
+        let ids = downloads.iter().map(|d| d.identifier.clone()).collect();
+        for download in downloads {
+            trial.schedule(download, caller, now)?;
+        }
+        *self = trial;
+        Ok(ids)
+    }
+
+    /// The downloads that bring stored packs up to date: every missing file of the declared
+    /// version of each pack whose stored (readable) version is an older one (`updateAvailable`
+    /// or `outdated`), as non-essential downloads. Apple starts these after `checkForUpdates`.
+    pub fn update_downloads(&mut self, now: Millis) -> Result<Vec<UrlDownload>> {
+        let stale: Vec<Identifier> = self
+            .declaration
+            .asset_packs
+            .iter()
+            .filter(|p| {
+                self.packs
+                    .get(&p.id)
+                    .and_then(|s| s.complete.as_ref())
+                    .is_some_and(|v| v.version != p.version)
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        let mut downloads = Vec::new();
+        for pack_id in stale {
+            downloads.extend(self.missing_downloads(&pack_id, false, now)?);
+        }
+        Ok(downloads)
+    }
+
+    /// The scheduled (waiting, running or paused) downloads of `pack_id`'s files, any version.
+    pub fn scheduled_pack_files(&self, pack_id: &str) -> Vec<Identifier> {
+        let Some(store) = Identifier::new(pack_id)
+            .ok()
+            .and_then(|k| self.packs.get(&k))
+        else {
+            return Vec::new();
+        };
+        store
+            .complete
+            .iter()
+            .chain(&store.pending)
+            .flat_map(|v| v.files.values())
+            .filter(|id| self.is_scheduled(id))
+            .cloned()
+            .collect()
+    }
+
+    /// The scheduled downloads that [`apply_manifest`](Self::apply_manifest) with
+    /// `declaration` would cancel (files of a pending version it no longer declares): a driver
+    /// stops their transfers first.
+    pub fn superseded_by(&self, declaration: &Declaration) -> Vec<Identifier> {
+        self.packs
+            .iter()
+            .filter_map(|(pack_id, store)| {
+                let pending = store.pending.as_ref()?;
+                let kept = declaration
+                    .pack(pack_id.as_str())
+                    .is_some_and(|p| p.version == pending.version);
+                (!kept).then_some(pending)
+            })
+            .flat_map(|v| v.files.values())
+            .filter(|id| self.is_scheduled(id))
+            .cloned()
+            .collect()
     }
 
     /// Records a finished pack file; when its version is complete it replaces the stored one.
