@@ -454,6 +454,8 @@ struct Engine {
     unreported: RefCell<BTreeMap<Identifier, StoredAsset>>,
     /// Who is told after every state change ([`DownloadManager::changes`]).
     watchers: RefCell<Vec<futures::channel::mpsc::UnboundedSender<()>>>,
+    /// Where the declaration was loaded from ([`ManagerConfig::declaration_url`]).
+    declaration_url: Option<url::Url>,
 }
 
 impl Engine {
@@ -493,6 +495,7 @@ impl Engine {
             closed: Cell::new(false),
             unreported: RefCell::default(),
             watchers: RefCell::default(),
+            declaration_url: config.declaration_url.clone(),
         });
         engine.save().await?;
         for id in orphans {
@@ -1149,6 +1152,12 @@ impl DownloadManager {
         let (sender, receiver) = futures::channel::mpsc::unbounded();
         engine.watchers.borrow_mut().push(sender);
         Ok(receiver)
+    }
+
+    /// Where the declaration was loaded from ([`ManagerConfig::declaration_url`]), if it was:
+    /// `check_for_updates` re-reads it (packs.rs).
+    pub(crate) async fn declaration_url(&self) -> Result<Option<url::Url>> {
+        Ok(self.engine().await?.declaration_url.clone())
     }
 
     /// Takes a message another context posted to this one (the worker entry passes the
