@@ -1,53 +1,169 @@
-// The service worker entry: a classic script (no import() in a service worker, and Firefox may
-// lack module workers). Every listener is added here, synchronously, during the first
-// evaluation; the wasm loads asynchronously and events wait for it inside waitUntil.
-importScripts('/pkg/worker/background_assets.js');
+// The demo's service worker: a classic script (no import() in a service worker, and Firefox may
+// lack module workers). It does three things:
+//
+//   1. runs the background-assets extension (pkg/worker/extension.js): the install / activate /
+//      periodicsync / fetch / message listeners, with this app's hooks passed in. The extension
+//      serves stored assets at /background-assets/file/<path> and /background-assets/id/<id>
+//      straight from the IndexedDB container (with Range), online or offline;
+//   2. keeps the page shell (HTML, JS, CSS, manifest, icons, the wasm package, pkg.json) in a
+//      Cache Storage cache filled at install and serves it cache-first, so the app opens offline.
+//      Only the shell lives there: every asset comes from the container;
+//   3. tells open pages what it does (BroadcastChannel "background-assets-demo"): each extension
+//      hook call, and each request for a stored asset with its Range header.
+//
+// Every listener is added synchronously during the first evaluation, as service workers require.
+importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
 
-let wasmReady = null;
+/** Bump after changing any shell file: a changed sw.js installs a fresh cache. */
+const SHELL_VERSION = 1;
+const SHELL_CACHE = `demo-shell-v${SHELL_VERSION}`;
+const WORKER_WASM = '/pkg/worker/background_assets_bg.wasm';
+const SHELL = [
+  '/',
+  '/app.js',
+  '/styles.css',
+  '/manifest.webmanifest',
+  '/icons/icon-192.png',
+  '/icons/icon-512.png',
+  '/pkg.json',
+  '/pkg/background_assets.js',
+  '/pkg/background_assets_bg.wasm',
+  WORKER_WASM,
+];
 
-/** Initialises the worker's wasm once; every event handler awaits this. */
-function loadWasm() {
-  if (!wasmReady) {
-    wasmReady = wasm_bindgen({ module_or_path: '/pkg/worker/background_assets_bg.wasm' });
+// --- telling pages what happens ------------------------------------------------------------------
+
+const channel = new BroadcastChannel('background-assets-demo');
+/** Hook calls since this worker started, replayed to a page that asks (it may open later). */
+const history = [];
+
+function announce(name, text) {
+  const message = { kind: 'hook', name, text, at: Date.now() };
+  history.push(message);
+  if (history.length > 200) history.shift();
+  channel.postMessage(message);
+}
+
+channel.onmessage = ({ data }) => {
+  if (data && data.kind === 'history') {
+    for (const message of history) channel.postMessage({ ...message, replayed: true });
   }
-  return wasmReady;
+};
+
+function describe(value) {
+  if (value === undefined || value === null) return '';
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  try {
+    return JSON.stringify(value);
+  } catch (_) {
+    return String(value);
+  }
+}
+
+// --- the shell cache -----------------------------------------------------------------------------
+
+/** The worker's own wasm, from the shell cache when there (a worker restarted offline needs it). */
+async function workerWasm() {
+  const cache = await caches.open(SHELL_CACHE);
+  const cached = await cache.match(WORKER_WASM);
+  return cached || fetch(WORKER_WASM);
 }
 
 self.addEventListener('install', (event) => {
-  event.waitUntil(loadWasm().then(() => self.skipWaiting()));
+  event.waitUntil(
+    caches.open(SHELL_CACHE)
+      .then((cache) => cache.addAll(SHELL.map((url) => new Request(url, { cache: 'reload' }))))
+      .then(() => announce('shell', `${SHELL.length} shell files cached (${SHELL_CACHE})`))
+      .then(() => self.skipWaiting()),
+  );
 });
 
 self.addEventListener('activate', (event) => {
-  event.waitUntil(loadWasm().then(() => self.clients.claim()));
+  event.waitUntil(
+    caches.keys()
+      .then((names) => Promise.all(
+        names.filter((name) => name.startsWith('demo-shell-') && name !== SHELL_CACHE)
+          .map((name) => caches.delete(name)),
+      ))
+      .then(() => self.clients.claim()),
+  );
 });
 
-/** Size and seed of the generated body fetched from `?cdn=` (see app.js). */
+self.addEventListener('fetch', (event) => {
+  const url = new URL(event.request.url);
+  if (url.origin !== location.origin || event.request.method !== 'GET') return;
+  if (url.pathname.startsWith('/background-assets/')) {
+    // Served by the extension's own fetch listener; only observed here.
+    channel.postMessage({
+      kind: 'request',
+      path: url.pathname,
+      range: event.request.headers.get('Range'),
+    });
+    return;
+  }
+  const shellPath = event.request.mode === 'navigate' ? '/' : url.pathname;
+  if (!SHELL.includes(shellPath)) return;
+  event.respondWith(
+    caches.open(SHELL_CACHE)
+      .then((cache) => cache.match(shellPath))
+      .then((cached) => cached || fetch(event.request)),
+  );
+});
+
+// --- the extension, with this app's hooks --------------------------------------------------------
+
+const extension = BackgroundAssets.extension({
+  wasm: workerWasm(),
+  async didInstall(info) {
+    announce('didInstall', `remaining allowance ${describe(info && info.remainingAllowance)}`);
+    return undefined; // the default: the packs pkg.json installs on first installation
+  },
+  async didUpdate(info) {
+    announce('didUpdate', `updated ${describe(info && info.updated)}, removed ${describe(info && info.removed)}`);
+    return undefined;
+  },
+  async checkForUpdates(info) {
+    announce('checkForUpdates', `updated ${describe(info && info.updated)}, removed ${describe(info && info.removed)}`);
+    return undefined;
+  },
+  didBegin(id) { announce('didBegin', id); },
+  didPause(id) { announce('didPause', id); },
+  didWriteData(id, bytesWritten, totalWritten, totalExpected) {
+    // Too frequent to announce each; the page's own delegate shows progress.
+    void id; void bytesWritten; void totalWritten; void totalExpected;
+  },
+  didFinish(id, finished) { announce('didFinish', `${id} → ${finished && finished.url ? finished.url : ''}`); },
+  didFail(id, error) { announce('didFail', `${id}: ${describe(error)}`); },
+  didRequeueAsNonEssential(id) { announce('didRequeueAsNonEssential', id); },
+});
+
+// --- the worker's own answer to the page (its wasm version; shown in #status) --------------------
+
+/** Size and seed of the generated body fetched from `?cdn=` (the end-to-end test checks it). */
 const PROBE_BYTES = 262144;
 const PROBE_SEED = 42;
 
-/** Fetches a generated body from the CDN and hashes it with the worker's wasm. */
-async function probe(cdn) {
-  const url = `${cdn}/gen/${PROBE_BYTES}/${PROBE_SEED}`;
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  return { url, bytes: bytes.length, sha256: wasm_bindgen.sha256Hex(bytes) };
+async function wasmLoaded() {
+  if (extension && extension.ready) await extension.ready;
+  return wasm_bindgen;
 }
 
 async function hello(data) {
-  await loadWasm();
-  const reply = {
-    type: 'hello',
-    version: wasm_bindgen.version(),
-    context: wasm_bindgen.globalContext(),
-  };
-  if (data && data.cdn) reply.probe = await probe(data.cdn);
+  const wasm = await wasmLoaded();
+  const reply = { type: 'hello', version: wasm.version(), context: wasm.globalContext() };
+  if (data.cdn) {
+    const url = `${data.cdn}/gen/${PROBE_BYTES}/${PROBE_SEED}`;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    reply.probe = { url, bytes: bytes.length, sha256: wasm.sha256Hex(bytes) };
+  }
   return reply;
 }
 
 self.addEventListener('message', (event) => {
   const port = event.ports[0];
-  if (!port) return;
+  if (!port || !event.data || event.data.type !== 'hello') return;
   event.waitUntil(
     hello(event.data).then(
       (reply) => port.postMessage(reply),

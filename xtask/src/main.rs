@@ -3,7 +3,9 @@
 //! ```text
 //! cargo xtask setup                      install what is missing (wasm32, wasm-bindgen-cli, browsers, drivers)
 //! cargo xtask build [--dev]              the wasm package in pkg/
-//! cargo xtask demo [--port N] [--cdn-port N] [--dev]
+//! cargo xtask demo [--port N] [--cdn-port N] [--dev] [--small] [--cdn URL] [--no-build]
+//! cargo xtask demo --headless [--engine chromium|firefox] [--small] [--screenshot PATH] [--report-json PATH]
+//! cargo xtask demo --export DIR [--small]
 //! cargo xtask test [--engine chromium|firefox] [--skip-install] [--no-lint]
 //! cargo xtask bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
 //! ```
@@ -12,6 +14,8 @@ mod bench;
 mod build;
 mod command;
 mod demo;
+mod demo_headless;
+mod demo_packs;
 mod setup;
 mod summary;
 mod test_runner;
@@ -25,8 +29,13 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [flags]
   setup                         install what is missing and only that (root; else prints commands)
   build [--dev]                 build the wasm package into pkg/ (ES module, worker script, package.json)
-  demo [--port N] [--cdn-port N] [--dev]
-                                build, serve www/ + pkg/ (default :8787) and the CDN (default :8788)
+  demo [--port N] [--cdn-port N] [--dev] [--small] [--cdn URL] [--no-build]
+                                build, serve the demo PWA (default :8787) and the CDN (default :8788)
+  demo --headless [--engine chromium|firefox] [--small] [--screenshot PATH] [--report-json PATH]
+                                drive the demo in a headless browser: install, essential pack, launch,
+                                prefetch, offline reload, video seek; report; non-zero if a step failed
+  demo --export DIR [--small]   write the packs' files and a pkg.json for them into DIR; serve DIR
+                                anywhere and run `demo --cdn <its URL>` (--small: BA_DEMO_SMALL=1 too)
   test [--engine chromium|firefox] [--skip-install] [--no-lint]
                                 setup, fmt, clippy, host tests, wasm suites (sw, page) per engine,
                                 build, end-to-end tests; prints a summary; non-zero on any failure
@@ -68,15 +77,29 @@ fn run() -> Result<bool> {
         "demo" => {
             let mut options = demo::Options::default();
             if let Some(port) = flags.value("--port")? {
-                options.port = parse_port(&port)?;
+                options.port = Some(parse_port(&port)?);
             }
             if let Some(port) = flags.value("--cdn-port")? {
-                options.cdn_port = parse_port(&port)?;
+                options.cdn_port = Some(parse_port(&port)?);
             }
             options.profile = build_profile(flags.switch("--dev"));
+            options.headless = flags.switch("--headless");
+            if let Some(name) = flags.value("--engine")? {
+                options.engine = name.parse()?;
+            }
+            if flags.switch("--small") || std::env::var_os("BA_DEMO_SMALL").is_some() {
+                options.scale = demo_packs::PackScale::Small;
+            }
+            options.export = flags.value("--export")?.map(Into::into);
+            options.cdn = flags.value("--cdn")?;
+            options.build = !flags.switch("--no-build");
+            options.screenshot = flags.value("--screenshot")?.map(Into::into);
+            options.report_json = flags.value("--report-json")?.map(Into::into);
             flags.finish()?;
-            setup::run(setup::Mode::Install)?;
-            demo::run(&options)?;
+            if options.export.is_none() {
+                setup::run(setup::Mode::Install)?;
+            }
+            return demo::run(&options);
         }
         "test" => {
             let engines = match flags.value("--engine")? {
