@@ -679,6 +679,25 @@ fn long_serves_extra_bytes_with_a_matching_length() {
 }
 
 #[test]
+fn long_and_no_validator_stop_after_times() {
+    let server = server();
+    let url = format!(
+        "{}/gen/1000/3?fault=long:24,no-validator&times=1",
+        server.origin()
+    );
+    let first = get(&url, &[]);
+    assert_eq!(first.header("content-length"), Some("1024"));
+    assert_eq!(
+        (first.header("etag"), first.header("last-modified")),
+        (None, None)
+    );
+    let second = get(&url, &[("Range", "bytes=1010-")]);
+    assert_eq!(second.status, 416, "the real file is 1000 bytes");
+    assert_eq!(second.header("content-range"), Some("bytes */1000"));
+    assert_eq!(second.header("etag"), Some("\"g-1000-3-v0\""));
+}
+
+#[test]
 fn status_503_with_retry_after() {
     let server = server();
     let a = get(

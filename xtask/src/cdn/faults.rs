@@ -25,6 +25,8 @@ pub(crate) struct FaultPlan {
     pub etag_change: bool,
     /// `fault=bad-content-range`: shift the advertised range start by one chunk.
     pub bad_content_range: bool,
+    /// `fault=no-validator`: send neither `ETag` nor `Last-Modified` (so nothing can resume).
+    pub no_validator: bool,
     /// `fault=short:N`: end the body N bytes before `Content-Length` and close.
     pub short_by: Option<u64>,
     /// `fault=long:N`: serve N bytes past the generated length (Content-Length len+N).
@@ -52,6 +54,7 @@ impl Default for FaultPlan {
             no_range: false,
             etag_change: false,
             bad_content_range: false,
+            no_validator: false,
             short_by: None,
             long_by: None,
             status: None,
@@ -135,6 +138,7 @@ impl FaultPlan {
             "no-range" => self.no_range = true,
             "etag-change" => self.etag_change = true,
             "bad-content-range" => self.bad_content_range = true,
+            "no-validator" => self.no_validator = true,
             "status" => {
                 let code = number(&label, needs("CODE")?)?;
                 if !(200..=599).contains(&code) {
@@ -165,7 +169,7 @@ impl FaultPlan {
             other => {
                 return Err(FaultQueryError(format!(
                     "fault: unknown fault `{other}` (known: drop:N, short:N, long:N, stall:N, \
-                     no-range, etag-change, bad-content-range, status:CODE, redirect:/path, \
+                     no-range, etag-change, bad-content-range, no-validator, status:CODE, redirect:/path, \
                      redirect-origin:URL)"
                 )))
             }
@@ -234,6 +238,13 @@ mod tests {
         assert!(!later.etag_change);
         assert_eq!(later.throttle, Some(1000));
         assert_eq!(plan.for_request(2), plan);
+    }
+
+    #[test]
+    fn no_validator_is_a_fault_limited_by_times() {
+        let plan = FaultPlan::parse(Some("fault=no-validator&times=1")).unwrap();
+        assert!(plan.no_validator);
+        assert!(!plan.for_request(2).no_validator);
     }
 
     #[test]

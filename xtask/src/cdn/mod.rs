@@ -54,6 +54,7 @@
 //! | `fault=no-range` | ignore `Range`/`If-Range`: 200 with the whole body |
 //! | `fault=etag-change` | ETag version = how many earlier requests this exact URL has had (first `v0`, then `v1`, …); bytes unchanged |
 //! | `fault=bad-content-range` | a 206 whose `Content-Range` start and end are 65536 too high (the bytes are those of the real range); no effect on a 200 |
+//! | `fault=no-validator` | neither `ETag` nor `Last-Modified` (a client cannot resume; `If-Range` never matches) |
 //! | `fault=status:CODE` | answer CODE (200..=599) with a short text body (empty for 204/304) |
 //! | `retry-after=SECS` | with `fault=status`: add `Retry-After: SECS` |
 //! | `fault=redirect:/path` | 302 to `http://127.0.0.1:PORT/path` on this server (percent-encode `?`, `&`, `,` inside the path) |
@@ -572,7 +573,9 @@ async fn generated(
         Ok(plan) => plan,
         Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
     };
-    let served_len = len + plan.long_by.unwrap_or(0);
+    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+    // `long` is a fault like the others: past `times=K` the body is the real one.
+    let served_len = len + plan.for_request(nth).long_by.unwrap_or(0);
     let representation = Representation {
         source: Source::Generated {
             len: served_len,
@@ -584,7 +587,6 @@ async fn generated(
         content_type: "application/octet-stream",
         no_store: true,
     };
-    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
     serve(req, plan, nth, &shared.origin, representation, close)
 }
 

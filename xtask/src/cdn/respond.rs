@@ -74,12 +74,13 @@ pub(super) fn serve(
 
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, &etag)
-        .header(
+        .header(header::CONTENT_TYPE, rep.content_type);
+    if !plan.no_validator {
+        builder = builder.header(header::ETAG, &etag).header(
             header::LAST_MODIFIED,
             httpdate::fmt_http_date(last_modified),
-        )
-        .header(header::CONTENT_TYPE, rep.content_type);
+        );
+    }
     if rep.no_store {
         builder = builder.header(header::CACHE_CONTROL, "no-store");
     }
