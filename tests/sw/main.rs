@@ -8,6 +8,8 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_service_worker);
 mod common;
 #[path = "../common/container.rs"]
 mod container;
+#[path = "../common/faults.rs"]
+mod faults;
 #[path = "../common/fetcher.rs"]
 mod fetcher;
 #[path = "../common/locks.rs"]
