@@ -7,11 +7,13 @@
 //! cargo xtask demo --headless [--engine chromium|firefox] [--small] [--screenshot PATH] [--report-json PATH]
 //! cargo xtask demo --export DIR [--small]
 //! cargo xtask test [--engine chromium|firefox] [--skip-install] [--no-lint]
+//! cargo xtask chaos --runs N --seed S [--engine chromium|firefox]
 //! cargo xtask bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
 //! ```
 
 mod bench;
 mod build;
+mod chaos;
 mod command;
 mod demo;
 mod demo_headless;
@@ -42,7 +44,11 @@ usage: cargo xtask <command> [flags]
   bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
                                 measure throughput, small files, memory, resume waste, wasm size and
                                 worker start against browser baselines; prints a table, rewrites
-                                BENCHMARKS.md; --quick = small sizes for a CI smoke";
+                                BENCHMARKS.md; --quick = small sizes for a CI smoke
+  chaos [--runs N] [--seed S] [--engine chromium|firefox]
+                                N downloads (default 20) with random faults while the service
+                                worker is killed; checks every one; exits 0 only if nothing is
+                                corrupt, lost or failed untyped";
 
 fn main() -> ExitCode {
     match run() {
@@ -144,6 +150,30 @@ fn run() -> Result<bool> {
             flags.finish()?;
             setup::run(setup::Mode::Install)?;
             return bench::run(&options);
+        }
+        "chaos" => {
+            let engine = match flags.value("--engine")? {
+                Some(name) => name.parse::<Engine>()?,
+                None => Engine::Chromium,
+            };
+            let runs = match flags.value("--runs")? {
+                Some(text) => text
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .with_context(|| format!("--runs {text:?}: expected 1..=10000"))?,
+                None => 20,
+            };
+            let seed = match flags.value("--seed")? {
+                Some(text) => text
+                    .parse::<u64>()
+                    .with_context(|| format!("--seed {text:?}: expected a whole number"))?,
+                None => chaos::time_seed(),
+            };
+            flags.finish()?;
+            setup::run(setup::Mode::Install)?;
+            let verdict = chaos::run(&chaos::Options { runs, seed, engine })?;
+            return Ok(verdict.passed());
         }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         other => {
