@@ -3,6 +3,7 @@
 pub mod bindings;
 
 pub mod container;
+pub mod extension;
 pub mod fetcher;
 pub mod js;
 pub mod locks;

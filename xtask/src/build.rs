@@ -5,6 +5,8 @@
 //!   background_assets.js, .d.ts, _bg.wasm   ES module (--target web): pages and bundlers
 //!   worker/background_assets.js, _bg.wasm  classic script (--target no-modules): service
 //!                                          workers, via importScripts (no import() there)
+//!   worker/extension.js, extension.js       the service worker entry (from js/): importScripts
+//!                                          it after the glue, then BackgroundAssets.extension()
 //!   package.json
 //! ```
 
@@ -61,6 +63,7 @@ pub fn run(profile: Profile) -> Result<()> {
     }
     bindgen(&wasm, "web", &pkg, profile)?;
     bindgen(&wasm, "no-modules", &pkg.join("worker"), profile)?;
+    copy_worker_entry(&pkg)?;
     write_package_json(&pkg)?;
 
     println!("build: {}", pkg.display());
@@ -86,6 +89,23 @@ fn bindgen(wasm: &Path, target: &str, out_dir: &Path, profile: Profile) -> Resul
     command::run(&mut cmd).with_context(|| format!("build: wasm-bindgen --target {target}"))
 }
 
+/// Copies every file of `js/` (the service worker entry) into `pkg/worker/` (next to the
+/// classic-script glue it needs) and `pkg/`.
+fn copy_worker_entry(pkg: &Path) -> Result<()> {
+    let js = workspace::root().join("js");
+    for file in files_under(&js)? {
+        for dir in [pkg.join("worker"), pkg.to_path_buf()] {
+            let to = dir.join(&file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(js.join(&file), &to)
+                .with_context(|| format!("build: copying js/{file} to {}", to.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn write_package_json(pkg: &Path) -> Result<()> {
     let meta = crate_metadata()?;
     let field = |name: &str| meta.get(name).cloned().unwrap_or(Value::Null);
@@ -103,10 +123,11 @@ fn write_package_json(pkg: &Path) -> Result<()> {
         "exports": {
             ".": { "types": format!("./{STEM}.d.ts"), "default": format!("./{STEM}.js") },
             "./worker": format!("./worker/{STEM}.js"),
+            "./worker/extension.js": "./worker/extension.js",
             "./package.json": "./package.json",
         },
         "files": files_under(pkg)?,
-        "sideEffects": [format!("./worker/{STEM}.js")],
+        "sideEffects": [format!("./worker/{STEM}.js"), "./worker/extension.js", "./extension.js"],
     });
     let path = pkg.join("package.json");
     let text = serde_json::to_string_pretty(&package)? + "\n";

@@ -1,163 +1,559 @@
-//! End-to-end: the demo page and its real service worker, driven over WebDriver in headless
-//! Chromium and Firefox.
+//! End-to-end: the extension (the library's service worker entry, `js/extension.js`) in a real
+//! service worker, driven over WebDriver in headless Chromium and Firefox.
 //!
-//! Each test starts the local CDN and a static server for `www/` (with `pkg/` at `/pkg/`), opens
-//! `/?cdn=<cdn origin>` in a fresh browser profile and waits (bounded) for the page to report:
-//! the page's wasm version, and the service worker's answer computed by the worker's own wasm —
-//! its version, its global ("serviceworker") and the SHA-256 of a body it fetched from the CDN.
+//! Each test serves the fixture site `xtask/tests/site/` (copied into a scratch directory, with a
+//! `pkg.json` written for the test CDN's port) and `pkg/` at `/pkg/`, starts the local CDN, opens
+//! `/?cdn=<cdn origin>` in a fresh profile and calls the page's `window.fixture.*` functions.
+//! The fixture's `sw.js` records every extension handler call in Cache Storage; the page reads
+//! that log back. Chromium-only powers go through chromedriver's CDP endpoint
+//! (`/session/{id}/goog/cdp/execute`).
 //!
-//! They need browsers and a built `pkg/`, so they are ignored by plain `cargo test`;
-//! `cargo xtask test` builds `pkg/` and runs them with `--ignored`.
+//! They need browsers and a built `pkg/` (or `BA_E2E_PKG=<dir>`), so they are ignored by plain
+//! `cargo test`; `cargo xtask test` builds `pkg/` and runs them with `--ignored`.
 
-use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use xtask::cdn::{generated_sha256, Server, ServerConfig};
-use xtask::webdriver::{Engine, WebDriver};
+use serde_json::{json, Value};
+use xtask::cdn::{generated_bytes, generated_sha256, Server, ServerConfig};
+use xtask::webdriver::{Engine, ScratchDir, WebDriver};
 use xtask::workspace;
 
-/// How long the page may take to load its wasm, register the worker and hear back from it.
-const PAGE_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The generated body the worker fetches and hashes (must match `www/sw.js`).
-const PROBE_BYTES: u64 = 262_144;
-const PROBE_SEED: u64 = 42;
-/// The data attributes of `<output id="status">` the test reads.
-const ATTRIBUTES: [&str; 8] = [
-    "data-state",
-    "data-error",
-    "data-page-version",
-    "data-page-context",
-    "data-worker-version",
-    "data-worker-context",
-    "data-worker-probe-bytes",
-    "data-worker-probe-sha256",
-];
+/// How long one page call (`window.fixture.*`) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a log entry may take to appear.
+const LOG_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The CDN and the page server, stopped on drop.
-struct Site {
-    page: Server,
-    cdn: Server,
+/// The essential pack's file, version 1 and 2 (generated bodies: length, seed, throttle).
+const CORE_PATH: &str = "core/data.bin";
+const CORE_LEN: u64 = 2_097_152;
+const CORE_V1_SEED: u64 = 11;
+const CORE_V2_SEED: u64 = 21;
+/// The prefetch pack's file.
+const EXTRA_LEN: u64 = 262_144;
+/// The initial restrictions of the fixture's declaration.
+const DOWNLOAD_ALLOWANCE: u64 = 1_048_576;
+const ESSENTIAL_ALLOWANCE: u64 = 4_194_304;
+
+/// The fixture site, the CDN and the page server (both stopped on drop).
+struct Fixture {
+    page: Option<Server>,
+    cdn: Option<Server>,
+    site: ScratchDir,
+    cdn_origin: String,
 }
 
-fn start_site() -> Result<Site> {
-    let pkg = workspace::pkg_dir();
-    for file in [
-        "background_assets.js",
-        "background_assets_bg.wasm",
-        "worker/background_assets.js",
-    ] {
-        ensure!(
-            pkg.join(file).is_file(),
-            "{} is missing: run `cargo xtask build` (or `cargo xtask test`)",
-            pkg.join(file).display()
-        );
+impl Fixture {
+    fn start() -> Result<Fixture> {
+        let pkg = std::env::var_os("BA_E2E_PKG")
+            .map(PathBuf::from)
+            .unwrap_or_else(workspace::pkg_dir);
+        for file in [
+            "background_assets.js",
+            "background_assets_bg.wasm",
+            "worker/background_assets.js",
+            "worker/background_assets_bg.wasm",
+            "worker/extension.js",
+        ] {
+            ensure!(
+                pkg.join(file).is_file(),
+                "{} is missing: run `cargo xtask build` (or `cargo xtask test`)",
+                pkg.join(file).display()
+            );
+        }
+        let cdn = Server::start(ServerConfig::default()).context("starting the CDN")?;
+        let cdn_origin = cdn.origin();
+        let site = ScratchDir::new("e2e-site")?;
+        let source = workspace::root().join("xtask/tests/site");
+        for entry in std::fs::read_dir(&source).context("listing xtask/tests/site")? {
+            let path = entry?.path();
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, site.path().join(name))
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+        }
+        write_declaration(site.path(), &cdn_origin, 1)?;
+        let page = Server::start(ServerConfig {
+            port: 0,
+            mounts: vec![
+                ("/pkg/".to_string(), pkg),
+                ("/".to_string(), site.path().to_path_buf()),
+            ],
+            extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
+        })
+        .context("starting the page server")?;
+        Ok(Fixture {
+            page: Some(page),
+            cdn: Some(cdn),
+            site,
+            cdn_origin,
+        })
     }
-    let page = Server::start(ServerConfig {
-        port: 0,
-        mounts: vec![
-            ("/pkg/".to_string(), pkg),
-            ("/".to_string(), workspace::www_dir()),
+
+    fn page(&self) -> &Server {
+        self.page.as_ref().expect("the page server is running")
+    }
+
+    fn url(&self) -> String {
+        format!("{}/?cdn={}", self.page().origin(), self.cdn_origin)
+    }
+
+    /// A new version of the app: `pkg.json` with the essential pack at `core_version`, and a
+    /// `sw.js` whose bytes differ (so `registration.update()` installs it).
+    fn publish_version(&self, version: u32) -> Result<()> {
+        write_declaration(self.site.path(), &self.cdn_origin, version)?;
+        let sw = self.site.path().join("sw.js");
+        let text = std::fs::read_to_string(&sw)?;
+        let text = text.replace(
+            "const FIXTURE_VERSION = 1;",
+            &format!("const FIXTURE_VERSION = {version};"),
+        );
+        std::fs::write(&sw, text)?;
+        Ok(())
+    }
+}
+
+fn core_seed(version: u32) -> u64 {
+    if version == 1 {
+        CORE_V1_SEED
+    } else {
+        CORE_V2_SEED
+    }
+}
+
+/// The fixture's `pkg.json`: an essential pack (`core`, throttled so install must wait for it;
+/// version 2 slower, so the old version is read while it downloads) and a prefetch pack.
+fn write_declaration(site: &Path, cdn: &str, core_version: u32) -> Result<()> {
+    let seed = core_seed(core_version);
+    let throttle = if core_version == 1 {
+        4_194_304
+    } else {
+        700_000
+    };
+    let declaration = json!({
+        "initialDownloadRestrictions": {
+            "downloadAllowance": DOWNLOAD_ALLOWANCE,
+            "essentialDownloadAllowance": ESSENTIAL_ALLOWANCE,
+            "domainAllowList": ["127.0.0.1"],
+        },
+        "assetPacks": [
+            {
+                "id": "core",
+                "version": core_version.to_string(),
+                "downloadPolicy": "essential",
+                "installationEventTypes": ["firstInstallation", "subsequentUpdate"],
+                "files": [{
+                    "path": CORE_PATH,
+                    "url": format!("{cdn}/gen/{CORE_LEN}/{seed}?throttle={throttle}"),
+                    "size": CORE_LEN,
+                    "sha256": generated_sha256(CORE_LEN, seed),
+                }],
+            },
+            {
+                "id": "extra",
+                "version": "1",
+                "downloadPolicy": "prefetch",
+                "installationEventTypes": ["firstInstallation"],
+                "files": [{
+                    "path": "extra/a.bin",
+                    "url": format!("{cdn}/gen/{EXTRA_LEN}/12"),
+                    "size": EXTRA_LEN,
+                    "sha256": generated_sha256(EXTRA_LEN, 12),
+                }],
+            },
         ],
-        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-    })
-    .context("starting the page server")?;
-    let cdn = Server::start(ServerConfig::default()).context("starting the CDN")?;
-    Ok(Site { page, cdn })
+    });
+    std::fs::write(
+        site.join("pkg.json"),
+        serde_json::to_string_pretty(&declaration)?,
+    )
+    .context("writing pkg.json")
 }
 
 async fn connect(driver: &WebDriver) -> Result<Client> {
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(driver.capabilities())
+    let mut caps = driver.capabilities();
+    if std::env::var_os("BA_E2E_BROWSER_LOG").is_some() {
+        // Chromium: the page's and the workers' console on stderr.
+        if let Some(args) = caps
+            .get_mut("goog:chromeOptions")
+            .and_then(|o| o.get_mut("args"))
+            .and_then(Value::as_array_mut)
+        {
+            args.push(json!("--enable-logging=stderr"));
+            args.push(json!("--log-level=0"));
+        }
+    }
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
         .connect(&driver.url())
         .await
-        .with_context(|| format!("opening a {} session at {}", driver.engine(), driver.url()))
+        .with_context(|| format!("opening a {} session at {}", driver.engine(), driver.url()))?;
+    client
+        .update_timeouts(TimeoutConfiguration::new(
+            Some(CALL_TIMEOUT),
+            Some(Duration::from_secs(30)),
+            None,
+        ))
+        .await
+        .context("setting the script timeout")?;
+    Ok(client)
 }
 
-/// Reads the status attributes until the page says `ready` or `error`, or the time is up.
-async fn wait_for_status(client: &Client) -> Result<HashMap<&'static str, String>> {
+/// Opens the fixture page and waits (bounded) until its script ran.
+async fn open(client: &Client, url: &str) -> Result<()> {
+    client
+        .goto(url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
     let started = Instant::now();
     loop {
-        let status = client
-            .find(Locator::Id("status"))
-            .await
-            .context("finding <output id=status>")?;
-        let mut seen = HashMap::new();
-        for name in ATTRIBUTES {
-            if let Some(value) = status.attr(name).await.context("reading an attribute")? {
-                seen.insert(name, value);
-            }
+        let status = client.find(Locator::Id("status")).await?;
+        if status.attr("data-state").await?.as_deref() == Some("ready") {
+            return Ok(());
         }
-        let state = seen.get("data-state").cloned().unwrap_or_default();
-        if state == "ready" {
-            return Ok(seen);
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the fixture page did not load");
         }
-        if state == "error" {
-            bail!("the page reported an error: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `window.fixture.<call>` (an expression such as `launch()`) and returns its resolved value.
+async fn fixture(client: &Client, call: &str) -> Result<Value> {
+    let script = format!(
+        "const done = arguments[arguments.length - 1];
+         Promise.resolve().then(() => window.fixture.{call}).then(
+           (value) => done({{ ok: value === undefined ? null : value }}),
+           (error) => done({{ error: String(error && (error.stack || error.message) || error) }}));"
+    );
+    let answer = client
+        .execute_async(&script, vec![])
+        .await
+        .with_context(|| format!("fixture.{call}"))?;
+    if let Some(error) = answer.get("error") {
+        bail!("fixture.{call} failed: {error}");
+    }
+    Ok(answer.get("ok").cloned().unwrap_or(Value::Null))
+}
+
+/// The extension handler calls recorded so far, oldest first.
+async fn log(client: &Client) -> Result<Vec<Value>> {
+    let entries = fixture(client, "log()").await?;
+    Ok(entries.as_array().cloned().unwrap_or_default())
+}
+
+/// Polls the log until an entry satisfies `wanted`; returns it.
+async fn wait_for_entry(
+    client: &Client,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let entries = log(client).await?;
+        if let Some(entry) = entries.iter().find(|e| wanted(e)) {
+            return Ok(entry.clone());
         }
-        if started.elapsed() > PAGE_READY_TIMEOUT {
-            let text = status.text().await.unwrap_or_default();
-            bail!("the page was not ready after {PAGE_READY_TIMEOUT:?}: state {state:?}, text {text:?}, {seen:?}");
+        if started.elapsed() > LOG_TIMEOUT {
+            bail!("no log entry for {what} within {LOG_TIMEOUT:?}; log: {entries:#?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
-    let site = start_site()?;
+fn is_call(entry: &Value, handler: &str, first_arg: Option<&str>) -> bool {
+    entry["handler"] == handler && first_arg.is_none_or(|id| entry["args"][0] == id)
+}
+
+/// Runs one Chromium DevTools command through chromedriver.
+async fn cdp(driver: &WebDriver, client: &Client, cmd: &str, params: Value) -> Result<Value> {
+    let session = client
+        .session_id()
+        .await?
+        .context("the WebDriver session has no id")?;
+    let url = format!("{}/session/{session}/goog/cdp/execute", driver.url());
+    let body = json!({ "cmd": cmd, "params": params }).to_string();
+    let cmd = cmd.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        let mut response = ureq::post(&url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .with_context(|| format!("CDP {cmd}"))?;
+        let text = response.body_mut().read_to_string()?;
+        Ok(serde_json::from_str::<Value>(&text)?["value"].clone())
+    })
+    .await?
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn generated_hex(len: u64, seed: u64, start: u64, end: u64) -> String {
+    let mut buf = vec![0u8; (end - start) as usize];
+    generated_bytes(len, seed, start, &mut buf);
+    hex_of(&buf)
+}
+
+/// Fetches a served URL from the page (through the service worker), optionally with `Range`.
+async fn served(client: &Client, path: &str, range: Option<&str>) -> Result<Value> {
+    let range = range.map_or("null".to_string(), |r| format!("'{r}'"));
+    fixture(client, &format!("fetchServed('{path}', {range})")).await
+}
+
+fn core_url() -> String {
+    format!("/background-assets/file/{CORE_PATH}")
+}
+
+async fn extension_lifecycle(engine: Engine) -> Result<()> {
+    let mut site = Fixture::start()?;
     let driver = WebDriver::start(engine)?;
     let client = connect(&driver).await?;
-    let url = format!("{}/?cdn={}", site.page.origin(), site.cdn.origin());
+    let outcome = lifecycle_steps(engine, &mut site, &driver, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn lifecycle_steps(
+    engine: Engine,
+    site: &mut Fixture,
+    driver: &WebDriver,
+    client: &Client,
+) -> Result<()> {
+    open(client, &site.url()).await?;
+
+    // --- install: didInstall with the remaining allowance; install waits for the essential pack.
+    fixture(client, "register()").await?;
+    let core_v1 = served(client, &core_url(), None).await?;
+    assert_eq!(
+        core_v1["status"],
+        200,
+        "essential pack served once installed: {core_v1}; log: {:#?}; reports: {}; caches {}",
+        log(client).await?,
+        fixture(client, "reports()").await?,
+        fixture(client, "cacheNames()").await?
+    );
+    assert_eq!(core_v1["length"], CORE_LEN);
+    assert_eq!(
+        core_v1["sha256"],
+        generated_sha256(CORE_LEN, CORE_V1_SEED),
+        "the essential file's bytes"
+    );
+    let entries = log(client).await?;
+    let installs: Vec<&Value> = entries
+        .iter()
+        .filter(|e| is_call(e, "didInstall", None))
+        .collect();
+    assert_eq!(installs.len(), 1, "one didInstall: {entries:#?}");
+    let info = &installs[0]["args"][0];
+    assert_eq!(info["event"], "install");
+    assert_eq!(
+        info["remainingAllowance"],
+        json!({
+            "total": DOWNLOAD_ALLOWANCE - EXTRA_LEN,
+            "essential": ESSENTIAL_ALLOWANCE - CORE_LEN,
+        }),
+        "didInstall sees what the declared packs left of the initial allowance"
+    );
+
+    // --- restrictions before the first launch: typed refusals, reported to didFail.
+    let refusal = |id: &str| {
+        entries
+            .iter()
+            .find(|e| is_call(e, "didFail", Some(id)))
+            .map(|e| e["args"][1]["name"].clone())
+    };
+    assert_eq!(
+        refusal("over-allowance"),
+        Some(json!("DownloadWouldExceedAllowance")),
+        "{entries:#?}"
+    );
+    assert_eq!(
+        refusal("wrong-domain"),
+        Some(json!("SessionDownloadDisallowedByDomain")),
+        "{entries:#?}"
+    );
+    wait_for_entry(client, "didFinish small-extra", |e| {
+        is_call(e, "didFinish", Some("small-extra"))
+    })
+    .await?;
+    let extra = served(client, "/background-assets/id/small-extra", None).await?;
+    assert_eq!(extra["sha256"], generated_sha256(65_536, 15), "{extra}");
+
+    // --- the fetch handler: Range, 416, 404.
+    let partial = served(client, &core_url(), Some("bytes=1000-1999")).await?;
+    assert_eq!(partial["status"], 206, "{partial}");
+    assert_eq!(
+        partial["contentRange"],
+        format!("bytes 1000-1999/{CORE_LEN}")
+    );
+    assert_eq!(
+        partial["hex"],
+        generated_hex(CORE_LEN, CORE_V1_SEED, 1000, 2000),
+        "exact bytes of the range"
+    );
+    let past_end = served(client, &core_url(), Some(&format!("bytes={CORE_LEN}-"))).await?;
+    assert_eq!(past_end["status"], 416, "{past_end}");
+    let missing = served(client, "/background-assets/file/core/none.bin", None).await?;
+    assert_eq!(missing["status"], 404, "{missing}");
+
+    // --- launch: restrictions lifted; checkForUpdates via periodic sync (Chromium, granted
+    // through CDP, dispatched through CDP) or on page load (Firefox: no Periodic Sync).
+    let origin = site.page().origin();
+    if engine == Engine::Chromium {
+        cdp(
+            driver,
+            client,
+            "Browser.grantPermissions",
+            json!({ "origin": origin, "permissions": ["periodicBackgroundSync"] }),
+        )
+        .await?;
+    }
+    let launched = fixture(client, "launch()").await?;
+    let trigger = match engine {
+        Engine::Chromium => {
+            assert_eq!(launched["periodicSync"], "registered", "{launched}");
+            assert!(
+                launched["checked"].is_null(),
+                "no page-load check: {launched}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !log(client)
+                    .await?
+                    .iter()
+                    .any(|e| is_call(e, "checkForUpdates", None)),
+                "checkForUpdates runs only when the periodic sync fires"
+            );
+            cdp(driver, client, "ServiceWorker.enable", json!({})).await?;
+            // A fresh profile's first registration: its id is small; dispatching to an id with
+            // no registration does nothing.
+            for id in 0..4 {
+                cdp(
+                    driver,
+                    client,
+                    "ServiceWorker.dispatchPeriodicSyncEvent",
+                    json!({ "origin": origin, "registrationId": id.to_string(), "tag": "background-assets" }),
+                )
+                .await?;
+            }
+            "periodicsync"
+        }
+        Engine::Firefox => {
+            assert_eq!(launched["periodicSync"], "unsupported", "{launched}");
+            assert!(
+                launched["checked"].is_object(),
+                "page-load check ran: {launched}"
+            );
+            "launch"
+        }
+    };
+    assert_eq!(launched["worker"], true, "{launched}");
+    let check = wait_for_entry(client, "checkForUpdates", |e| {
+        is_call(e, "checkForUpdates", None)
+    })
+    .await?;
+    assert_eq!(check["args"][0]["trigger"], trigger, "{check}");
+    assert!(
+        check["args"][0]["remainingAllowance"].is_null(),
+        "no allowance after launch: {check}"
+    );
+    // 2 MiB, over the 768 KiB left before launch: scheduled and finished now.
+    let after = format!("after-launch-{trigger}");
+    wait_for_entry(client, &format!("didFinish {after}"), |e| {
+        is_call(e, "didFinish", Some(&after))
+    })
+    .await?;
+
+    // --- update: a new sw.js and pkg.json; activate -> didUpdate -> the changed pack fetched,
+    // its old version served until the new one is verified.
+    site.publish_version(2)?;
+    fixture(client, "update()").await?;
+    let update = wait_for_entry(client, "didUpdate", |e| is_call(e, "didUpdate", None)).await?;
+    assert_eq!(update["version"], 2, "{update}");
+    assert_eq!(update["args"][0]["updated"], json!(["core"]), "{update}");
+    let during = served(client, &core_url(), None).await?;
+    assert_eq!(
+        during["sha256"],
+        generated_sha256(CORE_LEN, CORE_V1_SEED),
+        "old version readable while the new one downloads"
+    );
+    let v2_id = "core.2.core_2fdata_2ebin";
+    wait_for_entry(client, "didFinish core v2", |e| {
+        is_call(e, "didFinish", Some(v2_id))
+    })
+    .await?;
+    let core_v2 = served(client, &core_url(), None).await?;
+    assert_eq!(
+        core_v2["sha256"],
+        generated_sha256(CORE_LEN, CORE_V2_SEED),
+        "new version once verified: {core_v2}"
+    );
+    let installs = log(client)
+        .await?
+        .iter()
+        .filter(|e| is_call(e, "didInstall", None))
+        .count();
+    assert_eq!(installs, 1, "an update is not a second didInstall");
+
+    // --- offline: no page server, no CDN (and in Chromium a restarted worker): the worker
+    // still serves the stored pack with Range.
+    site.page.take();
+    site.cdn.take();
+    if engine == Engine::Chromium {
+        cdp(driver, client, "ServiceWorker.stopAllWorkers", json!({})).await?;
+    }
+    let offline = served(client, &core_url(), Some("bytes=-100")).await?;
+    assert_eq!(offline["status"], 206, "{offline}");
+    assert_eq!(
+        offline["hex"],
+        generated_hex(CORE_LEN, CORE_V2_SEED, CORE_LEN - 100, CORE_LEN),
+        "offline range bytes"
+    );
+    Ok(())
+}
+
+/// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
+async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
+    const PROBE_BYTES: u64 = 262_144;
+    const PROBE_SEED: u64 = 42;
+    let site = Fixture::start()?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect(&driver).await?;
     let outcome = async {
-        client
-            .goto(&url)
-            .await
-            .with_context(|| format!("opening {url}"))?;
-        wait_for_status(&client).await
+        open(&client, &site.url()).await?;
+        fixture(&client, "register()").await?;
+        let probe = format!("{}/gen/{PROBE_BYTES}/{PROBE_SEED}", site.cdn_origin);
+        let worker = fixture(&client, &format!("hello('{probe}')")).await?;
+        let page = fixture(&client, "pageInfo()").await?;
+        Ok::<_, anyhow::Error>((worker, page))
     }
     .await;
     let _ = client.close().await;
-    let seen = outcome?;
-
-    let workspace_version = root_crate_version()?;
-    let get = |name: &str| seen.get(name).map(String::as_str).unwrap_or("");
+    let (worker, page) = outcome?;
+    let version = root_crate_version()?;
+    assert_eq!(page["version"], version.as_str(), "page wasm version");
+    assert_eq!(page["context"], "window");
+    assert_eq!(worker["version"], version.as_str(), "worker wasm version");
+    assert_eq!(worker["context"], "serviceworker", "{worker}");
+    assert_eq!(worker["probe"]["bytes"], PROBE_BYTES);
     assert_eq!(
-        get("data-page-version"),
-        workspace_version,
-        "page wasm version"
-    );
-    assert_eq!(get("data-page-context"), "window");
-    assert_eq!(
-        get("data-worker-version"),
-        workspace_version,
-        "worker wasm version"
-    );
-    assert_eq!(
-        get("data-worker-context"),
-        "serviceworker",
-        "the answer came from the worker"
-    );
-    assert_eq!(get("data-worker-probe-bytes"), PROBE_BYTES.to_string());
-    assert_eq!(
-        get("data-worker-probe-sha256"),
+        worker["probe"]["sha256"],
         generated_sha256(PROBE_BYTES, PROBE_SEED),
         "the worker's wasm hashed the CDN body"
     );
     let probe_path = format!("/gen/{PROBE_BYTES}/{PROBE_SEED}");
-    let fetched = site
-        .cdn
-        .requests()
-        .into_iter()
-        .any(|r| r.method == "GET" && r.path_and_query == probe_path && r.status == 200);
-    assert!(fetched, "the CDN saw the worker's GET {probe_path}");
-    let served_sw = site
-        .page
-        .requests()
-        .into_iter()
-        .any(|r| r.path_and_query == "/sw.js" && r.status == 200);
-    assert!(served_sw, "the browser fetched /sw.js");
+    let cdn = site.cdn.as_ref().expect("cdn running");
+    assert!(
+        cdn.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path_and_query == probe_path && r.status == 200),
+        "the CDN saw the worker's GET {probe_path}"
+    );
     Ok(())
 }
 
@@ -193,4 +589,16 @@ async fn chromium_page_and_service_worker_report_their_wasm() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_page_and_service_worker_report_their_wasm() -> Result<()> {
     page_and_worker_report_their_wasm(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_extension_lifecycle() -> Result<()> {
+    extension_lifecycle(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_extension_lifecycle() -> Result<()> {
+    extension_lifecycle(Engine::Firefox).await
 }

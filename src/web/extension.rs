@@ -1,0 +1,929 @@
+//! The extension: Apple's `BADownloaderExtension`, run by the app's service worker.
+//!
+//! ```text
+//!  sw.js (classic script)                      wasm (this module)
+//!  importScripts(worker glue, extension.js)
+//!  BackgroundAssets.extension(handlers)
+//!    adds every listener synchronously ──┐
+//!    install      ─ waitUntil ───────────┼──▶ extensionInstall: pkg.json (+ manifest) ──▶
+//!                                        │      handlers.didInstall(info) ──▶ schedule as
+//!                                        │      Extension{Install} ──▶ wait for essentials
+//!    activate     ─ waitUntil ───────────┼──▶ extensionActivate: after an update only:
+//!                                        │      refresh ──▶ handlers.didUpdate(info) ──▶ schedule
+//!    periodicsync ─ waitUntil ───────────┼──▶ extensionPeriodicSync: refresh ──▶
+//!                                        │      handlers.checkForUpdates(info) ──▶ schedule, wait
+//!    fetch /background-assets/… ─ respondWith ─▶ extensionFetch: the stored asset, with Range
+//!    message      ─ waitUntil ───────────┴──▶ extensionMessage: routed events
+//!                                               (DownloadManager::deliver_remote), `launch`
+//!  page: launch() ── did_launch, periodicSync.register, else postMessage {op: "launch"}
+//! ```
+//!
+//! Every handler is optional. `didInstall`, `didUpdate` and `checkForUpdates` receive
+//! `info = { event, remainingAllowance: { total, essential } | null, updated: [ids],
+//! removed: [ids] }` and may return (or resolve to) an array of download descriptors
+//! (`{ id, url, essential, size, priority, headers }`) to schedule; returning nothing schedules
+//! what the declaration says for that event (the packs listing `firstInstallation`, or
+//! `subsequentUpdate`). A download that cannot be scheduled (over the allowance, a domain not
+//! allowed...) is reported to `didFail(id, error)` with its typed error and the others still
+//! run. The extension's delegate (`didBegin`, `didPause`, `didWriteData`, `didFinish`,
+//! `didFail`, `didRequeueAsNonEssential`, `authenticationChallenge`) receives the events routed
+//! to the extension.
+//!
+//! Limits chosen here: `install` waits at most [`INSTALL_WAIT_MS`] (4 minutes, under the 5
+//! minutes Chromium and Firefox give one event) for the essential downloads; an essential that
+//! fails is re-queued as non-essential by the core and `install` still completes. `activate`
+//! does not wait (it would hold back the page's `fetch` events, and the old version of an
+//! updated pack must stay readable meanwhile). A periodic check waits at most
+//! [`CHECK_WAIT_MS`] for what it scheduled.
+//!
+//! # Example (the app's `sw.js`)
+//! ```js
+//! importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
+//! BackgroundAssets.extension({
+//!   async didInstall(info) { console.log(info.remainingAllowance); /* default downloads */ },
+//!   didFinish(id, finished) { console.log(id, finished.url); },
+//! });
+//! ```
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures::future::{FutureExt, LocalBoxFuture};
+use futures::StreamExt;
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::core::declaration::{parse_manifest, InstallationEvent};
+use crate::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+use crate::core::error::Error;
+use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager, PackUpdate};
+use crate::web::container::Container;
+use crate::web::js;
+use crate::web::manager::{
+    fetch_text, AuthChallenge, Credentials, DownloadManager, DownloadManagerDelegate,
+    FinishedDownload, ManagerConfig, STATE_KEY,
+};
+use crate::web::serve::{serve_request, SERVE_PREFIX};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// How long `install` waits for the essential downloads (milliseconds).
+pub const INSTALL_WAIT_MS: f64 = 240_000.0;
+/// How long a periodic check waits for the downloads it scheduled (milliseconds).
+pub const CHECK_WAIT_MS: f64 = 240_000.0;
+/// The periodic-sync tag [`launch`] registers and the worker entry answers.
+pub const PERIODIC_SYNC_TAG: &str = "background-assets";
+/// The `type` of the control messages a page sends to the worker entry.
+pub const CONTROL_MESSAGE: &str = "background-assets-extension";
+/// The `meta` key under which `install` records that it installed an update.
+const PENDING_UPDATE_KEY: &str = "extension-pending-update";
+/// The minimum interval asked of `periodicSync.register` (12 hours, the engines' floor).
+const PERIODIC_SYNC_INTERVAL_MS: f64 = 12.0 * 3600.0 * 1000.0;
+
+fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+/// A typed error as JavaScript sees it: an `Error` with `name`, `code` and `transient`.
+///
+/// # Example
+/// ```no_run
+/// use background_assets::core::error::Error;
+/// let e = background_assets::web::extension::error_to_js(&Error::Cancelled);
+/// # let _ = e;
+/// ```
+pub fn error_to_js(error: &Error) -> JsValue {
+    let value = js_sys::Error::new(&error.to_string());
+    value.set_name(error.name());
+    js::set(&value, "code", &JsValue::from(error.code()));
+    js::set(&value, "transient", &JsValue::from(error.is_transient()));
+    value.into()
+}
+
+fn js_failure(operation: &str, value: &JsValue) -> Error {
+    Error::Unsupported {
+        what: format!("{operation}: {}", js::describe(value)),
+    }
+}
+
+/// Calls `handlers[name](...args)` if it is a function; awaits a returned promise.
+async fn call_handler(
+    handlers: &JsValue,
+    name: &str,
+    args: &[JsValue],
+) -> std::result::Result<Option<JsValue>, JsValue> {
+    let Ok(function) = js::get(handlers, name).dyn_into::<Function>() else {
+        return Ok(None);
+    };
+    let array: Array = args.iter().collect();
+    let value = function.apply(handlers, &array)?;
+    let value = match value.dyn_ref::<Promise>() {
+        Some(promise) => JsFuture::from(promise.clone()).await?,
+        None => value,
+    };
+    Ok(Some(value))
+}
+
+/// Calls a synchronous handler and logs what it throws (a delegate method must not break the
+/// manager).
+fn notify(handlers: &JsValue, name: &str, args: &[JsValue]) {
+    if let Ok(function) = js::get(handlers, name).dyn_into::<Function>() {
+        let array: Array = args.iter().collect();
+        match function.apply(handlers, &array) {
+            Ok(value) => {
+                if let Some(promise) = value.dyn_ref::<Promise>() {
+                    let promise = promise.clone();
+                    let name = name.to_string();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(e) = JsFuture::from(promise).await {
+                            console_error(&format!(
+                                "background-assets extension: {name}: {}",
+                                js::describe(&e)
+                            ));
+                        }
+                    });
+                }
+            }
+            Err(e) => console_error(&format!(
+                "background-assets extension: {name} threw {}",
+                js::describe(&e)
+            )),
+        }
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// The finished handle JavaScript receives: `{ id, size, sha256, url, blob(), response() }`.
+fn finished_to_js(finished: FinishedDownload) -> JsValue {
+    let object = js::object();
+    js::set(&object, "id", &finished.identifier.as_str().into());
+    js::set(&object, "size", &JsValue::from(finished.size as f64));
+    js::set(&object, "sha256", &finished.sha256.as_str().into());
+    js::set(&object, "url", &finished.url().into());
+    let for_blob = finished.clone();
+    let blob = Closure::<dyn FnMut() -> Promise>::new(move || {
+        let f = for_blob.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            f.blob().await.map(Into::into).map_err(|e| error_to_js(&e))
+        })
+    });
+    js::set(&object, "blob", &blob.into_js_value());
+    let response = Closure::<dyn FnMut() -> Promise>::new(move || {
+        let f = finished.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            f.response()
+                .await
+                .map(Into::into)
+                .map_err(|e| error_to_js(&e))
+        })
+    });
+    js::set(&object, "response", &response.into_js_value());
+    object.into()
+}
+
+/// Forwards the worker manager's delegate callbacks to the JS handlers object.
+struct HandlersDelegate {
+    handlers: JsValue,
+}
+
+impl DownloadManagerDelegate for HandlersDelegate {
+    fn did_begin(&self, id: &Identifier) {
+        notify(&self.handlers, "didBegin", &[id.as_str().into()]);
+    }
+    fn did_pause(&self, id: &Identifier) {
+        notify(&self.handlers, "didPause", &[id.as_str().into()]);
+    }
+    fn did_write_data(
+        &self,
+        id: &Identifier,
+        bytes_written: u64,
+        total_written: u64,
+        total_expected: Option<u64>,
+    ) {
+        let expected = total_expected.map_or(JsValue::NULL, |n| JsValue::from(n as f64));
+        notify(
+            &self.handlers,
+            "didWriteData",
+            &[
+                id.as_str().into(),
+                JsValue::from(bytes_written as f64),
+                JsValue::from(total_written as f64),
+                expected,
+            ],
+        );
+    }
+    fn did_fail(&self, id: &Identifier, error: &Error) {
+        notify(
+            &self.handlers,
+            "didFail",
+            &[id.as_str().into(), error_to_js(error)],
+        );
+    }
+    fn did_finish(&self, id: &Identifier, finished: FinishedDownload) {
+        notify(
+            &self.handlers,
+            "didFinish",
+            &[id.as_str().into(), finished_to_js(finished)],
+        );
+    }
+    fn did_requeue_as_non_essential(&self, id: &Identifier) {
+        notify(
+            &self.handlers,
+            "didRequeueAsNonEssential",
+            &[id.as_str().into()],
+        );
+    }
+    fn authentication_challenge(
+        &self,
+        id: &Identifier,
+        challenge: &AuthChallenge,
+    ) -> LocalBoxFuture<'static, Option<Credentials>> {
+        let handlers = self.handlers.clone();
+        let id = id.to_string();
+        let info = js::object();
+        js::set(&info, "url", &challenge.url.as_str().into());
+        js::set(&info, "status", &JsValue::from(challenge.status));
+        js::set(
+            &info,
+            "wwwAuthenticate",
+            &challenge
+                .www_authenticate
+                .as_deref()
+                .map_or(JsValue::NULL, JsValue::from),
+        );
+        async move {
+            let answer = call_handler(
+                &handlers,
+                "authenticationChallenge",
+                &[id.into(), info.into()],
+            )
+            .await
+            .ok()
+            .flatten()?;
+            headers_of(&answer)
+        }
+        .boxed_local()
+    }
+}
+
+/// `{ name: value }` (or `null`) as request headers.
+fn headers_of(value: &JsValue) -> Option<Credentials> {
+    let object = value.dyn_ref::<Object>()?;
+    let entries = Object::entries(object);
+    Some(
+        entries
+            .iter()
+            .filter_map(|pair| {
+                let pair: Array = pair.unchecked_into();
+                Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
+            })
+            .collect(),
+    )
+}
+
+thread_local! {
+    static ATTACHED: RefCell<bool> = const { RefCell::new(false) };
+    static CONTAINER: RefCell<Option<Rc<Container>>> = const { RefCell::new(None) };
+}
+
+/// The worker's shared manager, with the handlers set as its delegate (once).
+fn manager(handlers: &JsValue) -> DownloadManager {
+    let manager = DownloadManager::shared();
+    let first = ATTACHED.with(|a| !std::mem::replace(&mut *a.borrow_mut(), true));
+    if first && handlers.is_object() {
+        manager.set_delegate(Some(Rc::new(HandlersDelegate {
+            handlers: handlers.clone(),
+        })));
+    }
+    manager
+}
+
+/// A download descriptor (`{ id, url, essential, size, priority, headers }`, or a JS face
+/// `UrlDownload`) as a validated [`UrlDownload`].
+///
+/// # Example
+/// ```no_run
+/// let d = js_sys::Object::new();
+/// let set = |k: &str, v: wasm_bindgen::JsValue| { js_sys::Reflect::set(&d, &k.into(), &v).unwrap(); };
+/// set("id", "level-2".into());
+/// set("url", "https://cdn.example/level-2.bin".into());
+/// let download = background_assets::web::extension::download_from_js(&d).unwrap();
+/// assert_eq!(download.identifier.as_str(), "level-2");
+/// ```
+pub fn download_from_js(value: &JsValue) -> Result<UrlDownload> {
+    let text = |key: &str| js::get(value, key).as_string().unwrap_or_default();
+    let identifier = Identifier::new(text("id"))?;
+    let mut request = DownloadRequest::get(&text("url"))?;
+    if let Some(headers) = headers_of(&js::get(value, "headers")) {
+        for (name, value) in headers {
+            request = request.with_header(&name, &value)?;
+        }
+    }
+    let essential = js::get(value, "essential").as_bool().unwrap_or(false);
+    let size = js::get(value, "size").as_f64();
+    if let Some(size) = size {
+        if !(size >= 0.0
+            && size.fract() == 0.0
+            && size <= crate::core::download::MAX_SAFE_INTEGER as f64)
+        {
+            return Err(Error::DownloadInvalid {
+                reason: format!("`{identifier}`: size {size} is not a whole number of bytes"),
+            });
+        }
+    }
+    let priority = js::get(value, "priority")
+        .as_f64()
+        .map_or(Priority::DEFAULT, |p| Priority::new(p as i64));
+    UrlDownload::new(
+        identifier,
+        request,
+        essential,
+        size.map(|s| s as u64),
+        priority,
+        now().max(0.0) as u64,
+    )
+}
+
+fn id_list(ids: &[Identifier]) -> JsValue {
+    ids.iter()
+        .map(|id| JsValue::from(id.as_str()))
+        .collect::<Array>()
+        .into()
+}
+
+/// `info` for didInstall / didUpdate / checkForUpdates.
+async fn info(manager: &DownloadManager, event: &str, update: &PackUpdate) -> Result<JsValue> {
+    let remaining = manager.inspect(|core| core.remaining_allowance()).await?;
+    let object = js::object();
+    js::set(&object, "event", &event.into());
+    let allowance = match remaining {
+        Some(r) => {
+            let a = js::object();
+            js::set(&a, "total", &JsValue::from(r.total as f64));
+            js::set(&a, "essential", &JsValue::from(r.essential as f64));
+            a.into()
+        }
+        None => JsValue::NULL,
+    };
+    js::set(&object, "remainingAllowance", &allowance);
+    js::set(&object, "updated", &id_list(&update.updated));
+    js::set(&object, "removed", &id_list(&update.removed));
+    js::set(&object, "added", &id_list(&update.added));
+    Ok(object.into())
+}
+
+/// Re-reads the declaration (`pkg.json`, then the manifest it names) and applies it: which packs
+/// changed. (The asset-pack layer's `check_for_updates` does the same for pages.)
+async fn refresh_declaration(manager: &DownloadManager) -> Result<PackUpdate> {
+    let config = ManagerConfig::for_global().await?;
+    let mut declaration = config.declaration;
+    if let Some(url) = declaration.manifest_url.clone() {
+        let text = fetch_text(&url).await?.ok_or_else(|| Error::HttpStatus {
+            identifier: url.to_string(),
+            status: 404,
+        })?;
+        let manifest = parse_manifest(&text, &url)?;
+        declaration = declaration.with_manifest(&manifest)?;
+    }
+    manager
+        .decide(move |core| Ok(core.apply_manifest(declaration)))
+        .await
+}
+
+/// Schedules the declaration's downloads for `event` (the packs listing `firstInstallation`, or
+/// `subsequentUpdate`) as the extension handling `event`. Returns the identifiers scheduled and
+/// the refusals.
+async fn schedule_declared(
+    manager: &DownloadManager,
+    event: ExtensionEvent,
+) -> Result<(Vec<Identifier>, Vec<(String, Error)>)> {
+    let installation = match event {
+        ExtensionEvent::Install => InstallationEvent::FirstInstallation,
+        _ => InstallationEvent::SubsequentUpdate,
+    };
+    let at = now().max(0.0) as u64;
+    let downloads = manager
+        .decide(move |core| core.downloads_for(installation, at))
+        .await?;
+    Ok(schedule_each(manager, downloads, event).await)
+}
+
+async fn schedule_each(
+    manager: &DownloadManager,
+    downloads: Vec<UrlDownload>,
+    event: ExtensionEvent,
+) -> (Vec<Identifier>, Vec<(String, Error)>) {
+    let caller = Caller::Extension { event: Some(event) };
+    let mut scheduled = Vec::new();
+    let mut refused = Vec::new();
+    for download in downloads {
+        let id = download.identifier.clone();
+        match manager.schedule_as(download, caller).await {
+            Ok(()) => scheduled.push(id),
+            Err(e) => refused.push((id.to_string(), e)),
+        }
+    }
+    (scheduled, refused)
+}
+
+/// Schedules the downloads a handler returned (an array of descriptors; anything else is
+/// nothing) as the extension handling `event`. Every refusal (invalid descriptor, allowance,
+/// domain...) goes to the handlers' `didFail(id, error)`.
+async fn schedule_returned(
+    manager: &DownloadManager,
+    handlers: &JsValue,
+    returned: Option<JsValue>,
+    event: ExtensionEvent,
+) -> (Vec<Identifier>, Vec<(String, Error)>) {
+    let mut refused = Vec::new();
+    let mut downloads = Vec::new();
+    if let Some(list) = returned.filter(Array::is_array) {
+        for item in Array::from(&list).iter() {
+            match download_from_js(&item) {
+                Ok(d) => downloads.push(d),
+                Err(e) => refused.push((js::get(&item, "id").as_string().unwrap_or_default(), e)),
+            }
+        }
+    }
+    let (scheduled, more) = schedule_each(manager, downloads, event).await;
+    refused.extend(more);
+    for (id, error) in &refused {
+        notify(
+            handlers,
+            "didFail",
+            &[id.as_str().into(), error_to_js(error)],
+        );
+    }
+    (scheduled, refused)
+}
+
+/// The declaration's downloads for `event`, then `handler(info)` and the extra downloads it
+/// returns: what one extension event schedules.
+async fn run_event(
+    manager: &DownloadManager,
+    handlers: &JsValue,
+    event: ExtensionEvent,
+    update: &PackUpdate,
+    trigger: Option<&str>,
+) -> Result<(Vec<Identifier>, Vec<(String, Error)>)> {
+    let (mut scheduled, mut refused) = schedule_declared(manager, event).await?;
+    for (id, error) in &refused {
+        notify(
+            handlers,
+            "didFail",
+            &[id.as_str().into(), error_to_js(error)],
+        );
+    }
+    let (name, handler) = match event {
+        ExtensionEvent::Install => ("install", "didInstall"),
+        ExtensionEvent::Update => ("update", "didUpdate"),
+        ExtensionEvent::CheckForUpdates => ("checkForUpdates", "checkForUpdates"),
+    };
+    let info = info(manager, name, update).await?;
+    if let Some(trigger) = trigger {
+        js::set(&info, "trigger", &trigger.into());
+    }
+    let returned = call_handler(handlers, handler, &[info])
+        .await
+        .map_err(|e| js_failure(handler, &e))?;
+    let (more, more_refused) = schedule_returned(manager, handlers, returned, event).await;
+    scheduled.extend(more);
+    refused.extend(more_refused);
+    Ok((scheduled, refused))
+}
+
+/// Waits until `done(core)` holds or `timeout_ms` passes; whether it held.
+async fn wait_until(
+    manager: &DownloadManager,
+    done: impl Fn(&CoreManager) -> bool,
+    timeout_ms: f64,
+) -> Result<bool> {
+    let mut changes = manager.changes().await?;
+    let deadline = now() + timeout_ms;
+    loop {
+        if manager.inspect(&done).await? {
+            return Ok(true);
+        }
+        let left = deadline - now();
+        if left <= 0.0 {
+            return Ok(false);
+        }
+        let tick = gloo_timers::future::TimeoutFuture::new(left.min(1000.0) as u32);
+        futures::future::select(changes.next(), tick).await;
+    }
+}
+
+fn no_essentials_pending(core: &CoreManager) -> bool {
+    !core.current_downloads().iter().any(|d| d.essential)
+}
+
+/// What an extension event did, as the JS entry reports it:
+/// `{ scheduled: [ids], refused: [{ id, error }], pending: [ids still scheduled], ... }`.
+async fn report(
+    manager: &DownloadManager,
+    scheduled: &[Identifier],
+    refused: &[(String, Error)],
+) -> Result<JsValue> {
+    let object = js::object();
+    js::set(&object, "scheduled", &id_list(scheduled));
+    let refusals: Array = refused
+        .iter()
+        .map(|(id, e)| {
+            let r = js::object();
+            js::set(&r, "id", &id.as_str().into());
+            js::set(&r, "error", &error_to_js(e));
+            JsValue::from(r)
+        })
+        .collect();
+    js::set(&object, "refused", &refusals);
+    let pending: Vec<Identifier> = manager
+        .inspect(|core| {
+            core.current_downloads()
+                .into_iter()
+                .map(|d| d.identifier)
+                .collect()
+        })
+        .await?;
+    js::set(&object, "pending", &id_list(&pending));
+    Ok(object.into())
+}
+
+fn to_promise(future: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
+    wasm_bindgen_futures::future_to_promise(future.map(|r| r.map_err(|e| error_to_js(&e))))
+}
+
+fn registration() -> JsValue {
+    js::get(&js_sys::global(), "registration")
+}
+
+/// The worker entry's `install` step (see the module doc): the declaration (and its manifest)
+/// loaded, `didInstall(info)` asked, its downloads (or the declaration's) scheduled under the
+/// initial restrictions, then the essential ones waited for (at most [`INSTALL_WAIT_MS`]).
+/// When a previous version of the worker is active this is an update: nothing is asked here,
+/// `activate` calls `didUpdate`. Resolves to the report `{ scheduled, refused, pending, update }`.
+#[wasm_bindgen(js_name = extensionInstall)]
+pub fn extension_install(handlers: JsValue) -> Promise {
+    to_promise(async move {
+        let manager = manager(&handlers);
+        let container = manager.container().await?;
+        let previous = js::get(&registration(), "active");
+        if previous.is_object() {
+            container
+                .put_meta(PENDING_UPDATE_KEY, &JsValue::TRUE)
+                .await?;
+            let object = js::object();
+            js::set(&object, "update", &JsValue::TRUE);
+            return Ok(object.into());
+        }
+        let update = refresh_declaration(&manager).await?;
+        let (scheduled, refused) =
+            run_event(&manager, &handlers, ExtensionEvent::Install, &update, None).await?;
+        let complete = wait_until(&manager, no_essentials_pending, INSTALL_WAIT_MS).await?;
+        let out = report(&manager, &scheduled, &refused).await?;
+        js::set(&out, "update", &JsValue::FALSE);
+        js::set(&out, "essentialsComplete", &JsValue::from(complete));
+        Ok(out)
+    })
+}
+
+/// The worker entry's `activate` step: after an update recorded by `install`, re-reads the
+/// declaration, calls `didUpdate(info)` and schedules its downloads (or the packs listing
+/// `subsequentUpdate`) without waiting for them. Resolves to the report, or `{ update: false }`.
+#[wasm_bindgen(js_name = extensionActivate)]
+pub fn extension_activate(handlers: JsValue) -> Promise {
+    to_promise(async move {
+        let manager = manager(&handlers);
+        let container = manager.container().await?;
+        let pending = container.get_meta(PENDING_UPDATE_KEY).await?;
+        if pending.as_ref().and_then(JsValue::as_bool) != Some(true) {
+            let object = js::object();
+            js::set(&object, "update", &JsValue::FALSE);
+            return Ok(object.into());
+        }
+        container
+            .put_meta(PENDING_UPDATE_KEY, &JsValue::FALSE)
+            .await?;
+        let update = refresh_declaration(&manager).await?;
+        let (scheduled, refused) =
+            run_event(&manager, &handlers, ExtensionEvent::Update, &update, None).await?;
+        let out = report(&manager, &scheduled, &refused).await?;
+        js::set(&out, "update", &JsValue::TRUE);
+        Ok(out)
+    })
+}
+
+/// Apple's checkForUpdates: re-reads the declaration, calls `checkForUpdates(info)` (with
+/// `info.trigger`), schedules its downloads (default: the updated packs listing
+/// `subsequentUpdate`) and, when `wait`, waits for them (at most [`CHECK_WAIT_MS`]).
+async fn check_for_updates(handlers: &JsValue, trigger: &str, wait: bool) -> Result<JsValue> {
+    let manager = manager(handlers);
+    let update = refresh_declaration(&manager).await?;
+    let (scheduled, refused) = run_event(
+        &manager,
+        handlers,
+        ExtensionEvent::CheckForUpdates,
+        &update,
+        Some(trigger),
+    )
+    .await?;
+    if wait && !scheduled.is_empty() {
+        let ids = scheduled.clone();
+        wait_until(
+            &manager,
+            move |core| {
+                !ids.iter()
+                    .any(|id| core.download(id).is_some_and(|d| d.state.is_scheduled()))
+            },
+            CHECK_WAIT_MS,
+        )
+        .await?;
+    }
+    let out = report(&manager, &scheduled, &refused).await?;
+    js::set(&out, "updated", &id_list(&update.updated));
+    js::set(&out, "removed", &id_list(&update.removed));
+    Ok(out)
+}
+
+/// The worker entry's `periodicsync` step (tag [`PERIODIC_SYNC_TAG`]): checkForUpdates with
+/// `info.trigger = "periodicsync"`, waiting for what it scheduled.
+#[wasm_bindgen(js_name = extensionPeriodicSync)]
+pub fn extension_periodic_sync(handlers: JsValue) -> Promise {
+    to_promise(async move { check_for_updates(&handlers, "periodicsync", true).await })
+}
+
+/// The served path of `url` under [`SERVE_PREFIX`]: `("id", identifier)` or `("file", path)`.
+fn served_target(url: &str) -> Option<(&'static str, String)> {
+    let parsed = url::Url::parse(url).ok()?;
+    let rest = parsed.path().strip_prefix(SERVE_PREFIX)?;
+    let (kind, tail) = rest.split_once('/')?;
+    let kind = match kind {
+        "id" => "id",
+        "file" => "file",
+        _ => return None,
+    };
+    let decoded = js_sys::decode_uri_component(tail).ok()?.as_string()?;
+    (!decoded.is_empty()).then_some((kind, decoded))
+}
+
+async fn container() -> Result<Rc<Container>> {
+    if let Some(c) = CONTAINER.with(|c| c.borrow().clone()) {
+        return Ok(c);
+    }
+    let opened = Rc::new(Container::open(Container::DEFAULT_NAME).await?);
+    CONTAINER.with(|c| *c.borrow_mut() = Some(opened.clone()));
+    Ok(opened)
+}
+
+/// The stored identifier that answers pack file `path` (current readable version), read from
+/// the stored manager state (no network: works offline).
+async fn file_identifier(container: &Container, path: &str) -> Result<Option<Identifier>> {
+    // The stored state is `{ revision, state: <JSON text> }` (older databases: the JSON text).
+    let Some(json) = container
+        .get_meta(STATE_KEY)
+        .await?
+        .and_then(|v| v.as_string().or_else(|| js::get(&v, "state").as_string()))
+    else {
+        return Ok(None);
+    };
+    let core: CoreManager = serde_json::from_str(&json).map_err(|e| Error::Storage {
+        message: format!("stored manager state: {e}"),
+    })?;
+    Ok(core.file_for_path(path).map(|(_, id)| id))
+}
+
+fn text_response(status: u16, text: &str) -> JsValue {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    web_sys::Response::new_with_opt_str_and_init(Some(text), &init)
+        .map(Into::into)
+        .unwrap_or(JsValue::NULL)
+}
+
+/// The worker entry's `fetch` step for `{origin}/background-assets/id/{identifier}` and
+/// `{origin}/background-assets/file/{path}`: the stored asset with `Range` (200, 206, 416;
+/// `HEAD` without body), `404` when nothing is stored there. Reads only IndexedDB: works offline.
+#[wasm_bindgen(js_name = extensionFetch)]
+pub fn extension_fetch(request: web_sys::Request) -> Promise {
+    to_promise(async move {
+        let Some((kind, target)) = served_target(&request.url()) else {
+            return Ok(text_response(404, "not a background-assets URL"));
+        };
+        let container = container().await?;
+        let identifier = if kind == "id" {
+            Some(target.clone())
+        } else {
+            file_identifier(&container, &target)
+                .await?
+                .map(|id| id.to_string())
+        };
+        let Some(identifier) = identifier else {
+            return Ok(text_response(404, &format!("no stored file at `{target}`")));
+        };
+        match serve_request(&container, &identifier, &request).await {
+            Ok(response) => Ok(response.into()),
+            Err(Error::DownloadDoesNotExist { .. }) => {
+                Ok(text_response(404, &format!("`{identifier}` is not stored")))
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// The worker entry's `message` step. `{ type: "background-assets", ... }` (routed events and
+/// state changes from pages) goes to [`DownloadManager::deliver_remote`];
+/// `{ type: "background-assets-extension", op }` is a control message:
+/// `launch` (the app launched: restrictions lifted; with `checkForUpdates: true` also runs
+/// checkForUpdates with `info.trigger = "launch"`), `ready` (waits, at most `timeoutMs`, until no
+/// essential download is pending: `{ ready }`). Resolves to the reply (`undefined` for others).
+#[wasm_bindgen(js_name = extensionMessage)]
+pub fn extension_message(data: JsValue, handlers: JsValue) -> Promise {
+    to_promise(async move {
+        let kind = js::get(&data, "type").as_string().unwrap_or_default();
+        let manager = manager(&handlers);
+        if kind == "background-assets" {
+            manager.deliver_remote(data).await?;
+            return Ok(JsValue::UNDEFINED);
+        }
+        if kind != CONTROL_MESSAGE {
+            return Ok(JsValue::UNDEFINED);
+        }
+        let op = js::get(&data, "op").as_string().unwrap_or_default();
+        let out = js::object();
+        match op.as_str() {
+            "launch" => {
+                let lifted = manager.did_launch().await?;
+                js::set(&out, "lifted", &JsValue::from(lifted));
+                if js::get(&data, "checkForUpdates").as_bool() == Some(true) {
+                    let checked = check_for_updates(&handlers, "launch", false).await?;
+                    js::set(&out, "checked", &checked);
+                }
+            }
+            "ready" => {
+                let timeout = js::get(&data, "timeoutMs").as_f64().unwrap_or(30_000.0);
+                let ready = wait_until(&manager, no_essentials_pending, timeout).await?;
+                js::set(&out, "ready", &JsValue::from(ready));
+            }
+            other => {
+                return Err(Error::Unsupported {
+                    what: format!("extension control message `{other}`"),
+                })
+            }
+        }
+        Ok(out.into())
+    })
+}
+
+async fn await_value(value: JsValue) -> std::result::Result<JsValue, JsValue> {
+    match value.dyn_ref::<Promise>() {
+        Some(p) => JsFuture::from(p.clone()).await,
+        None => Ok(value),
+    }
+}
+
+fn call_method(
+    target: &JsValue,
+    name: &str,
+    args: &[JsValue],
+) -> std::result::Result<JsValue, JsValue> {
+    let function: Function = js::get(target, name)
+        .dyn_into()
+        .map_err(|_| JsValue::from_str(&format!("{name} is not a function")))?;
+    let array: Array = args.iter().collect();
+    function.apply(target, &array)
+}
+
+/// Posts `message` to `worker` with a `MessageChannel` and waits (at most `timeout_ms`) for the
+/// reply `{ ok, value | error }`.
+async fn ask_worker(worker: &JsValue, message: &JsValue, timeout_ms: u32) -> Result<JsValue> {
+    let failed = |e: JsValue| js_failure("asking the service worker", &e);
+    let constructor: Function = js::get(&js_sys::global(), "MessageChannel")
+        .dyn_into()
+        .map_err(|_| Error::Unsupported {
+            what: "a page without MessageChannel".into(),
+        })?;
+    let channel = Reflect::construct(&constructor, &Array::new()).map_err(failed)?;
+    let port1 = js::get(&channel, "port1");
+    let port2 = js::get(&channel, "port2");
+    let reply = Promise::new(&mut |resolve, _reject| {
+        let on_message = Closure::once_into_js(move |event: JsValue| {
+            let _ = resolve.call1(&JsValue::UNDEFINED, &js::get(&event, "data"));
+        });
+        js::set(&port1, "onmessage", &on_message);
+    });
+    let transfer: Array = [port2].iter().collect();
+    call_method(worker, "postMessage", &[message.clone(), transfer.into()]).map_err(failed)?;
+    let timeout = gloo_timers::future::TimeoutFuture::new(timeout_ms);
+    let answer = match futures::future::select(JsFuture::from(reply), timeout).await {
+        futures::future::Either::Left((answer, _)) => answer.map_err(failed)?,
+        futures::future::Either::Right(_) => {
+            let _ = call_method(&port1, "close", &[]);
+            return Err(Error::Unsupported {
+                what: format!("the service worker did not answer within {timeout_ms} ms"),
+            });
+        }
+    };
+    let _ = call_method(&port1, "close", &[]);
+    if js::get(&answer, "ok").as_bool() == Some(true) {
+        Ok(js::get(&answer, "value"))
+    } else {
+        let error = js::get(&answer, "error");
+        Err(Error::Unsupported {
+            what: format!("the service worker answered {}", js::describe(&error)),
+        })
+    }
+}
+
+/// The active service worker of this page's registration, waiting (at most `timeout_ms`) for
+/// one to activate. `None` when the page has no registration or none activates in time.
+async fn active_worker(timeout_ms: u32) -> Result<Option<(JsValue, JsValue)>> {
+    let container = js::get(&js::navigator(), "serviceWorker");
+    if !container.is_object() {
+        return Ok(None);
+    }
+    let failed = |e: JsValue| js_failure("navigator.serviceWorker", &e);
+    let registration =
+        await_value(call_method(&container, "getRegistration", &[]).map_err(failed)?)
+            .await
+            .map_err(failed)?;
+    if !registration.is_object() {
+        return Ok(None);
+    }
+    let ready = JsFuture::from(Promise::from(js::get(&container, "ready")));
+    let timeout = gloo_timers::future::TimeoutFuture::new(timeout_ms);
+    let registration = match futures::future::select(ready, timeout).await {
+        futures::future::Either::Left((r, _)) => r.map_err(failed)?,
+        futures::future::Either::Right(_) => return Ok(None),
+    };
+    let active = js::get(&registration, "active");
+    Ok(active.is_object().then_some((registration, active)))
+}
+
+/// The app launched (call it when a page of the app starts): the initial download restrictions
+/// are lifted (in this page and in the service worker), and update checks are arranged: a
+/// periodic sync (tag [`PERIODIC_SYNC_TAG`], every 12 h at most) where the engine has Periodic
+/// Background Sync and grants it, otherwise the worker runs checkForUpdates now (on every page
+/// load). Resolves to `{ periodicSync: "registered" | "unsupported" | <the refusal's name>,
+/// worker: bool, lifted, checked: <the check's report> | undefined }`.
+///
+/// # Example (JavaScript)
+/// ```js
+/// import init, { launch } from '/pkg/background_assets.js';
+/// await init();
+/// const { periodicSync } = await launch();
+/// ```
+#[wasm_bindgen]
+pub fn launch() -> Promise {
+    to_promise(async move {
+        let out = js::object();
+        DownloadManager::shared().did_launch().await?;
+        let Some((registration, worker)) = active_worker(10_000).await? else {
+            js::set(&out, "worker", &JsValue::FALSE);
+            js::set(&out, "periodicSync", &"unsupported".into());
+            return Ok(out.into());
+        };
+        js::set(&out, "worker", &JsValue::TRUE);
+        let periodic = js::get(&registration, "periodicSync");
+        let status = if periodic.is_object() {
+            let options = js::object();
+            js::set(
+                &options,
+                "minInterval",
+                &JsValue::from(PERIODIC_SYNC_INTERVAL_MS),
+            );
+            let registered = match call_method(
+                &periodic,
+                "register",
+                &[PERIODIC_SYNC_TAG.into(), options.into()],
+            ) {
+                Ok(p) => await_value(p).await,
+                Err(e) => Err(e),
+            };
+            match registered {
+                Ok(_) => "registered".to_string(),
+                Err(e) => js::error_name(&e).unwrap_or_else(|| "refused".into()),
+            }
+        } else {
+            "unsupported".to_string()
+        };
+        js::set(&out, "periodicSync", &status.as_str().into());
+        let message = js::object();
+        js::set(&message, "type", &CONTROL_MESSAGE.into());
+        js::set(&message, "op", &"launch".into());
+        js::set(
+            &message,
+            "checkForUpdates",
+            &JsValue::from(status != "registered"),
+        );
+        let reply = ask_worker(&worker, &message.into(), 60_000).await?;
+        js::set(&out, "lifted", &js::get(&reply, "lifted"));
+        js::set(&out, "checked", &js::get(&reply, "checked"));
+        Ok(out.into())
+    })
+}
