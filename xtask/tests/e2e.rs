@@ -33,6 +33,10 @@ const CORE_PATH: &str = "core/data.bin";
 const CORE_LEN: u64 = 2_097_152;
 const CORE_V1_SEED: u64 = 11;
 const CORE_V2_SEED: u64 = 21;
+/// Bytes per second the CDN sends the essential file at: version 1 (install waits ~0.5 s), version
+/// 2 (~3 s: the old version is read meanwhile).
+const CORE_V1_THROTTLE: u64 = 4_194_304;
+const CORE_V2_THROTTLE: u64 = 700_000;
 /// The prefetch pack's file.
 const EXTRA_LEN: u64 = 262_144;
 /// The initial restrictions of the fixture's declaration.
@@ -49,6 +53,12 @@ struct Fixture {
 
 impl Fixture {
     fn start() -> Result<Fixture> {
+        Fixture::start_with(CORE_V1_THROTTLE)
+    }
+
+    /// Like [`start`](Self::start), the essential file (version 1) paced at `core_throttle`
+    /// bytes per second.
+    fn start_with(core_throttle: u64) -> Result<Fixture> {
         let pkg = std::env::var_os("BA_E2E_PKG")
             .map(PathBuf::from)
             .unwrap_or_else(workspace::pkg_dir);
@@ -76,7 +86,7 @@ impl Fixture {
                     .with_context(|| format!("copying {}", path.display()))?;
             }
         }
-        write_declaration(site.path(), &cdn_origin, 1)?;
+        write_declaration(site.path(), &cdn_origin, 1, core_throttle)?;
         let page = Server::start(ServerConfig {
             port: 0,
             mounts: vec![
@@ -105,7 +115,12 @@ impl Fixture {
     /// A new version of the app: `pkg.json` with the essential pack at `core_version`, and a
     /// `sw.js` whose bytes differ (so `registration.update()` installs it).
     fn publish_version(&self, version: u32) -> Result<()> {
-        write_declaration(self.site.path(), &self.cdn_origin, version)?;
+        write_declaration(
+            self.site.path(),
+            &self.cdn_origin,
+            version,
+            CORE_V2_THROTTLE,
+        )?;
         let sw = self.site.path().join("sw.js");
         let text = std::fs::read_to_string(&sw)?;
         let text = text.replace(
@@ -127,13 +142,8 @@ fn core_seed(version: u32) -> u64 {
 
 /// The fixture's `pkg.json`: an essential pack (`core`, throttled so install must wait for it;
 /// version 2 slower, so the old version is read while it downloads) and a prefetch pack.
-fn write_declaration(site: &Path, cdn: &str, core_version: u32) -> Result<()> {
+fn write_declaration(site: &Path, cdn: &str, core_version: u32, throttle: u64) -> Result<()> {
     let seed = core_seed(core_version);
-    let throttle = if core_version == 1 {
-        4_194_304
-    } else {
-        700_000
-    };
     let declaration = json!({
         "initialDownloadRestrictions": {
             "downloadAllowance": DOWNLOAD_ALLOWANCE,
@@ -517,6 +527,94 @@ async fn lifecycle_steps(
     Ok(())
 }
 
+/// The launch gate across contexts, and Apple's routing: the page's `ready()` resolves once the
+/// worker's install has stored the essential pack; while the page has a delegate the worker's
+/// events go to it (not to the extension handlers), and once it removes it they go to the
+/// extension handlers again.
+async fn ready_gate_and_event_routing(engine: Engine) -> Result<()> {
+    // The essential file takes ~3 s: the page asks ready() while the worker downloads it.
+    let site = Fixture::start_with(CORE_V2_THROTTLE)?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect(&driver).await?;
+    let outcome = routing_steps(&site, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn page_events(client: &Client) -> Result<Vec<Value>> {
+    Ok(fixture(client, "pageEvents()")
+        .await?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn wait_for_page_event(client: &Client, handler: &str, id: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let events = page_events(client).await?;
+        if events
+            .iter()
+            .any(|e| e["handler"] == handler && e["id"] == id)
+        {
+            return Ok(());
+        }
+        if started.elapsed() > LOG_TIMEOUT {
+            bail!(
+                "the page delegate got no {handler} {id}: {events:?}; extension log: {:#?}",
+                log(client).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn routing_steps(site: &Fixture, client: &Client) -> Result<()> {
+    open(client, &site.url()).await?;
+    fixture(client, "registerInBackground()").await?;
+    // didInstall is called once the declared packs are scheduled: the essential one is running.
+    wait_for_entry(client, "didInstall", |e| is_call(e, "didInstall", None)).await?;
+    let gate = fixture(client, &format!("readyThenFile('{CORE_PATH}')")).await?;
+    let sha = generated_sha256(CORE_LEN, CORE_V1_SEED);
+    assert_eq!(
+        gate["file"]["digest"], sha,
+        "ready() resolved with the essential file stored: {gate}"
+    );
+    assert_eq!(gate["file"]["sha256"], sha, "{gate}");
+
+    // A page delegate: the worker's events go to the page.
+    fixture(client, "setDelegate(true)").await?;
+    fixture(client, "register()").await?;
+    let launched = fixture(client, "launch()").await?;
+    assert!(
+        launched["checked"].is_object(),
+        "without periodic sync (not granted) launch checks for updates: {launched}"
+    );
+    wait_for_page_event(client, "didFinish", "after-launch-launch").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entries = log(client).await?;
+    assert!(
+        !entries
+            .iter()
+            .any(|e| is_call(e, "didFinish", Some("after-launch-launch"))),
+        "routed to the page, not the extension: {entries:#?}"
+    );
+
+    // No page delegate: the extension's handlers get them.
+    fixture(client, "setDelegate(false)").await?;
+    fixture(client, "launch()").await?;
+    wait_for_entry(client, "didFinish after-launch-launch-1", |e| {
+        is_call(e, "didFinish", Some("after-launch-launch-1"))
+    })
+    .await?;
+    let events = page_events(client).await?;
+    assert!(
+        !events.iter().any(|e| e["id"] == "after-launch-launch-1"),
+        "not routed to a page without a delegate: {events:?}"
+    );
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -589,6 +687,18 @@ async fn chromium_page_and_service_worker_report_their_wasm() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_page_and_service_worker_report_their_wasm() -> Result<()> {
     page_and_worker_report_their_wasm(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_ready_gate_and_event_routing() -> Result<()> {
+    ready_gate_and_event_routing(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_ready_gate_and_event_routing() -> Result<()> {
+    ready_gate_and_event_routing(Engine::Firefox).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,42 @@ async function pageWasm() {
   return wasm;
 }
 
+// Events the page's delegate received (see setDelegate).
+const pageEvents = [];
+
 window.fixture = {
+  async registerInBackground() {
+    await navigator.serviceWorker.register(SCRIPT, { scope: '/' });
+    return null;
+  },
+  // The launch gate from the page while the worker's install downloads: ready(), then the file.
+  async readyThenFile(path) {
+    const { DownloadManager } = await pageWasm();
+    const manager = DownloadManager.shared();
+    const started = Date.now();
+    await manager.ready();
+    const waited = Date.now() - started;
+    const file = await manager.file(path);
+    if (!file) return { waited, file: null };
+    const blob = await file.blob();
+    const digest = hex(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+    return { waited, file: { id: file.id, size: file.size, sha256: file.sha256, digest } };
+  },
+  async setDelegate(on) {
+    const { DownloadManager } = await pageWasm();
+    const delegate = on
+      ? {
+          didBegin: (id) => pageEvents.push({ handler: 'didBegin', id }),
+          didFinish: (id, finished) => pageEvents.push({ handler: 'didFinish', id, size: finished.size }),
+          didFail: (id, error) => pageEvents.push({ handler: 'didFail', id, error: error && error.name }),
+        }
+      : null;
+    DownloadManager.shared().setDelegate(delegate);
+    return null;
+  },
+  pageEvents() {
+    return pageEvents.slice();
+  },
   async register() {
     await navigator.serviceWorker.register(SCRIPT, { scope: '/' });
     const registration = await activeRegistration();

@@ -27,6 +27,15 @@ function record(handler, ...args) {
     .catch((e) => console.error('fixture log', e));
 }
 
+async function count(handler) {
+  const cache = await caches.open(LOG);
+  let n = 0;
+  for (const request of await cache.keys()) {
+    if ((await (await cache.match(request)).json()).handler === handler) n += 1;
+  }
+  return n;
+}
+
 // Downloads the fixture asks for beyond the declared packs: one over the initial allowance, one
 // from a host outside the allow-list, one that fits.
 function extras() {
@@ -50,9 +59,12 @@ BackgroundAssets.extension({
     return [];
   },
   async checkForUpdates(info) {
+    const earlier = await count('checkForUpdates');
     await record('checkForUpdates', info);
-    // Refused before the first launch; allowed once a page launched.
-    return [{ id: `after-launch-${info.trigger}`, url: `${CDN}/gen/2097152/16`, size: 2097152 }];
+    // 2 MiB: refused before the first launch, allowed once a page launched. Each check asks for
+    // a new download: `after-launch-<trigger>`, then `-1`, `-2`...
+    const id = `after-launch-${info.trigger}${earlier ? `-${earlier}` : ''}`;
+    return [{ id, url: `${CDN}/gen/2097152/16?check=${earlier}`, size: 2097152 }];
   },
   didBegin: (id) => record('didBegin', id),
   didFinish: (id, finished) => record('didFinish', id, finished),
