@@ -8,5 +8,6 @@ pub mod fetcher;
 pub mod js;
 pub mod locks;
 pub mod manager;
+pub mod packs;
 pub mod serve;
 pub mod transfer;

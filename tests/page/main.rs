@@ -16,6 +16,8 @@ mod fetcher;
 mod locks;
 #[path = "../common/manager.rs"]
 mod manager;
+#[path = "../common/packs.rs"]
+mod packs;
 #[path = "../common/serve.rs"]
 mod serve;
 #[path = "../common/stack.rs"]
