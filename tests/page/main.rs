@@ -12,6 +12,8 @@ mod container;
 mod faults;
 #[path = "../common/fetcher.rs"]
 mod fetcher;
+#[path = "../common/js_api.rs"]
+mod js_api;
 #[path = "../common/locks.rs"]
 mod locks;
 #[path = "../common/manager.rs"]

@@ -11,6 +11,112 @@
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+mod delegate;
+mod download;
+mod errors;
+mod finished;
+mod manager;
+
+pub use delegate::{JsDelegate, DELEGATE_METHODS};
+pub use download::{download_from_js, download_to_js, UrlDownloadJs, DESCRIPTOR_KEYS};
+pub use errors::{error_to_js, to_js_result};
+pub use finished::FinishedDownloadJs;
+pub use manager::{download_info_to_js, open_options_from_js, DownloadManagerJs, OPEN_OPTION_KEYS};
+
+/// The TypeScript of the plain objects the JS face takes and returns (the classes are typed by
+/// wasm-bindgen itself).
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** What `new UrlDownload(init)` and `schedule(init)` take (Apple's `identifier`/`fileSize` are accepted as aliases of `id`/`size`). */
+export interface UrlDownloadInit {
+  id: string;
+  url: string | URL;
+  essential?: boolean;
+  /** The exact size in bytes (required when `essential`). */
+  size?: number;
+  /** 0..100 (default 50), or 'min' | 'default' | 'max'. */
+  priority?: number | 'min' | 'default' | 'max';
+  headers?: Record<string, string> | Headers | [string, string][];
+  applicationGroup?: string;
+}
+
+/** `DownloadManager.open(options)`. */
+export interface DownloadManagerOptions {
+  /** The IndexedDB container database (default "background-assets"). */
+  database?: string;
+  /** The declaration (pkg.json) object or its JSON text (default: the origin's /pkg.json). */
+  declaration?: object | string;
+}
+
+/** Where a download is in its life. */
+export type DownloadState = 'created' | 'waiting' | 'downloading' | 'paused' | 'finished' | 'failed';
+
+/** One entry of `fetchCurrentDownloads()`. */
+export interface DownloadInfo {
+  id: string;
+  url: string;
+  state: DownloadState;
+  essential: boolean;
+  priority: number;
+  /** Whether a page started it with `startForegroundDownload`. */
+  foreground: boolean;
+  totalWritten: number;
+  totalExpected: number | null;
+  /** It was essential, failed, and was scheduled again as non-essential. */
+  requeuedFromEssential: boolean;
+  /** The asset-pack file it fetches, if any. */
+  pack: { id: string; path: string } | null;
+}
+
+/** What `authenticationChallenge` is asked about. */
+export interface AuthChallenge {
+  url: string;
+  /** 401, 403 or 407. */
+  status: number;
+  wwwAuthenticate: string | null;
+}
+
+/** Apple's BADownloadManagerDelegate: any subset of these methods. */
+export interface DownloadManagerDelegate {
+  didBegin?(id: string): void;
+  didPause?(id: string): void;
+  didWriteData?(id: string, bytesWritten: number, totalWritten: number, totalExpected: number | null): void;
+  didFail?(id: string, error: BackgroundAssetsError): void;
+  didFinish?(id: string, finished: FinishedDownload): void;
+  didRequeueAsNonEssential?(id: string): void;
+  /** Return request headers to retry with, or null to fail with AuthenticationRequired. */
+  authenticationChallenge?(id: string, challenge: AuthChallenge): Record<string, string> | null | undefined | Promise<Record<string, string> | null | undefined>;
+}
+
+/** Every rejection and throw of this library: `name` is the variant, `code` its stable number. */
+export interface BackgroundAssetsError extends Error {
+  name: BackgroundAssetsErrorName;
+  code: number;
+  /** Whether another attempt may succeed. */
+  transient: boolean;
+  /** The variant's fields, for example `identifier`, `status`, `path`, `reason`, `argument`. */
+  identifier?: string;
+  status?: number;
+  path?: string;
+  reason?: string;
+  argument?: string;
+  [field: string]: unknown;
+}
+
+export type BackgroundAssetsErrorName =
+  | 'DownloadInvalid' | 'CallFromExtensionNotAllowed' | 'CallFromInactiveProcessNotAllowed'
+  | 'DownloadAlreadyScheduled' | 'DownloadNotScheduled' | 'DownloadFailedToStart'
+  | 'DownloadAlreadyFailed' | 'DownloadEssentialDownloadNotPermitted'
+  | 'DownloadBackgroundActivityProhibited' | 'DownloadWouldExceedAllowance' | 'DownloadDoesNotExist'
+  | 'SessionDownloadDisallowedByDomain' | 'SessionDownloadDisallowedByAllowance'
+  | 'SessionDownloadAllowanceExceeded' | 'SessionDownloadNotPermittedBeforeAppLaunch'
+  | 'InvalidDeclaration' | 'InvalidIdentifier' | 'InvalidTransition' | 'AssetPackDoesNotExist'
+  | 'MaxInstallSizeExceeded' | 'QuotaExceeded' | 'InsufficientStorage' | 'IntegrityMismatch'
+  | 'SizeMismatch' | 'ServerRefusedRange' | 'HttpStatus' | 'AuthenticationRequired' | 'Network'
+  | 'RetriesExhausted' | 'Stalled' | 'OpaqueResponseRefused' | 'CrossOriginCredentials'
+  | 'LockTimeout' | 'StaleEpoch' | 'Storage' | 'Cancelled' | 'Unsupported' | 'InvalidArgument';
+"#;
+
 /// The crate version this wasm was built from (`CARGO_PKG_VERSION`).
 ///
 /// # Example
