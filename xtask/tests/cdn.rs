@@ -146,7 +146,10 @@ fn assert_cors(answer: &Answer) {
     assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
     assert_eq!(
         answer.header("access-control-expose-headers"),
-        Some("ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After")
+        Some(
+            "ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After, \
+             WWW-Authenticate"
+        )
     );
     assert_eq!(
         answer.header("cross-origin-resource-policy"),
@@ -711,6 +714,35 @@ fn status_503_with_retry_after() {
     assert_eq!(a.header("retry-after"), Some("7"));
     assert_cors(&a);
     assert!(String::from_utf8(a.body).unwrap().contains("503"));
+}
+
+#[test]
+fn auth_answers_401_with_a_challenge_until_the_bearer_token_is_sent() {
+    let server = server();
+    let url = format!(
+        "{}/gen/1000/4?auth=t0k&fault=drop:10&times=1",
+        server.origin()
+    );
+    let none = get(&url, &[]);
+    assert_eq!(none.status, 401);
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some("Bearer realm=\"cdn\"")
+    );
+    assert_cors(&none);
+    let wrong = get(&url, &[("Authorization", "Bearer nope")]);
+    assert_eq!(wrong.status, 401);
+    let right = get(
+        &url,
+        &[("Authorization", "Bearer t0k"), ("Range", "bytes=990-")],
+    );
+    assert_eq!(
+        right.status, 206,
+        "past times=1: no drop, the range is honoured"
+    );
+    assert_eq!(right.body, expected(1000, 4)[990..].to_vec());
+    let bad = get(&format!("{}/gen/1000/4?auth=", server.origin()), &[]);
+    assert_eq!(bad.status, 400);
 }
 
 #[test]

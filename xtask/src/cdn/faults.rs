@@ -45,6 +45,9 @@ pub(crate) struct FaultPlan {
     pub times: Option<u64>,
     /// `throttle=BYTES_PER_SEC`: pace the body (not a fault: never limited by `times`).
     pub throttle: Option<u64>,
+    /// `auth=TOKEN`: answer 401 (`WWW-Authenticate: Bearer realm="cdn"`) unless the request
+    /// sends `Authorization: Bearer TOKEN` (not a fault: never limited by `times`).
+    pub auth: Option<String>,
 }
 
 impl Default for FaultPlan {
@@ -64,6 +67,7 @@ impl Default for FaultPlan {
             redirect: None,
             times: None,
             throttle: None,
+            auth: None,
         }
     }
 }
@@ -113,6 +117,16 @@ impl FaultPlan {
                     plan.throttle = Some(rate);
                 }
                 "stall-ms" => plan.stall_ms = number("stall-ms", raw_value)?,
+                "auth" => {
+                    let token = percent_decode(raw_value)
+                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+                        .ok_or_else(|| {
+                            FaultQueryError(format!(
+                                "auth: `{raw_value}` is not a token (visible ASCII, at least one)"
+                            ))
+                        })?;
+                    plan.auth = Some(token);
+                }
                 "retry-after" => plan.retry_after = Some(number("retry-after", raw_value)?),
                 _ => {}
             }
@@ -184,6 +198,7 @@ impl FaultPlan {
             Some(k) if nth > k => FaultPlan {
                 throttle: self.throttle,
                 times: self.times,
+                auth: self.auth.clone(),
                 ..FaultPlan::default()
             },
             _ => self.clone(),
@@ -245,6 +260,18 @@ mod tests {
         let plan = FaultPlan::parse(Some("fault=no-validator&times=1")).unwrap();
         assert!(plan.no_validator);
         assert!(!plan.for_request(2).no_validator);
+    }
+
+    #[test]
+    fn auth_is_kept_past_times_and_must_be_a_token() {
+        let plan = FaultPlan::parse(Some("auth=s3cr%21t&fault=drop:5&times=1")).unwrap();
+        assert_eq!(plan.auth.as_deref(), Some("s3cr!t"));
+        assert_eq!(plan.for_request(2).auth.as_deref(), Some("s3cr!t"));
+        assert!(FaultPlan::parse(Some("auth="))
+            .unwrap_err()
+            .0
+            .starts_with("auth:"));
+        assert!(FaultPlan::parse(Some("auth=a%20b")).is_err());
     }
 
     #[test]

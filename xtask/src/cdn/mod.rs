@@ -57,6 +57,7 @@
 //! | `fault=no-validator` | neither `ETag` nor `Last-Modified` (a client cannot resume; `If-Range` never matches) |
 //! | `fault=status:CODE` | answer CODE (200..=599) with a short text body (empty for 204/304) |
 //! | `retry-after=SECS` | with `fault=status`: add `Retry-After: SECS` |
+//! | `auth=TOKEN` | 401 with `WWW-Authenticate: Bearer realm="cdn"` (exposed to CORS) unless the request sends `Authorization: Bearer TOKEN`; not a fault, so `times` does not limit it |
 //! | `fault=redirect:/path` | 302 to `http://127.0.0.1:PORT/path` on this server (percent-encode `?`, `&`, `,` inside the path) |
 //! | `fault=redirect-origin:URL` | 302 to the absolute URL (another origin) |
 //! | `times=K` | the faults apply to the first K `GET`/`HEAD` requests of this exact path+query only; later ones are served normally (`throttle` still applies) |
@@ -115,7 +116,7 @@ const GENERATED_LAST_MODIFIED_SECS: u64 = 1_735_689_600;
 
 /// Headers a page may read on a cross-origin response.
 const EXPOSED_HEADERS: &str =
-    "ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After";
+    "ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After, WWW-Authenticate";
 
 /// How to start a [`Server`].
 ///

@@ -44,6 +44,20 @@ pub(super) fn serve(
 ) -> Response<ResponseBody> {
     let plan = plan.for_request(nth);
 
+    if let Some(token) = &plan.auth {
+        let sent = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(format!("Bearer {token}").as_str()) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "auth: send the bearer token\n");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cdn\""),
+            );
+            return response;
+        }
+    }
     if let Some(code) = plan.status {
         return status_fault(code, plan.retry_after);
     }
