@@ -715,25 +715,37 @@ pub fn extension_fetch(request: web_sys::Request) -> Promise {
         let Some((kind, target)) = served_target(&request.url()) else {
             return Ok(text_response(404, "not a background-assets URL"));
         };
-        let container = container().await?;
-        let identifier = if kind == "id" {
-            Some(target.clone())
-        } else {
-            file_identifier(&container, &target)
-                .await?
-                .map(|id| id.to_string())
-        };
-        let Some(identifier) = identifier else {
-            return Ok(text_response(404, &format!("no stored file at `{target}`")));
-        };
-        match serve_request(&container, &identifier, &request).await {
-            Ok(response) => Ok(response.into()),
-            Err(Error::DownloadDoesNotExist { .. }) => {
-                Ok(text_response(404, &format!("`{identifier}` is not stored")))
+        match serve_target(kind, &target, &request).await {
+            // The cached connection was closed (the database was deleted or upgraded by
+            // another context): open it again, once.
+            Err(Error::Storage { .. }) => {
+                CONTAINER.with(|c| c.borrow_mut().take());
+                serve_target(kind, &target, &request).await
             }
-            Err(e) => Err(e),
+            other => other,
         }
     })
+}
+
+async fn serve_target(kind: &str, target: &str, request: &web_sys::Request) -> Result<JsValue> {
+    let container = container().await?;
+    let identifier = if kind == "id" {
+        Some(target.to_string())
+    } else {
+        file_identifier(&container, target)
+            .await?
+            .map(|id| id.to_string())
+    };
+    let Some(identifier) = identifier else {
+        return Ok(text_response(404, &format!("no stored file at `{target}`")));
+    };
+    match serve_request(&container, &identifier, request).await {
+        Ok(response) => Ok(response.into()),
+        Err(Error::DownloadDoesNotExist { .. }) => {
+            Ok(text_response(404, &format!("`{identifier}` is not stored")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The worker entry's `message` step. `{ type: "background-assets", ... }` (routed events and

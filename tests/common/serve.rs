@@ -136,3 +136,139 @@ async fn stream_range_reads_chunk_by_chunk() {
     );
     remove(c).await;
 }
+
+// --- the worker entry's steps (`web::extension`): what its fetch handler answers, and the
+// conversions between JS values and the library's types.
+
+mod extension {
+    use background_assets::core::error::Error;
+    use background_assets::web::container::Container;
+    use background_assets::web::extension::{download_from_js, error_to_js, extension_fetch};
+    use background_assets::web::serve::{served_file_url, served_url};
+    use wasm_bindgen::{JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+    use wasm_bindgen_test::wasm_bindgen_test;
+    use web_sys::{Request, RequestInit, Response};
+
+    use super::body;
+    use crate::common::unique_id;
+    use crate::container::{pattern, store};
+
+    fn request(url: &str, range: Option<&str>) -> Request {
+        let init = RequestInit::new();
+        let headers = web_sys::Headers::new().unwrap();
+        if let Some(range) = range {
+            headers.set("Range", range).unwrap();
+        }
+        init.set_headers(&headers);
+        Request::new_with_str_and_init(url, &init).unwrap()
+    }
+
+    async fn fetch_step(url: &str, range: Option<&str>) -> Response {
+        let answer = JsFuture::from(extension_fetch(request(url, range)))
+            .await
+            .unwrap();
+        answer.into()
+    }
+
+    fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+        let o = js_sys::Object::new();
+        for (k, v) in pairs {
+            js_sys::Reflect::set(&o, &JsValue::from_str(k), v).unwrap();
+        }
+        o.into()
+    }
+
+    #[wasm_bindgen_test]
+    async fn the_fetch_step_serves_stored_assets_with_range_and_404s_the_rest() {
+        let id = unique_id("served");
+        let container = Container::open(Container::DEFAULT_NAME).await.unwrap();
+        store(&container, &id, 9, 3000, 1000).await;
+
+        let whole = fetch_step(&served_url(&id), None).await;
+        assert_eq!(whole.status(), 200);
+        assert_eq!(body(&whole).await, pattern(9, 0, 3000));
+        let part = fetch_step(&served_url(&id), Some("bytes=950-1049")).await;
+        assert_eq!(part.status(), 206);
+        assert_eq!(
+            part.headers().get("Content-Range").unwrap().as_deref(),
+            Some("bytes 950-1049/3000")
+        );
+        assert_eq!(body(&part).await, pattern(9, 950, 100));
+        let past = fetch_step(&served_url(&id), Some("bytes=3000-")).await;
+        assert_eq!(past.status(), 416);
+
+        for missing in [
+            served_url(&unique_id("never-stored")),
+            served_file_url("no/such/file.bin"),
+            served_url(""),
+        ] {
+            assert_eq!(fetch_step(&missing, None).await.status(), 404, "{missing}");
+        }
+        container.delete(&id).await.unwrap();
+        assert_eq!(fetch_step(&served_url(&id), None).await.status(), 404);
+        container.close();
+    }
+
+    #[wasm_bindgen_test]
+    fn download_descriptors_become_validated_downloads() {
+        let d = download_from_js(&object(&[
+            ("id", "level-2".into()),
+            ("url", "https://cdn.example/level-2.bin".into()),
+            ("essential", JsValue::TRUE),
+            ("size", JsValue::from(1024.0)),
+            ("priority", JsValue::from(80.0)),
+            ("headers", object(&[("Authorization", "Bearer t".into())])),
+        ]))
+        .unwrap();
+        assert_eq!(d.identifier.as_str(), "level-2");
+        assert_eq!(d.request.url.as_str(), "https://cdn.example/level-2.bin");
+        assert!(d.essential);
+        assert_eq!(d.file_size, Some(1024));
+        assert_eq!(d.priority.value(), 80);
+
+        let bad = |pairs: &[(&str, JsValue)]| download_from_js(&object(pairs)).unwrap_err();
+        let url: JsValue = "https://cdn.example/a".into();
+        assert!(matches!(
+            bad(&[("url", url.clone())]),
+            Error::InvalidIdentifier { .. }
+        ));
+        assert!(matches!(
+            bad(&[("id", "a".into())]),
+            Error::DownloadInvalid { .. }
+        ));
+        let fractional = bad(&[
+            ("id", "a".into()),
+            ("url", url.clone()),
+            ("size", JsValue::from(1.5)),
+        ]);
+        assert!(fractional.to_string().contains("1.5"), "{fractional}");
+        // An essential download needs its exact size.
+        let without_size = bad(&[
+            ("id", "a".into()),
+            ("url", url),
+            ("essential", JsValue::TRUE),
+        ]);
+        assert!(
+            matches!(without_size, Error::DownloadInvalid { .. }),
+            "{without_size}"
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn typed_errors_reach_js_with_name_code_and_transient() {
+        let error = Error::DownloadAlreadyScheduled {
+            identifier: "x".into(),
+        };
+        let value = error_to_js(&error);
+        let get = |k: &str| js_sys::Reflect::get(&value, &JsValue::from_str(k)).unwrap();
+        assert!(value.is_instance_of::<js_sys::Error>());
+        assert_eq!(
+            get("name").as_string().as_deref(),
+            Some("DownloadAlreadyScheduled")
+        );
+        assert_eq!(get("code").as_f64(), Some(f64::from(error.code())));
+        assert_eq!(get("transient").as_bool(), Some(error.is_transient()));
+        assert!(get("message").as_string().unwrap().contains('x'));
+    }
+}
