@@ -37,6 +37,8 @@ const CORE_V2_SEED: u64 = 21;
 /// 2 (~3 s: the old version is read meanwhile).
 const CORE_V1_THROTTLE: u64 = 4_194_304;
 const CORE_V2_THROTTLE: u64 = 700_000;
+/// The flaky essential pack's file.
+const FLAKY_LEN: u64 = 4096;
 /// The prefetch pack's file.
 const EXTRA_LEN: u64 = 262_144;
 /// The initial restrictions of the fixture's declaration.
@@ -161,6 +163,20 @@ fn write_declaration(site: &Path, cdn: &str, core_version: u32, throttle: u64) -
                     "url": format!("{cdn}/gen/{CORE_LEN}/{seed}?throttle={throttle}"),
                     "size": CORE_LEN,
                     "sha256": generated_sha256(CORE_LEN, seed),
+                }],
+            },
+            {
+                // Its first GET answers 404: the essential download fails, is re-queued as a
+                // non-essential one (Apple's rule) and succeeds on its second run.
+                "id": "flaky",
+                "version": "1",
+                "downloadPolicy": "essential",
+                "installationEventTypes": ["firstInstallation"],
+                "files": [{
+                    "path": "flaky/small.bin",
+                    "url": format!("{cdn}/gen/{FLAKY_LEN}/17?fault=status:404&times=1"),
+                    "size": FLAKY_LEN,
+                    "sha256": generated_sha256(FLAKY_LEN, 17),
                 }],
             },
             {
@@ -365,7 +381,7 @@ async fn lifecycle_steps(
         info["remainingAllowance"],
         json!({
             "total": DOWNLOAD_ALLOWANCE - EXTRA_LEN,
-            "essential": ESSENTIAL_ALLOWANCE - CORE_LEN,
+            "essential": ESSENTIAL_ALLOWANCE - CORE_LEN - FLAKY_LEN,
         }),
         "didInstall sees what the declared packs left of the initial allowance"
     );
@@ -387,6 +403,37 @@ async fn lifecycle_steps(
         Some(json!("SessionDownloadDisallowedByDomain")),
         "{entries:#?}"
     );
+    // The essential download that failed: re-queued as non-essential, install completed, and
+    // it is stored by its second run.
+    let flaky = "flaky.1.flaky_2fsmall_2ebin";
+    wait_for_entry(client, "didRequeueAsNonEssential flaky", |e| {
+        is_call(e, "didRequeueAsNonEssential", Some(flaky))
+    })
+    .await?;
+    wait_for_entry(client, "didFinish flaky", |e| {
+        is_call(e, "didFinish", Some(flaky))
+    })
+    .await?;
+    let flaky_file = served(client, "/background-assets/file/flaky/small.bin", None).await?;
+    assert_eq!(
+        flaky_file["sha256"],
+        generated_sha256(FLAKY_LEN, 17),
+        "{flaky_file}"
+    );
+    // The worker's launch gate: no essential download pending any more.
+    let gate = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 5000 })",
+    )
+    .await?;
+    assert_eq!(gate, json!({ "ok": true, "value": { "ready": true } }));
+    let unknown = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'reboot' })",
+    )
+    .await?;
+    assert_eq!(unknown["ok"], false, "{unknown}");
+    assert_eq!(unknown["error"]["name"], "Unsupported", "{unknown}");
     wait_for_entry(client, "didFinish small-extra", |e| {
         is_call(e, "didFinish", Some("small-extra"))
     })

@@ -126,6 +126,10 @@ window.fixture = {
     for (const name of names) out[name] = (await (await caches.open(name)).keys()).map((r) => r.url);
     return out;
   },
+  async askWorker(message) {
+    const registration = await activeRegistration();
+    return ask(registration.active, message);
+  },
   async reports() {
     const registration = await activeRegistration();
     return ask(registration.active, { type: 'reports' });
