@@ -301,7 +301,7 @@ async function refresh() {
     do {
       refreshAgain = false;
       view.downloads = await view.manager.fetchCurrentDownloads();
-      view.packs = await view.manager.packs();
+      view.packs = typeof view.manager.packs === 'function' ? await view.manager.packs() : []; // TEMP until packs land
       renderDownloads();
       await renderPacks();
       renderVideoBox();
@@ -580,8 +580,10 @@ function renderWorker(registration) {
 async function registerWorker() {
   if (!('serviceWorker' in navigator)) throw new Error('this browser has no service workers');
   const registration = await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+  const tracked = new WeakSet();
   const track = (worker) => {
-    if (!worker) return;
+    if (!worker || tracked.has(worker)) return;
+    tracked.add(worker);
     worker.addEventListener('statechange', () => {
       log('page', 'worker', `state ${worker.state}`);
       renderWorker(registration);
@@ -619,12 +621,13 @@ async function helloWorker(registration) {
 // --- launch: essentials present → lift restrictions → prefetch in the background ----------------
 
 async function launchWhenReady() {
-  await view.manager.ready();
+  if (typeof view.manager.ready === 'function') await view.manager.ready(); // TEMP until packs land
   body.dataset.ready = 'true';
   log('page', 'ready', 'every essential pack is present');
   if (typeof ba.launch === 'function') {
-    await ba.launch();
-    log('page', 'launch', 'first launch: initial download restrictions lifted');
+    const launched = await ba.launch();
+    const how = launched && launched.periodicSync ? `; periodic sync: ${launched.periodicSync}` : '';
+    log('page', 'launch', `initial download restrictions lifted${how}`);
   } else {
     log('page', 'launch', 'this build has no launch(): restrictions stay until the worker lifts them');
   }
@@ -640,6 +643,7 @@ async function launchWhenReady() {
 }
 
 async function watchStatusUpdates() {
+  if (typeof view.manager.statusUpdates !== 'function') return; // TEMP until packs land
   const updates = view.manager.statusUpdates();
   updates.addEventListener('status', (event) => {
     const { pack, status } = event.detail;

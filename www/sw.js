@@ -17,7 +17,7 @@ importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
 /** Bump after changing any shell file: a changed sw.js installs a fresh cache. */
 const SHELL_VERSION = 1;
 const SHELL_CACHE = `demo-shell-v${SHELL_VERSION}`;
-const WORKER_WASM = '/pkg/worker/background_assets_bg.wasm';
+// The worker's own wasm is not here: the extension keeps it in its own cache (network first).
 const SHELL = [
   '/',
   '/app.js',
@@ -28,7 +28,6 @@ const SHELL = [
   '/pkg.json',
   '/pkg/background_assets.js',
   '/pkg/background_assets_bg.wasm',
-  WORKER_WASM,
 ];
 
 // --- telling pages what happens ------------------------------------------------------------------
@@ -36,6 +35,8 @@ const SHELL = [
 const channel = new BroadcastChannel('background-assets-demo');
 /** Hook calls since this worker started, replayed to a page that asks (it may open later). */
 const history = [];
+/** Downloads whose first didWriteData was announced. */
+const progressAnnounced = new Set();
 
 function announce(name, text) {
   const message = { kind: 'hook', name, text, at: Date.now() };
@@ -62,19 +63,11 @@ function describe(value) {
 
 // --- the shell cache -----------------------------------------------------------------------------
 
-/** The worker's own wasm, from the shell cache when there (a worker restarted offline needs it). */
-async function workerWasm() {
-  const cache = await caches.open(SHELL_CACHE);
-  const cached = await cache.match(WORKER_WASM);
-  return cached || fetch(WORKER_WASM);
-}
-
 self.addEventListener('install', (event) => {
   event.waitUntil(
     caches.open(SHELL_CACHE)
       .then((cache) => cache.addAll(SHELL.map((url) => new Request(url, { cache: 'reload' }))))
-      .then(() => announce('shell', `${SHELL.length} shell files cached (${SHELL_CACHE})`))
-      .then(() => self.skipWaiting()),
+      .then(() => announce('shell', `${SHELL.length} shell files cached (${SHELL_CACHE})`)),
   );
 });
 
@@ -84,8 +77,7 @@ self.addEventListener('activate', (event) => {
       .then((names) => Promise.all(
         names.filter((name) => name.startsWith('demo-shell-') && name !== SHELL_CACHE)
           .map((name) => caches.delete(name)),
-      ))
-      .then(() => self.clients.claim()),
+      )),
   );
 });
 
@@ -112,8 +104,11 @@ self.addEventListener('fetch', (event) => {
 
 // --- the extension, with this app's hooks --------------------------------------------------------
 
-const extension = BackgroundAssets.extension({
-  wasm: workerWasm(),
+BackgroundAssets.extension({
+  // A new version takes over at once, and the first visit is controlled without a reload (so
+  // the page can use the served URLs right away).
+  skipWaiting: true,
+  clientsClaim: true,
   async didInstall(info) {
     announce('didInstall', `remaining allowance ${describe(info && info.remainingAllowance)}`);
     return undefined; // the default: the packs pkg.json installs on first installation
@@ -129,12 +124,30 @@ const extension = BackgroundAssets.extension({
   didBegin(id) { announce('didBegin', id); },
   didPause(id) { announce('didPause', id); },
   didWriteData(id, bytesWritten, totalWritten, totalExpected) {
-    // Too frequent to announce each; the page's own delegate shows progress.
-    void id; void bytesWritten; void totalWritten; void totalExpected;
+    // Called for every chunk: announced once per download (the page's delegate shows progress).
+    if (progressAnnounced.has(id)) return;
+    progressAnnounced.add(id);
+    announce('didWriteData', `${id}: first ${bytesWritten} bytes of ${totalExpected} (further calls not announced)`);
+    void totalWritten;
   },
   didFinish(id, finished) { announce('didFinish', `${id} → ${finished && finished.url ? finished.url : ''}`); },
   didFail(id, error) { announce('didFail', `${id}: ${describe(error)}`); },
   didRequeueAsNonEssential(id) { announce('didRequeueAsNonEssential', id); },
+  async authenticationChallenge(id, challenge) {
+    announce('authenticationChallenge', `${id}: ${challenge && challenge.status} (declined)`);
+    return null;
+  },
+  /** Messages that are not the library's: the page's hello (see below). */
+  message(event) {
+    const port = event.ports[0];
+    if (!port || !event.data || event.data.type !== 'hello') return;
+    event.waitUntil(
+      hello(event.data).then(
+        (reply) => port.postMessage(reply),
+        (error) => port.postMessage({ error: String(error) }),
+      ),
+    );
+  },
 });
 
 // --- the worker's own answer to the page (its wasm version; shown in #status) --------------------
@@ -143,13 +156,8 @@ const extension = BackgroundAssets.extension({
 const PROBE_BYTES = 262144;
 const PROBE_SEED = 42;
 
-async function wasmLoaded() {
-  if (extension && extension.ready) await extension.ready;
-  return wasm_bindgen;
-}
-
 async function hello(data) {
-  const wasm = await wasmLoaded();
+  const wasm = await BackgroundAssets.loadWasm();
   const reply = { type: 'hello', version: wasm.version(), context: wasm.globalContext() };
   if (data.cdn) {
     const url = `${data.cdn}/gen/${PROBE_BYTES}/${PROBE_SEED}`;
@@ -160,14 +168,3 @@ async function hello(data) {
   }
   return reply;
 }
-
-self.addEventListener('message', (event) => {
-  const port = event.ports[0];
-  if (!port || !event.data || event.data.type !== 'hello') return;
-  event.waitUntil(
-    hello(event.data).then(
-      (reply) => port.postMessage(reply),
-      (error) => port.postMessage({ error: String(error) }),
-    ),
-  );
-});

@@ -97,7 +97,10 @@ fn run() -> Result<bool> {
                 options.scale = demo_packs::PackScale::Small;
             }
             options.export = flags.value("--export")?.map(Into::into);
-            options.cdn = flags.value("--cdn")?;
+            options.cdn = flags
+                .value("--cdn")?
+                .map(|url| demo_packs::cdn_base(&url))
+                .transpose()?;
             options.build = !flags.switch("--no-build");
             options.screenshot = flags.value("--screenshot")?.map(Into::into);
             options.report_json = flags.value("--report-json")?.map(Into::into);
