@@ -4,7 +4,8 @@
 //! setup; `cargo fmt --check`; clippy for the host and for wasm32; host tests; the
 //! wasm-bindgen-test suites `sw` (service-worker mode) and `page` (page mode) in each engine,
 //! against a local CDN whose origin the wasm build reads from `BA_TEST_CDN`; `cargo xtask build`;
-//! the end-to-end WebDriver tests. Then a table (suite × engine) and `test: N passed, M failed`.
+//! the end-to-end WebDriver tests; the demo's headless flow (`xtask/tests/demo.rs`). Then a table
+//! (suite × engine) and `test: N passed, M failed`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -114,13 +115,31 @@ pub fn run(options: &Options) -> Result<bool> {
                     engine.name(),
                 ]),
             ));
-        } else {
-            rows.push(Row::check(
-                "e2e",
+            // The demo's headless flow (small packs) and its export.
+            rows.push(tests(
+                "demo",
                 engine.name(),
-                Some("not run: build failed".into()),
-                Duration::ZERO,
+                cargo(&[
+                    "test",
+                    "-p",
+                    "xtask",
+                    "--test",
+                    "demo",
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                    engine.name(),
+                ]),
             ));
+        } else {
+            for suite in ["e2e", "demo"] {
+                rows.push(Row::check(
+                    suite,
+                    engine.name(),
+                    Some("not run: build failed".into()),
+                    Duration::ZERO,
+                ));
+            }
         }
     }
 
