@@ -379,10 +379,16 @@ async fn a_wrong_digest_in_the_manifest_fails_typed_and_keeps_the_old_version() 
 
 #[wasm_bindgen_test]
 async fn ready_resolves_only_after_the_essential_packs_are_stored() {
-    // `core` is slow (about 0.5 s); `boot` fails once with 404, is re-queued as
-    // non-essential, and succeeds on its second attempt.
-    let core = gen_file("core/data.bin", 2_500, "throttle=5000").await;
-    let boot = gen_file("boot/app.bin", 1_500, "fault=status:404&times=1").await;
+    // `core` is quick; `boot` fails once with 404, is re-queued as non-essential, and its
+    // second attempt is slow (about 0.5 s): a gate that forgot re-queued essentials would open
+    // while it still runs.
+    let core = gen_file("core/data.bin", 1_500, "").await;
+    let boot = gen_file(
+        "boot/app.bin",
+        2_500,
+        "fault=status:404&times=1&throttle=5000",
+    )
+    .await;
     let later = gen_file("later/x.bin", 1_000, "").await;
     let json = declaration_json(
         "",
@@ -416,7 +422,7 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
         manager.schedule(download).await.unwrap();
     }
     assert_eq!(
-        manager.pack_status("core").await.unwrap(),
+        manager.pack_status("boot").await.unwrap(),
         PackStatus::Downloading
     );
     manager.ready().await.unwrap();
@@ -427,6 +433,14 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
             "{pack} when ready() resolved"
         );
     }
+    let requeued = manager
+        .container()
+        .await
+        .unwrap()
+        .asset("boot.1.boot_2fapp_2ebin")
+        .await
+        .unwrap();
+    assert!(requeued.is_some(), "boot stored after its re-queue");
     let boot_info = manager
         .fetch_current_downloads()
         .await
@@ -446,5 +460,53 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
         .await
         .unwrap()
         .is_empty());
+    remove(manager, &database).await;
+}
+
+#[wasm_bindgen_test]
+async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_change_nothing() {
+    use background_assets::web::packs::{fetch_declaration, fetch_manifest};
+    let typo = url::Url::parse(&echo_url(r#"{ "maxInstalSize": 10 }"#)).unwrap();
+    match fetch_declaration(&typo).await {
+        Err(Error::InvalidDeclaration { path, reason }) => {
+            assert_eq!(path, "$.maxInstalSize");
+            assert!(reason.contains(typo.as_str()), "{reason}");
+        }
+        other => panic!("expected InvalidDeclaration, got {other:?}"),
+    }
+    let missing =
+        url::Url::parse(&format!("{}{}", cdn(), gen_path(10, 1, "fault=status:404"))).unwrap();
+    match fetch_manifest(&missing).await {
+        Err(Error::HttpStatus { identifier, status }) => {
+            assert_eq!((identifier.as_str(), status), (missing.as_str(), 404));
+        }
+        other => panic!("expected HttpStatus 404, got {other:?}"),
+    }
+    let no_packs = url::Url::parse(&echo_url(r#"{ "version": "2" }"#)).unwrap();
+    assert!(matches!(
+        fetch_manifest(&no_packs).await,
+        Err(Error::InvalidDeclaration { .. })
+    ));
+
+    // A manager whose manifest is invalid: check_for_updates fails typed, nothing changes.
+    let file = gen_file("a.bin", 500, "").await;
+    let json = declaration_json(
+        &format!(r#""manifestURL": "{}","#, no_packs),
+        &[pack_json("a", "1", "onDemand", &[&file])],
+    );
+    let (manager, database) = open("bad-manifest", &json, Caller::Page).await;
+    manager.ensure_local_availability("a").await.unwrap();
+    let checked = manager.check_for_updates().await;
+    assert!(
+        matches!(&checked, Err(Error::InvalidDeclaration { path, .. }) if path == "$"),
+        "{checked:?}"
+    );
+    let info = manager.packs().await.unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(
+        (info[0].version.as_str(), info[0].status),
+        ("1", PackStatus::Downloaded)
+    );
+    assert!(manager.file("a.bin").await.unwrap().is_some());
     remove(manager, &database).await;
 }
