@@ -8,8 +8,14 @@
 //!
 //! * `mode: "cors"` only: an opaque (no-cors) response allows no progress, `Range` or hashing and
 //!   costs ~7 MB of quota padding, so it is refused with [`Error::OpaqueResponseRefused`].
-//! * `credentials: "same-origin"`, and an `Authorization`/`Cookie` header for another origin is
-//!   refused with [`Error::CrossOriginCredentials`]: credentials never go to another origin.
+//! * `credentials: "same-origin"`, and an `Authorization` header for another origin is refused
+//!   with [`Error::CrossOriginCredentials`] unless the app supplied it for exactly that origin
+//!   ([`FetchOptions::credentials_origin`]: the origin of the download URL it gave them with), so
+//!   credentials never go to an origin the app did not name (not after a redirect either: the
+//!   engine drops `Authorization` on a cross-origin redirect).
+//! * Forbidden request headers (`Cookie`, `Host`, `Range`, `Proxy-*`...: see
+//!   [`check_header`](crate::core::download::check_header)) are refused with
+//!   [`Error::DownloadInvalid`] instead of being dropped silently by the engine.
 //! * The body is read with `ReadableStreamDefaultReader::new(&body)`, never buffered whole.
 //! * An `AbortController` is held: [`ResponseStream::abort`] and dropping the stream cancel it.
 //! * The fetcher decides nothing about statuses or validators; the core does.
@@ -67,6 +73,10 @@ pub struct FetchOptions {
     pub if_range: Option<String>,
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
+    /// The origin (`https://cdn.example`) the app explicitly gave `Authorization` credentials
+    /// for: an `Authorization` header may go there even when it is not the running global's
+    /// origin. `None`: same-origin only.
+    pub credentials_origin: Option<String>,
 }
 
 impl FetchOptions {
@@ -101,6 +111,9 @@ pub struct ResponseHead {
     pub content_encoding: Option<String>,
     /// `Date` (visible cross-origin only if the server exposes it).
     pub date: Option<String>,
+    /// `WWW-Authenticate`, else `Proxy-Authenticate` (cross-origin only if exposed): what an
+    /// authentication challenge (401, 407) asks for.
+    pub www_authenticate: Option<String>,
 }
 
 impl ResponseHead {
@@ -155,9 +168,9 @@ impl Fetcher {
     /// Sends a `GET` for `url` (`mode: "cors"`, `credentials: "same-origin"`, with an abort
     /// signal) and waits for the response head.
     ///
-    /// Errors: [`Error::DownloadInvalid`] for a URL that is not absolute http(s),
-    /// [`Error::CrossOriginCredentials`] for an `Authorization`/`Cookie` header to another
-    /// origin, [`Error::Network`] when the fetch fails (connection refused, CORS...),
+    /// Errors: [`Error::DownloadInvalid`] for a URL that is not absolute http(s) or a forbidden
+    /// or malformed header, [`Error::CrossOriginCredentials`] for an `Authorization` header to
+    /// another origin than the page's and [`FetchOptions::credentials_origin`], [`Error::Network`] when the fetch fails (connection refused, CORS...),
     /// [`Error::OpaqueResponseRefused`] for an opaque response.
     pub async fn start(url: &str, options: FetchOptions) -> Result<ResponseStream, Error> {
         let parsed = url::Url::parse(url).map_err(|e| Error::DownloadInvalid {
@@ -168,11 +181,16 @@ impl Fetcher {
                 reason: format!("url `{url}`: only http and https can be fetched"),
             });
         }
-        let same_origin = origin_of(url).as_deref() == Some(js::origin().as_str());
+        let target = origin_of(url);
+        let same_origin = target.as_deref() == Some(js::origin().as_str());
+        let credentials_allowed =
+            same_origin || (target.is_some() && target == options.credentials_origin);
         let headers = Headers::new().map_err(|e| network(&e))?;
         for (name, value) in &options.headers {
+            crate::core::download::check_header(name, value)
+                .map_err(|reason| Error::DownloadInvalid { reason })?;
             let lower = name.to_ascii_lowercase();
-            if !same_origin && (lower == "authorization" || lower == "cookie") {
+            if !credentials_allowed && lower == "authorization" {
                 return Err(Error::CrossOriginCredentials {
                     url: url.to_string(),
                 });
@@ -275,6 +293,7 @@ impl ResponseStream {
             retry_after: header("Retry-After"),
             content_encoding: header("Content-Encoding"),
             date: header("Date"),
+            www_authenticate: header("WWW-Authenticate").or_else(|| header("Proxy-Authenticate")),
         };
         let reader = match response.body() {
             Some(body) => {

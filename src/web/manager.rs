@@ -47,12 +47,14 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 
 use futures::future::{abortable, AbortHandle, FutureExt, LocalBoxFuture, Shared};
 use gloo_timers::callback::Timeout;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
 
@@ -60,14 +62,14 @@ use crate::core::declaration::{parse_declaration, Declaration};
 use crate::core::download::{DownloadState, Identifier, UrlDownload};
 use crate::core::error::Error;
 use crate::core::manager::{
-    Caller, DownloadInfo, Foreground, Manager as CoreManager, ManagerEvent,
+    Caller, DownloadInfo, Foreground, Manager as CoreManager, ManagerEvent, Route, RoutedEvent,
 };
 use crate::core::queue::QueueLimits;
 use crate::core::transfer::{Progress, TransferConfig, TransferSpec};
 use crate::core::Millis;
 use crate::web::container::{Container, StoredAsset};
 use crate::web::js;
-use crate::web::locks::{acquire, LockOptions};
+use crate::web::locks::{acquire, query, LockGuard, LockOptions};
 use crate::web::transfer::{run, LockPolicy, RunOptions, TransferControl, DEFAULT_READ_BUFFER};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -80,16 +82,29 @@ type Result<T> = std::result::Result<T, Error>;
 /// ```
 pub const EXCLUSIVE_LOCK: &str = "background-assets/manager";
 
-/// The `meta` key the manager's state is stored under in the container database.
+/// The `meta` key the manager's state is stored under in the container database: an object
+/// `{ revision, state }` (`state` is the core manager's JSON, `revision` the token also stored
+/// under [`STATE_REVISION_KEY`]).
 ///
 /// # Example
 /// ```no_run
 /// # async fn demo(c: background_assets::web::container::Container) {
+/// use background_assets::web::js;
 /// use background_assets::web::manager::STATE_KEY;
-/// let stored_json = c.get_meta(STATE_KEY).await.unwrap().and_then(|v| v.as_string());
+/// let stored = c.get_meta(STATE_KEY).await.unwrap();
+/// let stored_json = stored.and_then(|v| js::get(&v, "state").as_string());
 /// # let _ = stored_json; }
 /// ```
 pub const STATE_KEY: &str = "manager";
+
+/// The `meta` key of the stored state's revision token (a small record each context reads
+/// before a decision: the whole state is read again only when it changed).
+///
+/// # Example
+/// ```
+/// assert_eq!(background_assets::web::manager::STATE_REVISION_KEY, "manager-revision");
+/// ```
+pub const STATE_REVISION_KEY: &str = "manager-revision";
 
 fn now() -> Millis {
     js_sys::Date::now().max(0.0) as Millis
@@ -428,121 +443,690 @@ pub struct AuthChallenge {
 /// Request headers a delegate answers an [`AuthChallenge`] with (name, value).
 pub type Credentials = Vec<(String, String)>;
 
-type DelegateSlot = Rc<RefCell<Option<Rc<dyn DownloadManagerDelegate>>>>;
+/// What a page's or the worker's delegate slot holds: the delegate, and in a page the shared
+/// page-delegate Web Lock held while one is set.
+#[derive(Default)]
+struct DelegateState {
+    delegate: RefCell<Option<Rc<dyn DownloadManagerDelegate>>>,
+    page_lock: RefCell<Option<LockGuard>>,
+    /// The latest lock update (taking or releasing the page-delegate lock): decisions wait for
+    /// it, so a delegate set just before a call already counts for that call's events.
+    syncing: RefCell<Option<Shared<LocalBoxFuture<'static, ()>>>>,
+}
+
+type DelegateSlot = Rc<DelegateState>;
+
+/// The channel's `onmessage` handler.
+type MessageHandler = Closure<dyn FnMut(JsValue)>;
 
 /// One transfer this global runs.
 struct Running {
     run: u64,
     control: TransferControl,
     abort: AbortHandle,
+    /// Whether this global told the transfer to pause (the stored state says it should not run).
+    paused: Cell<bool>,
+}
+
+/// How many times one run asks the delegate for credentials before the download fails.
+const MAX_CHALLENGES: u32 = 3;
+
+/// The Web Lock every decision on the shared state of `database` holds: it reloads the stored
+/// state if another context changed it, applies the decision, saves.
+///
+/// # Example
+/// ```
+/// use background_assets::web::manager::state_lock_name;
+/// assert_eq!(state_lock_name("background-assets"), "background-assets/state/background-assets");
+/// ```
+pub fn state_lock_name(database: &str) -> String {
+    format!("background-assets/state/{database}")
+}
+
+/// The shared Web Lock each page holds while it has a delegate set (Apple's routing: events go
+/// to the pages while at least one holds it, else to the extension).
+pub const PAGE_DELEGATE_LOCK: &str = "background-assets/page-delegate";
+
+/// The page-delegate lock of `database`: [`PAGE_DELEGATE_LOCK`] for the default database,
+/// `PAGE_DELEGATE_LOCK/<database>` for any other (so separate containers route separately).
+///
+/// # Example
+/// ```
+/// use background_assets::web::manager::{page_delegate_lock_name, PAGE_DELEGATE_LOCK};
+/// assert_eq!(page_delegate_lock_name("background-assets"), PAGE_DELEGATE_LOCK);
+/// assert_eq!(page_delegate_lock_name("t"), "background-assets/page-delegate/t");
+/// ```
+pub fn page_delegate_lock_name(database: &str) -> String {
+    if database == Container::DEFAULT_NAME {
+        PAGE_DELEGATE_LOCK.to_string()
+    } else {
+        format!("{PAGE_DELEGATE_LOCK}/{database}")
+    }
+}
+
+/// The `BroadcastChannel` the contexts sharing `database` talk over.
+///
+/// # Example
+/// ```
+/// use background_assets::web::manager::channel_name;
+/// assert_eq!(channel_name("db"), "background-assets/db");
+/// ```
+pub fn channel_name(database: &str) -> String {
+    format!("background-assets/{database}")
+}
+
+/// The Web Lock held by the context that runs (or is about to report) download `id`: a context
+/// waits for it before continuing a download whose runner went away.
+fn owner_lock_name(database: &str, id: &Identifier) -> String {
+    format!("background-assets/owner/{database}/{id}")
+}
+
+/// The `type` of every message the manager sends to other contexts.
+pub const MESSAGE_TYPE: &str = "background-assets";
+
+/// A message between contexts (see [`DownloadManager::deliver_remote`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    message_type: String,
+    database: String,
+    from: String,
+    #[serde(flatten)]
+    body: Body,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum Body {
+    /// An event for the pages with a delegate, or for the extension.
+    Event {
+        route: Route,
+        eid: String,
+        event: ManagerEvent,
+    },
+    /// The stored state changed: reload it and reconcile the local transfers.
+    Changed,
+    /// A page set or removed its delegate: count the page delegates again.
+    Delegates,
+    /// A context closed its manager (its transfers stopped).
+    Closed,
+}
+
+fn to_js(envelope: &Envelope) -> Option<JsValue> {
+    let text = serde_json::to_string(envelope).ok()?;
+    js_sys::JSON::parse(&text).ok()
+}
+
+fn from_js(message: &JsValue) -> Result<Envelope> {
+    let bad = |why: String| Error::Unsupported {
+        what: format!("a message that is not a background-assets message: {why}"),
+    };
+    let text = js_sys::JSON::stringify(message)
+        .map_err(|e| bad(js::describe(&e)))?
+        .as_string()
+        .ok_or_else(|| bad("not JSON".into()))?;
+    let envelope: Envelope =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{e}: {text}")))?;
+    if envelope.message_type != MESSAGE_TYPE {
+        return Err(bad(format!("type `{}`", envelope.message_type)));
+    }
+    Ok(envelope)
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `BroadcastChannel`, bound directly (pages and workers).
+    #[wasm_bindgen(js_name = BroadcastChannel)]
+    type BroadcastChannelJs;
+    #[wasm_bindgen(constructor, catch, js_class = "BroadcastChannel")]
+    fn new(name: &str) -> std::result::Result<BroadcastChannelJs, JsValue>;
+    #[wasm_bindgen(method, catch, js_class = "BroadcastChannel", js_name = postMessage)]
+    fn post_message(
+        this: &BroadcastChannelJs,
+        message: &JsValue,
+    ) -> std::result::Result<(), JsValue>;
+    #[wasm_bindgen(method, setter = onmessage, js_class = "BroadcastChannel")]
+    fn set_onmessage(this: &BroadcastChannelJs, handler: Option<&js_sys::Function>);
+    #[wasm_bindgen(method, js_class = "BroadcastChannel")]
+    fn close(this: &BroadcastChannelJs);
+}
+
+/// Posts `message` to the service worker of a page (the controller, else the registration's
+/// active worker): a worker that was stopped is started to receive it.
+fn post_to_worker(message: &JsValue) {
+    if js::in_worker() {
+        return;
+    }
+    let container = js::get(&js::navigator(), "serviceWorker");
+    if !container.is_object() {
+        return;
+    }
+    let post = |worker: &JsValue| {
+        if !worker.is_object() {
+            return;
+        }
+        if let Ok(post) = js::get(worker, "postMessage").dyn_into::<js_sys::Function>() {
+            if let Err(error) = post.call1(worker, message) {
+                console_warn(&format!(
+                    "background-assets manager: posting to the service worker: {}",
+                    js::describe(&error)
+                ));
+            }
+        }
+    };
+    let controller = js::get(&container, "controller");
+    if controller.is_object() {
+        post(&controller);
+        return;
+    }
+    let Ok(get_registration) =
+        js::get(&container, "getRegistration").dyn_into::<js_sys::Function>()
+    else {
+        return;
+    };
+    let Ok(promise) = get_registration.call0(&container) else {
+        return;
+    };
+    let message = message.clone();
+    spawn_local(async move {
+        if let Ok(registration) =
+            wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await
+        {
+            if registration.is_object() {
+                let active = js::get(&registration, "active");
+                if active.is_object() {
+                    if let Ok(post) = js::get(&active, "postMessage").dyn_into::<js_sys::Function>()
+                    {
+                        let _ = post.call1(&active, &message);
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The opened manager: the core, the container and the running transfers.
 struct Engine {
     container: Rc<Container>,
+    database: String,
     caller: Caller,
     page_origin: url::Origin,
     transfer: TransferConfig,
+    /// The limits a new state starts with.
+    initial_limits: QueueLimits,
     core: RefCell<CoreManager>,
+    /// The revision token of the stored state `core` matches (`None`: nothing stored yet).
+    revision: RefCell<Option<String>>,
+    /// Whether the stored state was read at least once.
+    loaded: Cell<bool>,
+    /// Whether the database held no state when it was first read.
+    fresh: Cell<bool>,
+    /// Bumped on every reload and save: an unlocked reload that raced one of them is dropped.
+    generation: Cell<u64>,
+    /// Transactions of this global holding the state lock.
+    transacting: Cell<u32>,
+    /// This context's id in messages and revision tokens.
+    context_id: String,
+    sequence: Cell<u64>,
     running: RefCell<BTreeMap<Identifier, Running>>,
+    /// Downloads this global waits to take over (their owner lock is requested).
+    claims: RefCell<BTreeMap<Identifier, AbortHandle>>,
+    /// Credentials the delegate answered authentication challenges with, per download.
+    credentials: RefCell<BTreeMap<Identifier, Credentials>>,
     runs: Cell<u64>,
     delegate: DelegateSlot,
     wakeup: RefCell<Option<Timeout>>,
+    pump_queued: Cell<bool>,
     closed: Cell<bool>,
     /// Transfers that finished after the core had already paused or pre-empted them: reported
     /// when the core starts them again (nothing is fetched twice).
     unreported: RefCell<BTreeMap<Identifier, StoredAsset>>,
     /// Who is told after every state change ([`DownloadManager::changes`]).
     watchers: RefCell<Vec<futures::channel::mpsc::UnboundedSender<()>>>,
+    /// Events taken from the core (before a save) and not yet delivered.
+    pending: RefCell<Vec<RoutedEvent>>,
+    channel: RefCell<Option<BroadcastChannelJs>>,
+    on_message: RefCell<Option<MessageHandler>>,
+    /// Event ids already delivered from other contexts (one may arrive twice).
+    seen: RefCell<VecDeque<String>>,
+    /// When the page delegates were last counted, and how many there were.
+    counted_at: Cell<Millis>,
+    page_delegates: Cell<usize>,
     /// Where the declaration was loaded from ([`ManagerConfig::declaration_url`]).
     declaration_url: Option<url::Url>,
+    /// Whether opening finished (a delegate set meanwhile waits for it to take its lock).
+    opened: Cell<bool>,
 }
 
 impl Engine {
     async fn open(config: ManagerConfig, delegate: DelegateSlot) -> Result<Rc<Engine>> {
         let caller = config.caller.unwrap_or_else(detect_caller);
         let container = Container::open(&config.database).await?;
-        let stored = container.get_meta(STATE_KEY).await?;
-        let mut core = match stored.and_then(|v| v.as_string()) {
-            Some(json) => {
-                serde_json::from_str::<CoreManager>(&json).map_err(|e| Error::Storage {
-                    message: format!("stored manager state in `{}`: {e}", config.database),
-                })?
-            }
-            None => CoreManager::new(config.declaration.clone(), &config.page_url),
-        };
-        core.set_limits(config.limits);
-        if caller == Caller::Page {
-            // A page of the app is open: the app has launched.
-            core.did_launch();
-        }
-        let orphans: Vec<Identifier> = core
-            .current_downloads()
-            .into_iter()
-            .filter(|d| d.state == DownloadState::Downloading)
-            .map(|d| d.identifier)
-            .collect();
+        let core = CoreManager::new(config.declaration.clone(), &config.page_url);
         let engine = Rc::new(Engine {
             container: Rc::new(container),
+            database: config.database.clone(),
             caller,
             page_origin: config.page_url.origin(),
             transfer: config.transfer,
+            initial_limits: config.limits,
             core: RefCell::new(core),
+            revision: RefCell::default(),
+            loaded: Cell::new(false),
+            fresh: Cell::new(false),
+            generation: Cell::new(0),
+            transacting: Cell::new(0),
+            context_id: format!("{:x}{:x}", now(), (js_sys::Math::random() * 1e15) as u64),
+            sequence: Cell::new(0),
             running: RefCell::default(),
+            claims: RefCell::default(),
+            credentials: RefCell::default(),
             runs: Cell::new(0),
             delegate,
             wakeup: RefCell::default(),
+            pump_queued: Cell::new(false),
             closed: Cell::new(false),
             unreported: RefCell::default(),
             watchers: RefCell::default(),
+            pending: RefCell::default(),
+            channel: RefCell::default(),
+            on_message: RefCell::default(),
+            seen: RefCell::default(),
+            counted_at: Cell::new(0),
+            page_delegates: Cell::new(0),
             declaration_url: config.declaration_url.clone(),
+            opened: Cell::new(false),
         });
-        engine.save().await?;
-        for id in orphans {
-            engine.spawn_transfer(id);
-        }
-        engine.pump();
+        engine.open_channel();
+        let opened = engine.clone();
+        engine
+            .transact(move |core| {
+                if opened.fresh.get() {
+                    core.set_limits(opened.initial_limits);
+                }
+                if caller == Caller::Page {
+                    // A page of the app is open: the app has launched.
+                    core.did_launch();
+                }
+                Ok(())
+            })
+            .await?;
+        engine.opened.set(true);
         Ok(engine)
     }
 
-    /// Saves the core's state now: the write is issued before this returns (so saves commit in
-    /// the order of the decisions); the future waits for its commit.
-    fn save(&self) -> impl Future<Output = Result<()>> + 'static {
-        let json = serde_json::to_string(&*self.core.borrow());
-        let issued = json
-            .map_err(|e| Error::Storage {
-                message: format!("serializing the manager state: {e}"),
-            })
-            .map(|json| {
-                self.container
-                    .put_meta(STATE_KEY, &JsValue::from_str(&json))
-            });
-        async move { issued?.await }
-    }
-
-    fn save_in_background(&self) {
-        let saved = self.save();
-        spawn_local(async move {
-            if let Err(error) = saved.await {
-                warn("saving the state", &error);
+    fn open_channel(self: &Rc<Self>) {
+        let channel = match BroadcastChannelJs::new(&channel_name(&self.database)) {
+            Ok(channel) => channel,
+            Err(error) => {
+                console_warn(&format!(
+                    "background-assets manager: no BroadcastChannel, other contexts are not told: {}",
+                    js::describe(&error)
+                ));
+                return;
+            }
+        };
+        let engine = Rc::downgrade(self);
+        let handler = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            if let Some(engine) = engine.upgrade() {
+                let data = js::get(&event, "data");
+                spawn_local(async move {
+                    if let Err(error) = engine.receive(data).await {
+                        warn("a message from another context", &error);
+                    }
+                });
             }
         });
+        channel.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+        *self.channel.borrow_mut() = Some(channel);
+        *self.on_message.borrow_mut() = Some(handler);
     }
 
-    /// Starts what the queue allows, re-arms the wake-up timer, delivers events.
-    fn pump(self: &Rc<Self>) {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.get() {
+            return Err(Error::Storage {
+                message: format!("the download manager on `{}` was closed", self.database),
+            });
+        }
+        Ok(())
+    }
+
+    fn envelope(&self, body: Body) -> Envelope {
+        Envelope {
+            message_type: MESSAGE_TYPE.to_string(),
+            database: self.database.clone(),
+            from: self.context_id.clone(),
+            body,
+        }
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.sequence.get() + 1;
+        self.sequence.set(n);
+        format!("{}/{n}", self.context_id)
+    }
+
+    /// Tells the other contexts on this database (BroadcastChannel).
+    fn broadcast(&self, body: Body) -> Option<JsValue> {
+        let message = to_js(&self.envelope(body))?;
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            if let Err(error) = channel.post_message(&message) {
+                console_warn(&format!(
+                    "background-assets manager: broadcasting: {}",
+                    js::describe(&error)
+                ));
+            }
+        }
+        Some(message)
+    }
+
+    /// Reads the stored state and, if another context saved a newer one, replaces the core with
+    /// it (this global's latest transfer progress re-applied). Returns whether it reloaded.
+    async fn refresh(self: &Rc<Self>) -> Result<bool> {
+        let generation = self.generation.get();
+        let locked = self.transacting.get() > 0;
+        let stale = |engine: &Engine| {
+            engine.generation.get() != generation || (!locked && engine.transacting.get() > 0)
+        };
+        let stored_revision = self
+            .container
+            .get_meta(STATE_REVISION_KEY)
+            .await?
+            .and_then(|v| v.as_string());
+        if stale(self) {
+            return Ok(false);
+        }
+        if self.loaded.get() && stored_revision == *self.revision.borrow() {
+            return Ok(false);
+        }
+        let stored = self.container.get_meta(STATE_KEY).await?;
+        if stale(self) {
+            return Ok(false);
+        }
+        let bad = |e: String| Error::Storage {
+            message: format!("stored manager state in `{}`: {e}", self.database),
+        };
+        let (revision, json) = match stored {
+            None => {
+                if !self.loaded.get() {
+                    self.fresh.set(true);
+                }
+                self.loaded.set(true);
+                *self.revision.borrow_mut() = None;
+                return Ok(false);
+            }
+            Some(value) => match value.as_string() {
+                // Written before revisions existed: the state alone.
+                Some(json) => (None, json),
+                None => (
+                    js::get(&value, "revision").as_string(),
+                    js::get(&value, "state")
+                        .as_string()
+                        .ok_or_else(|| bad("no `state` text".into()))?,
+                ),
+            },
+        };
+        let mut core =
+            serde_json::from_str::<CoreManager>(&json).map_err(|e| bad(e.to_string()))?;
+        // Events are per-context deliveries: whatever a saved state still held was delivered
+        // (or routed) by the context that made it.
+        while core.poll_event().is_some() {}
+        for (id, running) in self.running.borrow().iter() {
+            if let Some(progress) = running.control.progress() {
+                let _ = core.on_progress(id, &progress);
+            }
+        }
+        while core.poll_event().is_some() {}
+        core.set_page_delegates(self.page_delegates.get());
+        // Deliver what the old state still had pending before it goes.
+        self.take_events();
+        *self.core.borrow_mut() = core;
+        *self.revision.borrow_mut() = revision;
+        self.loaded.set(true);
+        self.generation.set(self.generation.get() + 1);
+        Ok(true)
+    }
+
+    /// Counts the holders of the page-delegate lock (`navigator.locks.query()`) and tells the
+    /// core, which routes the events that happen from now on.
+    async fn count_page_delegates(&self) {
+        let name = page_delegate_lock_name(&self.database);
+        match query().await {
+            Ok(snapshot) => {
+                let count = snapshot.held.iter().filter(|e| e.name == name).count();
+                self.page_delegates.set(count);
+                self.core.borrow_mut().set_page_delegates(count);
+                self.counted_at.set(now());
+            }
+            Err(error) => warn("counting the page delegates", &error),
+        }
+    }
+
+    /// Saves the core's state: the writes are issued before this returns (so saves commit in
+    /// the order of the decisions); the future waits for their commit. The core's pending
+    /// events are taken out first (they are not part of the shared state).
+    fn save(&self) -> impl Future<Output = Result<()>> + 'static {
+        self.take_events();
+        let revision = self.next_id();
+        let json = serde_json::to_string(&*self.core.borrow()).map_err(|e| Error::Storage {
+            message: format!("serializing the manager state: {e}"),
+        });
+        let issued = json.map(|json| {
+            let record = js::object();
+            js::set(&record, "revision", &JsValue::from_str(&revision));
+            js::set(&record, "state", &JsValue::from_str(&json));
+            let state = self.container.put_meta(STATE_KEY, &record);
+            let token = self
+                .container
+                .put_meta(STATE_REVISION_KEY, &JsValue::from_str(&revision));
+            self.generation.set(self.generation.get() + 1);
+            *self.revision.borrow_mut() = Some(revision);
+            (state, token)
+        });
+        async move {
+            let (state, token) = issued?;
+            state.await?;
+            token.await
+        }
+    }
+
+    /// A decision on the shared state: under the state lock, reload the stored state if another
+    /// context changed it, count the page delegates, apply `f`, start what may start, save;
+    /// then tell the other contexts, reconcile this global's transfers with the state, deliver
+    /// the events and wake the watchers. Nothing is saved when `f` fails.
+    async fn transact<T>(
+        self: &Rc<Self>,
+        f: impl FnOnce(&mut CoreManager) -> Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        // (While opening, a delegate's lock update waits for the open to finish.)
+        let syncing = self.delegate.syncing.borrow().clone();
+        if let (true, Some(syncing)) = (self.opened.get(), syncing) {
+            syncing.await;
+        }
+        let name = state_lock_name(&self.database);
+        let guard = acquire(&name, LockOptions::exclusive())
+            .await?
+            .ok_or_else(|| Error::LockTimeout {
+                name: name.clone(),
+                timeout_ms: 0,
+            })?;
+        self.transacting.set(self.transacting.get() + 1);
+        let outcome = self.transact_locked(f).await;
+        self.transacting.set(self.transacting.get() - 1);
+        guard.release().await;
+        match outcome {
+            Ok((value, started)) => {
+                self.broadcast(Body::Changed);
+                for id in started {
+                    self.claim(id);
+                }
+                self.reconcile();
+                self.arm_wakeup();
+                self.dispatch();
+                self.notify_changed();
+                Ok(value)
+            }
+            Err(error) => {
+                self.dispatch();
+                Err(error)
+            }
+        }
+    }
+
+    async fn transact_locked<T>(
+        self: &Rc<Self>,
+        f: impl FnOnce(&mut CoreManager) -> Result<T>,
+    ) -> Result<(T, Vec<Identifier>)> {
+        self.check_open()?;
+        if self.refresh().await? {
+            self.reconcile();
+        }
+        self.count_page_delegates().await;
+        let value = f(&mut self.core.borrow_mut())?;
+        let started = if self.closed.get() {
+            Vec::new()
+        } else {
+            self.core.borrow_mut().poll_start(now())
+        };
+        if let Err(error) = self.save().await {
+            // What is stored is unknown now: read it again before the next decision.
+            self.loaded.set(false);
+            *self.revision.borrow_mut() = None;
+            return Err(error);
+        }
+        Ok((value, started))
+    }
+
+    /// Reads outside a decision see the latest stored state (unless one of this global's
+    /// decisions is under way: then this global's state is the latest).
+    async fn read_fresh(self: &Rc<Self>) -> Result<()> {
+        self.check_open()?;
+        if self.transacting.get() == 0 && self.refresh().await? {
+            self.reconcile();
+            self.notify_changed();
+        }
+        Ok(())
+    }
+
+    /// Makes this global's transfers match the state: a transfer whose download is no longer
+    /// `downloading` is paused (still scheduled) or cancelled (ended); a paused one that is
+    /// `downloading` again continues; a `downloading` download nobody here runs is claimed
+    /// (continued once its runner, if any, lets go).
+    fn reconcile(self: &Rc<Self>) {
         if self.closed.get() {
             return;
         }
-        let started = self.core.borrow_mut().poll_start(now());
-        for id in &started {
-            self.spawn_transfer(id.clone());
+        let mut ended = Vec::new();
+        let downloading: Vec<Identifier> = {
+            let core = self.core.borrow();
+            for (id, running) in self.running.borrow().iter() {
+                match core.download(id).map(|d| d.state) {
+                    Some(DownloadState::Downloading) => {
+                        if running.paused.replace(false) {
+                            running.control.resume();
+                        }
+                    }
+                    Some(state) if state.is_scheduled() => {
+                        if !running.paused.replace(true) {
+                            running.control.pause();
+                        }
+                    }
+                    _ => ended.push(id.clone()),
+                }
+            }
+            self.unreported
+                .borrow_mut()
+                .retain(|id, _| core.download(id).is_some_and(|d| d.state.is_scheduled()));
+            core.current_downloads()
+                .into_iter()
+                .filter(|d| d.state == DownloadState::Downloading)
+                .map(|d| d.identifier)
+                .collect()
+        };
+        for id in ended {
+            // The run discards its chunks and ends; its end deletes the rest.
+            let running = self.running.borrow_mut().remove(&id);
+            if let Some(running) = running {
+                running.control.cancel();
+            }
+            self.credentials.borrow_mut().remove(&id);
         }
-        self.arm_wakeup();
-        if !started.is_empty() {
-            self.save_in_background();
+        for id in downloading {
+            self.claim(id);
         }
-        self.dispatch();
+    }
+
+    /// Runs `id` here once this global holds its owner lock and the state still says it is
+    /// `downloading` (resumes it if this global has it paused).
+    fn claim(self: &Rc<Self>, id: Identifier) {
+        if self.closed.get() {
+            return;
+        }
+        if let Some(running) = self.running.borrow().get(&id) {
+            if running.paused.replace(false) {
+                running.control.resume();
+            }
+            return;
+        }
+        if self.claims.borrow().contains_key(&id) {
+            return;
+        }
+        let engine = self.clone();
+        let claimed = id.clone();
+        let (task, abort) = abortable(async move {
+            let name = owner_lock_name(&engine.database, &claimed);
+            let granted = acquire(&name, LockOptions::exclusive()).await;
+            engine.claims.borrow_mut().remove(&claimed);
+            let guard = match granted {
+                Ok(Some(guard)) => guard,
+                Ok(None) => return,
+                Err(error) => {
+                    warn(&format!("claiming `{claimed}`"), &error);
+                    return;
+                }
+            };
+            if engine.closed.get() {
+                return;
+            }
+            match engine.refresh().await {
+                Ok(true) => engine.reconcile(),
+                Ok(false) => {}
+                Err(error) => warn("reading the state", &error),
+            }
+            let downloading = engine
+                .core
+                .borrow()
+                .download(&claimed)
+                .is_some_and(|d| d.state == DownloadState::Downloading);
+            if !downloading || engine.running.borrow().contains_key(&claimed) || engine.closed.get()
+            {
+                guard.release().await;
+                return;
+            }
+            engine.spawn_transfer(claimed, guard);
+        });
+        self.claims.borrow_mut().insert(id, abort);
+        spawn_local(async move {
+            let _ = task.await;
+        });
+    }
+
+    /// Starts what the queue allows (a decision of its own), re-arms the wake-up timer.
+    fn pump(self: &Rc<Self>) {
+        if self.closed.get() || self.pump_queued.replace(true) {
+            return;
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            engine.pump_queued.set(false);
+            if engine.closed.get() {
+                return;
+            }
+            if let Err(error) = engine.transact(|_| Ok(())).await {
+                warn("starting downloads", &error);
+            }
+        });
     }
 
     fn arm_wakeup(self: &Rc<Self>) {
@@ -560,55 +1144,112 @@ impl Engine {
         *self.wakeup.borrow_mut() = timer;
     }
 
-    /// Runs `id`'s transfer, or resumes it if this global still has it (paused or pre-empted).
-    fn spawn_transfer(self: &Rc<Self>, id: Identifier) {
+    /// The transfer spec of `id` from the state: its URL, declared size and digest, the app's
+    /// request headers and any credentials the delegate gave.
+    fn transfer_spec(
+        &self,
+        id: &Identifier,
+    ) -> Option<(TransferSpec, crate::core::policy::DomainAllowList)> {
+        let core = self.core.borrow();
+        let download = core.description(id)?;
+        let mut spec = TransferSpec::new(id.as_str(), download.request.url.as_str());
+        spec.expected_size = download.file_size;
+        spec.sha256 = core.pack_file(id).map(|file| file.sha256);
+        spec.config = self.transfer.clone();
+        spec.headers = download.request.headers.clone();
+        if let Some(credentials) = self.credentials.borrow().get(id) {
+            for (name, value) in credentials {
+                spec.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                spec.headers.push((name.clone(), value.clone()));
+            }
+        }
+        let allow = core.declaration().restrictions.domain_allow_list.clone();
+        Some((spec, allow))
+    }
+
+    /// Asks this global's delegate for credentials after `status` (Apple's authentication
+    /// challenge); `None` when there is no delegate, it declines, or the download stopped.
+    async fn ask_credentials(
+        &self,
+        id: &Identifier,
+        url: &str,
+        status: u16,
+        control: &TransferControl,
+    ) -> Option<Credentials> {
+        let delegate = self.delegate.delegate.borrow().clone()?;
+        let challenge = AuthChallenge {
+            url: url.to_string(),
+            status,
+            www_authenticate: control.challenge(),
+        };
+        let credentials = delegate.authentication_challenge(id, &challenge).await?;
+        let still = self
+            .core
+            .borrow()
+            .download(id)
+            .is_some_and(|d| d.state == DownloadState::Downloading);
+        (still && !self.closed.get()).then_some(credentials)
+    }
+
+    /// Runs `id`'s transfer holding its owner lock `owner` until the result is stored.
+    fn spawn_transfer(self: &Rc<Self>, id: Identifier, owner: LockGuard) {
         let finished = self.unreported.borrow_mut().remove(&id);
         if let Some(asset) = finished {
             let engine = self.clone();
             spawn_local(async move {
                 engine.report_result(&id, Ok(asset)).await;
-                engine.pump();
+                owner.release().await;
             });
             return;
         }
-        if let Some(running) = self.running.borrow().get(&id) {
-            running.control.resume();
-            return;
-        }
-        let (spec, allow) = {
-            let core = self.core.borrow();
-            let Some(download) = core.description(&id) else {
-                return;
-            };
-            let mut spec = TransferSpec::new(id.as_str(), download.request.url.as_str());
-            spec.expected_size = download.file_size;
-            spec.sha256 = core.pack_file(&id).map(|file| file.sha256);
-            spec.config = self.transfer.clone();
-            let allow = core.declaration().restrictions.domain_allow_list.clone();
-            (spec, allow)
-        };
         let run_number = self.runs.get() + 1;
         self.runs.set(run_number);
         let control = TransferControl::new();
-        let reporter = Rc::downgrade(self);
-        let progress_id = id.clone();
-        let options = RunOptions {
-            allow,
-            page_origin: Some(self.page_origin.clone()),
-            lock: LockPolicy::Wait,
-            read_buffer: DEFAULT_READ_BUFFER,
-            control: Some(control.clone()),
-            on_progress: Some(Box::new(move |progress: &Progress| {
-                if let Some(engine) = reporter.upgrade() {
-                    engine.report_progress(&progress_id, progress);
-                }
-            })),
-        };
         let engine = self.clone();
         let task_id = id.clone();
         let last = control.clone();
         let (task, abort) = abortable(async move {
-            let result = run(&engine.container, spec, options).await;
+            let _owner = owner; // released when the result is stored (or the task is dropped)
+            let mut challenges = 0;
+            let result = loop {
+                let Some((spec, allow)) = engine.transfer_spec(&task_id) else {
+                    break Err(Error::DownloadDoesNotExist {
+                        identifier: task_id.to_string(),
+                    });
+                };
+                let url = spec.url.clone();
+                let reporter = Rc::downgrade(&engine);
+                let progress_id = task_id.clone();
+                let options = RunOptions {
+                    allow,
+                    page_origin: Some(engine.page_origin.clone()),
+                    lock: LockPolicy::Wait,
+                    read_buffer: DEFAULT_READ_BUFFER,
+                    control: Some(last.clone()),
+                    on_progress: Some(Box::new(move |progress: &Progress| {
+                        if let Some(engine) = reporter.upgrade() {
+                            engine.report_progress(&progress_id, progress);
+                        }
+                    })),
+                };
+                let result = run(&engine.container, spec, options).await;
+                if let Err(Error::AuthenticationRequired { status, .. }) = &result {
+                    if challenges < MAX_CHALLENGES {
+                        challenges += 1;
+                        let status = *status;
+                        if let Some(credentials) =
+                            engine.ask_credentials(&task_id, &url, status, &last).await
+                        {
+                            engine
+                                .credentials
+                                .borrow_mut()
+                                .insert(task_id.clone(), credentials);
+                            continue; // from the checkpoint, with the credentials
+                        }
+                    }
+                }
+                break result;
+            };
             if let (Ok(asset), Some(mut progress)) = (&result, last.progress()) {
                 // The last write may end the run before its progress is reported: report it,
                 // so the delegate sees every byte written before the finish.
@@ -624,15 +1265,16 @@ impl Engine {
             if ours {
                 engine.running.borrow_mut().remove(&task_id);
             }
+            engine.credentials.borrow_mut().remove(&task_id);
             engine.report_result(&task_id, result).await;
-            engine.pump();
         });
         self.running.borrow_mut().insert(
             id.clone(),
             Running {
                 run: run_number,
-                control: control.clone(),
+                control,
                 abort,
+                paused: Cell::new(false),
             },
         );
         spawn_local(async move {
@@ -641,61 +1283,95 @@ impl Engine {
     }
 
     fn report_progress(self: &Rc<Self>, id: &Identifier, progress: &Progress) {
+        if self.closed.get() {
+            return;
+        }
         let outcome = self.core.borrow_mut().on_progress(id, progress);
         if let Err(error @ Error::SessionDownloadAllowanceExceeded { .. }) = outcome {
-            // The core failed it: stop the transfer (its bytes are discarded).
+            // The core failed it: stop the transfer (its bytes are discarded) and store that.
             if let Some(running) = self.running.borrow_mut().remove(id) {
                 running.control.cancel();
             }
             warn(&format!("`{id}`"), &error);
-            self.save_in_background();
+            let engine = self.clone();
+            let id = id.clone();
+            let progress = progress.clone();
+            spawn_local(async move {
+                let stored = engine
+                    .transact(move |core| {
+                        let _ = core.on_progress(&id, &progress);
+                        Ok(())
+                    })
+                    .await;
+                if let Err(error) = stored {
+                    warn("storing a failure", &error);
+                }
+            });
+        }
+        if now().saturating_sub(self.counted_at.get()) > 1000 {
+            // A page that closed stops counting at once: count again now and then.
+            self.counted_at.set(now());
+            let engine = self.clone();
+            spawn_local(async move { engine.count_page_delegates().await });
         }
         self.dispatch();
     }
 
+    /// Stores a transfer's result on the fresh state (under the state lock).
     async fn report_result(self: &Rc<Self>, id: &Identifier, result: Result<StoredAsset>) {
-        let state = self.core.borrow().download(id).map(|d| d.state);
-        let scheduled = state.is_some_and(DownloadState::is_scheduled);
-        let mut obsolete = Vec::new();
-        match result {
-            Ok(asset) if scheduled && state != Some(DownloadState::Downloading) => {
-                // Paused or pre-empted after its last byte: report it when it starts again.
-                self.unreported.borrow_mut().insert(id.clone(), asset);
-            }
-            Ok(asset) if scheduled => {
-                let finished = decode_sha256(&asset.sha256)
-                    .and_then(|sha256| self.core.borrow_mut().on_finished(id, asset.size, sha256));
-                match finished {
-                    Ok(old) => obsolete = old,
-                    Err(error) => warn(&format!("finishing `{id}`"), &error),
+        let outcome = self
+            .transact(|core| {
+                let state = core.download(id).map(|d| d.state);
+                let scheduled = state.is_some_and(DownloadState::is_scheduled);
+                let mut obsolete = Vec::new();
+                let mut unreported = None;
+                match result {
+                    Ok(asset) if scheduled && state != Some(DownloadState::Downloading) => {
+                        // Paused or pre-empted after its last byte: report it when it starts
+                        // again.
+                        unreported = Some(asset);
+                    }
+                    Ok(asset) if scheduled => {
+                        let finished = decode_sha256(&asset.sha256)
+                            .and_then(|sha256| core.on_finished(id, asset.size, sha256));
+                        match finished {
+                            Ok(old) => obsolete = old,
+                            Err(error) => warn(&format!("finishing `{id}`"), &error),
+                        }
+                    }
+                    // Fenced: another context took the download's lock and runs it now (this
+                    // one wrote nothing after that). Not a failure, and its storage is not ours
+                    // to delete: this global claims it again and continues once that run ends.
+                    Err(Error::StaleEpoch { .. }) => {}
+                    Err(error) if scheduled => {
+                        if let Err(e) = core.on_failed(id, error, now()) {
+                            warn(&format!("failing `{id}`"), &e);
+                        }
+                    }
+                    // Cancelled (or failed by the core) while it ran: nothing to report.
+                    _ => {}
+                }
+                if core
+                    .download(id)
+                    .is_some_and(|d| d.state == DownloadState::Failed)
+                {
+                    obsolete.push(id.clone());
+                }
+                Ok((obsolete, unreported))
+            })
+            .await;
+        match outcome {
+            Ok((obsolete, unreported)) => {
+                if let Some(asset) = unreported {
+                    self.unreported.borrow_mut().insert(id.clone(), asset);
+                }
+                for gone in obsolete {
+                    if let Err(error) = self.container.delete(gone.as_str()).await {
+                        warn(&format!("deleting `{gone}`"), &error);
+                    }
                 }
             }
-            Err(error) if scheduled => {
-                if let Err(e) = self.core.borrow_mut().on_failed(id, error, now()) {
-                    warn(&format!("failing `{id}`"), &e);
-                }
-            }
-            // Cancelled (or failed by the core) while it ran: nothing to report.
-            _ => {}
-        }
-        if self
-            .core
-            .borrow()
-            .download(id)
-            .is_some_and(|d| d.state == DownloadState::Failed)
-        {
-            obsolete.push(id.clone());
-        }
-        let saved = self.save();
-        self.dispatch();
-        if let Err(error) = saved.await {
-            warn("saving the state", &error);
-        }
-        self.notify_changed();
-        for gone in obsolete {
-            if let Err(error) = self.container.delete(gone.as_str()).await {
-                warn(&format!("deleting `{gone}`"), &error);
-            }
+            Err(error) => warn(&format!("storing the result of `{id}`"), &error),
         }
     }
 
@@ -706,65 +1382,171 @@ impl Engine {
             .retain(|watcher| watcher.unbounded_send(()).is_ok());
     }
 
-    /// Delivers the core's pending events to this global's delegate (dropped if none is set).
+    /// Moves the core's pending events to `pending`.
+    fn take_events(&self) {
+        let mut core = self.core.borrow_mut();
+        self.pending
+            .borrow_mut()
+            .extend(std::iter::from_fn(|| core.poll_event()));
+    }
+
+    /// Delivers the pending events along their routes: `Pages` to this page's delegate and, over
+    /// the channel, to the other pages; `Extension` to this worker's delegate, or from a page
+    /// over the channel and by `postMessage` to the service worker.
     fn dispatch(&self) {
-        let events: Vec<ManagerEvent> = {
-            let mut core = self.core.borrow_mut();
-            std::iter::from_fn(|| core.poll_event())
-                .map(|routed| routed.event)
-                .collect()
-        };
-        let Some(delegate) = self.delegate.borrow().clone() else {
+        self.take_events();
+        let events = std::mem::take(&mut *self.pending.borrow_mut());
+        if self.closed.get() {
             return;
-        };
-        for event in events {
-            match event {
-                ManagerEvent::DidBegin { id } => delegate.did_begin(&id),
-                ManagerEvent::DidPause { id } => delegate.did_pause(&id),
-                ManagerEvent::Progress {
-                    id,
-                    bytes_written,
-                    total_written,
-                    total_expected,
-                } => delegate.did_write_data(&id, bytes_written, total_written, total_expected),
-                ManagerEvent::Failed { id, error } => delegate.did_fail(&id, &error),
-                ManagerEvent::Finished { id, size, sha256 } => {
-                    let finished = FinishedDownload {
-                        identifier: id.clone(),
-                        size,
-                        sha256: crate::core::error::hex(&sha256),
-                        container: self.container.clone(),
-                    };
-                    delegate.did_finish(&id, finished);
+        }
+        let extension = matches!(self.caller, Caller::Extension { .. });
+        for routed in events {
+            match routed.route {
+                Route::Pages => {
+                    if !extension {
+                        self.deliver(&routed.event);
+                    }
+                    self.broadcast(Body::Event {
+                        route: Route::Pages,
+                        eid: self.next_id(),
+                        event: routed.event,
+                    });
                 }
-                ManagerEvent::EssentialRequeued { id } => {
-                    delegate.did_requeue_as_non_essential(&id)
+                Route::Extension if extension => self.deliver(&routed.event),
+                Route::Extension => {
+                    let message = self.broadcast(Body::Event {
+                        route: Route::Extension,
+                        eid: self.next_id(),
+                        event: routed.event,
+                    });
+                    if let Some(message) = message {
+                        post_to_worker(&message);
+                    }
                 }
             }
         }
     }
 
-    /// After a decision: deliver its events, save it (waiting for the commit), start what may
-    /// start.
-    async fn decided(self: &Rc<Self>) -> Result<()> {
-        self.dispatch();
-        self.save().await?;
-        self.notify_changed();
-        self.pump();
+    /// Calls this global's delegate (if one is set).
+    fn deliver(&self, event: &ManagerEvent) {
+        let Some(delegate) = self.delegate.delegate.borrow().clone() else {
+            return;
+        };
+        match event.clone() {
+            ManagerEvent::DidBegin { id } => delegate.did_begin(&id),
+            ManagerEvent::DidPause { id } => delegate.did_pause(&id),
+            ManagerEvent::Progress {
+                id,
+                bytes_written,
+                total_written,
+                total_expected,
+            } => delegate.did_write_data(&id, bytes_written, total_written, total_expected),
+            ManagerEvent::Failed { id, error } => delegate.did_fail(&id, &error),
+            ManagerEvent::Finished { id, size, sha256 } => {
+                let finished = FinishedDownload {
+                    identifier: id.clone(),
+                    size,
+                    sha256: crate::core::error::hex(&sha256),
+                    container: self.container.clone(),
+                };
+                delegate.did_finish(&id, finished);
+            }
+            ManagerEvent::EssentialRequeued { id } => delegate.did_requeue_as_non_essential(&id),
+        }
+    }
+
+    /// Takes a message from another context (BroadcastChannel or the worker's `message`).
+    async fn receive(self: &Rc<Self>, data: JsValue) -> Result<()> {
+        let envelope = from_js(&data)?;
+        if envelope.database != self.database || envelope.from == self.context_id {
+            return Ok(());
+        }
+        if self.closed.get() {
+            return Ok(());
+        }
+        match envelope.body {
+            Body::Event { route, eid, event } => {
+                {
+                    let mut seen = self.seen.borrow_mut();
+                    if seen.contains(&eid) {
+                        return Ok(());
+                    }
+                    seen.push_back(eid);
+                    if seen.len() > 512 {
+                        seen.pop_front();
+                    }
+                }
+                let extension = matches!(self.caller, Caller::Extension { .. });
+                match route {
+                    Route::Pages if !extension => self.deliver(&event),
+                    Route::Extension if extension => self.deliver(&event),
+                    _ => {}
+                }
+            }
+            Body::Changed | Body::Closed => {
+                self.read_fresh().await?;
+                // A context that closed let its downloads go: claims already wait for them.
+                self.reconcile();
+            }
+            Body::Delegates => self.count_page_delegates().await,
+        }
         Ok(())
     }
-}
 
-impl Engine {
+    /// Takes or lets go of the page-delegate lock to match the delegate slot (pages only), and
+    /// tells the other contexts to count again.
+    async fn sync_page_lock(self: &Rc<Self>) {
+        if self.caller != Caller::Page || self.closed.get() {
+            return;
+        }
+        let wanted = self.delegate.delegate.borrow().is_some();
+        let held = self.delegate.page_lock.borrow().is_some();
+        if wanted && !held {
+            match acquire(
+                &page_delegate_lock_name(&self.database),
+                LockOptions::shared(),
+            )
+            .await
+            {
+                Ok(Some(guard)) => *self.delegate.page_lock.borrow_mut() = Some(guard),
+                Ok(None) => {}
+                Err(error) => warn("taking the page-delegate lock", &error),
+            }
+        } else if !wanted && held {
+            let guard = self.delegate.page_lock.borrow_mut().take();
+            if let Some(guard) = guard {
+                guard.release().await;
+            }
+        } else {
+            return;
+        }
+        self.count_page_delegates().await;
+        self.broadcast(Body::Delegates);
+    }
+
     /// Stops every transfer of this global as if the context were killed (fetches aborted,
     /// locks released, checkpoints kept) and closes the database connection.
     fn close(&self) {
+        if self.closed.get() {
+            return;
+        }
+        self.broadcast(Body::Closed);
         self.closed.set(true);
         self.wakeup.borrow_mut().take();
         let running = std::mem::take(&mut *self.running.borrow_mut());
         for (_, running) in running {
             running.abort.abort();
         }
+        let claims = std::mem::take(&mut *self.claims.borrow_mut());
+        for (_, claim) in claims {
+            claim.abort();
+        }
+        self.delegate.page_lock.borrow_mut().take();
+        if let Some(channel) = self.channel.borrow_mut().take() {
+            channel.set_onmessage(None);
+            channel.close();
+        }
+        self.on_message.borrow_mut().take();
         self.container.close();
     }
 }
@@ -854,18 +1636,17 @@ impl DownloadManager {
 
     async fn engine(&self) -> Result<Rc<Engine>> {
         let engine = self.handle.engine.clone().await?;
-        if engine.closed.get() {
-            return Err(Error::Storage {
-                message: format!(
-                    "the download manager on `{}` was closed",
-                    engine.container.name()
-                ),
-            });
-        }
+        engine.check_open()?;
         Ok(engine)
     }
 
     /// Sets (or with `None` removes) the delegate that receives this global's events.
+    ///
+    /// Routing as Apple does it: while at least one page has a delegate set, events go to every
+    /// page with a delegate; otherwise to the service worker's (the extension's) delegate. A
+    /// page with a delegate holds the shared Web Lock [`page_delegate_lock_name`] (released when
+    /// the delegate is removed, the manager closed, or the tab closes); the next call on the
+    /// manager waits until the lock is taken, so its events already count this delegate.
     ///
     /// # Example
     /// ```no_run
@@ -873,7 +1654,21 @@ impl DownloadManager {
     /// DownloadManager::shared().set_delegate(None);
     /// ```
     pub fn set_delegate(&self, delegate: Option<Rc<dyn DownloadManagerDelegate>>) {
-        *self.handle.delegate.borrow_mut() = delegate;
+        *self.handle.delegate.delegate.borrow_mut() = delegate;
+        let previous = self.handle.delegate.syncing.borrow_mut().take();
+        let engine = self.handle.engine.clone();
+        let task = async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            if let Ok(engine) = engine.await {
+                engine.sync_page_lock().await;
+            }
+        }
+        .boxed_local()
+        .shared();
+        *self.handle.delegate.syncing.borrow_mut() = Some(task.clone());
+        spawn_local(task);
     }
 
     /// Who this manager calls the core as (page or extension).
@@ -919,8 +1714,9 @@ impl DownloadManager {
     pub async fn schedule(&self, download: UrlDownload) -> Result<()> {
         let engine = self.engine().await?;
         let caller = engine.caller;
-        engine.core.borrow_mut().schedule(download, caller, now())?;
-        engine.decided().await
+        engine
+            .transact(move |core| core.schedule(download, caller, now()))
+            .await
     }
 
     /// Apple's `startForegroundDownload` (pages only: [`Error::CallFromExtensionNotAllowed`]
@@ -938,16 +1734,11 @@ impl DownloadManager {
     pub async fn start_foreground(&self, target: impl Into<Foreground>) -> Result<()> {
         let engine = self.engine().await?;
         let caller = engine.caller;
-        let preempted = engine
-            .core
-            .borrow_mut()
-            .start_foreground(target, caller, now())?;
-        for id in &preempted {
-            if let Some(running) = engine.running.borrow().get(id) {
-                running.control.pause();
-            }
-        }
-        engine.decided().await
+        // The pre-empted downloads are paused wherever they run (by reconciling with the state).
+        engine
+            .transact(move |core| core.start_foreground(target, caller, now()))
+            .await
+            .map(drop)
     }
 
     /// Apple's `fetchCurrentDownloads`: the waiting, running and paused downloads.
@@ -962,7 +1753,10 @@ impl DownloadManager {
     /// # let _ = paused; Ok(()) }
     /// ```
     pub async fn fetch_current_downloads(&self) -> Result<Vec<DownloadInfo>> {
-        Ok(self.engine().await?.core.borrow().current_downloads())
+        let engine = self.engine().await?;
+        engine.read_fresh().await?;
+        let current = engine.core.borrow().current_downloads();
+        Ok(current)
     }
 
     /// The latest progress of `id`'s transfer in this global (bytes received, restarts, wasted
@@ -997,17 +1791,17 @@ impl DownloadManager {
     /// ```
     pub async fn cancel(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
-        engine.core.borrow_mut().cancel(id)?;
+        let cancelled = id.clone();
+        engine.transact(move |core| core.cancel(&cancelled)).await?;
         engine.unreported.borrow_mut().remove(id);
-        let running = engine.running.borrow_mut().remove(id);
-        match running {
-            // The run discards its chunks and ends; its end deletes the rest.
-            Some(running) => running.control.cancel(),
-            None => {
-                engine.container.delete(id.as_str()).await?;
-            }
+        // A transfer of this global was cancelled by reconciling (its end deletes the rest);
+        // one run by another context is cancelled there. Nobody runs it: delete it here.
+        let owner = owner_lock_name(&engine.database, id);
+        let running_somewhere = query().await.map(|s| s.is_held(&owner)).unwrap_or(false);
+        if !running_somewhere {
+            engine.container.delete(id.as_str()).await?;
         }
-        engine.decided().await
+        Ok(())
     }
 
     /// Pauses a waiting or running download (its received bytes are kept). `did_pause`.
@@ -1023,11 +1817,7 @@ impl DownloadManager {
     /// ```
     pub async fn pause(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
-        engine.core.borrow_mut().pause(id)?;
-        if let Some(running) = engine.running.borrow().get(id) {
-            running.control.pause();
-        }
-        engine.decided().await
+        engine.transact(|core| core.pause(id)).await.map(drop)
     }
 
     /// Resumes a paused download: it waits for a slot and continues from its checkpoint.
@@ -1042,8 +1832,7 @@ impl DownloadManager {
     /// ```
     pub async fn resume(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
-        engine.core.borrow_mut().resume(id)?;
-        engine.decided().await
+        engine.transact(|core| core.resume(id)).await
     }
 
     /// Stops this global's manager: its transfers end as if the context were killed (the
@@ -1085,9 +1874,7 @@ impl DownloadManager {
     /// ```
     pub async fn did_launch(&self) -> Result<bool> {
         let engine = self.engine().await?;
-        let lifted = engine.core.borrow_mut().did_launch();
-        engine.decided().await?;
-        Ok(lifted)
+        engine.transact(|core| Ok(core.did_launch())).await
     }
 
     /// Changes the concurrency and bandwidth limits.
@@ -1102,8 +1889,12 @@ impl DownloadManager {
     /// ```
     pub async fn set_limits(&self, limits: QueueLimits) -> Result<()> {
         let engine = self.engine().await?;
-        engine.core.borrow_mut().set_limits(limits);
-        engine.decided().await
+        engine
+            .transact(|core| {
+                core.set_limits(limits);
+                Ok(())
+            })
+            .await
     }
 
     /// Schedules `download` as `caller` (the extension's lifecycle handlers schedule as
@@ -1124,22 +1915,24 @@ impl DownloadManager {
             .await
     }
 
-    /// A decision on the core: runs `f`, then delivers the events, saves the state (waiting for
-    /// the commit) and starts what may start. Nothing is saved when `f` fails.
+    /// A decision on the shared state: under the state's Web Lock ([`state_lock_name`]), the
+    /// stored state is reloaded if another context changed it, `f` runs on it, what may start
+    /// starts, and the state is saved (waiting for the commit); then the other contexts are told,
+    /// this global's transfers follow the state and the events are delivered. Nothing is saved
+    /// when `f` fails.
     pub(crate) async fn decide<T>(
         &self,
         f: impl FnOnce(&mut CoreManager) -> Result<T>,
     ) -> Result<T> {
         let engine = self.engine().await?;
-        let value = f(&mut engine.core.borrow_mut())?;
-        engine.decided().await?;
-        Ok(value)
+        engine.transact(f).await
     }
 
-    /// Reads the core's state.
+    /// Reads the core's state (the latest stored one).
     #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
     pub(crate) async fn inspect<T>(&self, f: impl FnOnce(&CoreManager) -> T) -> Result<T> {
         let engine = self.engine().await?;
+        engine.read_fresh().await?;
         let core = engine.core.borrow();
         Ok(f(&core))
     }
@@ -1172,13 +1965,8 @@ impl DownloadManager {
     /// # }
     /// ```
     pub async fn deliver_remote(&self, message: JsValue) -> Result<()> {
-        let _engine = self.engine().await?;
-        Err(Error::Unsupported {
-            what: format!(
-                "a message from another context ({}): cross-context routing is not built yet",
-                js::describe(&message)
-            ),
-        })
+        let engine = self.engine().await?;
+        engine.receive(message).await
     }
 
     /// Apple's `withExclusiveControl`: runs `f` while holding the Web Lock [`EXCLUSIVE_LOCK`]

@@ -112,6 +112,7 @@ struct ControlInner {
     waker: RefCell<Option<Waker>>,
     progress: RefCell<Option<Progress>>,
     state: RefCell<Option<TransferState>>,
+    challenge: RefCell<Option<String>>,
 }
 
 /// A handle to pause, resume or cancel a [`run`] from another task of the same global, and to
@@ -179,6 +180,13 @@ impl TransferControl {
     /// The run's latest state (`None` before its transfer starts).
     pub fn state(&self) -> Option<TransferState> {
         *self.inner.state.borrow()
+    }
+
+    /// The `WWW-Authenticate` (or `Proxy-Authenticate`) header of the run's last `401`, `403`
+    /// or `407` response, if the server sent (and exposed) one: what the delegate's
+    /// authentication challenge is about.
+    pub fn challenge(&self) -> Option<String> {
+        self.inner.challenge.borrow().clone()
     }
 
     fn send(&self, command: Command) {
@@ -513,6 +521,9 @@ impl Driver<'_> {
             Wake::Connected(Ok(stream)) => {
                 let head = stream.head();
                 let headers = head.transfer_headers();
+                if let (401 | 403 | 407, Some(control)) = (head.status, &self.control) {
+                    *control.inner.challenge.borrow_mut() = head.www_authenticate.clone();
+                }
                 match check_allowed(&self.allow, &self.page, &head.url) {
                     Ok(()) => {
                         self.content_type = head.content_type.clone();
@@ -569,10 +580,18 @@ impl Driver<'_> {
                     if_range,
                 } => {
                     self.stream = None;
+                    let spec = self.transfer.spec();
+                    // The app gave these headers for its download URL: credentials among them
+                    // may go to that URL's origin (and only there).
+                    let credentials_origin = (!spec.headers.is_empty())
+                        .then(|| url::Url::parse(&spec.url).ok())
+                        .flatten()
+                        .map(|u| u.origin().ascii_serialization());
                     let options = FetchOptions {
                         range_start,
                         if_range,
-                        headers: Vec::new(),
+                        headers: spec.headers.clone(),
+                        credentials_origin,
                     };
                     self.io =
                         Io::Connecting(Box::pin(

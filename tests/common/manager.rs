@@ -560,19 +560,39 @@ async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaratio
     let container = shared.container().await.unwrap();
     assert_eq!(container.name(), Container::DEFAULT_NAME);
     assert!(Rc::ptr_eq(&container, &again.container().await.unwrap()));
-    // No pkg.json given: same origin only, and (in the worker) nothing before first launch.
+    // The declaration is the origin's /pkg.json (the test runner may serve the repository's).
+    // Without one: same origin only, and (in the worker) nothing before first launch.
+    let pkg_json = format!("{}/pkg.json", js::origin());
+    let declared = wasm_bindgen_futures::JsFuture::from(super::common::global_fetch(
+        &pkg_json,
+        &web_sys::RequestInit::new(),
+    ))
+    .await
+    .map(|r| js::get(&r, "status").as_f64() == Some(200.0))
+    .unwrap_or(false);
     let id = unique_id("shared");
     let path = gen_path(MIB, 29_000 + probe() % 1000, "");
-    let refused = again.schedule(download(&id, &path, MIB)).await.unwrap_err();
-    assert!(
-        matches!(
-            refused,
-            Error::SessionDownloadDisallowedByDomain { .. }
-                | Error::SessionDownloadDisallowedByAllowance { .. }
-                | Error::DownloadWouldExceedAllowance { .. }
-        ),
-        "{refused:?}"
-    );
+    let scheduled = again.schedule(download(&id, &path, MIB)).await;
+    match scheduled {
+        Ok(()) if declared => {
+            // The served declaration allows the CDN: the download is scheduled for everyone.
+            let current = shared.fetch_current_downloads().await.unwrap();
+            assert!(current.iter().any(|d| d.identifier.as_str() == id));
+            shared.cancel(&ident(&id)).await.unwrap();
+        }
+        scheduled => {
+            let refused = scheduled.unwrap_err();
+            assert!(
+                matches!(
+                    refused,
+                    Error::SessionDownloadDisallowedByDomain { .. }
+                        | Error::SessionDownloadDisallowedByAllowance { .. }
+                        | Error::DownloadWouldExceedAllowance { .. }
+                ),
+                "{refused:?}"
+            );
+        }
+    }
     assert!(shared.fetch_current_downloads().await.unwrap().is_empty());
     shared.close().await;
     assert!(again.caller().await.is_err(), "closed for every clone");

@@ -261,6 +261,10 @@ pub struct TransferSpec {
     pub sha256: Option<[u8; 32]>,
     /// Tuning.
     pub config: TransferConfig,
+    /// Extra request headers sent with every fetch of this transfer (name, value): the app's
+    /// `UrlDownload.request` headers and any credentials its delegate answered an
+    /// authentication challenge with. The driver refuses forbidden ones.
+    pub headers: Vec<(String, String)>,
 }
 
 impl TransferSpec {
@@ -271,6 +275,7 @@ impl TransferSpec {
     /// use background_assets::core::transfer::TransferSpec;
     /// let spec = TransferSpec::new("a", "https://cdn.example/a");
     /// assert_eq!(spec.expected_size, None);
+    /// assert!(spec.headers.is_empty());
     /// ```
     pub fn new(identifier: impl Into<String>, url: impl Into<String>) -> Self {
         TransferSpec {
@@ -279,6 +284,7 @@ impl TransferSpec {
             expected_size: None,
             sha256: None,
             config: TransferConfig::default(),
+            headers: Vec::new(),
         }
     }
 }
