@@ -55,16 +55,16 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::core::declaration::{parse_manifest, InstallationEvent};
 use crate::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
 use crate::core::error::Error;
-use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager, PackUpdate};
+use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager};
 use crate::web::container::Container;
 use crate::web::js;
 use crate::web::manager::{
-    fetch_text, AuthChallenge, Credentials, DownloadManager, DownloadManagerDelegate,
-    FinishedDownload, ManagerConfig, STATE_KEY,
+    AuthChallenge, Credentials, DownloadManager, DownloadManagerDelegate, FinishedDownload,
+    STATE_KEY,
 };
+use crate::web::packs::PackUpdateSummary;
 use crate::web::serve::{serve_request, SERVE_PREFIX};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -359,7 +359,11 @@ fn id_list(ids: &[Identifier]) -> JsValue {
 }
 
 /// `info` for didInstall / didUpdate / checkForUpdates.
-async fn info(manager: &DownloadManager, event: &str, update: &PackUpdate) -> Result<JsValue> {
+async fn info(
+    manager: &DownloadManager,
+    event: &str,
+    update: &PackUpdateSummary,
+) -> Result<JsValue> {
     let remaining = manager.inspect(|core| core.remaining_allowance()).await?;
     let object = js::object();
     js::set(&object, "event", &event.into());
@@ -379,39 +383,21 @@ async fn info(manager: &DownloadManager, event: &str, update: &PackUpdate) -> Re
     Ok(object.into())
 }
 
-/// Re-reads the declaration (`pkg.json`, then the manifest it names) and applies it: which packs
-/// changed. (The asset-pack layer's `check_for_updates` does the same for pages.)
-async fn refresh_declaration(manager: &DownloadManager) -> Result<PackUpdate> {
-    let config = ManagerConfig::for_global().await?;
-    let mut declaration = config.declaration;
-    if let Some(url) = declaration.manifest_url.clone() {
-        let text = fetch_text(&url).await?.ok_or_else(|| Error::HttpStatus {
-            identifier: url.to_string(),
-            status: 404,
-        })?;
-        let manifest = parse_manifest(&text, &url)?;
-        declaration = declaration.with_manifest(&manifest)?;
-    }
-    manager
-        .decide(move |core| Ok(core.apply_manifest(declaration)))
-        .await
+/// Re-reads the declaration (`pkg.json`, then the manifest it names) and applies it
+/// ([`DownloadManager::check_for_updates`]): which packs changed.
+async fn refresh_declaration(manager: &DownloadManager) -> Result<PackUpdateSummary> {
+    manager.check_for_updates().await
 }
 
-/// Schedules the declaration's downloads for `event` (the packs listing `firstInstallation`, or
-/// `subsequentUpdate`) as the extension handling `event`. Returns the identifiers scheduled and
-/// the refusals.
+/// Schedules the declaration's downloads for `event` ([`DownloadManager::downloads_for`]: the
+/// packs listing `firstInstallation` or `subsequentUpdate`, the new versions of stored packs on
+/// a check) as the extension handling `event`. Returns the identifiers scheduled and the
+/// refusals.
 async fn schedule_declared(
     manager: &DownloadManager,
     event: ExtensionEvent,
 ) -> Result<(Vec<Identifier>, Vec<(String, Error)>)> {
-    let installation = match event {
-        ExtensionEvent::Install => InstallationEvent::FirstInstallation,
-        _ => InstallationEvent::SubsequentUpdate,
-    };
-    let at = now().max(0.0) as u64;
-    let downloads = manager
-        .decide(move |core| core.downloads_for(installation, at))
-        .await?;
+    let downloads = manager.downloads_for(event).await?;
     Ok(schedule_each(manager, downloads, event).await)
 }
 
@@ -470,7 +456,7 @@ async fn run_event(
     manager: &DownloadManager,
     handlers: &JsValue,
     event: ExtensionEvent,
-    update: &PackUpdate,
+    update: &PackUpdateSummary,
     trigger: Option<&str>,
 ) -> Result<(Vec<Identifier>, Vec<(String, Error)>)> {
     let (mut scheduled, mut refused) = schedule_declared(manager, event).await?;
