@@ -476,9 +476,18 @@ async fn run_event(
     if let Some(trigger) = trigger {
         js::set(&info, "trigger", &trigger.into());
     }
-    let returned = call_handler(handlers, handler, &[info])
-        .await
-        .map_err(|e| js_failure(handler, &e))?;
+    // A handler that throws schedules nothing more; what the declaration asked for still runs
+    // (and install still waits for its essential downloads).
+    let returned = match call_handler(handlers, handler, &[info]).await {
+        Ok(returned) => returned,
+        Err(thrown) => {
+            console_error(&format!(
+                "background-assets extension: {handler} threw {}",
+                js::describe(&thrown)
+            ));
+            None
+        }
+    };
     let (more, more_refused) = schedule_returned(manager, handlers, returned, event).await;
     scheduled.extend(more);
     refused.extend(more_refused);
