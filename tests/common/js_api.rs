@@ -491,3 +491,173 @@ async fn js_start_foreground_download_promotes_in_a_page_and_is_refused_in_the_w
         assert_error(&out["unknown"], "DownloadDoesNotExist", 113, "missing-");
     }
 }
+
+/// A pack declaration entry for the CDN body `/gen/<len>/<seed>`, with its true digest.
+async fn pack_entry(id: &str, version: &str, files: &[(&str, u64, u64)]) -> Value {
+    let mut declared = Vec::new();
+    for (path, len, seed) in files {
+        declared.push(json!({
+            "path": path,
+            "url": format!("{}{}", cdn_origin(), gen_path(*len, *seed, "")),
+            "size": len,
+            "sha256": cdn_sha256(*len, *seed).await,
+        }));
+    }
+    json!({ "id": id, "version": version, "downloadPolicy": "onDemand", "files": declared })
+}
+
+/// A CDN URL that answers `body` (the CDN's `/echo`).
+fn echo_url(body: &str) -> String {
+    let encoded: String = body
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{}/echo?probe={}&body={encoded}", cdn_origin(), probe())
+}
+
+#[wasm_bindgen_test]
+async fn js_packs_status_updates_ensure_file_check_for_updates_remove() {
+    let base = 44_000 + probe() % 1000;
+    let (len_a, len_b, len_x) = (300_000, 200_000, 1000);
+    let maps_v1 = pack_entry(
+        "maps",
+        "1",
+        &[("maps/a.bin", len_a, base), ("maps/b.bin", len_b, base + 1)],
+    )
+    .await;
+    let extra = pack_entry("extra", "1", &[("extra/x.bin", len_x, base + 2)]).await;
+    let maps_v2 = pack_entry("maps", "2", &[("maps/a.bin", len_a, base + 3)]).await;
+    let manifest = json!({ "version": "2", "assetPacks": [maps_v2] });
+    let declaration = json!({
+        "initialDownloadRestrictions": { "domainAllowList": ["127.0.0.1"],
+            "downloadAllowance": 10_000_000, "essentialDownloadAllowance": 10_000_000 },
+        "manifestURL": echo_url(&manifest.to_string()),
+        "assetPacks": [maps_v1, extra],
+    });
+    let body = format!(
+        r#"
+        const manager = await DownloadManager.open({{ database, declaration: {declaration} }});
+        const out = {{ heard: [], iterated: [] }};
+        const updates = manager.statusUpdates();
+        updates.addEventListener('status', (e) => out.heard.push([e.detail.pack, e.detail.status]));
+        const iterating = (async () => {{
+          for await (const {{ pack, status }} of updates) {{
+            out.iterated.push([pack, status]);
+            if (pack === 'maps' && status === 'downloaded') break;
+          }}
+        }})();
+        out.before = await manager.packs();
+        out.statusBefore = await manager.packStatus('maps');
+        await manager.ensureLocalAvailability('maps');
+        await Promise.race([iterating, sleep(5000).then(() => {{ throw new Error('iterator never saw downloaded'); }})]);
+        out.statusAfter = await manager.packStatus('maps');
+        const a = await manager.file('maps/a.bin');
+        out.fileA = {{ id: a.id, size: a.size, sha256: a.sha256, url: a.url,
+                       bytes: (await (await a.blob()).arrayBuffer()).byteLength }};
+        out.missingFile = await manager.file('maps/none.bin');
+        await manager.ready();
+        out.summary = await manager.checkForUpdates();
+        await manager.ensureLocalAvailability('maps');
+        const a2 = await manager.file('maps/a.bin');
+        out.fileA2 = {{ sha256: a2.sha256, blobSha: [...new Uint8Array(await crypto.subtle.digest('SHA-256', await (await a2.blob()).arrayBuffer()))].map((b) => b.toString(16).padStart(2, '0')).join('') }};
+        out.fileB2 = await manager.file('maps/b.bin');
+        out.after = (await manager.packs()).map((p) => [p.id, p.version, p.status]);
+        await manager.removePack('maps');
+        out.removedStatus = await manager.packStatus('maps');
+        out.removedFile = await manager.file('maps/a.bin');
+        out.unknown = shape(await rejection('unknown pack', manager.packStatus('ghost')));
+        out.unknownEnsure = shape(await rejection('unknown pack', manager.ensureLocalAvailability('ghost')));
+        out.notString = shape(await rejection('number pack', manager.removePack(5)));
+        const heardBeforeClose = out.heard.length;
+        updates.close();
+        const late = updates[Symbol.asyncIterator]();
+        out.lateNext = await late.next();
+        await manager.close();
+        out.quietAfterClose = out.heard.length === heardBeforeClose;
+        return out;
+        "#
+    );
+    let out = run_js("packs", &body).await;
+    let before = out["before"].as_array().unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before[0]["id"], json!("maps"));
+    assert_eq!(before[0]["version"], json!("1"));
+    assert_eq!(before[0]["policy"], json!("onDemand"));
+    assert_eq!(before[0]["status"], json!("downloadAvailable"));
+    assert_eq!(before[0]["size"], json!(len_a + len_b));
+    assert_eq!(before[0]["files"][0]["path"], json!("maps/a.bin"));
+    assert_eq!(before[0]["files"][0]["size"], json!(len_a));
+    assert_eq!(
+        before[0]["files"][0]["sha256"],
+        json!(cdn_sha256(len_a, base).await)
+    );
+    assert_eq!(before[0]["files"][0]["stored"], json!(false));
+    assert_eq!(before[1]["id"], json!("extra"));
+    assert_eq!(out["statusBefore"], json!("downloadAvailable"));
+    assert_eq!(out["statusAfter"], json!("downloaded"));
+
+    // Both faces of statusUpdates() saw the same updates, in order, for `maps`.
+    let maps = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u[0] == "maps")
+            .map(|u| u[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    let iterated = maps(&out["iterated"]);
+    assert_eq!(
+        iterated,
+        ["downloadAvailable", "downloading", "downloaded"],
+        "{out}"
+    );
+    let heard = maps(&out["heard"]);
+    assert_eq!(&heard[..3], &iterated[..], "{out}");
+    assert!(out["heard"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(["extra", "downloadAvailable"])));
+
+    assert_eq!(out["fileA"]["size"], json!(len_a));
+    assert_eq!(out["fileA"]["bytes"], json!(len_a));
+    assert_eq!(out["fileA"]["sha256"], json!(cdn_sha256(len_a, base).await));
+    assert!(out["fileA"]["url"]
+        .as_str()
+        .unwrap()
+        .contains("/background-assets/"));
+    assert_eq!(out["missingFile"], Value::Null);
+    assert_eq!(
+        out["summary"],
+        json!({ "updated": ["maps"], "removed": [], "added": [] })
+    );
+    let v2 = cdn_sha256(len_a, base + 3).await;
+    assert_eq!(out["fileA2"], json!({ "sha256": v2, "blobSha": v2 }));
+    assert_eq!(out["fileB2"], Value::Null, "v2 has no b.bin: {out}");
+    assert!(out["after"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(["maps", "2", "downloaded"])));
+    assert_eq!(out["removedStatus"], json!("downloadAvailable"));
+    assert_eq!(out["removedFile"], Value::Null);
+    assert_error(&out["unknown"], "AssetPackDoesNotExist", 1003, "ghost");
+    assert_error(
+        &out["unknownEnsure"],
+        "AssetPackDoesNotExist",
+        1003,
+        "ghost",
+    );
+    assert_error(
+        &out["notString"],
+        "InvalidArgument",
+        1800,
+        "removePack(pack)",
+    );
+    assert_eq!(out["lateNext"], json!({ "done": true }));
+    assert_eq!(out["quietAfterClose"], json!(true));
+}

@@ -16,6 +16,7 @@ mod download;
 mod errors;
 mod finished;
 mod manager;
+mod packs;
 
 pub use delegate::{JsDelegate, DELEGATE_METHODS};
 pub use download::{download_from_js, download_to_js, UrlDownloadJs, DESCRIPTOR_KEYS};
@@ -101,6 +102,57 @@ export interface BackgroundAssetsError extends Error {
   reason?: string;
   argument?: string;
   [field: string]: unknown;
+}
+
+/** A pack's status (Apple's AssetPackManager statuses). */
+export type PackStatus = 'downloadAvailable' | 'updateAvailable' | 'downloading' | 'downloaded' | 'outdated' | 'obsolete';
+
+/** One file of a pack's declared version. */
+export interface PackFileInfo {
+  path: string;
+  /** Its storage identifier. */
+  identifier: string;
+  /** Where it is downloaded from (null for a file of an obsolete pack). */
+  url: string | null;
+  size: number;
+  /** Declared SHA-256, lowercase hex (null for an obsolete pack). */
+  sha256: string | null;
+  /** Whether this file of this version is stored and verified. */
+  stored: boolean;
+}
+
+/** One entry of `packs()`. */
+export interface PackInfo {
+  id: string;
+  /** The declared version (for an obsolete pack, the stored one). */
+  version: string;
+  /** The stored, readable version (older than `version` while an update is pending). */
+  storedVersion: string | null;
+  policy: 'essential' | 'prefetch' | 'onDemand' | null;
+  size: number;
+  status: PackStatus;
+  files: PackFileInfo[];
+}
+
+/** What `checkForUpdates()` found (pack ids). */
+export interface PackUpdateSummary {
+  updated: string[];
+  removed: string[];
+  added: string[];
+}
+
+/** `event.detail` of a 'status' event, and each value of the async iterator. */
+export interface PackStatusUpdate {
+  pack: string;
+  status: PackStatus;
+}
+
+/** `statusUpdates()`: an EventTarget of 'status' events and an async iterable of updates. */
+export interface PackStatusUpdates extends EventTarget, AsyncIterable<PackStatusUpdate> {
+  addEventListener(type: 'status', listener: (event: CustomEvent<PackStatusUpdate>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  /** Stops watching: no more events; iterators end. */
+  close(): void;
 }
 
 export type BackgroundAssetsErrorName =
