@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_entry_is_copied_next_to_both_glues() {
+        let pkg = xtask::webdriver::ScratchDir::new("pkg-copy").unwrap();
+        copy_worker_entry(pkg.path()).unwrap();
+        let source = std::fs::read(workspace::root().join("js/extension.js")).unwrap();
+        for copy in ["worker/extension.js", "extension.js"] {
+            assert_eq!(
+                std::fs::read(pkg.path().join(copy)).unwrap(),
+                source,
+                "{copy}"
+            );
+        }
+    }
+
+    #[test]
     fn files_are_listed_recursively_and_sorted() {
         let dir = xtask::webdriver::ScratchDir::new("files-under").unwrap();
         std::fs::create_dir(dir.path().join("worker")).unwrap();
