@@ -5,8 +5,9 @@
 //!   background_assets.js, .d.ts, _bg.wasm   ES module (--target web): pages and bundlers
 //!   worker/background_assets.js, _bg.wasm  classic script (--target no-modules): service
 //!                                          workers, via importScripts (no import() there)
-//!   worker/extension.js, extension.js       the service worker entry (from js/): importScripts
-//!                                          it after the glue, then BackgroundAssets.extension()
+//!   worker/extension.js, extension.js       the service worker entry (from js/, with its
+//!   worker/extension.d.ts, extension.d.ts   types): importScripts it after the glue, then
+//!                                          BackgroundAssets.extension()
 //!   package.json
 //! ```
 
