@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use background_assets::core::declaration::parse_declaration;
-use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+use background_assets::core::download::{
+    DownloadRequest, DownloadState, Identifier, Priority, UrlDownload,
+};
 use background_assets::core::error::{hex, Error};
 use background_assets::core::manager::Manager as CoreManager;
 use background_assets::core::queue::QueueLimits;
@@ -63,6 +65,8 @@ struct Run {
 }
 
 const STARTS_KEY: &str = "chaos/starts";
+/// When the plan was first scheduled (`Date.now()`); outcomes carry their own `at`.
+const T0_KEY: &str = "chaos/t0";
 
 fn outcome_key(id: &str) -> String {
     format!("chaos/outcome/{id}")
@@ -82,7 +86,8 @@ struct OutcomeRecorder {
 }
 
 impl OutcomeRecorder {
-    fn record(&self, id: &Identifier, value: serde_json::Value) {
+    fn record(&self, id: &Identifier, mut value: serde_json::Value) {
+        value["at"] = json!(js_sys::Date::now());
         let written = self.container.put_meta(
             &outcome_key(id.as_str()),
             &JsValue::from_str(&value.to_string()),
@@ -181,14 +186,26 @@ async fn known_downloads(container: &Container) -> Result<Option<CoreManager>, J
         .and_then(|json| serde_json::from_str::<CoreManager>(&json).ok()))
 }
 
+/// Downloads that ended: their end was recorded, or the stored manager state says finished or
+/// failed (a worker killed right after the manager's decision may not have recorded it).
 async fn ended(container: &Container, plan: &Plan) -> Result<usize, JsValue> {
+    let known = known_downloads(container).await?;
     let mut count = 0;
     for run in &plan.runs {
-        if container
-            .get_meta(&outcome_key(&run.id))
-            .await
-            .map_err(err)?
-            .is_some()
+        let state = Identifier::new(run.id.as_str())
+            .ok()
+            .and_then(|id| known.as_ref()?.download(&id))
+            .map(|info| info.state);
+        let over = matches!(
+            state,
+            Some(DownloadState::Finished) | Some(DownloadState::Failed)
+        );
+        if over
+            || container
+                .get_meta(&outcome_key(&run.id))
+                .await
+                .map_err(err)?
+                .is_some()
         {
             count += 1;
         }
@@ -203,6 +220,12 @@ async fn ended(container: &Container, plan: &Plan) -> Result<usize, JsValue> {
 pub async fn chaos_run(plan: String) -> Result<String, JsValue> {
     let plan = parse_plan(&plan)?;
     let (manager, container) = manager(&plan).await?;
+    if container.get_meta(T0_KEY).await.map_err(err)?.is_none() {
+        container
+            .put_meta(T0_KEY, &JsValue::from_f64(js_sys::Date::now()))
+            .await
+            .map_err(err)?;
+    }
     let known = known_downloads(&container).await?;
     for run in &plan.runs {
         let id = Identifier::new(run.id.as_str()).map_err(err)?;
@@ -317,6 +340,11 @@ pub async fn chaos_verify(plan: String) -> Result<String, JsValue> {
         .map(|a| a.identifier)
         .filter(|id| !seen.contains(id))
         .collect();
+    let t0 = container
+        .get_meta(T0_KEY)
+        .await
+        .map_err(err)?
+        .and_then(|v| v.as_f64());
     container.close();
-    Ok(json!({ "runs": out, "strays": strays }).to_string())
+    Ok(json!({ "runs": out, "strays": strays, "t0": t0 }).to_string())
 }

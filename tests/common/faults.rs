@@ -337,7 +337,11 @@ async fn resume_answered_with(label: &str, fault: &str) -> Vec<super::common::Lo
     let case = Case::open(label, |_| {}).await;
     let id = unique_id(label);
     let seed = 91_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, &format!("{fault}&throttle=786432"));
+    let path = gen_path(
+        LEN,
+        seed,
+        format!("{fault}&throttle=786432").trim_start_matches('&'),
+    );
     let url = format!("{}{path}", cdn());
     case.manager
         .schedule(download(&id, &url, Some(LEN)))
@@ -743,4 +747,65 @@ async fn fault_a_stolen_lock_stops_the_transfer_writing() {
         finished => case.assert_finished(&id, &finished, LEN, seed).await,
     }
     case.close().await;
+}
+
+/// A context killed mid-download (its manager closed: transfers dropped, state kept), a new
+/// manager opened on the same database continues from the checkpoint, and the server answers
+/// that resume with `fault` (applied to every request).
+async fn killed_then_resumed_with(label: &str, fault: &str) -> Vec<super::common::Logged> {
+    const LEN: u64 = 384 * KIB;
+    let case = Case::open(label, |_| {}).await;
+    let id = unique_id(label);
+    let seed = 107_000 + probe() % 1000;
+    let path = gen_path(
+        LEN,
+        seed,
+        format!("{fault}&throttle=786432").trim_start_matches('&'),
+    );
+    let url = format!("{}{path}", cdn());
+    case.manager
+        .schedule(download(&id, &url, Some(LEN)))
+        .await
+        .unwrap();
+    let recorder = case.recorder.clone();
+    wait_until("two chunks are written", || {
+        recorder.written(&id) >= 2 * CHUNK
+    })
+    .await;
+    case.manager.close().await; // like a killed worker: the state says it runs
+    let manager = DownloadManager::open(config(&case.database, ALLOW_LOOPBACK))
+        .await
+        .unwrap();
+    let recorder = Rc::new(Recorder::default());
+    manager.set_delegate(Some(recorder.clone()));
+    let case = Case {
+        manager,
+        recorder,
+        ..case
+    };
+    let outcome = case.end_of(&id).await;
+    let logged = gets(&path).await;
+    wasm_bindgen_test::console_log!("{label}: {outcome:?} {logged:?}");
+    case.assert_finished(&id, &outcome, LEN, seed).await;
+    case.close().await;
+    logged
+}
+
+#[wasm_bindgen_test]
+async fn fault_killed_context_resumes_from_its_checkpoint() {
+    let logged = killed_then_resumed_with("killed", "").await;
+    assert!(logged.len() >= 2, "{logged:?}");
+    assert_eq!(logged[1].status, 206, "{logged:?}");
+}
+
+#[wasm_bindgen_test]
+async fn fault_killed_context_resume_answered_with_a_wrong_content_range_restarts() {
+    let logged = killed_then_resumed_with("killed-bad-range", "fault=bad-content-range").await;
+    assert_eq!(logged[1].status, 206, "{logged:?}");
+    let last = logged.last().unwrap();
+    assert_eq!(
+        (last.range.as_deref(), last.status),
+        (None, 200),
+        "{logged:?}"
+    );
 }

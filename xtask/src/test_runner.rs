@@ -143,6 +143,26 @@ pub fn run(options: &Options) -> Result<bool> {
         }
     }
 
+    if options.engines.contains(&Engine::Chromium) {
+        rows.push(tests(
+            "faults",
+            "chromium",
+            cargo(&[
+                "test",
+                "-p",
+                "xtask",
+                "--test",
+                "faults",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ]),
+        ));
+    }
+    for &engine in &options.engines {
+        rows.push(crate::chaos::test_row(engine));
+    }
+
     println!();
     print!("{}", summary::render(&rows, started.elapsed()));
     Ok(rows.iter().all(|r| !r.failed()))
