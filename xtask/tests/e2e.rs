@@ -659,6 +659,24 @@ async fn routing_steps(site: &Fixture, client: &Client) -> Result<()> {
         !events.iter().any(|e| e["id"] == "after-launch-launch-1"),
         "not routed to a page without a delegate: {events:?}"
     );
+
+    // A download the page schedules, with no page delegate anywhere: its events reach the
+    // extension's handlers (from the page, through the worker entry's message listener).
+    let url = format!("{}/gen/131072/18", site.cdn_origin);
+    fixture(
+        client,
+        &format!("schedule({{ id: 'from-page', url: '{url}', size: 131072 }})"),
+    )
+    .await?;
+    let finished = wait_for_entry(client, "didFinish from-page", |e| {
+        is_call(e, "didFinish", Some("from-page"))
+    })
+    .await?;
+    assert_eq!(
+        finished["args"][1]["sha256"],
+        generated_sha256(131_072, 18),
+        "{finished}"
+    );
     Ok(())
 }
 

@@ -74,6 +74,12 @@ window.fixture = {
     DownloadManager.shared().setDelegate(delegate);
     return null;
   },
+  // Schedules a download from the page (the JS face); resolves once it is scheduled.
+  async schedule(download) {
+    const { DownloadManager } = await pageWasm();
+    await DownloadManager.shared().schedule(download);
+    return null;
+  },
   pageEvents() {
     return pageEvents.slice();
   },
