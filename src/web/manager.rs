@@ -1637,6 +1637,11 @@ impl DownloadManager {
     async fn engine(&self) -> Result<Rc<Engine>> {
         let engine = self.handle.engine.clone().await?;
         engine.check_open()?;
+        // A delegate set just before this call takes (or lets go of) its lock first.
+        let syncing = self.handle.delegate.syncing.borrow().clone();
+        if let Some(syncing) = syncing {
+            syncing.await;
+        }
         Ok(engine)
     }
 
@@ -1858,7 +1863,12 @@ impl DownloadManager {
             }
         });
         if let Ok(engine) = self.handle.engine.clone().await {
+            let page_lock = engine.delegate.page_lock.borrow_mut().take();
             engine.close();
+            if let Some(page_lock) = page_lock {
+                // Let go before returning: the other contexts count one page delegate less.
+                page_lock.release().await;
+            }
         }
     }
 

@@ -20,6 +20,8 @@ mod locks;
 mod manager;
 #[path = "../common/packs.rs"]
 mod packs;
+#[path = "../common/routing.rs"]
+mod routing;
 #[path = "../common/serve.rs"]
 mod serve;
 #[path = "../common/stack.rs"]
