@@ -201,7 +201,20 @@ fn write_declaration(site: &Path, cdn: &str, core_version: u32, throttle: u64) -
 }
 
 async fn connect(driver: &WebDriver) -> Result<Client> {
+    connect_with_prefs(driver, json!({})).await
+}
+
+/// A session whose Firefox also gets `firefox_prefs` (ignored for Chromium).
+async fn connect_with_prefs(driver: &WebDriver, firefox_prefs: Value) -> Result<Client> {
     let mut caps = driver.capabilities();
+    if let (Some(prefs), Some(extra)) = (
+        caps.get_mut("moz:firefoxOptions")
+            .and_then(|o| o.get_mut("prefs"))
+            .and_then(Value::as_object_mut),
+        firefox_prefs.as_object(),
+    ) {
+        prefs.extend(extra.clone());
+    }
     if std::env::var_os("BA_E2E_BROWSER_LOG").is_some() {
         // Chromium: the page's and the workers' console on stderr.
         if let Some(args) = caps
@@ -680,6 +693,56 @@ async fn routing_steps(site: &Fixture, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// How long Firefox keeps an idle service worker in [`worker_restarts_offline`].
+const FIREFOX_IDLE_MS: u64 = 1500;
+
+/// Offline for real: the page server and the CDN are gone and the service worker is a new one
+/// (Chromium: CDP `ServiceWorker.stopAllWorkers`; Firefox: a short
+/// `dom.serviceWorkers.idle_timeout`, then waiting), yet the stored pack is served with Range:
+/// the worker's wasm comes from Cache Storage, the bytes from IndexedDB.
+async fn worker_restarts_offline(engine: Engine) -> Result<()> {
+    let mut site = Fixture::start()?;
+    let driver = WebDriver::start(engine)?;
+    let prefs = json!({
+        "dom.serviceWorkers.idle_timeout": FIREFOX_IDLE_MS,
+        "dom.serviceWorkers.idle_extended_timeout": 60_000,
+    });
+    let client = connect_with_prefs(&driver, prefs).await?;
+    let outcome = async {
+        open(&client, &site.url()).await?;
+        fixture(&client, "register()").await?;
+        let before = fixture(&client, "hello()").await?;
+        site.page.take();
+        site.cdn.take();
+        match engine {
+            Engine::Chromium => {
+                cdp(&driver, &client, "ServiceWorker.enable", json!({})).await?;
+                cdp(&driver, &client, "ServiceWorker.stopAllWorkers", json!({})).await?;
+            }
+            Engine::Firefox => {
+                tokio::time::sleep(Duration::from_millis(FIREFOX_IDLE_MS * 3)).await;
+            }
+        }
+        let served_offline = served(&client, &core_url(), Some("bytes=100000-100099")).await?;
+        let after = fixture(&client, "hello()").await?;
+        Ok::<_, anyhow::Error>((before, served_offline, after))
+    }
+    .await;
+    let _ = client.close().await;
+    let (before, offline, after) = outcome?;
+    assert_ne!(
+        before["started"], after["started"],
+        "a new worker answered: {before} {after}"
+    );
+    assert_eq!(offline["status"], 206, "{offline}");
+    assert_eq!(
+        offline["hex"],
+        generated_hex(CORE_LEN, CORE_V1_SEED, 100_000, 100_100),
+        "offline range bytes"
+    );
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -764,6 +827,18 @@ async fn chromium_ready_gate_and_event_routing() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_ready_gate_and_event_routing() -> Result<()> {
     ready_gate_and_event_routing(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_restarted_worker_serves_offline() -> Result<()> {
+    worker_restarts_offline(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_restarted_worker_serves_offline() -> Result<()> {
+    worker_restarts_offline(Engine::Firefox).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,7 +124,7 @@ window.fixture = {
   },
   async hello(probe) {
     const registration = await activeRegistration();
-    return ask(registration.active, { type: 'hello', probe });
+    return ask(registration.active, { type: 'hello', probe: probe || null });
   },
   async cacheNames() {
     const names = await caches.keys();

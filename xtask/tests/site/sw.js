@@ -4,6 +4,8 @@
 importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
 
 const FIXTURE_VERSION = 1;
+// Tells one run of this worker script from the next (the tests restart the worker).
+const STARTED = `${Date.now()}-${Math.random()}`;
 const LOG = 'fixture-log';
 const CDN = new URL(self.location.href).searchParams.get('cdn');
 let sequence = 0;
@@ -84,7 +86,7 @@ self.addEventListener('message', (event) => {
   event.waitUntil(
     (async () => {
       const wasm = await BackgroundAssets.loadWasm();
-      const reply = { version: wasm.version(), context: wasm.globalContext(), fixture: FIXTURE_VERSION };
+      const reply = { version: wasm.version(), context: wasm.globalContext(), fixture: FIXTURE_VERSION, started: STARTED };
       if (event.data.probe) {
         const response = await fetch(event.data.probe);
         const bytes = new Uint8Array(await response.arrayBuffer());
