@@ -447,6 +447,31 @@ async fn lifecycle_steps(
     .await?;
     assert_eq!(unknown["ok"], false, "{unknown}");
     assert_eq!(unknown["error"]["name"], "Unsupported", "{unknown}");
+    // The extension's authenticationChallenge: credentials given -> retried and stored;
+    // declined -> a typed failure.
+    let challenge = wait_for_entry(client, "authenticationChallenge authed", |e| {
+        is_call(e, "authenticationChallenge", Some("authed"))
+    })
+    .await?;
+    assert_eq!(challenge["args"][1]["status"], 401, "{challenge}");
+    assert_eq!(
+        challenge["args"][1]["wwwAuthenticate"], "Bearer realm=\"cdn\"",
+        "{challenge}"
+    );
+    wait_for_entry(client, "didFinish authed", |e| {
+        is_call(e, "didFinish", Some("authed"))
+    })
+    .await?;
+    let authed = served(client, "/background-assets/id/authed", None).await?;
+    assert_eq!(authed["sha256"], generated_sha256(4096, 19), "{authed}");
+    let declined = wait_for_entry(client, "didFail auth-declined", |e| {
+        is_call(e, "didFail", Some("auth-declined"))
+    })
+    .await?;
+    assert_eq!(
+        declined["args"][1]["name"], "AuthenticationRequired",
+        "{declined}"
+    );
     wait_for_entry(client, "didFinish small-extra", |e| {
         is_call(e, "didFinish", Some("small-extra"))
     })

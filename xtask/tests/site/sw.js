@@ -46,6 +46,9 @@ function extras() {
     { id: 'over-allowance', url: `${CDN}/gen/2097152/13`, size: 2097152 },
     { id: 'wrong-domain', url: `${localhost}/gen/1024/14`, size: 1024 },
     { id: 'small-extra', url: `${CDN}/gen/65536/15`, size: 65536 },
+    // Behind a 401: the handler answers the first challenge, declines the second.
+    { id: 'authed', url: `${CDN}/gen/4096/19?auth=secret`, size: 4096 },
+    { id: 'auth-declined', url: `${CDN}/gen/4096/20?auth=other`, size: 4096 },
   ];
 }
 
@@ -67,6 +70,10 @@ BackgroundAssets.extension({
     // a new download: `after-launch-<trigger>`, then `-1`, `-2`...
     const id = `after-launch-${info.trigger}${earlier ? `-${earlier}` : ''}`;
     return [{ id, url: `${CDN}/gen/2097152/16?check=${earlier}`, size: 2097152 }];
+  },
+  async authenticationChallenge(id, challenge) {
+    await record('authenticationChallenge', id, challenge);
+    return id === 'authed' ? { Authorization: 'Bearer secret' } : null;
   },
   didBegin: (id) => record('didBegin', id),
   didFinish: (id, finished) => record('didFinish', id, finished),
