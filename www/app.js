@@ -19,11 +19,12 @@
 //   <tr data-download=ID data-state data-written data-expected>        one per current download
 //   <output id="verify-result" data-state="idle|running|ok|failed" data-files data-bytes data-ms>
 //   <div id="video-box" data-state="absent|fetching|ready|error" data-src>
-//   <output id="worker-requests" data-count data-ranges data-video-ranges data-last-range>
+//   <output id="worker-requests" data-count data-ranges data-last-range (every request for a
+//           stored asset) data-video data-video-ranges data-last-video-range (the <video>'s own)>
 //   <span id="storage" data-usage data-quota>
 //   <ol id="log"> <li data-source="delegate|pack|hook|page" data-name> …
 //   <output id="status" data-state data-page-version data-page-context data-worker-version
-//           data-worker-context data-worker-probe-*>  (the worker's own answer, see sw.js)
+//           data-worker-context>  (the worker's own answer, from its wasm: see sw.js)
 // and `window.demo` for a driver: state(), verify(), seekCheck(seconds), ensure(packId).
 import * as ba from '/pkg/background_assets.js';
 
@@ -43,13 +44,9 @@ const view = {
   downloads: [],
   /** id -> { t, bytes, rate } for the rate column. */
   rates: new Map(),
-  /** path -> true once manager.file(path) found the file stored. */
-  stored: new Map(),
-  /** path -> time of the last manager.file(path) lookup (bounded to one a second). */
-  lookedUp: new Map(),
   /** id -> the <li> that aggregates didWriteData calls. */
   progressEntries: new Map(),
-  workerRequests: { count: 0, ranges: 0, videoRanges: 0, lastRange: '' },
+  workerRequests: { count: 0, ranges: 0, video: 0, videoRanges: 0, lastRange: '', lastVideoRange: '' },
 };
 
 // --- small helpers -------------------------------------------------------------------------------
@@ -171,20 +168,11 @@ function rateOf(key, bytes) {
   return rate;
 }
 
-/** Bytes of `file` present: written so far by its current download, or all of it once stored. */
-async function fileBytes(pack, file) {
-  if (pack.status === 'downloaded') return file.size;
+/** Bytes of `file` present: all of it once stored, else what its current download wrote. */
+function fileBytes(pack, file) {
+  if (file.stored || pack.status === 'downloaded') return Number(file.size);
   const current = view.downloads.find((d) => d.url === file.url);
-  if (current) return Number(current.totalWritten);
-  if (view.stored.get(file.path)) return file.size;
-  const last = view.lookedUp.get(file.path) || 0;
-  if (performance.now() - last > 1000) {
-    view.lookedUp.set(file.path, performance.now());
-    try {
-      if (await view.manager.file(file.path)) view.stored.set(file.path, true);
-    } catch (_) { /* not stored (or not readable yet) */ }
-  }
-  return view.stored.get(file.path) ? file.size : 0;
+  return current ? Number(current.totalWritten) : 0;
 }
 
 function packElement(pack) {
@@ -199,14 +187,14 @@ function packElement(pack) {
   return element;
 }
 
-async function renderPacks() {
+function renderPacks() {
   for (const pack of view.packs) {
     const element = packElement(pack);
     let bytes = 0;
     const files = element.querySelector('.pack-files');
     files.textContent = '';
     for (const file of pack.files) {
-      const have = await fileBytes(pack, file);
+      const have = fileBytes(pack, file);
       bytes += have;
       const item = document.createElement('li');
       item.dataset.path = file.path;
@@ -301,9 +289,9 @@ async function refresh() {
     do {
       refreshAgain = false;
       view.downloads = await view.manager.fetchCurrentDownloads();
-      view.packs = typeof view.manager.packs === 'function' ? await view.manager.packs() : []; // TEMP until packs land
+      view.packs = await view.manager.packs();
       renderDownloads();
-      await renderPacks();
+      renderPacks();
       renderVideoBox();
     } while (refreshAgain);
   } catch (error) {
@@ -363,9 +351,6 @@ function ensure(packId) {
 }
 
 function removePack(packId) {
-  for (const pack of view.packs.filter((p) => p.id === packId)) {
-    for (const file of pack.files) view.stored.delete(file.path);
-  }
   return command(`removePack ${packId}`, () => view.manager.removePack(packId)).catch(() => {});
 }
 
@@ -496,7 +481,12 @@ async function seekCheck(seconds) {
   const video = $('#video');
   const box = $('#video-box');
   if (box.dataset.state !== 'ready') throw new Error(`the video is not downloaded (state ${box.dataset.state})`);
-  if (video.readyState < 1) await once(video, 'loadedmetadata', 10000);
+  // A fresh URL (the worker ignores the query), so the engine cannot reuse bytes another element
+  // already holds for the same URL (Firefox clones such media streams): every byte of this check
+  // comes from the worker.
+  const loaded = once(video, 'loadedmetadata', 10000);
+  video.src = `${box.dataset.src}?check=${Date.now()}`;
+  await loaded;
   const rangesBefore = view.workerRequests.ranges;
   const seeked = once(video, 'seeked', 10000);
   video.currentTime = seconds;
@@ -523,7 +513,7 @@ async function seekCheck(seconds) {
   return result;
 }
 
-// --- the worker: registration, hook calls, the hello probe ---------------------------------------
+// --- the worker: registration, hook calls, its hello ---------------------------------------------
 
 function listenToWorker() {
   if (!('BroadcastChannel' in self)) return;
@@ -534,17 +524,22 @@ function listenToWorker() {
       log('hook', data.name, data.text || '');
       scheduleRefresh();
     } else if (data.kind === 'request') {
+      log('worker', 'request', `${data.destination || 'fetch'} ${data.path}${data.range ? ` Range: ${data.range}` : ''}`);
       const requests = view.workerRequests;
       requests.count += 1;
       if (data.range) { requests.ranges += 1; requests.lastRange = `${data.path} ${data.range}`; }
       const video = videoPack();
-      if (data.range && video && data.path === new URL(servedFileUrl(video.file.path)).pathname) {
-        requests.videoRanges += 1;
+      // What the <video> element itself asked for (not verify()'s own fetches).
+      if (data.destination === 'video' && video && data.path === new URL(servedFileUrl(video.file.path)).pathname) {
+        requests.video += 1;
+        if (data.range) { requests.videoRanges += 1; requests.lastVideoRange = data.range; }
       }
       const output = $('#worker-requests');
       output.dataset.count = String(requests.count);
       output.dataset.ranges = String(requests.ranges);
+      output.dataset.video = String(requests.video);
       output.dataset.videoRanges = String(requests.videoRanges);
+      output.dataset.lastVideoRange = requests.lastVideoRange;
       output.dataset.lastRange = requests.lastRange;
       output.textContent = `${requests.count} for stored assets, ${requests.ranges} with Range (last: ${requests.lastRange || '—'})`;
     }
@@ -604,16 +599,10 @@ async function helloWorker(registration) {
   const status = $('#status');
   const ready = await navigator.serviceWorker.ready;
   renderWorker(registration);
-  const cdn = new URLSearchParams(location.search).get('cdn');
-  const reply = await ask(ready.active, { type: 'hello', cdn });
+  const reply = await ask(ready.active, { type: 'hello' });
   status.dataset.workerVersion = reply.version;
   status.dataset.workerContext = reply.context;
   $('#worker-version').textContent = reply.version;
-  if (reply.probe) {
-    status.dataset.workerProbeUrl = reply.probe.url;
-    status.dataset.workerProbeBytes = String(reply.probe.bytes);
-    status.dataset.workerProbeSha256 = reply.probe.sha256;
-  }
   status.dataset.state = 'ready';
   status.textContent = `page wasm ${status.dataset.pageVersion}, service worker wasm ${reply.version} (${reply.context})`;
 }
@@ -621,7 +610,7 @@ async function helloWorker(registration) {
 // --- launch: essentials present → lift restrictions → prefetch in the background ----------------
 
 async function launchWhenReady() {
-  if (typeof view.manager.ready === 'function') await view.manager.ready(); // TEMP until packs land
+  await view.manager.ready();
   body.dataset.ready = 'true';
   log('page', 'ready', 'every essential pack is present');
   if (typeof ba.launch === 'function') {
@@ -643,12 +632,12 @@ async function launchWhenReady() {
 }
 
 async function watchStatusUpdates() {
-  if (typeof view.manager.statusUpdates !== 'function') return; // TEMP until packs land
   const updates = view.manager.statusUpdates();
   updates.addEventListener('status', (event) => {
     const { pack, status } = event.detail;
     log('pack', 'status', `${pack}: ${status}`, { pack, status });
     scheduleRefresh();
+    refreshStorage();
   });
 }
 

@@ -90,6 +90,7 @@ self.addEventListener('fetch', (event) => {
       kind: 'request',
       path: url.pathname,
       range: event.request.headers.get('Range'),
+      destination: event.request.destination,
     });
     return;
   }
@@ -142,7 +143,7 @@ BackgroundAssets.extension({
     const port = event.ports[0];
     if (!port || !event.data || event.data.type !== 'hello') return;
     event.waitUntil(
-      hello(event.data).then(
+      hello().then(
         (reply) => port.postMessage(reply),
         (error) => port.postMessage({ error: String(error) }),
       ),
@@ -152,19 +153,7 @@ BackgroundAssets.extension({
 
 // --- the worker's own answer to the page (its wasm version; shown in #status) --------------------
 
-/** Size and seed of the generated body fetched from `?cdn=` (the end-to-end test checks it). */
-const PROBE_BYTES = 262144;
-const PROBE_SEED = 42;
-
-async function hello(data) {
+async function hello() {
   const wasm = await BackgroundAssets.loadWasm();
-  const reply = { type: 'hello', version: wasm.version(), context: wasm.globalContext() };
-  if (data.cdn) {
-    const url = `${data.cdn}/gen/${PROBE_BYTES}/${PROBE_SEED}`;
-    const response = await fetch(url);
-    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    reply.probe = { url, bytes: bytes.length, sha256: wasm.sha256Hex(bytes) };
-  }
-  return reply;
+  return { type: 'hello', version: wasm.version(), context: wasm.globalContext() };
 }

@@ -33,7 +33,7 @@ use crate::demo::{DemoSite, Options};
 use crate::demo_packs::{file_url, DemoPack, FileLocation};
 
 /// How long one step may take before the flow gives up on it.
-const STEP_TIMEOUT: Duration = Duration::from_secs(180);
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the page state is polled.
 const POLL: Duration = Duration::from_millis(200);
 /// Where the video is seeked to (it lasts 10 s).
@@ -46,6 +46,12 @@ struct Step {
     time: Duration,
     bytes: Option<u64>,
     detail: String,
+}
+
+/// The page's state (`window.demo.state()`) just before going offline and at the end.
+struct PageStates {
+    before_offline: Value,
+    last: Value,
 }
 
 /// Sends a Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`).
@@ -95,7 +101,7 @@ async fn drive(options: &Options, mut site: DemoSite) -> Result<bool> {
     let screenshot = save_screenshot(&client, options).await;
     let _ = client.close().await;
     drop(driver);
-    let (steps, final_state) = outcome?;
+    let (steps, states) = outcome?;
 
     let all_ok = steps.len() == STEP_NAMES.len() && steps.iter().all(|s| s.ok);
     print_report(options, &site, &steps);
@@ -124,7 +130,8 @@ async fn drive(options: &Options, mut site: DemoSite) -> Result<bool> {
                 "name": s.name, "ok": s.ok, "ms": s.time.as_millis() as u64,
                 "bytes": s.bytes, "detail": s.detail,
             })).collect::<Vec<_>>(),
-            "finalState": final_state,
+            "stateBeforeOffline": states.before_offline,
+            "finalState": states.last,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -148,7 +155,7 @@ async fn flow(
     client: &Client,
     options: &Options,
     site: &mut DemoSite,
-) -> Result<(Vec<Step>, Value)> {
+) -> Result<(Vec<Step>, PageStates)> {
     client
         .update_timeouts(TimeoutConfiguration::new(
             Some(Duration::from_secs(120)),
@@ -159,6 +166,7 @@ async fn flow(
         .context("setting WebDriver timeouts")?;
     let _ = client.set_window_size(1280, 1600).await;
     let mut steps = Vec::new();
+    let mut before_offline = Value::Null;
     let packs = site.packs.clone();
     let by_policy =
         |policy: &str| -> Vec<&DemoPack> { packs.iter().filter(|p| p.policy == policy).collect() };
@@ -182,8 +190,14 @@ async fn flow(
                 detail,
             });
             if !ok {
-                let state = page_state(client).await.unwrap_or(Value::Null);
-                return Ok((steps, state));
+                let last = page_state(client).await.unwrap_or(Value::Null);
+                return Ok((
+                    steps,
+                    PageStates {
+                        before_offline,
+                        last,
+                    },
+                ));
             }
         }};
     }
@@ -277,10 +291,16 @@ async fn flow(
             ),
         ))
     });
+    // The log of the first visit (delegate callbacks, hooks) is gone after the reload: keep it.
+    before_offline = page_state(client).await.unwrap_or(Value::Null);
     let offline_how = go_offline(client, options.engine, site).await;
     step!(6, async {
         let how = offline_how?;
-        client.refresh().await.context("reloading the page")?;
+        // A navigation to the same URL (WebDriver's refresh bypasses the worker in Firefox).
+        client
+            .goto(&url)
+            .await
+            .with_context(|| format!("opening {url} again"))?;
         let everything: Vec<&DemoPack> = packs.iter().collect();
         wait_for(
             client,
@@ -343,7 +363,7 @@ async fn flow(
             .unwrap_or(0);
         if video_ranges == 0 {
             bail!(
-                "the worker saw no Range request for the video: {}",
+                "the worker saw no Range request from the <video> element: {}",
                 state["workerRequests"]
             );
         }
@@ -354,13 +374,20 @@ async fn flow(
         Ok((
             None,
             format!(
-                "seeked to {after_seek:.2} s, played to {after_play:.2} s; the worker served {video_ranges} Range requests for the video (last: {})",
-                s_str(&state["workerRequests"]["lastRange"])
+                "seeked to {after_seek:.2} s, played to {after_play:.2} s; the worker served the <video> {} requests, {video_ranges} with Range (last: {})",
+                s_str(&state["workerRequests"]["video"]),
+                s_str(&state["workerRequests"]["lastVideoRange"])
             ),
         ))
     });
-    let state = page_state(client).await.unwrap_or(Value::Null);
-    Ok((steps, state))
+    let last = page_state(client).await.unwrap_or(Value::Null);
+    Ok((
+        steps,
+        PageStates {
+            before_offline,
+            last,
+        },
+    ))
 }
 
 /// Takes the browser offline. Chromium: CDP network emulation for the page (the servers stay

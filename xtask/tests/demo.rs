@@ -124,7 +124,9 @@ fn run_headless(engine: &str, extra: &[&str]) -> Result<Value> {
         video_ranges > 0,
         "the worker served Range requests for the video"
     );
-    let log = state["log"].as_array().context("log")?;
+    // The first visit's event log: every kind of callback and hook showed up.
+    let first_visit = &report["stateBeforeOffline"];
+    let log = first_visit["log"].as_array().context("log")?;
     let logged = |source: &str, name: &str| {
         log.iter()
             .any(|e| e["source"] == source && e["name"] == name)
@@ -133,11 +135,29 @@ fn run_headless(engine: &str, extra: &[&str]) -> Result<Value> {
         ("hook", "didInstall"),
         ("delegate", "didFinish"),
         ("pack", "status"),
+        ("page", "ready"),
         ("page", "launch"),
     ] {
         assert!(logged(source, name), "the event log has {source} {name}");
     }
-    assert_eq!(state["body"]["launched"], "true");
+    assert_eq!(first_visit["body"]["launched"], "true");
+    assert_eq!(first_visit["body"]["online"], "true");
+    // Storage use and quota are shown (navigator.storage.estimate()).
+    let number = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        number(&state["storage"]["quota"]) > 0.0,
+        "{}",
+        state["storage"]
+    );
+    assert!(
+        number(&state["storage"]["usage"]) > 0.0,
+        "{}",
+        state["storage"]
+    );
 
     let png = std::fs::read(&screenshot).context("the screenshot")?;
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
