@@ -253,10 +253,11 @@ async fn flow(
                 && body(s, "controlled") == "true"
         })
         .await?;
+        let installable = check_installable(client, options.engine).await?;
         Ok((
             None,
             format!(
-                "essentials ready, launched, worker {} controls the page",
+                "essentials ready, launched, worker {} controls the page; {installable}",
                 body(&state, "worker")
             ),
         ))
@@ -387,6 +388,66 @@ async fn flow(
             before_offline,
             last,
         },
+    ))
+}
+
+/// The web app manifest is linked, parses and names 192 and 512 px icons that load; in Chromium
+/// also CDP `Page.getInstallabilityErrors` must be empty (what the install prompt checks).
+async fn check_installable(client: &Client, engine: Engine) -> Result<String> {
+    let manifest = client
+        .execute(
+            r#"const link = document.querySelector('link[rel="manifest"]');
+               if (!link) return { error: 'no <link rel="manifest">' };
+               return fetch(link.href).then((r) => r.json()).then(async (m) => {
+                 const icons = [];
+                 for (const icon of m.icons || []) {
+                   const r = await fetch(new URL(icon.src, link.href));
+                   const b = new Uint8Array(await r.arrayBuffer());
+                   icons.push({ sizes: icon.sizes, ok: r.ok && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47 });
+                 }
+                 return { name: m.name, display: m.display, startUrl: m.start_url, icons };
+               }, (e) => ({ error: String(e) }));"#,
+            vec![],
+        )
+        .await
+        .context("reading the web app manifest")?;
+    if let Some(error) = manifest.get("error") {
+        bail!("web app manifest: {error}");
+    }
+    for size in ["192x192", "512x512"] {
+        let found = manifest["icons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["sizes"] == size && i["ok"] == true);
+        if !found {
+            bail!("the manifest has no loadable PNG icon of {size}: {manifest}");
+        }
+    }
+    if engine != Engine::Chromium {
+        return Ok(format!(
+            "manifest \"{}\" ({}) with 192 and 512 px icons",
+            s_str(&manifest["name"]),
+            s_str(&manifest["display"])
+        ));
+    }
+    let answer = client
+        .issue_cmd(Cdp {
+            method: "Page.getInstallabilityErrors",
+            params: json!({}),
+        })
+        .await
+        .context("CDP Page.getInstallabilityErrors")?;
+    let errors = answer["installabilityErrors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !errors.is_empty() {
+        bail!("Chromium says the PWA is not installable: {answer}");
+    }
+    Ok(format!(
+        "installable as a PWA (manifest \"{}\", no installability errors)",
+        s_str(&manifest["name"])
     ))
 }
 
