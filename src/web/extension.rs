@@ -747,8 +747,8 @@ async fn serve_target(kind: &str, target: &str, request: &web_sys::Request) -> R
 /// state changes from pages) goes to [`DownloadManager::deliver_remote`];
 /// `{ type: "background-assets-extension", op }` is a control message:
 /// `launch` (the app launched: restrictions lifted; with `checkForUpdates: true` also runs
-/// checkForUpdates with `info.trigger = "launch"`), `ready` (waits, at most `timeoutMs`, until no
-/// essential download is pending: `{ ready }`). Resolves to the reply (`undefined` for others).
+/// checkForUpdates with `info.trigger = "launch"`), `ready` (the launch gate,
+/// [`DownloadManager::ready`], waited for at most `timeoutMs`: `{ ready }`). Resolves to the reply (`undefined` for others).
 #[wasm_bindgen(js_name = extensionMessage)]
 pub fn extension_message(data: JsValue, handlers: JsValue) -> Promise {
     to_promise(async move {
@@ -774,7 +774,13 @@ pub fn extension_message(data: JsValue, handlers: JsValue) -> Promise {
             }
             "ready" => {
                 let timeout = js::get(&data, "timeoutMs").as_f64().unwrap_or(30_000.0);
-                let ready = wait_until(&manager, no_essentials_pending, timeout).await?;
+                // The pages' launch gate (also waits for essentials re-queued after a failure).
+                let gate = manager.ready();
+                let timer = gloo_timers::future::TimeoutFuture::new(timeout.max(0.0) as u32);
+                let ready = match futures::future::select(Box::pin(gate), timer).await {
+                    futures::future::Either::Left((done, _)) => done.map(|()| true)?,
+                    futures::future::Either::Right(_) => false,
+                };
                 js::set(&out, "ready", &JsValue::from(ready));
             }
             other => {
