@@ -4,7 +4,7 @@
 //! database with `DownloadManager.open({ database, declaration })`, and talks to the local CDN.
 //! The JS returns plain data (errors flattened with `shape(e)`), which Rust checks.
 
-use background_assets::web::bindings::{sha256_hex, DownloadManagerJs, UrlDownloadJs};
+use background_assets::web::bindings::{DownloadManagerJs, UrlDownloadJs};
 use background_assets::web::container::Container;
 use background_assets::web::js;
 use js_sys::{Array, Function, Promise};
@@ -34,6 +34,10 @@ async function rejection(what, promise) {
 function thrown(what, f) {
   try { f(); } catch (e) { return e; }
   throw new Error(what + ' did not throw');
+}
+async function sha256(blob) {
+  const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 const shape = (e) => ({ ...e, isError: e instanceof Error, name: e.name, message: e.message });
 function record() {
@@ -131,7 +135,8 @@ async fn js_schedule_reports_begin_progress_finish_and_the_blob_is_the_cdn_body(
         const finished = r.finished['{id}'];
         const blob = await finished.blob();
         const response = await finished.response();
-        const bytes = Array.from(new Uint8Array(await blob.arrayBuffer()));
+        const length = blob.size;
+        const digest = await sha256(blob);
         const responseLength = (await response.arrayBuffer()).byteLength;
         let objectUrl;
         if (typeof URL.createObjectURL === 'function') {{
@@ -144,7 +149,7 @@ async fn js_schedule_reports_begin_progress_finish_and_the_blob_is_the_cdn_body(
         const after = await manager.fetchCurrentDownloads();
         await manager.close();
         return {{
-          events: r.of('{id}'), bytes, responseStatus: response.status, responseLength, objectUrl,
+          events: r.of('{id}'), length, digest, responseStatus: response.status, responseLength, objectUrl,
           handle: {{ id: finished.id, size: finished.size, sha256: finished.sha256, url: finished.url }},
           download: {{ id: download.id, url: download.url, size: download.size,
                        priority: download.priority, essential: download.essential,
@@ -172,15 +177,9 @@ async fn js_schedule_reports_begin_progress_finish_and_the_blob_is_the_cdn_body(
     assert_eq!(deltas, len, "bytesWritten adds up: {writes:?}");
     assert!(writes.iter().all(|w| w["totalExpected"] == json!(len)));
 
-    let bytes: Vec<u8> = out["bytes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap() as u8)
-        .collect();
     let digest = cdn_sha256(len, seed).await;
-    assert_eq!(bytes.len() as u64, len);
-    assert_eq!(sha256_hex(&bytes), digest);
+    assert_eq!(out["length"], json!(len));
+    assert_eq!(out["digest"], json!(digest));
     assert_eq!(out["handle"]["sha256"], json!(digest));
     assert_eq!(out["handle"]["size"], json!(len));
     assert_eq!(out["handle"]["id"], json!(id));
@@ -407,7 +406,7 @@ async fn js_pause_resume_and_fetch_current_downloads_fields() {
         const blob = await r.finished['{id}'].blob();
         return {{
           running, paused, events: r.of('{id}').map((e) => e.kind),
-          bytes: Array.from(new Uint8Array(await blob.arrayBuffer())),
+          length: blob.size, digest: await sha256(blob),
           after: await manager.fetchCurrentDownloads().finally(() => manager.close()),
         }};
         "#,
@@ -435,13 +434,8 @@ async fn js_pause_resume_and_fetch_current_downloads_fields() {
         "began again after the pause: {kinds:?}"
     );
     assert_eq!(kinds.last(), Some(&"finish"), "{kinds:?}");
-    let bytes: Vec<u8> = out["bytes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap() as u8)
-        .collect();
-    assert_eq!(sha256_hex(&bytes), cdn_sha256(len, seed).await);
+    assert_eq!(out["length"], json!(len));
+    assert_eq!(out["digest"], json!(cdn_sha256(len, seed).await));
     assert_eq!(out["after"], json!([]));
 }
 
@@ -565,7 +559,7 @@ async fn js_packs_status_updates_ensure_file_check_for_updates_remove() {
         out.summary = await manager.checkForUpdates();
         await manager.ensureLocalAvailability('maps');
         const a2 = await manager.file('maps/a.bin');
-        out.fileA2 = {{ sha256: a2.sha256, blobSha: [...new Uint8Array(await crypto.subtle.digest('SHA-256', await (await a2.blob()).arrayBuffer()))].map((b) => b.toString(16).padStart(2, '0')).join('') }};
+        out.fileA2 = {{ sha256: a2.sha256, blobSha: await sha256(await a2.blob()) }};
         out.fileB2 = await manager.file('maps/b.bin');
         out.after = (await manager.packs()).map((p) => [p.id, p.version, p.status]);
         await manager.removePack('maps');
@@ -660,4 +654,63 @@ async fn js_packs_status_updates_ensure_file_check_for_updates_remove() {
     );
     assert_eq!(out["lateNext"], json!({ "done": true }));
     assert_eq!(out["quietAfterClose"], json!(true));
+}
+
+#[wasm_bindgen_test]
+async fn js_authentication_challenge_answers_retry_and_a_decline_fails_typed() {
+    let len = 100_000;
+    let seed = 45_000 + probe() % 1000;
+    let (ok_id, no_id) = (unique_id("js-auth-ok"), unique_id("js-auth-no"));
+    let ok_url = format!(
+        "{}{}",
+        cdn_origin(),
+        gen_path(len, seed, "fault=status:401&times=1")
+    );
+    let no_url = format!(
+        "{}{}",
+        cdn_origin(),
+        gen_path(len, seed, "fault=status:401")
+    );
+    let body = format!(
+        r#"
+        const manager = await open();
+        const r = record();
+        const challenges = [];
+        r.delegate.authenticationChallenge = async (id, challenge) => {{
+          challenges.push({{ id, ...challenge }});
+          await sleep(1);
+          return id === '{ok_id}' ? {{ Authorization: 'Bearer js-api' }} : null;
+        }};
+        manager.setDelegate(r.delegate);
+        await manager.schedule({{ id: '{ok_id}', url: '{ok_url}', size: {len} }});
+        await manager.schedule({{ id: '{no_id}', url: '{no_url}', size: {len} }});
+        await until('both ended', () => r.ended('{ok_id}') && r.ended('{no_id}'));
+        const finished = r.finished['{ok_id}'];
+        const out = {{
+          challenges,
+          ok: r.of('{ok_id}').map((e) => e.kind),
+          okSha: finished && finished.sha256,
+          declined: r.errors['{no_id}'] && shape(r.errors['{no_id}']),
+        }};
+        await manager.close();
+        return out;
+        "#
+    );
+    let out = run_js("auth", &body).await;
+    let challenges = out["challenges"].as_array().unwrap();
+    let asked = |id: &str| -> Vec<&Value> { challenges.iter().filter(|c| c["id"] == id).collect() };
+    let ok_asked = asked(&ok_id);
+    assert_eq!(ok_asked.len(), 1, "{out}");
+    assert_eq!(ok_asked[0]["status"], json!(401));
+    assert_eq!(ok_asked[0]["url"], json!(ok_url));
+    assert!(ok_asked[0].get("wwwAuthenticate").is_some(), "{out}");
+    assert_eq!(
+        out["ok"].as_array().unwrap().last(),
+        Some(&json!("finish")),
+        "{out}"
+    );
+    assert_eq!(out["okSha"], json!(cdn_sha256(len, seed).await));
+    assert!(!asked(&no_id).is_empty(), "{out}");
+    assert_error(&out["declined"], "AuthenticationRequired", 1302, &no_id);
+    assert_eq!(out["declined"]["status"], json!(401));
 }
