@@ -510,3 +510,51 @@ async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_chan
     assert!(manager.file("a.bin").await.unwrap().is_some());
     remove(manager, &database).await;
 }
+
+#[wasm_bindgen_test]
+async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_files() {
+    let core = gen_file("core/x.bin", 2_000, "throttle=8000").await;
+    let json = declaration_json("", &[pack_json("core", "1", "essential", &[&core])]);
+    let database = unique_name("ba-packs-two");
+    let page = DownloadManager::open(config(&database, &json, Caller::Page))
+        .await
+        .unwrap();
+    let worker = DownloadManager::open(config(&database, &json, INSTALL))
+        .await
+        .unwrap();
+    let mut updates = page.status_updates();
+    assert_eq!(
+        next_update(&mut updates).await,
+        update("core", PackStatus::DownloadAvailable)
+    );
+    // The worker's install schedules the essential pack; the page only waits.
+    for download in worker.downloads_for(ExtensionEvent::Install).await.unwrap() {
+        worker.schedule(download).await.unwrap();
+    }
+    assert_eq!(
+        next_update(&mut updates).await,
+        update("core", PackStatus::Downloading)
+    );
+    page.ready().await.unwrap();
+    assert_eq!(
+        page.pack_status("core").await.unwrap(),
+        PackStatus::Downloaded
+    );
+    assert_eq!(
+        next_update(&mut updates).await,
+        update("core", PackStatus::Downloaded)
+    );
+    let stored = page.file("core/x.bin").await.unwrap().expect("stored");
+    assert_eq!(bytes_of(&stored).await, source_bytes(&core).await);
+
+    worker.remove_pack("core").await.unwrap();
+    assert_eq!(
+        next_update(&mut updates).await,
+        update("core", PackStatus::DownloadAvailable)
+    );
+    assert!(page.file("core/x.bin").await.unwrap().is_none());
+    drop(updates);
+    page.close().await;
+    worker.close().await;
+    Container::delete_database(&database).await.unwrap();
+}
