@@ -400,8 +400,9 @@ impl DownloadManager {
         let update = self
             .decide(move |core| {
                 let update = core.apply_manifest(latest);
-                for download in core.update_downloads(at)? {
-                    // A refusal leaves the pack `updateAvailable` (see the docs).
+                // Nothing below may fail the decision once the manifest is applied: a refusal
+                // leaves the pack `updateAvailable` (see the docs).
+                for download in core.update_downloads(at).unwrap_or_default() {
                     let _ = core.schedule(download, caller, at);
                 }
                 Ok(update)
