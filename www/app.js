@@ -25,7 +25,8 @@
 //   <ol id="log"> <li data-source="delegate|pack|hook|page" data-name> …
 //   <output id="status" data-state data-page-version data-page-context data-worker-version
 //           data-worker-context>  (the worker's own answer, from its wasm: see sw.js)
-// and `window.demo` for a driver: state(), verify(), seekCheck(seconds), ensure(packId).
+// and `window.demo` for a driver (or the console): state(), verify(), seekCheck(seconds),
+// ensure(packId), manager().
 import * as ba from '/pkg/background_assets.js';
 
 const $ = (selector) => document.querySelector(selector);
@@ -44,6 +45,8 @@ const view = {
   downloads: [],
   /** id -> { t, bytes, rate } for the rate column. */
   rates: new Map(),
+  /** id -> { written, expected } from the last didWriteData (fresher than the stored state). */
+  progress: new Map(),
   /** id -> the <li> that aggregates didWriteData calls. */
   progressEntries: new Map(),
   workerRequests: { count: 0, ranges: 0, video: 0, videoRanges: 0, lastRange: '', lastVideoRange: '' },
@@ -127,7 +130,9 @@ const delegate = {
     scheduleRefresh();
   },
   didWriteData(id, bytesWritten, totalWritten, totalExpected) {
+    view.progress.set(id, { written: Number(totalWritten), expected: Number(totalExpected) });
     logProgress(id, Number(bytesWritten), Number(totalWritten), Number(totalExpected));
+    scheduleRefresh();
   },
   didFail(id, error) {
     log('delegate', 'didFail', `${id}: ${describeError(error)}`, { error: error && error.name });
@@ -168,11 +173,17 @@ function rateOf(key, bytes) {
   return rate;
 }
 
+/** Bytes written so far: the stored state, or the delegate's last report when that is newer. */
+function writtenOf(download) {
+  const reported = view.progress.get(download.id);
+  return Math.max(Number(download.totalWritten), reported ? reported.written : 0);
+}
+
 /** Bytes of `file` present: all of it once stored, else what its current download wrote. */
 function fileBytes(pack, file) {
   if (file.stored || pack.status === 'downloaded') return Number(file.size);
   const current = view.downloads.find((d) => d.url === file.url);
-  return current ? Number(current.totalWritten) : 0;
+  return current ? writtenOf(current) : 0;
 }
 
 function packElement(pack) {
@@ -251,7 +262,7 @@ function renderDownloads() {
   for (const download of view.downloads) {
     seen.add(download.id);
     const row = downloadRow(download.id);
-    const written = Number(download.totalWritten);
+    const written = writtenOf(download);
     const expected = Number(download.totalExpected);
     const rate = download.state === 'running' || download.state === 'downloading' ? rateOf(download.id, written) : 0;
     row.dataset.state = download.state;
@@ -273,6 +284,9 @@ function renderDownloads() {
   }
   for (const row of document.querySelectorAll('tr[data-download]')) {
     if (!seen.has(row.dataset.download)) row.remove();
+  }
+  for (const id of view.progress.keys()) {
+    if (!seen.has(id)) view.progress.delete(id);
   }
   $('#no-downloads').hidden = view.downloads.length > 0;
 }
@@ -663,6 +677,8 @@ window.demo = {
   seekCheck: (seconds) => seekCheck(seconds),
   ensure: (packId) => ensure(packId),
   refresh: () => refresh(),
+  /** The page's shared DownloadManager, to try the API from the console. */
+  manager: () => view.manager,
 };
 
 async function main() {

@@ -281,3 +281,184 @@ fn demo_refuses_a_cdn_url_that_is_not_an_http_folder() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--cdn"), "{stderr}");
 }
+
+/// `cargo xtask demo` (the interactive server) as a child process, ended on drop.
+struct InteractiveDemo {
+    child: std::process::Child,
+    app: String,
+    cdn: String,
+}
+
+impl InteractiveDemo {
+    /// Starts `demo --no-build --small` on free ports and reads the URLs it prints (bounded).
+    fn start() -> Result<InteractiveDemo> {
+        use std::io::BufRead;
+        let mut child = xtask()
+            .args([
+                "demo",
+                "--no-build",
+                "--small",
+                "--port",
+                "0",
+                "--cdn-port",
+                "0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut demo = InteractiveDemo {
+            child,
+            app: String::new(),
+            cdn: String::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while demo.app.is_empty() || demo.cdn.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .context("cargo xtask demo did not print its URLs in 60 s")?;
+            if let Some(url) = line.strip_prefix("demo: open ") {
+                demo.app = url.trim_end_matches('/').to_string();
+            } else if let Some(rest) = line.strip_prefix("demo: packs (small) from ") {
+                demo.cdn = rest.split(':').take(3).collect::<Vec<_>>().join(":");
+            }
+        }
+        Ok(demo)
+    }
+}
+
+impl Drop for InteractiveDemo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `window.demo.state()` until `done` holds (bounded).
+async fn wait_state(
+    client: &fantoccini::Client,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let state = client
+            .execute("return window.demo ? window.demo.state() : null;", vec![])
+            .await?;
+        if !state.is_null() && done(&state) {
+            return Ok(state);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}: {state}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+}
+
+fn row<'a>(state: &'a Value, id: &str) -> Option<&'a Value> {
+    state["downloads"]
+        .as_array()?
+        .iter()
+        .find(|r| r["download"] == id)
+}
+
+/// The page's pause, resume, "download now" and cancel buttons on a slow (throttled) download.
+async fn buttons_drive_the_manager(engine: xtask::webdriver::Engine) -> Result<()> {
+    use fantoccini::{ClientBuilder, Locator};
+    let demo = InteractiveDemo::start()?;
+    let driver = xtask::webdriver::WebDriver::start(engine)?;
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(driver.capabilities())
+        .connect(&driver.url())
+        .await?;
+    let outcome = async {
+        client.goto(&format!("{}/", demo.app)).await?;
+        wait_state(&client, "the first launch", |s| {
+            s["body"]["launched"] == "true"
+        })
+        .await?;
+        const ID: &str = "slow-download";
+        let size = 16 << 20;
+        let url = format!("{}/gen/{size}/77?throttle=2097152", demo.cdn);
+        let scheduled = client
+            .execute(
+                "return window.demo.manager().schedule({ id: arguments[0], url: arguments[1], size: arguments[2] }).then(() => 'ok', (e) => String(e));",
+                vec![ID.into(), url.into(), size.into()],
+            )
+            .await?;
+        assert_eq!(scheduled, "ok");
+        // Progress comes per stored chunk (4 MiB): wait for the first.
+        wait_state(&client, "the download to run", |s| {
+            row(s, ID).is_some_and(|r| r["state"] == "downloading" && r["written"] != "0")
+        })
+        .await?;
+        let click = |action: &'static str| {
+            let client = client.clone();
+            async move {
+                let selector = format!("tr[data-download=\"{ID}\"] button[data-action=\"{action}\"]");
+                client.find(Locator::Css(&selector)).await?.click().await?;
+                anyhow::Ok(())
+            }
+        };
+        click("pause").await?;
+        let paused = wait_state(&client, "paused", |s| {
+            row(s, ID).is_some_and(|r| r["state"] == "paused")
+        })
+        .await?;
+        let written: u64 = row(&paused, ID).unwrap()["written"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()?;
+        assert!(written > 0 && written < size, "paused at {written}");
+        click("resume").await?;
+        wait_state(&client, "resumed", |s| {
+            row(s, ID).is_some_and(|r| r["state"] == "downloading")
+        })
+        .await?;
+        click("foreground").await?;
+        wait_state(&client, "a foreground download", |s| {
+            row(s, ID).is_some_and(|r| r["foreground"] == "true")
+        })
+        .await?;
+        click("cancel").await?;
+        let cancelled = wait_state(&client, "the row to go after cancel", |s| row(s, ID).is_none())
+            .await?;
+        let log = cancelled["log"].as_array().cloned().unwrap_or_default();
+        let has = |name: &str| log.iter().any(|e| e["name"] == name && e["text"].as_str().unwrap_or("").contains(ID));
+        for name in ["didBegin", "didPause", "didFail"] {
+            assert!(has(name), "the log has {name} for {ID}: {log:?}");
+        }
+        assert!(
+            log.iter().any(|e| e["name"] == "didFail" && e["error"] == "Cancelled"),
+            "didFail with Cancelled: {log:?}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_demo_buttons_pause_resume_promote_and_cancel() -> Result<()> {
+    buttons_drive_the_manager(xtask::webdriver::Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_demo_buttons_pause_resume_promote_and_cancel() -> Result<()> {
+    buttons_drive_the_manager(xtask::webdriver::Engine::Firefox).await
+}
