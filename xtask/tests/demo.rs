@@ -190,12 +190,12 @@ fn firefox_demo_headless_holds_every_step() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 fn chromium_demo_fetches_the_packs_from_an_exported_folder_with_cdn() -> Result<()> {
     let folder = ScratchDir::new("demo-cdn-folder")?;
-    let status = xtask()
+    let export = xtask()
         .args(["demo", "--export"])
         .arg(folder.path())
         .arg("--small")
-        .status()?;
-    assert!(status.success());
+        .output()?;
+    assert!(export.status.success(), "{export:?}");
     let their_cdn = Server::start(ServerConfig {
         mounts: vec![("/packs/".into(), folder.path().to_path_buf())],
         ..ServerConfig::default()
