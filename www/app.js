@@ -535,7 +535,7 @@ function listenToWorker() {
   channel.onmessage = ({ data }) => {
     if (!data) return;
     if (data.kind === 'hook') {
-      log('hook', data.name, data.text || '');
+      log(data.source || 'hook', data.name, data.text || '');
       scheduleRefresh();
     } else if (data.kind === 'request') {
       log('worker', 'request', `${data.destination || 'fetch'} ${data.path}${data.range ? ` Range: ${data.range}` : ''}`);

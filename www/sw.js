@@ -38,8 +38,9 @@ const history = [];
 /** Downloads whose first didWriteData was announced. */
 const progressAnnounced = new Set();
 
-function announce(name, text) {
-  const message = { kind: 'hook', name, text, at: Date.now() };
+/** Posts a hook call (or, with source 'worker', something the app's worker did itself). */
+function announce(name, text, source = 'hook') {
+  const message = { kind: 'hook', source, name, text, at: Date.now() };
   history.push(message);
   if (history.length > 200) history.shift();
   channel.postMessage(message);
@@ -67,7 +68,7 @@ self.addEventListener('install', (event) => {
   event.waitUntil(
     caches.open(SHELL_CACHE)
       .then((cache) => cache.addAll(SHELL.map((url) => new Request(url, { cache: 'reload' }))))
-      .then(() => announce('shell', `${SHELL.length} shell files cached (${SHELL_CACHE})`)),
+      .then(() => announce('shell', `${SHELL.length} shell files cached (${SHELL_CACHE})`, 'worker')),
   );
 });
 
