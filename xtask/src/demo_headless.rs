@@ -105,6 +105,20 @@ async fn drive(options: &Options, mut site: DemoSite) -> Result<bool> {
 
     let all_ok = steps.len() == STEP_NAMES.len() && steps.iter().all(|s| s.ok);
     print_report(options, &site, &steps);
+    // Errors the page logged that no step depends on (shown, not counted as a failed step).
+    for (when, state) in [
+        ("first visit", &states.before_offline),
+        ("after the offline reload", &states.last),
+    ] {
+        for entry in state["log"].as_array().into_iter().flatten() {
+            if entry["name"] == "error" {
+                println!(
+                    "demo: note: the page logged an error ({when}): {}",
+                    s_str(&entry["text"])
+                );
+            }
+        }
+    }
     match &screenshot {
         Ok(path) => println!("demo: screenshot {}", path.display()),
         Err(e) => println!("demo: screenshot failed: {e:#}"),
