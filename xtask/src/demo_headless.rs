@@ -8,8 +8,9 @@
 //!  4 first launch           manager.ready() resolves; launch() lifts the restrictions; page controlled
 //!  5 prefetch pack          world-2 (prefetch) downloaded in the background
 //!  6 on-demand pack         ensureLocalAvailability("trailer"): the video
-//!  7 offline reload         Chromium: CDP Network.emulateNetworkConditions(offline), and no request
-//!                           may reach the app server or the CDN; Firefox: both servers are stopped
+//!  7 offline reload         Chromium: CDP Network.emulateNetworkConditions(offline) and the worker
+//!                           stopped (CDP ServiceWorker.stopAllWorkers); no page or asset request may
+//!                           reach the app server or the CDN; Firefox: both servers are stopped
 //!                           (no network emulation over WebDriver). The page reloads from the
 //!                           worker and reads every pack file back (size, SHA-256, a Range request)
 //!  8 video seek offline     seek to 6 s, play: currentTime moves; the worker saw Range requests
@@ -487,10 +488,25 @@ async fn go_offline(client: &Client, engine: Engine, site: &mut DemoSite) -> Res
                 })
                 .await
                 .context("CDP Network.emulateNetworkConditions")?;
+            // The worker starts again for the reload: what it serves comes from the container.
+            client
+                .issue_cmd(Cdp {
+                    method: "ServiceWorker.enable",
+                    params: json!({}),
+                })
+                .await
+                .context("CDP ServiceWorker.enable")?;
+            client
+                .issue_cmd(Cdp {
+                    method: "ServiceWorker.stopAllWorkers",
+                    params: json!({}),
+                })
+                .await
+                .context("CDP ServiceWorker.stopAllWorkers")?;
             for server in site.app.iter().chain(site.cdn.iter()) {
                 server.clear_requests();
             }
-            Ok("offline via CDP Network.emulateNetworkConditions".into())
+            Ok("offline via CDP Network.emulateNetworkConditions, worker stopped (CDP ServiceWorker.stopAllWorkers) and started again by the reload".into())
         }
         Engine::Firefox => {
             let stopped = site.app.take().is_some() as u8 + site.cdn.take().is_some() as u8;
