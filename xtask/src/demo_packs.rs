@@ -43,9 +43,11 @@ const FULL_DIGESTS: [(u64, &str); 3] = [
         "40d760bb8bc22b00a3bb626f6fd0351e5354d11f4010875b5c8b592dce336820",
     ),
 ];
-/// The video of the on-demand pack, under `xtask/assets/` (generated once with ffmpeg:
-/// `testsrc` 640×360, 25 fps, 10 s, VP9 with a key frame every second; nothing needs ffmpeg at
-/// run time).
+/// The video of the on-demand pack, under `xtask/assets/`: 10 s of ffmpeg's `testsrc` (a counter
+/// of seconds), 640×360, 25 fps, VP9 with a key frame every second, 386 KB. Generated once with
+/// `ffmpeg -f lavfi -i testsrc=size=640x360:rate=25:duration=10 -c:v libvpx-vp9 -b:v 500k -g 25
+/// -deadline good -cpu-used 4 -row-mt 1 -pix_fmt yuv420p demo.webm` and committed; nothing needs
+/// ffmpeg at run time.
 pub const VIDEO_ASSET: &str = "demo.webm";
 /// The default CDN origin the committed `pkg.json` points at.
 #[cfg(test)]
