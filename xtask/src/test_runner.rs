@@ -98,6 +98,14 @@ pub fn run(options: &Options) -> Result<bool> {
     let build_row = timed("build", "wasm32", || build::run(Profile::Release));
     let built = !build_row.failed();
     rows.push(build_row);
+    if built {
+        // The package's .d.ts declares the JS face, and its JS glue parses.
+        rows.push(tests(
+            "dts",
+            "host",
+            cargo(&["test", "-p", "xtask", "--test", "dts", "--", "--ignored"]),
+        ));
+    }
     for &engine in &options.engines {
         if built {
             rows.push(tests(

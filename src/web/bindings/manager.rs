@@ -253,9 +253,10 @@ impl DownloadManagerJs {
     /// ```
     #[wasm_bindgen(unchecked_return_type = "Promise<DownloadManager>")]
     pub fn open(
-        #[wasm_bindgen(unchecked_param_type = "DownloadManagerOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "DownloadManagerOptions")] options: Option<JsValue>,
     ) -> Promise {
         promise(async move {
+            let options = options.unwrap_or(JsValue::UNDEFINED);
             let config = open_options_from_js(&options).await?;
             let manager = DownloadManager::open(config).await?;
             Ok(DownloadManagerJs { manager }.into())
