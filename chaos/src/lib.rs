@@ -181,8 +181,9 @@ async fn manager(plan: &Plan) -> Result<(DownloadManager, Rc<Container>), JsValu
 /// The downloads the stored manager state knows (any state), or none.
 async fn known_downloads(container: &Container) -> Result<Option<CoreManager>, JsValue> {
     let stored = container.get_meta(STATE_KEY).await.map_err(err)?;
+    // The state is stored as `{ state: "<json>", ... }` (older builds: the JSON string itself).
     Ok(stored
-        .and_then(|v| v.as_string())
+        .and_then(|v| v.as_string().or_else(|| js::get(&v, "state").as_string()))
         .and_then(|json| serde_json::from_str::<CoreManager>(&json).ok()))
 }
 
