@@ -29,6 +29,11 @@ use crate::web::js;
 use crate::web::manager::{AuthChallenge, Credentials, DownloadManagerDelegate, FinishedDownload};
 
 /// The delegate method names a JS delegate may have.
+///
+/// # Example
+/// ```no_run
+/// assert!(background_assets::web::bindings::DELEGATE_METHODS.contains(&"didFinish"));
+/// ```
 pub const DELEGATE_METHODS: [&str; 7] = [
     "didBegin",
     "didPause",

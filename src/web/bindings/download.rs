@@ -23,7 +23,12 @@ use crate::web::js;
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// The keys a plain download object may have.
+/// The keys a plain download object may have (others are refused, naming the key).
+///
+/// # Example
+/// ```no_run
+/// assert!(background_assets::web::bindings::DESCRIPTOR_KEYS.contains(&"fileSize"));
+/// ```
 pub const DESCRIPTOR_KEYS: [&str; 9] = [
     "id",
     "identifier",

@@ -33,6 +33,11 @@ use crate::web::manager::{DownloadManager, ManagerConfig};
 type Result<T> = std::result::Result<T, Error>;
 
 /// The keys `DownloadManager.open(options)` accepts.
+///
+/// # Example
+/// ```no_run
+/// assert_eq!(background_assets::web::bindings::OPEN_OPTION_KEYS, ["database", "declaration"]);
+/// ```
 pub const OPEN_OPTION_KEYS: [&str; 2] = ["database", "declaration"];
 
 /// A promise of `future`'s value; an [`Error`] rejects it as a typed JS `Error`.
