@@ -14,20 +14,38 @@
 //!        │                                            Err(e)    ─▶ on_failed
 //!        │             next_wakeup ─▶ a timer that pumps again
 //!        ▼
-//!  poll_event ─▶ the delegate set on this global (did_begin, did_pause, did_write_data,
-//!                did_fail, did_finish)
+//!  poll_event ─▶ the delegates on the event's route (did_begin, did_pause, did_write_data,
+//!                did_fail, did_finish): see below
 //! ```
 //!
-//! State: the core manager is loaded from the container database when the manager opens and
-//! saved after each decision, so a context opened later (another page, the worker after a
-//! restart) sees the same scheduled downloads. A download that the stored state says is running
-//! but that no transfer of this global runs is started again at open (its transfer waits for the
-//! download's Web Lock and continues from its checkpoint).
+//! One manager for every context of the origin (the pages, the service worker), as Apple's app
+//! and extension share one:
 //!
-//! Scope today: one global. Events are delivered to the delegate set in *this* global, whatever
-//! route the core chose for them ([`Route`](crate::core::manager::Route)); with no delegate set
-//! they are dropped. Routing to other tabs or to the worker's extension handler, and reloading
-//! the state another context changed meanwhile, come with the cross-context layer.
+//! ```text
+//!  decision (schedule, pause, a transfer's result...) in any context
+//!    └─ Web Lock `background-assets/state/<database>` (exclusive)
+//!         reload the stored state if its revision token changed (another context saved)
+//!         count the page delegates (navigator.locks.query) ─▶ core.set_page_delegates
+//!         apply, poll_start, save { revision, state } + the token
+//!    └─ BroadcastChannel `background-assets/<database>`: { kind: "changed" }
+//!  every context, on "changed": reload, then reconcile its transfers with the state:
+//!    not downloading any more ─▶ pause (still scheduled) / cancel (ended) the local transfer
+//!    downloading, run by nobody here ─▶ claim: wait for its owner lock (held by whoever runs
+//!    it, released by the browser when that context dies) and continue from the checkpoint
+//! ```
+//!
+//! Events are routed as Apple routes them: while at least one page has a delegate (each such
+//! page holds the shared Web Lock [`page_delegate_lock_name`]), every page with a delegate gets
+//! them (this one directly, the others over the channel); otherwise the service worker's
+//! delegate does (directly in the worker; from a page over the channel and by `postMessage` to
+//! the worker, whose entry hands it to [`DownloadManager::deliver_remote`]). Two contexts never
+//! write one asset: a transfer holds its download's Web Lock and writes fenced by its epoch.
+//!
+//! An authentication challenge (`401`/`403`/`407`) asks the delegate of the context running the
+//! transfer ([`DownloadManagerDelegate::authentication_challenge`]): the headers it answers with
+//! are added to the download's own request headers and the transfer continues from its
+//! checkpoint; no answer (or no delegate) fails the download with
+//! [`Error::AuthenticationRequired`].
 //!
 //! # Example
 //! ```no_run
