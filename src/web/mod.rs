@@ -2,6 +2,7 @@
 
 pub mod bindings;
 
+pub mod background_fetch;
 pub mod container;
 pub mod extension;
 pub mod fetcher;

@@ -4,6 +4,8 @@
 
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_service_worker);
 
+#[path = "../common/background_fetch.rs"]
+mod background_fetch;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/container.rs"]

@@ -768,6 +768,181 @@ async fn worker_restarts_offline(engine: Engine) -> Result<()> {
     Ok(())
 }
 
+/// Polls `window.fixture.bgfState(id)` until the `/bgf/` worker recorded an event for `id`.
+async fn wait_for_bgf_event(client: &Client, id: &str, timeout: Duration) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let state = fixture(client, &format!("bgfState('{id}')")).await?;
+        if let Some(entry) = state["log"].as_array().and_then(|log| log.first()) {
+            return Ok(entry.clone());
+        }
+        if started.elapsed() > timeout {
+            bail!("no backgroundfetch event for `{id}` within {timeout:?}: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (bounded) until `xtask/tests/site/bgfetch.js` added its functions to `window.fixture`.
+async fn wait_for_bgf_fixture(client: &Client) -> Result<()> {
+    let started = Instant::now();
+    while client
+        .execute(
+            "return typeof window.fixture.bgfState === 'function';",
+            vec![],
+        )
+        .await?
+        != json!(true)
+    {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("bgfetch.js did not load");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Background Fetch as the engines ship it (why the library keeps its own transfer as the
+/// path everywhere, see `src/web/background_fetch.rs`): Chromium lets a page start one after
+/// activation and delivers the exact body to the worker's `backgroundfetchsuccess`, also after
+/// the worker was stopped mid-way; a service worker cannot start one; a page's second fetch
+/// needs the automatic-downloads permission. Firefox has none. `backgroundFetchSupport()` (the
+/// library's detection) agrees.
+async fn background_fetch_engine_facts(engine: Engine) -> Result<()> {
+    let site = Fixture::start()?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect(&driver).await?;
+    let downloads = ScratchDir::new("bgf-downloads")?;
+    let outcome = background_fetch_steps(engine, &site, &driver, &client, downloads.path()).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn background_fetch_steps(
+    engine: Engine,
+    site: &Fixture,
+    driver: &WebDriver,
+    client: &Client,
+    downloads: &Path,
+) -> Result<()> {
+    const LEN: u64 = 4_194_304;
+    open(client, &site.url()).await?;
+    wait_for_bgf_fixture(client).await?;
+    let support = fixture(client, "bgfSupport()").await?;
+    let registered = fixture(client, "bgfRegister()").await?;
+    if engine == Engine::Firefox {
+        assert_eq!(support, json!({ "support": "unavailable", "api": false }));
+        assert_eq!(registered, json!({ "backgroundFetch": false }));
+        return Ok(());
+    }
+    assert_eq!(support, json!({ "support": "start", "api": true }));
+    assert_eq!(registered, json!({ "backgroundFetch": true }));
+    let url = |seed: u64, query: &str| format!("{}/gen/{LEN}/{seed}?{query}", site.cdn_origin);
+
+    // The worker cannot start one (the library's `completionOnly`).
+    let in_worker = fixture(
+        client,
+        &format!("bgfStartInWorker('in-worker', '{}', {LEN})", url(30, "")),
+    )
+    .await?;
+    assert_eq!(in_worker["error"]["name"], "NotAllowedError", "{in_worker}");
+
+    // The page's first fetch: the worker gets the exact body.
+    let first = fixture(
+        client,
+        &format!("bgfStart('first', '{}', {LEN})", url(31, "")),
+    )
+    .await?;
+    assert_eq!(first["ok"]["downloadTotal"], LEN, "{first}");
+    let done = wait_for_bgf_event(client, "first", Duration::from_secs(30)).await?;
+    assert_eq!(done["event"], "success", "{done}");
+    assert_eq!(done["result"], "success", "{done}");
+    assert_eq!(done["downloaded"], LEN, "{done}");
+    let records = done["records"].as_array().context("records")?;
+    assert_eq!(records.len(), 1, "{done}");
+    assert_eq!(records[0]["status"], 200);
+    assert_eq!(records[0]["length"], LEN);
+    assert_eq!(
+        records[0]["sha256"],
+        generated_sha256(LEN, 31),
+        "exact bytes"
+    );
+    let state = fixture(client, "bgfState('first')").await?;
+    let last = state["progress"].as_array().and_then(|p| p.last()).cloned();
+    assert_eq!(
+        last.as_ref().map(|p| p["downloaded"].clone()),
+        Some(json!(LEN)),
+        "progress on the page's registration: {state}"
+    );
+
+    // A second one is refused without the user's automatic-downloads permission.
+    let second = fixture(
+        client,
+        &format!("bgfStart('second', '{}', {LEN})", url(32, "")),
+    )
+    .await?;
+    assert_eq!(second["error"]["name"], "TypeError", "{second}");
+    assert!(
+        second["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("permission")),
+        "{second}"
+    );
+
+    // Allowed (as a user would), a slow one survives the worker being stopped mid-way: a fresh
+    // worker gets the exact body, from the one GET the browser made.
+    cdp(
+        driver,
+        client,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.display().to_string() }),
+    )
+    .await?;
+    let slow = url(33, "throttle=1000000");
+    let killed = fixture(client, &format!("bgfStart('killed', '{slow}', {LEN})")).await?;
+    assert_eq!(killed["ok"]["id"], "killed", "{killed}");
+    let started = Instant::now();
+    loop {
+        let state = fixture(client, "bgfState('killed')").await?;
+        let downloaded = state["running"]["downloaded"].as_u64().unwrap_or(0);
+        if downloaded > 0 {
+            assert!(
+                downloaded < LEN,
+                "still running when the worker stops: {state}"
+            );
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the slow background fetch did not progress: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_at = client.execute("return Date.now();", vec![]).await?;
+    cdp(driver, client, "ServiceWorker.enable", json!({})).await?;
+    cdp(driver, client, "ServiceWorker.stopAllWorkers", json!({})).await?;
+    let done = wait_for_bgf_event(client, "killed", Duration::from_secs(40)).await?;
+    assert_eq!(done["event"], "success", "{done}");
+    assert!(
+        done["started"].as_u64() > stopped_at.as_u64(),
+        "a worker started after the stop got the event: {done} (stopped at {stopped_at})"
+    );
+    assert_eq!(done["records"][0]["length"], LEN, "{done}");
+    assert_eq!(
+        done["records"][0]["sha256"],
+        generated_sha256(LEN, 33),
+        "{done}"
+    );
+    let cdn = site.cdn.as_ref().context("the CDN runs")?;
+    let gets: Vec<_> = cdn
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/33")))
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].body_bytes_sent, LEN, "{gets:?}");
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -876,4 +1051,16 @@ async fn chromium_extension_lifecycle() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_extension_lifecycle() -> Result<()> {
     extension_lifecycle(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_background_fetch_engine_facts() -> Result<()> {
+    background_fetch_engine_facts(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_background_fetch_engine_facts() -> Result<()> {
+    background_fetch_engine_facts(Engine::Firefox).await
 }
