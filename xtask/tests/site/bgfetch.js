@@ -1,5 +1,5 @@
 // e2e fixture: Background Fetch from the page (window.fixture.bgf*), observed by /bgf-sw.js.
-import init, { backgroundFetchSupport } from '/pkg/background_assets.js';
+// (The library is imported only when a test asks, so the other e2e tests load nothing more.)
 
 const SCOPE = '/bgf/';
 const progress = {};
@@ -21,8 +21,9 @@ function failure(error) {
 
 Object.assign(window.fixture, {
   async bgfSupport() {
-    await init();
-    return { support: backgroundFetchSupport(), api: typeof BackgroundFetchManager !== 'undefined' };
+    const wasm = await import('/pkg/background_assets.js');
+    await wasm.default();
+    return { support: wasm.backgroundFetchSupport(), api: typeof BackgroundFetchManager !== 'undefined' };
   },
   async bgfRegister() {
     const registration = await bgfRegistration();
