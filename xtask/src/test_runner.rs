@@ -27,7 +27,7 @@ const WASM_SUITES: [&str; 2] = ["sw", "page"];
 const PREFERRED_CDN_PORT: u16 = 8790;
 
 /// Seconds wasm-bindgen-test-runner allows a whole test binary (its default is 20).
-const WASM_TEST_TIMEOUT_SECS: &str = "120";
+const WASM_TEST_TIMEOUT_SECS: &str = "360";
 
 /// Flags of `cargo xtask test`.
 pub struct Options {
