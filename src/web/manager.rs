@@ -1284,6 +1284,13 @@ impl Engine {
                 engine.running.borrow_mut().remove(&task_id);
             }
             engine.credentials.borrow_mut().remove(&task_id);
+            if let Err(Error::QuotaExceeded { .. }) = &result {
+                // Free the space first: saving the failure needs some (this global owns the
+                // download: its owner lock is held until the result is stored).
+                if let Err(error) = engine.container.delete(task_id.as_str()).await {
+                    warn(&format!("deleting `{task_id}`"), &error);
+                }
+            }
             engine.report_result(&task_id, result).await;
         });
         self.running.borrow_mut().insert(
@@ -1778,7 +1785,24 @@ impl DownloadManager {
     pub async fn fetch_current_downloads(&self) -> Result<Vec<DownloadInfo>> {
         let engine = self.engine().await?;
         engine.read_fresh().await?;
-        let current = engine.core.borrow().current_downloads();
+        let mut current = engine.core.borrow().current_downloads();
+        for info in &mut current {
+            // Another context runs it: the stored state has its progress as of that context's
+            // last decision; its checkpoint has the bytes stored since.
+            let elsewhere = matches!(
+                info.state,
+                DownloadState::Downloading | DownloadState::Paused
+            ) && !engine.running.borrow().contains_key(&info.identifier);
+            if elsewhere {
+                let record = engine
+                    .container
+                    .load_checkpoint(info.identifier.as_str())
+                    .await?;
+                if let Some(record) = record {
+                    info.progress.total_written = info.progress.total_written.max(record.stored);
+                }
+            }
+        }
         Ok(current)
     }
 

@@ -217,6 +217,19 @@ async fn a_decision_in_one_context_is_seen_by_the_others() {
     let listed = worker.fetch_current_downloads().await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].identifier.as_str(), id);
+    // The page runs it; the worker's list shows the bytes the page has stored meanwhile.
+    let container = page.container().await.unwrap();
+    wait_until_async("the page stored a chunk", || async {
+        container
+            .load_checkpoint(&id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.stored == CHUNK)
+    })
+    .await;
+    let listed = worker.fetch_current_downloads().await.unwrap();
+    assert_eq!(listed[0].progress.total_written, CHUNK, "{listed:?}");
+    assert_eq!(listed[0].progress.total_expected, Some(4 * CHUNK));
     assert_eq!(
         worker.schedule(download(&id, &path, 4 * CHUNK)).await,
         Err(Error::DownloadAlreadyScheduled {
@@ -241,7 +254,6 @@ async fn a_decision_in_one_context_is_seen_by_the_others() {
     );
     assert!(page.fetch_current_downloads().await.unwrap().is_empty());
     assert!(page.transfer_progress(&ident(&id)).await.unwrap().is_none());
-    let container = page.container().await.unwrap();
     wait_until_async("nothing stored", || async {
         container.load_checkpoint(&id).await.unwrap().is_none()
             && container.asset(&id).await.unwrap().is_none()
