@@ -631,6 +631,9 @@ async function launchWhenReady() {
     const launched = await ba.launch();
     const how = launched && launched.periodicSync ? `; periodic sync: ${launched.periodicSync}` : '';
     log('page', 'launch', `initial download restrictions lifted${how}`);
+    if (launched && launched.checkError) {
+      log('page', 'launch', `update check not run: ${launched.checkError.name}: ${launched.checkError.message}`);
+    }
   } else {
     log('page', 'launch', 'this build has no launch(): restrictions stay until the worker lifts them');
   }

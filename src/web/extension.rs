@@ -768,8 +768,12 @@ pub fn extension_message(data: JsValue, handlers: JsValue) -> Promise {
                 let lifted = manager.did_launch().await?;
                 js::set(&out, "lifted", &JsValue::from(lifted));
                 if js::get(&data, "checkForUpdates").as_bool() == Some(true) {
-                    let checked = check_for_updates(&handlers, "launch", false).await?;
-                    js::set(&out, "checked", &checked);
+                    // A check that cannot run (offline, the server down, a bad manifest) does
+                    // not undo the launch: it is reported, and the next page load checks again.
+                    match check_for_updates(&handlers, "launch", false).await {
+                        Ok(checked) => js::set(&out, "checked", &checked),
+                        Err(error) => js::set(&out, "checkError", &error_to_js(&error)),
+                    }
                 }
             }
             "ready" => {
@@ -883,7 +887,9 @@ async fn active_worker(timeout_ms: u32) -> Result<Option<(JsValue, JsValue)>> {
 /// periodic sync (tag [`PERIODIC_SYNC_TAG`], every 12 h at most) where the engine has Periodic
 /// Background Sync and grants it, otherwise the worker runs checkForUpdates now (on every page
 /// load). Resolves to `{ periodicSync: "registered" | "unsupported" | <the refusal's name>,
-/// worker: bool, lifted, checked: <the check's report> | undefined }`.
+/// worker: bool, lifted, checked: <the check's report> | undefined, checkError: <a typed error>
+/// | undefined }`: a check that cannot run (offline) is reported in `checkError` and does not
+/// reject the launch.
 ///
 /// # Example (JavaScript)
 /// ```js
@@ -937,6 +943,7 @@ pub fn launch() -> Promise {
         let reply = ask_worker(&worker, &message.into(), 60_000).await?;
         js::set(&out, "lifted", &js::get(&reply, "lifted"));
         js::set(&out, "checked", &js::get(&reply, "checked"));
+        js::set(&out, "checkError", &js::get(&reply, "checkError"));
         Ok(out.into())
     })
 }
