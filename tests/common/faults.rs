@@ -380,6 +380,63 @@ async fn fault_connection_dropped_mid_body_resumes_with_range() {
 }
 
 #[wasm_bindgen_test]
+async fn fault_network_offline_and_back_resumes_with_range() {
+    // The CDN cuts the body after 200000 bytes and then gives no answer at all (the connection
+    // closes before any byte) to every request of the URL for 800 ms: the network is gone for a
+    // while. The body is paced so that chunks reach storage before the cut.
+    const LEN: u64 = 512 * KIB;
+    const CUT: u64 = 200_000;
+    // Backoffs of 100, 200, 400, 400… ms: several attempts fall inside the outage, and
+    // enough are allowed to outlast it.
+    let case = Case::open("offline", |c| {
+        c.transfer.max_attempts = 8;
+        c.transfer.backoff_base_ms = 100;
+        c.transfer.backoff_max_ms = 400;
+    })
+    .await;
+    let id = unique_id("offline");
+    let seed = 108_000 + probe() % 1000;
+    let path = gen_path(
+        LEN,
+        seed,
+        &format!("fault=outage:{CUT}&outage-ms=800&times=1&throttle=262144"),
+    );
+    let outcome = case.run(&id, &path, Some(LEN)).await;
+    let logged = gets(&path).await;
+    wasm_bindgen_test::console_log!("offline case: {outcome:?} {logged:?}");
+    case.assert_finished(&id, &outcome, LEN, seed).await;
+    assert_eq!(
+        (logged[0].range.as_deref(), logged[0].sent),
+        (None, CUT),
+        "{logged:?}"
+    );
+    let refused = logged.iter().filter(|l| l.status == 0).count();
+    assert!(
+        refused >= 1,
+        "attempts while the network was down got no answer: {logged:?}"
+    );
+    let last = logged.last().unwrap();
+    assert_eq!(last.status, 206, "back online, it resumed: {logged:?}");
+    let from: u64 = last
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("an open range: {logged:?}"));
+    assert!(
+        (CHUNK..=CUT).contains(&from),
+        "resumed from its stored bytes (not from zero, not past the cut): {logged:?}"
+    );
+    assert_eq!(
+        logged.iter().filter(|l| l.status == 200).count(),
+        1,
+        "fetched from zero only once: {logged:?}"
+    );
+    case.close().await;
+}
+
+#[wasm_bindgen_test]
 async fn fault_200_instead_of_206_restarts_from_zero() {
     let logged = resume_answered_with("no-range", "fault=no-range").await;
     assert_eq!(logged.len(), 2, "{logged:?}");

@@ -303,6 +303,12 @@ impl WebDriver {
     pub fn capabilities(&self) -> Map<String, Value> {
         self.engine.capabilities(self.profile.path())
     }
+
+    /// The profile directory every session of this driver uses: a session started after an
+    /// earlier one ended runs a new browser process on the same profile (a browser restart).
+    pub fn profile(&self) -> &Path {
+        self.profile.path()
+    }
 }
 
 impl Drop for WebDriver {

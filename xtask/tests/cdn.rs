@@ -880,6 +880,96 @@ fn redirect_to_another_origin() {
     assert_eq!(other.requests().len(), 1);
 }
 
+/// Sends a GET for `target` and reads everything until the server closes the connection.
+fn raw_bytes(addr: SocketAddr, target: &str) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).expect("connects");
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("raw read failed after {} bytes: {e}", bytes.len()),
+        }
+    }
+    bytes
+}
+
+#[test]
+fn outage_cuts_then_answers_nothing_for_the_window_then_serves_again() {
+    let server = server();
+    let target = "/gen/300000/4?fault=outage:100000&outage-ms=600&times=1";
+    let first = raw_get(server.addr(), target);
+    assert_eq!(first.answer.status, 200);
+    assert_eq!(first.answer.body, expected(300_000, 4)[..100_000]);
+    // Inside the window: the connection closes and not one byte comes back.
+    let started = Instant::now();
+    assert!(raw_bytes(server.addr(), target).is_empty());
+    let ranged = format!(
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=100000-\r\nConnection: close\r\n\r\n"
+    );
+    let mut tcp = TcpStream::connect(server.addr()).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    tcp.write_all(ranged.as_bytes()).unwrap();
+    let mut nothing = Vec::new();
+    let _ = tcp.read_to_end(&mut nothing);
+    assert!(
+        nothing.is_empty(),
+        "a range inside the window is refused too"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "test too slow to be inside the window"
+    );
+    // Another URL is not affected.
+    assert_eq!(raw_get(server.addr(), "/gen/1000/4").answer.status, 200);
+    // After the window: served again, the resume as a 206 with the rest.
+    std::thread::sleep(Duration::from_millis(700));
+    let rest = raw(server.addr(), &ranged);
+    assert_eq!(rest.answer.status, 206);
+    assert_eq!(rest.answer.body, expected(300_000, 4)[100_000..]);
+    let statuses: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query == target)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 0, 0, 206],
+        "refused requests are logged with status 0"
+    );
+    let sent: Vec<u64> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query == target)
+        .map(|r| r.body_bytes_sent)
+        .collect();
+    assert_eq!(sent, [100_000, 0, 0, 200_000]);
+}
+
+#[test]
+fn outage_window_starts_at_the_cut_not_at_the_request() {
+    let server = server();
+    // 40 KB at 100 KB/s: the cut comes ~0.4 s after the request; the window lasts 500 ms
+    // from the cut, so a request 700 ms after the first one is still refused.
+    let target = "/gen/100000/6?fault=outage:40000&outage-ms=500&times=1&throttle=100000";
+    let started = Instant::now();
+    let first = raw_get(server.addr(), target);
+    assert_eq!(first.answer.body.len(), 40_000);
+    assert!(
+        first.elapsed >= Duration::from_millis(300),
+        "{:?}",
+        first.elapsed
+    );
+    std::thread::sleep(Duration::from_millis(700).saturating_sub(started.elapsed()));
+    assert!(raw_bytes(server.addr(), target).is_empty());
+}
+
 #[test]
 fn times_limits_the_fault_and_reset_restores_it() {
     let server = server();

@@ -1,14 +1,19 @@
 //! Faults that need the browser's own powers, beside the wasm fault matrix
-//! (`tests/common/faults.rs`): quota exceeded, through Chromium's DevTools
-//! `Storage.overrideQuotaForOrigin`.
+//! (`tests/common/faults.rs`):
+//! - quota exceeded, through Chromium's DevTools `Storage.overrideQuotaForOrigin`: a first
+//!   download is stored, the origin's quota is set just above what is used, and a download that
+//!   cannot fit must fail with the typed quota error;
+//! - the browser restarted with the same profile mid-download (Chromium and Firefox): the whole
+//!   browser ends (WebDriver session closed) while the worker downloads a paced body, a new
+//!   browser starts on the same profile directory, the page wakes the worker again, and the
+//!   download continues from its stored checkpoint (a `Range` from past zero) to exact bytes.
 //!
-//! The test drives the chaos crate's page and service worker (`chaos/www`, the worker runs the
-//! library's `DownloadManager`): a first download is stored, the origin's quota is then set just
-//! above what is used, and a download that cannot fit must fail with the typed quota error while
-//! the first asset stays byte-for-byte the same and nothing else is stored.
+//! Each drives the chaos crate's page and service worker (`chaos/www`, the worker runs the
+//! library's `DownloadManager`) and checks that the first asset stays byte-for-byte the same and
+//! nothing else is stored.
 //!
-//! It needs Chromium, chromedriver and wasm-bindgen, so it is ignored by plain `cargo test`;
-//! `cargo xtask test` runs it with `--ignored`.
+//! They need the browsers, their drivers and wasm-bindgen, so they are ignored by plain
+//! `cargo test`; `cargo xtask test` runs them with `--ignored`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use xtask::cdn::{generated_sha256, Server, ServerConfig};
+use xtask::cdn::{generated_sha256, RequestRecord, Server, ServerConfig};
 use xtask::webdriver::{find_program, Engine, ScratchDir, WebDriver};
 use xtask::workspace;
 
@@ -111,18 +116,59 @@ async fn run_plan(client: &Client, plan: &Value, ended: u64) -> Result<()> {
     }
 }
 
-async fn quota_exceeded(client: &Client, driver: &WebDriver, page: &str, cdn: &str) -> Result<()> {
+/// Opens the chaos page and waits until its worker is active and `window.chaos` is set.
+async fn open_chaos_page(client: &Client, page: &str) -> Result<()> {
     client.goto(&format!("{page}/chaos/index.html")).await?;
     let ready_by = Instant::now() + Duration::from_secs(60);
     loop {
         let status = client.find(Locator::Id("status")).await?;
         match status.attr("data-state").await?.as_deref() {
-            Some("ready") => break,
+            Some("ready") => return Ok(()),
             Some("error") => bail!("page: {:?}", status.attr("data-error").await?),
             _ => ensure!(Instant::now() < ready_by, "the chaos page was not ready"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The chaos package, the page server (chaos page + package) and the CDN of one test.
+struct ChaosSite {
+    _pkg: ScratchDir,
+    page: Server,
+    cdn: Server,
+}
+
+impl ChaosSite {
+    fn start() -> Result<ChaosSite> {
+        let pkg = ScratchDir::new("faults-chaos-pkg")?;
+        build_chaos_package(pkg.path())?;
+        let page = Server::start(ServerConfig {
+            port: 0,
+            mounts: vec![
+                ("/chaos-pkg/".to_string(), pkg.path().to_path_buf()),
+                ("/chaos/".to_string(), workspace::root().join("chaos/www")),
+            ],
+            extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
+        })?;
+        let cdn = Server::start(ServerConfig::default())?;
+        Ok(ChaosSite {
+            _pkg: pkg,
+            page,
+            cdn,
+        })
+    }
+}
+
+/// A new WebDriver session (a new browser process) on the driver's profile directory.
+async fn new_session(driver: &WebDriver) -> Result<Client> {
+    Ok(ClientBuilder::new(HttpConnector::new())
+        .capabilities(driver.capabilities())
+        .connect(&driver.url())
+        .await?)
+}
+
+async fn quota_exceeded(client: &Client, driver: &WebDriver, page: &str, cdn: &str) -> Result<()> {
+    open_chaos_page(client, page).await?;
     const SMALL: u64 = 256 * 1024;
     const BIG: u64 = 8 << 20;
     let probe = std::process::id();
@@ -173,23 +219,185 @@ async fn quota_exceeded(client: &Client, driver: &WebDriver, page: &str, cdn: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium, chromedriver and wasm-bindgen: run by `cargo xtask test`"]
 async fn chromium_quota_exceeded_fails_typed_and_changes_nothing_else() -> Result<()> {
-    let pkg = ScratchDir::new("faults-chaos-pkg")?;
-    build_chaos_package(pkg.path())?;
-    let page = Server::start(ServerConfig {
-        port: 0,
-        mounts: vec![
-            ("/chaos-pkg/".to_string(), pkg.path().to_path_buf()),
-            ("/chaos/".to_string(), workspace::root().join("chaos/www")),
-        ],
-        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-    })?;
-    let cdn = Server::start(ServerConfig::default())?;
+    let site = ChaosSite::start()?;
     let driver = WebDriver::start(Engine::Chromium)?;
-    let client = ClientBuilder::new(HttpConnector::new())
-        .capabilities(driver.capabilities())
-        .connect(&driver.url())
-        .await?;
-    let outcome = quota_exceeded(&client, &driver, &page.origin(), &cdn.origin()).await;
+    let client = new_session(&driver).await?;
+    let outcome = quota_exceeded(&client, &driver, &site.page.origin(), &site.cdn.origin()).await;
     let _ = client.close().await;
     outcome
+}
+
+/// The `GET`s the CDN logged for exactly `path`.
+fn gets(cdn: &Server, path: &str) -> Vec<RequestRecord> {
+    cdn.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path_and_query == path)
+        .collect()
+}
+
+/// The start of an open `Range: bytes=N-`.
+fn range_start(record: &RequestRecord) -> Option<u64> {
+    record
+        .range
+        .as_deref()?
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
+}
+
+/// Whether the browser process that held the profile has ended. Chromium's `SingletonLock` and
+/// Firefox's `lock` are symlinks to `<host>-<pid>` / `<ip>:+<pid>`; Firefox may leave its link
+/// behind, so the process named in it is what counts.
+fn profile_released(engine: Engine, profile: &std::path::Path) -> bool {
+    let lock = match engine {
+        Engine::Chromium => "SingletonLock",
+        Engine::Firefox => "lock",
+    };
+    let Ok(target) = std::fs::read_link(profile.join(lock)) else {
+        return true;
+    };
+    let target = target.to_string_lossy().into_owned();
+    let pid: String = target
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    pid.is_empty() || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn browser_restarted_mid_download(engine: Engine) -> Result<()> {
+    let site = ChaosSite::start()?;
+    let (page, cdn) = (site.page.origin(), site.cdn.origin());
+    let driver = WebDriver::start(engine)?;
+    const SMALL: u64 = 256 * 1024;
+    const BIG: u64 = 4 << 20;
+    // Paced at 384 KiB/s: about 11 s for the whole body, so the restart lands mid-way.
+    const RATE: u64 = 384 * 1024;
+    let probe = std::process::id();
+    let small_path = format!("/gen/{SMALL}/11?probe={probe}");
+    let big_path = format!("/gen/{BIG}/13?throttle={RATE}&probe={probe}");
+    let bystander = json!({ "id": "bystander", "declared": SMALL, "path": small_path });
+    let big = json!({ "id": "across-restart", "declared": BIG, "path": big_path });
+    let plan = |runs: Vec<Value>| {
+        json!({ "database": format!("restart-{}-{probe}", engine.name()), "cdn": cdn,
+                "windowMs": 60_000.0, "concurrency": 2, "runs": runs })
+    };
+
+    // First browser: the bystander is stored, then the big download starts.
+    let client = new_session(&driver).await?;
+    let first = async {
+        open_chaos_page(&client, &page).await?;
+        run_plan(&client, &plan(vec![bystander.clone()]), 1).await?;
+        client
+            .execute(
+                "window.chaos.plan = arguments[0]; return window.chaos.wake();",
+                vec![json!(plan(vec![bystander.clone(), big.clone()]).to_string())],
+            )
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sent = gets(&site.cdn, &big_path)
+                .last()
+                .map_or(0, |r| r.body_bytes_sent);
+            if sent >= 1 << 20 {
+                return Ok::<u64, anyhow::Error>(sent);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the download did not reach 1 MiB within 30 s: {:?}",
+                gets(&site.cdn, &big_path)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    .await;
+    // End the whole browser (the session's process), not just the tab.
+    let _ = client.close().await;
+    let sent_before = first?;
+    let released_by = Instant::now() + Duration::from_secs(20);
+    while !profile_released(engine, driver.profile()) {
+        ensure!(
+            Instant::now() < released_by,
+            "the browser still holds its profile 20 s after the session ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before_restart = gets(&site.cdn, &big_path);
+    ensure!(
+        before_restart.iter().all(|r| r.body_bytes_sent < BIG),
+        "it finished before the browser ended: {before_restart:?}"
+    );
+
+    // Second browser, same profile: the page wakes the worker, which continues the download.
+    let client = new_session(&driver).await?;
+    let second = async {
+        open_chaos_page(&client, &page).await?;
+        run_plan(&client, &plan(vec![bystander.clone(), big.clone()]), 2).await?;
+        call(&client, "verify").await
+    }
+    .await;
+    let _ = client.close().await;
+    let verify = second?;
+    let runs = verify["runs"].as_array().context("verify.runs")?;
+    let (small, across) = (&runs[0], &runs[1]);
+    assert_eq!(small["outcome"]["kind"], "finished", "{small}");
+    assert_eq!(
+        (&small["stored"]["size"], &small["stored"]["sha256"]),
+        (&json!(SMALL), &json!(generated_sha256(SMALL, 11))),
+        "the bystander changed: {small}"
+    );
+    assert_eq!(across["outcome"]["kind"], "finished", "{across}");
+    assert_eq!(
+        (&across["stored"]["size"], &across["stored"]["sha256"]),
+        (&json!(BIG), &json!(generated_sha256(BIG, 13))),
+        "the download across the restart: {across}"
+    );
+    assert_eq!(verify["strays"], json!([]), "nothing else is stored");
+    let after_restart: Vec<RequestRecord> = gets(&site.cdn, &big_path)
+        .into_iter()
+        .skip(before_restart.len())
+        .collect();
+    let resumed = after_restart
+        .first()
+        .context("no request after the restart")?;
+    let from = range_start(resumed).unwrap_or(0);
+    assert!(
+        from > 0 && from <= sent_before.max(before_restart.iter().map(|r| r.body_bytes_sent).sum()),
+        "the new browser resumed from its checkpoint, not from zero: {after_restart:?} \
+         (before: {before_restart:?})"
+    );
+    assert_eq!(resumed.status, 206, "{after_restart:?}");
+    eprintln!(
+        "{}: before the restart {:?}; after it {:?}",
+        engine.name(),
+        before_restart
+            .iter()
+            .map(|r| (r.range.clone(), r.status, r.body_bytes_sent))
+            .collect::<Vec<_>>(),
+        after_restart
+            .iter()
+            .map(|r| (r.range.clone(), r.status, r.body_bytes_sent))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        after_restart.iter().all(|r| range_start(r).is_some()),
+        "nothing fetched from zero after the restart: {after_restart:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, chromedriver and wasm-bindgen: run by `cargo xtask test`"]
+async fn chromium_browser_restarted_with_the_same_profile_continues_the_download() -> Result<()> {
+    browser_restarted_mid_download(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Firefox, geckodriver and wasm-bindgen: run by `cargo xtask test`"]
+async fn firefox_browser_restarted_with_the_same_profile_continues_the_download() -> Result<()> {
+    browser_restarted_mid_download(Engine::Firefox).await
 }

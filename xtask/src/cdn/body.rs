@@ -11,8 +11,8 @@
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -27,8 +27,34 @@ use super::generated::generated_bytes;
 /// Largest body frame.
 pub(crate) const FRAME: u64 = 64 * 1024;
 
-/// A flag shared by one connection and the bodies sent on it.
-pub(crate) type CloseFlag = Arc<AtomicBool>;
+/// A flag shared by one connection and the bodies sent on it: 0 (the default) while the
+/// connection stays open, then [`CLOSE_AFTER_FLUSH`] or [`ABORT`].
+pub(crate) type CloseFlag = Arc<AtomicU8>;
+/// Shut the connection down at the next flush, after every byte written so far.
+pub(crate) const CLOSE_AFTER_FLUSH: u8 = 1;
+/// Shut the connection down before writing anything more (no answer to the current request:
+/// the `outage` fault).
+pub(crate) const ABORT: u8 = 2;
+
+/// When the body of a response with `fault=outage` was cut: the start of the outage window that
+/// refuses every request of the same URL (see the module doc of `cdn`).
+#[derive(Debug, Default)]
+pub(crate) struct OutageClock {
+    cut_at: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl OutageClock {
+    /// Records that the body was cut now.
+    fn cut_now(&self) {
+        *self.cut_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether `now` falls within `ms` milliseconds after the cut (false before any cut).
+    pub(crate) fn refuses(&self, ms: u64) -> bool {
+        let cut_at = *self.cut_at.lock().unwrap_or_else(|e| e.into_inner());
+        cut_at.is_some_and(|at| at.elapsed() < Duration::from_millis(ms))
+    }
+}
 
 /// One piece of a streamed body.
 pub(crate) enum Piece {
@@ -61,6 +87,8 @@ pub(crate) struct StreamPlan {
     pub length: u64,
     pub cut: Option<Cut>,
     pub throttle: Option<u64>,
+    /// Started when a `Cut::Close` happens (the `outage` fault).
+    pub outage: Option<Arc<OutageClock>>,
 }
 
 /// The body of every response the CDN sends; counts the bytes hyper has taken from it.
@@ -130,7 +158,7 @@ impl Body for ResponseBody {
                 Some(Piece::Data(bytes)) => Some(bytes),
                 Some(Piece::CloseConnection) => {
                     if let Some(flag) = &this.close {
-                        flag.store(true, Ordering::SeqCst);
+                        flag.store(CLOSE_AFTER_FLUSH, Ordering::SeqCst);
                     }
                     this.closing = true;
                     return Poll::Pending;
@@ -197,6 +225,9 @@ async fn produce(plan: StreamPlan, tx: mpsc::Sender<Piece>) {
     }
     match plan.cut {
         Some(Cut::Close { .. }) => {
+            if let Some(clock) = &plan.outage {
+                clock.cut_now();
+            }
             let _ = tx.send(Piece::CloseConnection).await;
         }
         Some(Cut::Stall { ms, .. }) => {
@@ -217,7 +248,8 @@ async fn open_at(path: &PathBuf, start: u64) -> io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// A TCP stream that shuts itself down at the first flush after its close flag is raised.
+/// A TCP stream that shuts itself down at the first flush after its close flag is raised
+/// ([`CLOSE_AFTER_FLUSH`]), or at the first write or flush once it says [`ABORT`].
 pub(crate) struct ClosableIo {
     inner: TcpStream,
     close: CloseFlag,
@@ -226,6 +258,17 @@ pub(crate) struct ClosableIo {
 impl ClosableIo {
     pub(crate) fn new(inner: TcpStream, close: CloseFlag) -> Self {
         ClosableIo { inner, close }
+    }
+}
+
+impl ClosableIo {
+    /// Shuts the socket down without writing and reports an error, so hyper drops the connection.
+    fn abort(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection closed without an answer by a CDN fault (outage)",
+        )))
     }
 }
 
@@ -245,6 +288,9 @@ impl AsyncWrite for ClosableIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.close.load(Ordering::SeqCst) == ABORT {
+            return self.abort(cx).map(|r| r.map(|()| 0));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -253,6 +299,9 @@ impl AsyncWrite for ClosableIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.close.load(Ordering::SeqCst) == ABORT {
+            return self.abort(cx).map(|r| r.map(|()| 0));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -261,8 +310,11 @@ impl AsyncWrite for ClosableIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.close.load(Ordering::SeqCst) == ABORT {
+            return self.abort(cx);
+        }
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        if self.close.load(Ordering::SeqCst) {
+        if self.close.load(Ordering::SeqCst) == CLOSE_AFTER_FLUSH {
             ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,

@@ -4,6 +4,8 @@ use std::fmt;
 
 /// Default for `stall-ms=` when `fault=stall:N` is given without it.
 pub(crate) const DEFAULT_STALL_MS: u64 = 30_000;
+/// Default for `outage-ms=` when `fault=outage:N` is given without it.
+pub(crate) const DEFAULT_OUTAGE_MS: u64 = 2_000;
 
 /// Where `fault=redirect…` sends the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,11 @@ pub(crate) struct FaultPlan {
     pub stall_after: Option<u64>,
     /// `stall-ms=MS`.
     pub stall_ms: u64,
+    /// `fault=outage:N`: close the connection after N body bytes, then refuse every request of
+    /// this exact URL (no answer) for `outage_ms`.
+    pub outage_after: Option<u64>,
+    /// `outage-ms=MS`.
+    pub outage_ms: u64,
     /// `fault=redirect:…` / `fault=redirect-origin:…`.
     pub redirect: Option<Redirect>,
     /// `times=K`: faults apply to the first K requests of the exact URL only.
@@ -64,6 +71,8 @@ impl Default for FaultPlan {
             retry_after: None,
             stall_after: None,
             stall_ms: DEFAULT_STALL_MS,
+            outage_after: None,
+            outage_ms: DEFAULT_OUTAGE_MS,
             redirect: None,
             times: None,
             throttle: None,
@@ -117,6 +126,7 @@ impl FaultPlan {
                     plan.throttle = Some(rate);
                 }
                 "stall-ms" => plan.stall_ms = number("stall-ms", raw_value)?,
+                "outage-ms" => plan.outage_ms = number("outage-ms", raw_value)?,
                 "auth" => {
                     let token = percent_decode(raw_value)
                         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
@@ -149,6 +159,7 @@ impl FaultPlan {
             "short" => self.short_by = Some(number(&label, needs("N")?)?),
             "long" => self.long_by = Some(number(&label, needs("N")?)?),
             "stall" => self.stall_after = Some(number(&label, needs("N")?)?),
+            "outage" => self.outage_after = Some(number(&label, needs("N")?)?),
             "no-range" => self.no_range = true,
             "etag-change" => self.etag_change = true,
             "bad-content-range" => self.bad_content_range = true,
@@ -183,7 +194,7 @@ impl FaultPlan {
             other => {
                 return Err(FaultQueryError(format!(
                     "fault: unknown fault `{other}` (known: drop:N, short:N, long:N, stall:N, \
-                     no-range, etag-change, bad-content-range, no-validator, status:CODE, redirect:/path, \
+                     outage:N, no-range, etag-change, bad-content-range, no-validator, status:CODE, redirect:/path, \
                      redirect-origin:URL)"
                 )))
             }
@@ -253,6 +264,18 @@ mod tests {
         assert!(!later.etag_change);
         assert_eq!(later.throttle, Some(1000));
         assert_eq!(plan.for_request(2), plan);
+    }
+
+    #[test]
+    fn outage_takes_a_byte_count_and_a_window() {
+        let plan = FaultPlan::parse(Some("fault=outage:1000&outage-ms=750&times=1")).unwrap();
+        assert_eq!((plan.outage_after, plan.outage_ms), (Some(1000), 750));
+        assert_eq!(plan.for_request(2).outage_after, None);
+        let default = FaultPlan::parse(Some("fault=outage:5")).unwrap();
+        assert_eq!(default.outage_ms, DEFAULT_OUTAGE_MS);
+        let err = |q| FaultPlan::parse(Some(q)).unwrap_err().0;
+        assert!(err("fault=outage").contains("fault=outage needs"));
+        assert!(err("fault=outage:1&outage-ms=soon").contains("outage-ms"));
     }
 
     #[test]

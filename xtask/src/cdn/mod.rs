@@ -51,6 +51,8 @@
 //! | `fault=long:N` | `/gen` only: the body is the first len+N bytes of the same stream, `Content-Length` (and the `Content-Range` total) len+N, ETag unchanged; on a file: 400 |
 //! | `fault=stall:N` | send N body bytes, then nothing for `stall-ms` (default 30000), then close the connection |
 //! | `stall-ms=MS` | how long `stall` waits |
+//! | `fault=outage:N` | "network down and back": the connection is closed after N body bytes, and from that moment every `GET`/`HEAD` of this exact path+query, for `outage-ms` (default 2000), gets no HTTP answer at all (the connection is shut as soon as the request is read; logged with status 0); later ones are answered as usual (add `times=1` so they carry no new cut) |
+//! | `outage-ms=MS` | how long the `outage` window lasts |
 //! | `fault=no-range` | ignore `Range`/`If-Range`: 200 with the whole body |
 //! | `fault=etag-change` | ETag version = how many earlier requests this exact URL has had (first `v0`, then `v1`, …); bytes unchanged |
 //! | `fault=bad-content-range` | a 206 whose `Content-Range` start and end are 65536 too high (the bytes are those of the real range); no effect on a 200 |
@@ -105,7 +107,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use body::{ClosableIo, CloseFlag, ResponseBody, Source};
+use body::{ClosableIo, CloseFlag, OutageClock, ResponseBody, Source, ABORT};
 use faults::FaultPlan;
 use files::Lookup;
 pub use generated::{generated_bytes, generated_sha256};
@@ -155,7 +157,8 @@ pub struct RequestRecord {
     pub range: Option<String>,
     /// The `If-Range` header, if any.
     pub if_range: Option<String>,
-    /// The status code sent.
+    /// The status code sent; 0 when the connection was closed without an answer
+    /// (`fault=outage`).
     pub status: u16,
     /// Body bytes handed to the connection so far (final once the response is done).
     pub body_bytes_sent: u64,
@@ -174,6 +177,8 @@ struct Shared {
     log: Mutex<Vec<LogEntry>>,
     /// Requests seen per exact path+query (for `times=` and `etag-change`).
     counters: Mutex<HashMap<String, u64>>,
+    /// The outage window of each exact path+query served with `fault=outage`.
+    outages: Mutex<HashMap<String, Arc<OutageClock>>>,
     digests: Mutex<HashMap<(u64, u64), String>>,
 }
 
@@ -198,6 +203,29 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.outages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// `fault=outage`: `None` when `path_and_query` is inside its outage window (the request
+    /// gets no answer); otherwise the clock to hand to a response whose plan has the fault
+    /// (a fresh one, replacing the URL's old window).
+    fn outage(&self, path_and_query: &str, plan: &FaultPlan, nth: u64) -> Option<OutageState> {
+        let mut outages = self.outages.lock().unwrap_or_else(|e| e.into_inner());
+        if outages
+            .get(path_and_query)
+            .is_some_and(|clock| clock.refuses(plan.outage_ms))
+        {
+            return None;
+        }
+        if plan.for_request(nth).outage_after.is_none() {
+            return Some(OutageState(None));
+        }
+        let clock = Arc::new(OutageClock::default());
+        outages.insert(path_and_query.to_owned(), clock.clone());
+        Some(OutageState(Some(clock)))
     }
 
     /// Counts a request of `path_and_query` and returns its 1-based number.
@@ -207,6 +235,18 @@ impl Shared {
         *n += 1;
         *n
     }
+}
+
+/// What [`Shared::outage`] hands to the response: the clock its cut starts, if it has the fault.
+struct OutageState(Option<Arc<OutageClock>>);
+
+/// The answer to a request inside an outage window: the connection is shut before anything is
+/// written (the response itself is never sent).
+fn no_answer(close: &CloseFlag) -> Response<ResponseBody> {
+    close.store(ABORT, Ordering::SeqCst);
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
 }
 
 /// A running CDN. It owns a tokio runtime on its own thread; dropping it stops the server, ends
@@ -265,6 +305,7 @@ impl Server {
             extra_headers,
             log: Mutex::default(),
             counters: Mutex::default(),
+            outages: Mutex::default(),
             digests: Mutex::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -391,7 +432,8 @@ async fn handle(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let is_control = req.uri().path().starts_with("/_control/");
-    let mut response = route(shared, close, &req).await;
+    let mut response = route(shared, close.clone(), &req).await;
+    let answered = close.load(Ordering::SeqCst) != ABORT;
     add_common_headers(shared, response.headers_mut());
     if !is_control {
         let text = |name: HeaderName| {
@@ -405,7 +447,11 @@ async fn handle(
                 path_and_query,
                 range: text(header::RANGE),
                 if_range: text(header::IF_RANGE),
-                status: response.status().as_u16(),
+                status: if answered {
+                    response.status().as_u16()
+                } else {
+                    0
+                },
                 body_bytes_sent: 0,
             },
             sent: response.body().sent_counter(),
@@ -574,7 +620,11 @@ async fn generated(
         Ok(plan) => plan,
         Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
     };
-    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+    let key = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let nth = shared.count(key);
+    let Some(OutageState(outage)) = shared.outage(key, &plan, nth) else {
+        return no_answer(&close);
+    };
     // `long` is a fault like the others: past `times=K` the body is the real one.
     let served_len = len + plan.for_request(nth).long_by.unwrap_or(0);
     let representation = Representation {
@@ -588,7 +638,15 @@ async fn generated(
         content_type: "application/octet-stream",
         no_store: true,
     };
-    serve(req, plan, nth, &shared.origin, representation, close)
+    serve(
+        req,
+        plan,
+        nth,
+        &shared.origin,
+        representation,
+        close,
+        outage,
+    )
 }
 
 async fn digest(shared: &Shared, len: u64, seed: u64) -> Response<ResponseBody> {
@@ -653,6 +711,18 @@ async fn static_file(
         source: Source::File(path),
         no_store: false,
     };
-    let nth = shared.count(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
-    serve(req, plan, nth, &shared.origin, representation, close)
+    let key = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let nth = shared.count(key);
+    let Some(OutageState(outage)) = shared.outage(key, &plan, nth) else {
+        return no_answer(&close);
+    };
+    serve(
+        req,
+        plan,
+        nth,
+        &shared.origin,
+        representation,
+        close,
+        outage,
+    )
 }

@@ -1,13 +1,14 @@
 //! Building responses: a representation under Range/If-Range and the fault plan, the preflight
 //! answer, and the small fixed responses (status faults, redirects, text).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::body::{CloseFlag, Cut, ResponseBody, Source, StreamPlan, FRAME};
+use super::body::{CloseFlag, Cut, OutageClock, ResponseBody, Source, StreamPlan, FRAME};
 use super::faults::{FaultPlan, Redirect};
 use super::ranges::{self, if_range_matches, parse_range, RangeAsk};
 
@@ -33,7 +34,8 @@ pub(super) struct Representation {
 
 /// Applies the fault plan, `Range` and `If-Range` to a representation and starts its body.
 /// `nth` is the 1-based count of requests of this exact URL (for `times` and `etag-change`),
-/// `origin` this server's origin (for same-origin redirects), `close` the connection's close flag.
+/// `origin` this server's origin (for same-origin redirects), `close` the connection's close flag,
+/// `outage` the clock a `fault=outage` cut starts.
 pub(super) fn serve(
     req: &Request<Incoming>,
     plan: FaultPlan,
@@ -41,6 +43,7 @@ pub(super) fn serve(
     origin: &str,
     rep: Representation,
     close: CloseFlag,
+    outage: Option<Arc<OutageClock>>,
 ) -> Response<ResponseBody> {
     let plan = plan.for_request(nth);
 
@@ -122,6 +125,7 @@ pub(super) fn serve(
     } else {
         let cuts = [
             plan.drop_after.map(|after| Cut::Close { after }),
+            plan.outage_after.map(|after| Cut::Close { after }),
             plan.short_by.map(|by| Cut::Close {
                 after: length.saturating_sub(by),
             }),
@@ -142,6 +146,7 @@ pub(super) fn serve(
                 length,
                 cut,
                 throttle: plan.throttle,
+                outage: outage.filter(|_| plan.outage_after.is_some()),
             },
             close,
         )
