@@ -8,7 +8,11 @@
 //!   browser starts on the same profile directory, the page wakes the worker again, and the
 //!   download continues from its stored checkpoint (a `Range` from past zero) to exact bytes.
 //!
-//! Each drives the chaos crate's page and service worker (`chaos/www`, the worker runs the
+//! - the network offline and back (Chromium, DevTools `Network.emulateNetworkConditions`): a
+//!   page's own manager (the JS face, `pkg/`) downloads a paced body, the page goes offline for
+//!   3 s and back online, and the download finishes from a `Range` resume with exact bytes.
+//!
+//! The first two drive the chaos crate's page and service worker (`chaos/www`, the worker runs the
 //! library's `DownloadManager`) and checks that the first asset stays byte-for-byte the same and
 //! nothing else is stored.
 //!
@@ -400,4 +404,211 @@ async fn chromium_browser_restarted_with_the_same_profile_continues_the_download
 #[ignore = "needs Firefox, geckodriver and wasm-bindgen: run by `cargo xtask test`"]
 async fn firefox_browser_restarted_with_the_same_profile_continues_the_download() -> Result<()> {
     browser_restarted_mid_download(Engine::Firefox).await
+}
+
+/// The page of the offline case: the library's JS face from `/pkg/`, nothing else.
+const OFFLINE_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>offline</title>
+<body data-ready="no"><script type="module">
+import init, { DownloadManager } from '/pkg/background_assets.js';
+await init();
+window.ba = { DownloadManager, ends: {}, written: {} };
+document.body.dataset.ready = 'yes';
+</script>"#;
+
+/// Runs `script` (an async function body that may use `window.ba` and `arguments[0]`) in the
+/// page and returns its value; a rejection becomes an error naming it.
+async fn page_call(client: &Client, script: &str, arg: Value) -> Result<Value> {
+    let wrapped = format!(
+        "const done = arguments[arguments.length - 1];
+         (async (arg) => {{ {script} }})(arguments[0]).then(
+           (v) => done({{ ok: v === undefined ? null : v }}),
+           (e) => done({{ error: `${{e && e.name}}: ${{e && e.message}}` }}));"
+    );
+    let answer = client.execute_async(&wrapped, vec![arg]).await?;
+    if let Some(error) = answer.get("error") {
+        bail!("page call failed: {error}");
+    }
+    Ok(answer["ok"].clone())
+}
+
+/// Schedules a download in the page's manager and waits (in the page) for its end; returns
+/// `{ kind, size, sha256 (reported), read (SHA-256 of the blob read back) }` or the failure.
+const RUN_DOWNLOAD: &str = r#"
+  const { id, url, size } = arg;
+  await window.ba.manager.schedule({ id, url, size });
+  for (let i = 0; i < 1200 && !window.ba.ends[id]; i++) await new Promise((r) => setTimeout(r, 50));
+  return window.ba.ends[id] || { kind: 'timeout' };
+"#;
+
+async fn network_offline_and_back(client: &Client, driver: &WebDriver, cdn: &Server) -> Result<()> {
+    let cdn_origin = cdn.origin();
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = client.find(Locator::Css("body")).await?;
+        if body.attr("data-ready").await?.as_deref() == Some("yes") {
+            break;
+        }
+        ensure!(
+            Instant::now() < ready_by,
+            "the offline page did not load the library"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let probe = std::process::id();
+    page_call(
+        client,
+        r#"
+          const declaration = { initialDownloadRestrictions: {
+            downloadAllowance: 67108864, essentialDownloadAllowance: 67108864,
+            domainAllowList: ['127.0.0.1'] } };
+          const manager = await window.ba.DownloadManager.open({ database: arg, declaration });
+          const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
+          window.ba.read = async (finished) => {
+            const bytes = await (await finished.blob()).arrayBuffer();
+            return { size: bytes.byteLength, sha256: hex(await crypto.subtle.digest('SHA-256', bytes)) };
+          };
+          manager.setDelegate({
+            didWriteData(id, _, total) { window.ba.written[id] = total; },
+            async didFinish(id, finished) {
+              window.ba.handles = window.ba.handles || {};
+              window.ba.handles[id] = finished;
+              window.ba.ends[id] = { kind: 'finished', size: finished.size, sha256: finished.sha256,
+                                     read: await window.ba.read(finished) };
+            },
+            didFail(id, error) { window.ba.ends[id] = { kind: 'failed', name: error.name, message: error.message }; },
+          });
+          window.ba.manager = manager;
+        "#,
+        json!(format!("offline-{probe}")),
+    )
+    .await?;
+    const SMALL: u64 = 256 * 1024;
+    const BIG: u64 = 2 << 20;
+    let small_path = format!("/gen/{SMALL}/17?probe={probe}");
+    let small = page_call(
+        client,
+        RUN_DOWNLOAD,
+        json!({ "id": "bystander", "url": format!("{cdn_origin}{small_path}"), "size": SMALL }),
+    )
+    .await?;
+    let small_sha = generated_sha256(SMALL, 17);
+    assert_eq!(
+        small["read"],
+        json!({ "size": SMALL, "sha256": small_sha }),
+        "{small}"
+    );
+
+    // 2 MiB at 256 KiB/s. Chromium's offline emulation refuses new requests but does not break
+    // a connection that is already streaming (seen: the whole body kept arriving), so the
+    // network loss also breaks the connection: the CDN cuts it after 768 KiB (~3 s in), about
+    // 1.5 s after the page went offline. The transfer's retries (1 s, 2 s backoff) then meet
+    // the offline network for the rest of the 4 s.
+    const CUT: u64 = 768 * 1024;
+    let big_path = format!("/gen/{BIG}/19?fault=drop:{CUT}&times=1&throttle=262144&probe={probe}");
+    let big_url = format!("{cdn_origin}{big_path}");
+    client
+        .execute(
+            "window.ba.manager.schedule(arguments[0]); return null;",
+            vec![json!({ "id": "big", "url": big_url, "size": BIG })],
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gets(cdn, &big_path).last().map_or(0, |r| r.body_bytes_sent) < 384 * 1024 {
+        ensure!(
+            Instant::now() < deadline,
+            "the download did not start: {:?}",
+            gets(cdn, &big_path)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cdp(driver, client, "Network.enable", json!({})).await?;
+    let conditions = |offline: bool| json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
+    cdp(
+        driver,
+        client,
+        "Network.emulateNetworkConditions",
+        conditions(true),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let while_offline = gets(cdn, &big_path);
+    cdp(
+        driver,
+        client,
+        "Network.emulateNetworkConditions",
+        conditions(false),
+    )
+    .await?;
+    let end = page_call(
+        client,
+        r#"
+          for (let i = 0; i < 1200 && !window.ba.ends.big; i++) await new Promise((r) => setTimeout(r, 50));
+          const small = await window.ba.read(window.ba.handles.bystander);
+          const list = await window.ba.manager.fetchCurrentDownloads();
+          return { big: window.ba.ends.big || { kind: 'timeout' }, small, list };
+        "#,
+        json!(null),
+    )
+    .await?;
+    let logged = gets(cdn, &big_path);
+    let summary: Vec<_> = logged
+        .iter()
+        .map(|r| (r.range.clone(), r.status, r.body_bytes_sent))
+        .collect();
+    eprintln!("offline: {summary:?}; end {end}");
+    assert_eq!(end["big"]["kind"], "finished", "{end} {summary:?}");
+    assert_eq!(
+        end["big"]["read"],
+        json!({ "size": BIG, "sha256": generated_sha256(BIG, 19) }),
+        "exact bytes: {end}"
+    );
+    assert_eq!(end["big"]["sha256"], json!(generated_sha256(BIG, 19)));
+    assert_eq!(
+        end["small"],
+        json!({ "size": SMALL, "sha256": small_sha }),
+        "the bystander changed"
+    );
+    assert_eq!(end["list"], json!([]), "nothing else is running: {end}");
+    assert_eq!(
+        (while_offline.len(), while_offline[0].body_bytes_sent),
+        (1, CUT),
+        "the connection broke while offline and no retry reached the CDN: {summary:?}"
+    );
+    assert_eq!(logged.len(), 2, "one resume once back online: {summary:?}");
+    let from = range_start(&logged[1]).unwrap_or(0);
+    assert!(
+        logged[1].status == 206 && (1..=CUT).contains(&from),
+        "back online, it resumed with a Range from its stored bytes: {summary:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, chromedriver and a built pkg/: run by `cargo xtask test`"]
+async fn chromium_network_offline_and_back_finishes_from_a_range() -> Result<()> {
+    let pkg = std::env::var_os("BA_E2E_PKG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(workspace::pkg_dir);
+    ensure!(
+        pkg.join("background_assets_bg.wasm").is_file(),
+        "{} has no built package: run `cargo xtask build`",
+        pkg.display()
+    );
+    let site = ScratchDir::new("faults-offline-site")?;
+    std::fs::write(site.path().join("index.html"), OFFLINE_PAGE)?;
+    let page = Server::start(ServerConfig {
+        port: 0,
+        mounts: vec![
+            ("/pkg/".to_string(), pkg),
+            ("/".to_string(), site.path().to_path_buf()),
+        ],
+        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
+    })?;
+    let cdn = Server::start(ServerConfig::default())?;
+    let driver = WebDriver::start(Engine::Chromium)?;
+    let client = new_session(&driver).await?;
+    client.goto(&format!("{}/", page.origin())).await?;
+    let outcome = network_offline_and_back(&client, &driver, &cdn).await;
+    let _ = client.close().await;
+    outcome
 }
