@@ -511,3 +511,101 @@ pub async fn engine_resume(
     })
     .to_string())
 }
+
+/// Diagnostic for the small-files measure: `count` files of `size` bytes one after another,
+/// each phase of a run timed apart — the Web Lock (acquire + release), the container's lookup
+/// and epoch transactions, the fetch (head + body), the chunk write that also finishes — and
+/// then whole `web::transfer::run`s of the same files. Returns the mean ms per file of each.
+#[wasm_bindgen(js_name = smallProfile)]
+pub async fn small_profile(
+    cdn: String,
+    count: u32,
+    size: f64,
+    seed: f64,
+) -> Result<String, JsValue> {
+    use background_assets::web::locks::{acquire, LockOptions};
+    let (size, seed) = (size as u64, seed as u64);
+    let container = fresh_container("profile").await?;
+    let tag = probe();
+    let n = f64::from(count.max(1));
+    let mut lock_ms = 0.0;
+    let mut lookup_ms = 0.0;
+    let mut epoch_ms = 0.0;
+    let mut fetch_ms = 0.0;
+    let mut write_ms = 0.0;
+    for i in 0..count {
+        let id = format!("p-{i}");
+        let t = now_ms();
+        let guard = acquire(&format!("ba-bench-profile/{id}"), LockOptions::exclusive())
+            .await
+            .map_err(err)?
+            .ok_or_else(|| err("lock not granted"))?;
+        guard.release().await;
+        lock_ms += now_ms() - t;
+        let t = now_ms();
+        container.lookup(&id).await.map_err(err)?;
+        lookup_ms += now_ms() - t;
+        let t = now_ms();
+        let record = container.begin_epoch_record(&id).await.map_err(err)?;
+        epoch_ms += now_ms() - t;
+        let t = now_ms();
+        let url = format!("{cdn}/gen/{size}/{}?probe={tag}", seed + u64::from(i));
+        let body = fetch_bytes(&url).await.map_err(err)?;
+        fetch_ms += now_ms() - t;
+        let t = now_ms();
+        let at = background_assets::web::container::ChunkAt {
+            identifier: &id,
+            epoch: record.epoch,
+            generation: record.generation,
+            offset: 0,
+        };
+        let asset = background_assets::web::container::FinishedAsset {
+            size: body.len() as u64,
+            sha256: "00".repeat(32),
+            content_type: None,
+        };
+        container
+            .append_chunk(
+                at,
+                &js_sys::Uint8Array::from(&body[..]),
+                &JsValue::NULL,
+                Some(asset),
+            )
+            .await
+            .map_err(err)?;
+        write_ms += now_ms() - t;
+    }
+    let specs: Vec<TransferSpec> = {
+        let mut specs = Vec::new();
+        for i in 0..count {
+            let path = format!("/gen/{size}/{}?probe={}", seed + u64::from(i), tag + 1);
+            specs.push(
+                spec_for(
+                    &cdn,
+                    format!("r-{i}"),
+                    &path,
+                    size,
+                    seed + u64::from(i),
+                    4 << 20,
+                )
+                .await?,
+            );
+        }
+        specs
+    };
+    let t = now_ms();
+    for spec in specs {
+        run(&container, spec, options()).await.map_err(err)?;
+    }
+    let run_ms = now_ms() - t;
+    remove_container(container).await?;
+    Ok(json!({
+        "lock_ms": lock_ms / n,
+        "lookup_ms": lookup_ms / n,
+        "begin_epoch_ms": epoch_ms / n,
+        "fetch_ms": fetch_ms / n,
+        "write_finish_ms": write_ms / n,
+        "run_ms": run_ms / n,
+    })
+    .to_string())
+}

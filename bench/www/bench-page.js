@@ -8,7 +8,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
-  precache: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
+  precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -60,9 +60,14 @@ async function record(list, label, job) {
   }
 }
 
+// config.only (from BA_BENCH_ONLY): a list of sections to run, for quick iterations.
+function wanted(section) {
+  return !config.only || config.only.includes(section);
+}
+
 async function main() {
   const c = config;
-  for (let i = 0; i < c.coldRuns; i++) {
+  for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
     const tag = `${Date.now()}-${i}`;
     await record(results.coldOurs, `cold start (ours) ${i + 1}/${c.coldRuns}`,
       () => coldStart(`/sw.js?cold=${tag}`, `/cold/ours-${tag}/`));
@@ -77,7 +82,7 @@ async function main() {
   await ask(worker, { measure: 'ping', args: {} });
   const run = (measure, args) => async () => (await ask(worker, { measure, args })).result;
 
-  for (let i = 0; i < c.runs; i++) {
+  for (let i = 0; wanted('throughput') && i < c.runs; i++) {
     const seed = 1000 + i;
     const n = `${i + 1}/${c.runs}`;
     const big = { cdn: c.cdn, len: c.len, seed, chunk: c.chunk };
@@ -87,7 +92,7 @@ async function main() {
     await record(results.cachePut, `cache.put ${n}`, run('cachePut', big));
     await record(results.sha256, `SHA-256 in wasm ${n}`, run('sha256', { len: c.len }));
   }
-  for (let i = 0; i < c.runs; i++) {
+  for (let i = 0; wanted('small') && i < c.runs; i++) {
     const n = `${i + 1}/${c.runs}`;
     const small = { cdn: c.cdn, count: c.smallCount, size: c.smallSize, seed: 100000 + i * c.smallCount,
       concurrency: c.concurrency };
@@ -95,19 +100,23 @@ async function main() {
     await record(results.precache, `small files (sequential precache) ${n}`,
       run('precache', { ...small, seed: small.seed + 50000 }));
   }
-  for (let i = 0; i < c.runs; i++) {
+  if (wanted('profile')) {
+    await record(results.smallProfile, 'small files, phases one by one',
+      run('smallProfile', { cdn: c.cdn, count: 100, size: c.smallSize, seed: 900000 }));
+  }
+  for (let i = 0; wanted('resume') && i < c.runs; i++) {
     const n = `${i + 1}/${c.runs}`;
     const args = { cdn: c.cdn, len: c.resumeLen, seed: 2000 + i, chunk: c.chunk };
     await record(results.resumeKill, `resume after kill ${n}`, run('engineResume', { ...args, mode: 'kill' }));
     await record(results.resumePause, `resume after pause ${n}`, run('engineResume', { ...args, mode: 'pause' }));
   }
-  await record(results.managerScale, `schedule ${c.scaleCount} downloads (DownloadManager)`,
+  if (wanted('scale')) await record(results.managerScale, `schedule ${c.scaleCount} downloads (DownloadManager)`,
     run('managerScale', { cdn: c.cdn, count: c.scaleCount, budgetMs: c.scaleBudgetMs }));
   await registration.unregister();
 
   // Memory: in the page, where performance.memory exists (Chromium); wasm memory either way.
   await init({ module_or_path: '/bench-pkg/web/background_assets_bench_bg.wasm' });
-  for (let i = 0; i < c.memoryRuns; i++) {
+  for (let i = 0; wanted('memory') && i < c.memoryRuns; i++) {
     await record(results.engineMemory, `memory, ${c.memLen} bytes ${i + 1}/${c.memoryRuns}`,
       async () => JSON.parse(await bench.engineMemory(c.cdn, c.memLen, 3000 + i, c.chunk)));
   }

@@ -125,6 +125,8 @@ async function measure(data) {
       return JSON.parse(await wasm_bindgen.engineResume(a.cdn, a.len, a.seed, a.chunk, a.mode));
     case 'managerScale':
       return JSON.parse(await wasm_bindgen.managerScale(a.cdn, a.count, a.budgetMs));
+    case 'smallProfile':
+      return JSON.parse(await wasm_bindgen.smallProfile(a.cdn, a.count, a.size, a.seed));
     case 'sha256':
       return JSON.parse(wasm_bindgen.sha256Speed(a.len));
     case 'fetchDrain':

@@ -245,6 +245,69 @@ impl Tx {
     }
 }
 
+/// Where [`Container::append_chunk`] puts a chunk: the download, the epoch the writer holds, the
+/// chunk generation of its record and the byte offset (the end of the stored bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkAt<'a> {
+    /// The download's identifier.
+    pub identifier: &'a str,
+    /// The fencing token the writer holds.
+    pub epoch: u64,
+    /// The record's chunk generation ([`DownloadRecord::generation`]).
+    pub generation: u64,
+    /// Byte offset of the chunk in the file.
+    pub offset: u64,
+}
+
+/// In `tx` (over DOWNLOADS, CHUNKS and ASSETS): turns the download `record` into the finished
+/// asset — the asset record points at its chunks, an older version's chunks are deleted, the
+/// download record is removed. The caller has checked the epoch and the size; on an error it
+/// aborts `tx`.
+async fn finish_in(
+    tx: &Tx,
+    identifier: &str,
+    record: &DownloadRecord,
+    asset: FinishedAsset,
+) -> Result<StoredAsset, Error> {
+    let fail = |e: idb::Error| storage(&format!("finish `{identifier}`"), e);
+    let key = JsValue::from_str(identifier);
+    let chunks = tx.store(CHUNKS)?;
+    let assets = tx.store(ASSETS)?;
+    // Both requests issued at once, then awaited.
+    let keys = std::future::IntoFuture::into_future(
+        chunks
+            .get_all_keys(Some(generation_range(identifier, record.generation)?), None)
+            .map_err(fail)?,
+    );
+    let old =
+        std::future::IntoFuture::into_future(assets.get(Query::from(key.clone())).map_err(fail)?);
+    let keys = keys.await.map_err(fail)?;
+    if let Some(old) = old.await.map_err(fail)? {
+        let old = stored_asset(&old);
+        if old.generation != record.generation {
+            chunks
+                .delete(generation_range(identifier, old.generation)?)
+                .map_err(fail)?;
+        }
+    }
+    let stored = StoredAsset {
+        identifier: identifier.to_string(),
+        size: asset.size,
+        sha256: asset.sha256,
+        content_type: asset.content_type,
+        finished_at: js_sys::Date::now(),
+        generation: record.generation,
+        chunk_count: keys.len() as u32,
+    };
+    assets
+        .put(&asset_value(&stored), Some(&key))
+        .map_err(fail)?;
+    tx.store(DOWNLOADS)?
+        .delete(Query::from(key))
+        .map_err(fail)?;
+    Ok(stored)
+}
+
 fn chunk_key(identifier: &str, generation: u64, offset: u64) -> JsValue {
     Array::of3(
         &JsValue::from_str(identifier),
@@ -608,8 +671,16 @@ impl Container {
     /// A download seen for the first time gets a fresh chunk generation (one above the finished
     /// asset's, if there is one) and a `null` checkpoint.
     pub async fn begin_epoch(&self, identifier: &str) -> Result<u64, Error> {
+        Ok(self.begin_epoch_record(identifier).await?.epoch)
+    }
+
+    /// [`Container::begin_epoch`], returning the whole stored record as it is after the bump
+    /// (epoch, generation, stored bytes, checkpoint): one transaction where a run needs both.
+    pub async fn begin_epoch_record(&self, identifier: &str) -> Result<DownloadRecord, Error> {
         let op = "begin_epoch";
-        let tx = self.transaction(&[DOWNLOADS, ASSETS], true, false, op, identifier)?;
+        // Relaxed like the data: durability only matters across a power loss, which every
+        // context shares; ordering and visibility are the same.
+        let tx = self.transaction(&[DOWNLOADS, ASSETS], true, true, op, identifier)?;
         let key = JsValue::from_str(identifier);
         let existing = tx
             .store(DOWNLOADS)?
@@ -643,9 +714,193 @@ impl Container {
             .put(&download_value(&record), Some(&key))
             .map_err(|e| storage(op, e))?;
         tx.commit().await?;
-        Ok(record.epoch)
+        Ok(record)
     }
 
+    /// The download record and the finished asset `identifier`, read in ONE transaction.
+    pub async fn lookup(
+        &self,
+        identifier: &str,
+    ) -> Result<(Option<DownloadRecord>, Option<StoredAsset>), Error> {
+        let op = "lookup";
+        let tx = self.transaction(&[DOWNLOADS, ASSETS], false, false, op, identifier)?;
+        let key = JsValue::from_str(identifier);
+        let record = tx
+            .store(DOWNLOADS)?
+            .get(Query::from(key.clone()))
+            .map_err(|e| storage(op, e))?;
+        let asset = tx
+            .store(ASSETS)?
+            .get(Query::from(key))
+            .map_err(|e| storage(op, e))?;
+        let record = record.await.map_err(|e| storage(op, e))?;
+        let asset = asset.await.map_err(|e| storage(op, e))?;
+        Ok((
+            record.map(|v| download_record(&v)),
+            asset.map(|v| stored_asset(&v)),
+        ))
+    }
+
+    /// Appends one chunk and its checkpoint in ONE transaction, fenced like
+    /// [`Container::write_chunk`], and — with `finish` — also turns the download into the finished
+    /// asset in that same transaction (what [`Container::finish`] does).
+    ///
+    /// Everything is issued before this returns (the chunk is copied into the store's own clone
+    /// right away), so `bytes` may be reused at once, and writes issued in order commit in order;
+    /// the returned future only waits for the commit. The chunk `put` is issued before the epoch
+    /// check and undone by aborting the transaction when the check fails: [`Error::StaleEpoch`],
+    /// [`Error::DownloadDoesNotExist`], or [`Error::Storage`] for an offset that is not the end of
+    /// the stored bytes or a `generation` that is not the record's — nothing changes then.
+    pub fn append_chunk(
+        &self,
+        at: ChunkAt<'_>,
+        bytes: &Uint8Array,
+        checkpoint: &JsValue,
+        finish: Option<FinishedAsset>,
+    ) -> impl std::future::Future<Output = Result<Option<StoredAsset>, Error>> + 'static {
+        let ChunkAt {
+            identifier,
+            epoch,
+            generation,
+            offset,
+        } = at;
+        let op = if finish.is_some() {
+            "write_chunk+finish"
+        } else {
+            "write_chunk"
+        };
+        let stores: &[&str] = if finish.is_some() {
+            &[DOWNLOADS, CHUNKS, ASSETS]
+        } else {
+            &[DOWNLOADS, CHUNKS]
+        };
+        let identifier = identifier.to_string();
+        let len = bytes.length() as u64;
+        let issued = self
+            .transaction(stores, true, true, op, &identifier)
+            .and_then(|tx| {
+                let key = JsValue::from_str(&identifier);
+                // The success handler is attached now: the result may come before a first poll.
+                let record = std::future::IntoFuture::into_future(
+                    tx.store(DOWNLOADS)?
+                        .get(Query::from(key))
+                        .map_err(|e| storage(op, e))?,
+                );
+                tx.store(CHUNKS)?
+                    .put(bytes, Some(&chunk_key(&identifier, generation, offset)))
+                    .map_err(|e| storage(&format!("{op} `{identifier}`"), e))?;
+                Ok((tx, record))
+            });
+        let checkpoint = checkpoint.clone();
+        let at_epoch = (epoch, generation, offset);
+        // The checks and the record's put run as their own task: they must run when the
+        // chunk's `get` answers, while the transaction is active, whatever the caller is busy with.
+        let raw = issued.as_ref().ok().map(|(tx, _)| tx.raw.clone());
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        wasm_bindgen_futures::spawn_local(async move {
+            let outcome = match issued {
+                Ok((tx, record)) => {
+                    append_checked(
+                        tx, record, op, identifier, at_epoch, len, checkpoint, finish,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            let _ = sender.send(outcome);
+        });
+        async move {
+            // Dropped before the end (a killed run): abort, so the chunk is not left behind.
+            let mut guard = AbortOnDrop(raw);
+            let outcome = receiver.await.unwrap_or_else(|_| {
+                Err(storage(
+                    "write_chunk",
+                    "the write's task ended without an answer",
+                ))
+            });
+            guard.0 = None;
+            outcome
+        }
+    }
+}
+
+/// Aborts a transaction when dropped armed.
+struct AbortOnDrop(Option<IdbTransaction>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.abort();
+        }
+    }
+}
+
+/// The checked part of [`Container::append_chunk`], once its requests are issued.
+#[allow(clippy::too_many_arguments)]
+async fn append_checked(
+    tx: Tx,
+    record: idb::request::futures::GetStoreRequestFuture,
+    op: &str,
+    identifier: String,
+    at: (u64, u64, u64),
+    len: u64,
+    checkpoint: JsValue,
+    finish: Option<FinishedAsset>,
+) -> Result<Option<StoredAsset>, Error> {
+    let (epoch, generation, offset) = at;
+    {
+        let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
+        let value = record.await.map_err(fail)?;
+        let Some(value) = value else {
+            return tx.abort_with(Error::DownloadDoesNotExist { identifier });
+        };
+        let mut record = download_record(&value);
+        if record.epoch != epoch {
+            return tx.abort_with(Error::StaleEpoch {
+                identifier,
+                held: epoch,
+                current: record.epoch,
+            });
+        }
+        if offset != record.stored || generation != record.generation {
+            let why = format!(
+                "a chunk at {offset} of generation {generation}, but {} bytes of generation {} \
+                     are stored (chunks are appended)",
+                record.stored, record.generation
+            );
+            return tx.abort_with(storage(&format!("{op} `{identifier}`"), why));
+        }
+        record.stored = offset + len;
+        record.checkpoint = checkpoint;
+        let key = JsValue::from_str(&identifier);
+        let downloads = tx.store(DOWNLOADS)?;
+        let stored = match finish {
+            None => {
+                downloads
+                    .put(&download_value(&record), Some(&key))
+                    .map_err(fail)?;
+                None
+            }
+            Some(asset) => {
+                if record.stored != asset.size {
+                    return tx.abort_with(Error::SizeMismatch {
+                        identifier,
+                        expected: asset.size,
+                        actual: record.stored,
+                    });
+                }
+                match finish_in(&tx, &identifier, &record, asset).await {
+                    Ok(stored) => Some(stored),
+                    Err(e) => return tx.abort_with(e),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(stored)
+    }
+}
+
+impl Container {
     /// The stored state of download `identifier` (`None` if it has none).
     pub async fn load_checkpoint(&self, identifier: &str) -> Result<Option<DownloadRecord>, Error> {
         let op = "load_checkpoint";
@@ -738,6 +993,7 @@ impl Container {
             },
         )
         .await
+        .map(|_| ())
     }
 
     /// Replaces the checkpoint alone (for example after the response head), fenced by `epoch`.
@@ -749,6 +1005,7 @@ impl Container {
     ) -> Result<(), Error> {
         self.fenced(identifier, epoch, Fenced::Checkpoint { checkpoint })
             .await
+            .map(|_| ())
     }
 
     /// Restart from zero: deletes the download's chunks and stores `checkpoint` (the reset
@@ -761,6 +1018,7 @@ impl Container {
     ) -> Result<(), Error> {
         self.fenced(identifier, epoch, Fenced::Discard { checkpoint })
             .await
+            .map(|_| ())
     }
 
     /// Turns the download into a finished asset in one transaction, fenced by `epoch`: the asset
@@ -774,13 +1032,16 @@ impl Container {
         asset: FinishedAsset,
     ) -> Result<StoredAsset, Error> {
         self.fenced(identifier, epoch, Fenced::Finish { asset })
-            .await?;
-        self.asset(identifier)
             .await?
             .ok_or_else(|| storage("finish", format!("`{identifier}` vanished after finish")))
     }
 
-    async fn fenced(&self, identifier: &str, epoch: u64, action: Fenced<'_>) -> Result<(), Error> {
+    async fn fenced(
+        &self,
+        identifier: &str,
+        epoch: u64,
+        action: Fenced<'_>,
+    ) -> Result<Option<StoredAsset>, Error> {
         let (op, stores, relaxed): (&str, &[&str], bool) = match action {
             Fenced::Chunk { .. } => ("write_chunk", &[DOWNLOADS, CHUNKS], true),
             Fenced::Checkpoint { .. } => ("save_checkpoint", &[DOWNLOADS], false),
@@ -866,42 +1127,16 @@ impl Container {
                         actual: record.stored,
                     });
                 }
-                let chunks = tx.store(CHUNKS)?;
-                let assets = tx.store(ASSETS)?;
-                let keys = chunks
-                    .get_all_keys(Some(generation_range(identifier, record.generation)?), None)
-                    .map_err(fail)?
-                    .await
-                    .map_err(fail)?;
-                if let Some(old) = assets
-                    .get(Query::from(key.clone()))
-                    .map_err(fail)?
-                    .await
-                    .map_err(fail)?
-                {
-                    let old = stored_asset(&old);
-                    if old.generation != record.generation {
-                        chunks
-                            .delete(generation_range(identifier, old.generation)?)
-                            .map_err(fail)?;
-                    }
-                }
-                let stored = StoredAsset {
-                    identifier: identifier.to_string(),
-                    size: asset.size,
-                    sha256: asset.sha256,
-                    content_type: asset.content_type,
-                    finished_at: js_sys::Date::now(),
-                    generation: record.generation,
-                    chunk_count: keys.len() as u32,
+                let stored = match finish_in(&tx, identifier, &record, asset).await {
+                    Ok(stored) => stored,
+                    Err(e) => return tx.abort_with(e),
                 };
-                assets
-                    .put(&asset_value(&stored), Some(&key))
-                    .map_err(fail)?;
-                downloads.delete(Query::from(key.clone())).map_err(fail)?;
+                tx.commit().await?;
+                return Ok(Some(stored));
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(None)
     }
 
     /// The finished asset `identifier`, if there is one.

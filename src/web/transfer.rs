@@ -10,18 +10,23 @@
 //!   loop {
 //!     actions, in order:  Fetch → Fetcher::start (Range / If-Range), in the background
 //!                         Abort → drop the response (the fetch is aborted)
-//!                         Write → write_chunk(epoch) → Event::Written | WriteFailed(StaleEpoch…)
+//!                         Write → append_chunk(epoch) issued, NOT awaited: reads go on while it
+//!                                 commits (one write in flight; the next Write, Discard,
+//!                                 SaveCheckpoint or Finish waits for it) → Written | WriteFailed
+//!                                 (the last Write of a verified file also finishes it)
 //!                         Discard → discard_chunks(epoch)    SaveCheckpoint → save_checkpoint
 //!                         Finish → container.finish(epoch) → Ok(StoredAsset)
 //!                         Fail(e) → Err(e)
 //!     wait for the first of: control (pause/resume/cancel) │ lock stolen → Err(StaleEpoch)
-//!                            │ response head / body slice / end / error │ poll_timeout()
+//!                            │ response head / body slice / end / error │ write committed
+//!                            │ poll_timeout()
 //!     hand it to the transfer (the head after the allow-list check on `response.url`)
 //!   }
 //! ```
 //!
-//! Memory stays about one chunk (`chunk_size`, coalesced by the core) plus one read buffer
-//! (`read_buffer`): the body is read with [`ResponseStream::read_into`] into a bounded buffer and
+//! Memory stays about two chunks (`chunk_size`: the one the core fills, the one being committed,
+//! held by IndexedDB's clone) plus one read buffer (`read_buffer`); full chunks go to the store
+//! through one reused JS array. The body is read with [`ResponseStream::read_into`] into a bounded buffer and
 //! never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
 //! container call is its own transaction. A pending body read is never dropped while its response
 //! is still wanted (a dropped `reader.read()` would lose its bytes): the read future lives across
@@ -57,15 +62,17 @@ use std::task::{Context, Poll, Waker};
 
 use futures::future::{poll_fn, LocalBoxFuture};
 use gloo_timers::future::TimeoutFuture;
+use js_sys::Uint8Array;
 use wasm_bindgen::JsValue;
 
 use crate::core::error::{hex, Error};
+use crate::core::integrity::Sha256Stream;
 use crate::core::policy::DomainAllowList;
 use crate::core::transfer::{
     Action, Checkpoint, Event, Progress, Transfer, TransferSpec, TransferState,
 };
 use crate::core::Millis;
-use crate::web::container::{Container, FinishedAsset, StoredAsset};
+use crate::web::container::{ChunkAt, Container, FinishedAsset, StoredAsset};
 use crate::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
 use crate::web::js;
 use crate::web::locks::{acquire, LockGuard, LockOptions};
@@ -291,10 +298,11 @@ async fn already_finished(
     let Some(sha256) = spec.sha256 else {
         return Ok(None);
     };
-    if container.load_checkpoint(&spec.identifier).await?.is_some() {
+    let (record, asset) = container.lookup(&spec.identifier).await?;
+    if record.is_some() {
         return Ok(None);
     }
-    Ok(container.asset(&spec.identifier).await?.filter(|asset| {
+    Ok(asset.filter(|asset| {
         asset.sha256 == hex(&sha256) && spec.expected_size.map_or(true, |s| s == asset.size)
     }))
 }
@@ -346,9 +354,9 @@ pub async fn run(
         guard.release().await;
         return Ok(asset);
     }
-    let epoch = container.begin_epoch(&identifier).await?;
-    let record = container.load_checkpoint(&identifier).await?;
-    let transfer = match record {
+    let record = container.begin_epoch_record(&identifier).await?;
+    let (epoch, generation) = (record.epoch, record.generation);
+    let transfer = match Some(record) {
         Some(record) if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() => {
             // An unreadable checkpoint still names the stored bytes: resume() then sees a hash
             // that does not cover them and restarts from zero with a Discard.
@@ -373,6 +381,7 @@ pub async fn run(
         container,
         identifier,
         epoch,
+        generation,
         guard,
         allow: options.allow.clone(),
         page,
@@ -385,6 +394,10 @@ pub async fn run(
         buffer: None,
         content_type: None,
         last_progress: None,
+        write: None,
+        write_failed: false,
+        finished: None,
+        js_chunk: None,
     };
     let outcome = driver.drive().await;
     let Driver { guard, io, .. } = driver;
@@ -395,6 +408,9 @@ pub async fn run(
 
 type Connect = LocalBoxFuture<'static, Result<ResponseStream, Error>>;
 type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Error>)>;
+/// A chunk write in flight: its offset, length, and the commit's outcome (with the finished
+/// asset when the write also finished the download).
+type WriteJob = LocalBoxFuture<'static, (u64, u64, Result<Option<StoredAsset>, Error>)>;
 
 /// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
 /// a command) never drops a pending read.
@@ -410,6 +426,7 @@ enum Wake {
     LockLost,
     Connected(Result<ResponseStream, Error>),
     Read(ResponseStream, Vec<u8>, Result<usize, Error>),
+    Wrote(u64, u64, Result<Option<StoredAsset>, Error>),
     Timer,
 }
 
@@ -417,6 +434,8 @@ struct Driver<'c> {
     container: &'c Container,
     identifier: String,
     epoch: u64,
+    /// The download record's chunk generation (the chunks' key space).
+    generation: u64,
     guard: LockGuard,
     allow: DomainAllowList,
     page: url::Origin,
@@ -430,6 +449,15 @@ struct Driver<'c> {
     buffer: Option<Vec<u8>>,
     content_type: Option<String>,
     last_progress: Option<Progress>,
+    /// The one chunk write in flight: body reads (and hashing) go on while it commits.
+    write: Option<WriteJob>,
+    /// A write failed: later writes of this run are not issued (the transfer has failed).
+    write_failed: bool,
+    /// The asset a write that also finished the download stored.
+    finished: Option<StoredAsset>,
+    /// A JS array of one chunk's size, reused for every full chunk: IndexedDB clones the value
+    /// when the `put` is issued, so one array serves every write without new garbage.
+    js_chunk: Option<Uint8Array>,
 }
 
 impl Driver<'_> {
@@ -451,7 +479,11 @@ impl Driver<'_> {
                 self.io = Io::Reading(Box::pin(read_next(stream, buffer)));
             }
             let timeout = self.transfer.poll_timeout();
-            if matches!(self.io, Io::Idle) && timeout.is_none() && self.control.is_none() {
+            if matches!(self.io, Io::Idle)
+                && self.write.is_none()
+                && timeout.is_none()
+                && self.control.is_none()
+            {
                 return Err(Error::DownloadFailedToStart {
                     identifier: self.identifier.clone(),
                     reason: format!(
@@ -475,6 +507,7 @@ impl Driver<'_> {
         let mut lost = self.guard.lost();
         let control = self.control.clone();
         let io = &mut self.io;
+        let write = &mut self.write;
         poll_fn(move |cx| {
             if let Some(command) = control.as_ref().and_then(|c| c.poll_command(cx)) {
                 return Poll::Ready(Wake::Command(command));
@@ -497,6 +530,12 @@ impl Driver<'_> {
                     }
                 }
             }
+            if let Some(job) = write {
+                if let Poll::Ready((offset, len, result)) = job.as_mut().poll(cx) {
+                    *write = None;
+                    return Poll::Ready(Wake::Wrote(offset, len, result));
+                }
+            }
             if let Some(timer) = timer.as_mut() {
                 if Pin::new(timer).poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
@@ -510,6 +549,8 @@ impl Driver<'_> {
     async fn on_wake(&mut self, wake: Wake) -> Result<(), Error> {
         match wake {
             Wake::Command(command) => {
+                // What was stored before the command is reported before its effect.
+                self.settle_write().await;
                 let event = match command {
                     Command::Pause => Event::Pause,
                     Command::Resume => Event::Resume,
@@ -565,9 +606,114 @@ impl Driver<'_> {
                 }
                 self.buffer = Some(buffer);
             }
+            Wake::Wrote(offset, len, result) => self.on_written(offset, len, result),
             Wake::Timer => self.transfer.handle(Event::Timeout, now()),
         }
         Ok(())
+    }
+
+    /// Hands a write's outcome to the transfer.
+    fn on_written(&mut self, offset: u64, len: u64, result: Result<Option<StoredAsset>, Error>) {
+        let event = match result {
+            Ok(finished) => {
+                if finished.is_some() {
+                    self.finished = finished;
+                }
+                Event::Written { offset, len }
+            }
+            Err(error) => {
+                self.write_failed = true;
+                Event::WriteFailed(error)
+            }
+        };
+        self.transfer.handle(event, now());
+        self.report(); // every committed write is its own progress step
+    }
+
+    /// Waits for the write in flight, if any, and hands its outcome to the transfer: storage
+    /// actions are performed in order, one at a time.
+    async fn settle_write(&mut self) {
+        if let Some(job) = self.write.take() {
+            let (offset, len, result) = job.await;
+            self.on_written(offset, len, result);
+        }
+    }
+
+    /// Issues the chunk write `offset..offset+data.len()` with its checkpoint (after the write
+    /// before it committed), without waiting for it to commit. When every byte is received and
+    /// verified and this is the last write, the same transaction also finishes the download.
+    async fn start_write(&mut self, offset: u64, data: Vec<u8>, checkpoint: Checkpoint) {
+        self.settle_write().await;
+        let len = data.len() as u64;
+        if self.write_failed {
+            return; // the transfer failed on the write before: it ends with that error
+        }
+        if let Err(error) = self.stop_if_lost().await {
+            return self.on_written(offset, len, Err(error));
+        }
+        let value = match checkpoint_value(&checkpoint) {
+            Ok(value) => value,
+            Err(error) => return self.on_written(offset, len, Err(error)),
+        };
+        // The last write of a verified file finishes the download in its own transaction.
+        // (Finishing: End was handled, every byte is verified, and this write — cut at the
+        // end — is the last one; the first write of a one-chunk file is the usual case.)
+        let last = self.transfer.state() == TransferState::Finishing
+            && self.transfer.progress().bytes_received == offset + len;
+        let finish = if last {
+            self.finished_asset(offset + len, &checkpoint)
+        } else {
+            None
+        };
+        let array = self.chunk_array(&data);
+        drop(data);
+        let at = ChunkAt {
+            identifier: &self.identifier,
+            epoch: self.epoch,
+            generation: self.generation,
+            offset,
+        };
+        let job = self.container.append_chunk(at, &array, &value, finish);
+        self.write = Some(Box::pin(async move { (offset, len, job.await) }));
+        // Only a running transfer reads on while a write commits: a paused (or ending) one
+        // reports its state once what arrived is stored, as before.
+        if !matches!(
+            self.transfer.state(),
+            TransferState::Receiving | TransferState::Connecting
+        ) {
+            self.settle_write().await;
+        }
+    }
+
+    /// The bytes as a JS array for the store: the reused chunk-sized array for a full chunk,
+    /// a fresh exact one otherwise (IndexedDB would store a larger array's whole buffer).
+    fn chunk_array(&mut self, data: &[u8]) -> Uint8Array {
+        let chunk = self.transfer.spec().config.chunk_size as usize;
+        if data.len() != chunk {
+            return Uint8Array::from(data);
+        }
+        let array = self
+            .js_chunk
+            .get_or_insert_with(|| Uint8Array::new_with_length(chunk as u32));
+        array.copy_from(data);
+        array.clone()
+    }
+
+    /// What the finished asset will be, from the checkpoint of its last write (which hashes
+    /// every byte): `None` if that state is unreadable (the download is then finished apart).
+    fn finished_asset(&self, size: u64, checkpoint: &Checkpoint) -> Option<FinishedAsset> {
+        if checkpoint.bytes != size || checkpoint.hash.length() != size {
+            return None;
+        }
+        let sha256 = Sha256Stream::restore(&checkpoint.hash).ok()?.finalize();
+        if self.transfer.spec().sha256.is_some_and(|s| s != sha256) {
+            return None;
+        }
+        Some(FinishedAsset {
+            size,
+            sha256: hex(&sha256),
+            content_type: self.content_type.clone(),
+        })
     }
 
     /// Performs every queued action in order; `Some` once the run is over.
@@ -606,17 +752,9 @@ impl Driver<'_> {
                     offset,
                     data,
                     checkpoint,
-                } => {
-                    let len = data.len() as u64;
-                    let result = self.fenced_write(offset, &data, &checkpoint).await;
-                    drop(data);
-                    let event = match result {
-                        Ok(()) => Event::Written { offset, len },
-                        Err(error) => Event::WriteFailed(error),
-                    };
-                    self.transfer.handle(event, now());
-                }
+                } => self.start_write(offset, data, checkpoint).await,
                 Action::Discard { checkpoint } => {
+                    self.settle_write().await;
                     let result = match self.stop_if_lost().await {
                         Err(e) => Err(e),
                         Ok(()) => match checkpoint_value(&checkpoint) {
@@ -633,6 +771,7 @@ impl Driver<'_> {
                     }
                 }
                 Action::SaveCheckpoint(checkpoint) => {
+                    self.settle_write().await;
                     let result = match self.stop_if_lost().await {
                         Err(e) => Err(e),
                         Ok(()) => match checkpoint_value(&checkpoint) {
@@ -652,6 +791,10 @@ impl Driver<'_> {
                 Action::Finish { size, sha256 } => {
                     self.io = Io::Idle;
                     self.stream = None;
+                    self.settle_write().await;
+                    if let Some(asset) = self.finished.take() {
+                        return Some(Ok(asset)); // the last write finished it
+                    }
                     if let Err(error) = self.stop_if_lost().await {
                         return Some(Err(error));
                     }
@@ -669,24 +812,15 @@ impl Driver<'_> {
                 Action::Fail(error) => {
                     self.io = Io::Idle;
                     self.stream = None;
+                    // A write in flight still commits (a next run continues after it).
+                    if let Some(job) = self.write.take() {
+                        let _ = job.await;
+                    }
                     return Some(Err(error));
                 }
             }
         }
         None
-    }
-
-    async fn fenced_write(
-        &self,
-        offset: u64,
-        data: &[u8],
-        checkpoint: &Checkpoint,
-    ) -> Result<(), Error> {
-        self.stop_if_lost().await?;
-        let value = checkpoint_value(checkpoint)?;
-        self.container
-            .write_chunk(&self.identifier, self.epoch, offset, data, &value)
-            .await
     }
 
     /// [`Error::StaleEpoch`] once the lock was stolen: a holder that lost its lock writes nothing.
@@ -713,7 +847,13 @@ impl Driver<'_> {
     }
 
     /// Tells the control handle and the progress callback, when progress changed.
+    ///
+    /// Not while a write is in flight: bytes received after a chunk are reported once that chunk
+    /// is stored, so progress never runs ahead of a write a pause would still report after.
     fn report(&mut self) {
+        if self.write.is_some() {
+            return;
+        }
         if let Some(control) = &self.control {
             control.observe(&self.transfer);
         }

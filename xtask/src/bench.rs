@@ -102,8 +102,22 @@ impl Plan {
             "measureTimeoutMs": 300_000,
             "scaleCount": self.scale_count,
             "scaleBudgetMs": 180_000,
+            "only": only_sections(),
         })
     }
+}
+
+/// The sections named in `BA_BENCH_ONLY` (comma-separated: cold, throughput, small, resume,
+/// scale, memory), for quick iterations on one measure; `None` (every section) when unset.
+/// A partial run prints its table but leaves BENCHMARKS.md alone.
+fn only_sections() -> Option<Vec<String>> {
+    let value = std::env::var("BA_BENCH_ONLY").ok()?;
+    let sections: Vec<String> = value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!sections.is_empty()).then_some(sections)
 }
 
 /// Builds, runs every measure in the browser, prints the table, rewrites BENCHMARKS.md and
@@ -164,6 +178,13 @@ pub fn run(options: &Options) -> Result<bool> {
     let rows = numbers.rows(&plan);
     let table = render_table(&rows);
     println!("\n{table}");
+    if let Some(profile) = raw["smallProfile"].as_array().filter(|p| !p.is_empty()) {
+        // BA_BENCH_ONLY=profile: the small-file diagnostic (mean ms per file of each phase).
+        println!(
+            "bench: small-file phases (ms per file): {}",
+            Value::Array(profile.clone())
+        );
+    }
     let errors: Vec<String> = raw["errors"]
         .as_array()
         .into_iter()
@@ -175,10 +196,17 @@ pub fn run(options: &Options) -> Result<bool> {
     }
     let machine = Machine::describe(options.engine);
     let markdown = render_markdown(options, &plan, &table, &machine, &errors, started.elapsed());
-    let md_path = workspace::root().join("BENCHMARKS.md");
-    std::fs::write(&md_path, markdown)
-        .with_context(|| format!("bench: writing {}", md_path.display()))?;
-    println!("bench: wrote {}", md_path.display());
+    if let Some(sections) = only_sections() {
+        println!(
+            "bench: BA_BENCH_ONLY={} (partial run): BENCHMARKS.md left as it is",
+            sections.join(",")
+        );
+    } else {
+        let md_path = workspace::root().join("BENCHMARKS.md");
+        std::fs::write(&md_path, markdown)
+            .with_context(|| format!("bench: writing {}", md_path.display()))?;
+        println!("bench: wrote {}", md_path.display());
+    }
     if let Some(path) = &options.json {
         let mut object = numbers.json();
         object.insert("engine".into(), json!(options.engine.name()));
