@@ -55,7 +55,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+use crate::core::download::{Identifier, UrlDownload};
 use crate::core::error::Error;
 use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager};
 use crate::web::container::Container;
@@ -86,21 +86,9 @@ fn now() -> f64 {
     js_sys::Date::now()
 }
 
-/// A typed error as JavaScript sees it: an `Error` with `name`, `code` and `transient`.
-///
-/// # Example
-/// ```no_run
-/// use background_assets::core::error::Error;
-/// let e = background_assets::web::extension::error_to_js(&Error::Cancelled);
-/// # let _ = e;
-/// ```
-pub fn error_to_js(error: &Error) -> JsValue {
-    let value = js_sys::Error::new(&error.to_string());
-    value.set_name(error.name());
-    js::set(&value, "code", &JsValue::from(error.code()));
-    js::set(&value, "transient", &JsValue::from(error.is_transient()));
-    value.into()
-}
+/// Typed errors and download descriptors cross into JavaScript exactly as the JS face does it
+/// (`name`, `code`, `transient` and the variant's fields; the same descriptor keys and checks).
+pub use crate::web::bindings::{download_from_js, error_to_js};
 
 fn js_failure(operation: &str, value: &JsValue) -> Error {
     Error::Unsupported {
@@ -303,52 +291,6 @@ fn manager(handlers: &JsValue) -> DownloadManager {
         })));
     }
     manager
-}
-
-/// A download descriptor (`{ id, url, essential, size, priority, headers }`, or a JS face
-/// `UrlDownload`) as a validated [`UrlDownload`].
-///
-/// # Example
-/// ```no_run
-/// let d = js_sys::Object::new();
-/// let set = |k: &str, v: wasm_bindgen::JsValue| { js_sys::Reflect::set(&d, &k.into(), &v).unwrap(); };
-/// set("id", "level-2".into());
-/// set("url", "https://cdn.example/level-2.bin".into());
-/// let download = background_assets::web::extension::download_from_js(&d).unwrap();
-/// assert_eq!(download.identifier.as_str(), "level-2");
-/// ```
-pub fn download_from_js(value: &JsValue) -> Result<UrlDownload> {
-    let text = |key: &str| js::get(value, key).as_string().unwrap_or_default();
-    let identifier = Identifier::new(text("id"))?;
-    let mut request = DownloadRequest::get(&text("url"))?;
-    if let Some(headers) = headers_of(&js::get(value, "headers")) {
-        for (name, value) in headers {
-            request = request.with_header(&name, &value)?;
-        }
-    }
-    let essential = js::get(value, "essential").as_bool().unwrap_or(false);
-    let size = js::get(value, "size").as_f64();
-    if let Some(size) = size {
-        if !(size >= 0.0
-            && size.fract() == 0.0
-            && size <= crate::core::download::MAX_SAFE_INTEGER as f64)
-        {
-            return Err(Error::DownloadInvalid {
-                reason: format!("`{identifier}`: size {size} is not a whole number of bytes"),
-            });
-        }
-    }
-    let priority = js::get(value, "priority")
-        .as_f64()
-        .map_or(Priority::DEFAULT, |p| Priority::new(p as i64));
-    UrlDownload::new(
-        identifier,
-        request,
-        essential,
-        size.map(|s| s as u64),
-        priority,
-        now().max(0.0) as u64,
-    )
 }
 
 fn id_list(ids: &[Identifier]) -> JsValue {
