@@ -194,7 +194,8 @@ pub struct ManagerConfig {
     pub declaration: Declaration,
     /// The app's URL: its origin is always allowed and is the policy's page origin.
     pub page_url: url::Url,
-    /// Concurrency and bandwidth limits.
+    /// Concurrency and bandwidth limits of a new state (a stored state, shared by every
+    /// context, keeps its own: change them with [`DownloadManager::set_limits`]).
     pub limits: QueueLimits,
     /// How each transfer runs (chunk size, retries, stall detection).
     pub transfer: TransferConfig,
