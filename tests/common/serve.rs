@@ -229,8 +229,15 @@ mod extension {
 
         let bad = |pairs: &[(&str, JsValue)]| download_from_js(&object(pairs)).unwrap_err();
         let url: JsValue = "https://cdn.example/a".into();
+        // A missing id names the field; a malformed one is an invalid identifier.
+        let missing_id = bad(&[("url", url.clone())]);
+        assert!(
+            matches!(missing_id, Error::DownloadInvalid { .. })
+                && missing_id.to_string().contains("id"),
+            "{missing_id}"
+        );
         assert!(matches!(
-            bad(&[("url", url.clone())]),
+            bad(&[("id", "../a".into()), ("url", url.clone())]),
             Error::InvalidIdentifier { .. }
         ));
         assert!(matches!(
