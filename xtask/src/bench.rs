@@ -195,7 +195,15 @@ pub fn run(options: &Options) -> Result<bool> {
         println!("bench: a run failed: {error}");
     }
     let machine = Machine::describe(options.engine);
-    let markdown = render_markdown(options, &plan, &table, &machine, &errors, started.elapsed());
+    let markdown = render_markdown(
+        options,
+        &plan,
+        &table,
+        &machine,
+        &errors,
+        started.elapsed(),
+        &raw["smallProfile"],
+    );
     if let Some(sections) = only_sections() {
         println!(
             "bench: BA_BENCH_ONLY={} (partial run): BENCHMARKS.md left as it is",
@@ -883,6 +891,7 @@ fn render_markdown(
     machine: &Machine,
     errors: &[String],
     took: Duration,
+    profile: &Value,
 ) -> String {
     let date = command::capture(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
         .map(|d| d.trim().to_string())
@@ -911,12 +920,35 @@ fn render_markdown(
     ));
     out.push_str(table);
     out.push_str("\n\n");
+    if let Some(p) = profile
+        .as_array()
+        .and_then(|p| p.first())
+        .filter(|p| p.is_object())
+    {
+        let ms = |k: &str| p[k].as_f64().map_or("?".to_string(), |v| format!("{v:.2}"));
+        out.push_str(&format!(
+            "Small-file diagnostic (100 × 64 KiB one after another, mean ms per file of each \
+             phase of a run, timed apart): Web Lock acquire + release {}, lookup (readonly) {}, \
+             begin_epoch (readwrite) {}, fetch (head + body) {}, chunk write + finish (one \
+             readwrite transaction) {}; a whole `run` {}. The readwrite transactions of \
+             concurrent runs share the `downloads`/`chunks` stores, so IndexedDB runs them one \
+             at a time: their sum per file bounds the many-files rate whatever the concurrency.\n\n",
+            ms("lock_ms"),
+            ms("lookup_ms"),
+            ms("begin_epoch_ms"),
+            ms("fetch_ms"),
+            ms("write_finish_ms"),
+            ms("run_ms"),
+        ));
+    }
     out.push_str(
         "\\* **engine** = `background_assets::web::transfer::run`, the engine the download \
-         manager (issue 5) will call. The `manager_*` and `small_files_manager_s` \
-         fields of `--json` (and the memory and resume fields) are measured through \
-         `web::transfer::run` directly: the manager (`web::manager::DownloadManager`) landed \
-         while this benchmark was written, and only the scale rows go through it so far.\n\n",
+         manager (`web::manager::DownloadManager`) calls for each download. The `manager_*` \
+         and `small_files_manager_s` fields of `--json` (and the memory and resume fields) are \
+         measured through `web::transfer::run` directly; only the scale rows go through the \
+         manager so far. The engine writes chunk k to IndexedDB while it reads and hashes chunk \
+         k+1 (one write in flight), and finishes a verified file in the transaction of its last \
+         chunk.\n\n",
     );
     out.push_str(
         "How each number is taken (all in the same browser session):\n\n\
