@@ -259,7 +259,7 @@ fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str) -> Row {
         let scratch = ScratchDir::new(&format!("{suite}-{}", engine.name()))?;
         let profile = scratch.path().join("profile");
         std::fs::create_dir_all(&profile)?;
-        let caps = engine.capabilities(&profile);
+        let caps = suite_capabilities(engine, &profile);
         let caps_path = scratch.path().join("webdriver.json");
         std::fs::write(&caps_path, serde_json::to_string_pretty(&caps)?)
             .with_context(|| format!("writing {}", caps_path.display()))?;
@@ -295,5 +295,58 @@ fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str) -> Row {
             Some(format!("{e:#}")),
             started.elapsed(),
         ),
+    }
+}
+
+/// Firefox ends a service worker `dom.serviceWorkers.idle_extended_timeout` (30 s) after the
+/// event that woke it, even while that event's `waitUntil` promise is pending.
+/// wasm-bindgen-test-runner runs a whole `run_in_service_worker` suite inside one such event, so
+/// without these prefs Firefox kills the worker ~30 s into the suite and the runner waits, with
+/// nothing more reported, until `WASM_BINDGEN_TEST_TIMEOUT`.
+const FIREFOX_SUITE_WORKER_PREFS: [&str; 2] = [
+    "dom.serviceWorkers.idle_timeout",
+    "dom.serviceWorkers.idle_extended_timeout",
+];
+
+/// [`Engine::capabilities`] for a wasm-bindgen-test suite: in Firefox the service worker may
+/// live as long as the suite's budget ([`FIREFOX_SUITE_WORKER_PREFS`]).
+fn suite_capabilities(
+    engine: Engine,
+    profile: &std::path::Path,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut caps = engine.capabilities(profile);
+    let budget_ms: u64 = WASM_TEST_TIMEOUT_SECS.parse::<u64>().unwrap_or(360) * 1000;
+    if let Some(prefs) = caps
+        .get_mut("moz:firefoxOptions")
+        .and_then(|options| options.get_mut("prefs"))
+        .and_then(|prefs| prefs.as_object_mut())
+    {
+        for pref in FIREFOX_SUITE_WORKER_PREFS {
+            prefs.insert(pref.into(), budget_ms.into());
+        }
+    }
+    caps
+}
+
+#[cfg(test)]
+mod suite_capability_tests {
+    use super::*;
+
+    #[test]
+    fn firefox_suites_keep_their_service_worker_for_the_whole_budget() {
+        let caps = suite_capabilities(Engine::Firefox, std::path::Path::new("/tmp/p"));
+        let prefs = &caps["moz:firefoxOptions"]["prefs"];
+        for pref in FIREFOX_SUITE_WORKER_PREFS {
+            assert_eq!(prefs[pref], 360_000, "{pref}");
+        }
+        assert_eq!(
+            prefs["app.update.enabled"], false,
+            "the engine's own prefs are kept"
+        );
+        let chromium = suite_capabilities(Engine::Chromium, std::path::Path::new("/tmp/p"));
+        assert_eq!(
+            chromium,
+            Engine::Chromium.capabilities(std::path::Path::new("/tmp/p"))
+        );
     }
 }
