@@ -118,7 +118,9 @@ async fn open_with(
     let database = unique_name(&format!("ba-packs-{label}"));
     let mut config = config(&database, json, caller);
     tweak(&mut config);
-    let manager = DownloadManager::open(config).await.unwrap();
+    let manager = within("DownloadManager::open", DownloadManager::open(config))
+        .await
+        .unwrap();
     if caller != INSTALL {
         manager.did_launch().await.unwrap();
     }
@@ -126,9 +128,11 @@ async fn open_with(
 }
 
 async fn remove(manager: DownloadManager, database: &str) {
-    manager.close().await;
+    within("close", manager.close()).await;
     drop(manager);
-    Container::delete_database(database).await.unwrap();
+    within("delete_database", Container::delete_database(database))
+        .await
+        .unwrap();
 }
 
 async fn bytes_of(finished: &FinishedDownload) -> Vec<u8> {
@@ -137,6 +141,16 @@ async fn bytes_of(finished: &FinishedDownload) -> Vec<u8> {
         .await
         .unwrap();
     js_sys::Uint8Array::new(buffer.unchecked_ref()).to_vec()
+}
+
+/// `future`'s output, or a panic naming `what` after 30 s: a wait that never ends fails its test
+/// instead of hanging the whole suite.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    let timeout = gloo_timers::future::TimeoutFuture::new(30_000);
+    match select(Box::pin(future), timeout).await {
+        Either::Left((value, _)) => value,
+        Either::Right(_) => panic!("{what} did not end within 30 s"),
+    }
 }
 
 /// The next update, or a panic after 10 s.
@@ -188,7 +202,12 @@ async fn an_on_demand_pack_goes_available_downloading_downloaded_and_reads_back(
         update("maps", PackStatus::DownloadAvailable)
     );
     assert!(manager.file("maps/eu.map").await.unwrap().is_none());
-    manager.ensure_local_availability("maps").await.unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("maps"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         next_update(&mut updates).await,
         update("maps", PackStatus::Downloading)
@@ -219,7 +238,12 @@ async fn an_on_demand_pack_goes_available_downloading_downloaded_and_reads_back(
     }
     assert!(manager.file("maps/none.map").await.unwrap().is_none());
     // Available already: resolves at once, fetches nothing new.
-    manager.ensure_local_availability("maps").await.unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("maps"),
+    )
+    .await
+    .unwrap();
 
     // remove_pack deletes the stored files; the pack can be fetched again.
     let eu_id = manager
@@ -250,7 +274,13 @@ async fn unknown_packs_are_typed_errors() {
     let is_missing =
         |r: Result<_, Error>| matches!(r, Err(Error::AssetPackDoesNotExist { id }) if id == "nope");
     assert!(is_missing(manager.pack_status("nope").await.map(|_| ())));
-    assert!(is_missing(manager.ensure_local_availability("nope").await));
+    assert!(is_missing(
+        within(
+            "ensure_local_availability",
+            manager.ensure_local_availability("nope")
+        )
+        .await
+    ));
     assert!(is_missing(manager.remove_pack("nope").await));
     assert!(manager.packs().await.unwrap().is_empty());
     remove(manager, &database).await;
@@ -276,11 +306,23 @@ async fn check_for_updates_swaps_a_pack_atomically_then_deletes_the_old_files() 
         config.declaration_url = Some(pkg_json);
     })
     .await;
-    manager.ensure_local_availability("levels").await.unwrap();
-    manager.ensure_local_availability("gone").await.unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("levels"),
+    )
+    .await
+    .unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("gone"),
+    )
+    .await
+    .unwrap();
     let old_file = manager.file("levels/1.bin").await.unwrap().unwrap();
 
-    let summary = manager.check_for_updates().await.unwrap();
+    let summary = within("check_for_updates", manager.check_for_updates())
+        .await
+        .unwrap();
     assert_eq!(summary.updated, vec![Identifier::new("levels").unwrap()]);
     assert_eq!(summary.removed, vec![Identifier::new("gone").unwrap()]);
     // The new version is being fetched; the old one is what `file` answers meanwhile.
@@ -292,7 +334,12 @@ async fn check_for_updates_swaps_a_pack_atomically_then_deletes_the_old_files() 
     assert_eq!(during.identifier, old_file.identifier);
     assert_eq!(bytes_of(&during).await, source_bytes(&v1).await);
 
-    manager.ensure_local_availability("levels").await.unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("levels"),
+    )
+    .await
+    .unwrap();
     let after = manager.file("levels/1.bin").await.unwrap().unwrap();
     assert_ne!(after.identifier, old_file.identifier);
     assert_eq!(
@@ -320,7 +367,9 @@ async fn check_for_updates_swaps_a_pack_atomically_then_deletes_the_old_files() 
         Err(Error::AssetPackDoesNotExist { .. })
     ));
     // Nothing changed since: a second check updates nothing.
-    let again = manager.check_for_updates().await.unwrap();
+    let again = within("check_for_updates", manager.check_for_updates())
+        .await
+        .unwrap();
     assert!(
         again.updated.is_empty() && again.removed.is_empty(),
         "{again:?}"
@@ -343,12 +392,23 @@ async fn a_wrong_digest_in_the_manifest_fails_typed_and_keeps_the_old_version() 
         &[pack_json("maps", "1", "onDemand", &[&v1])],
     );
     let (manager, database) = open("digest", &json, Caller::Page).await;
-    manager.ensure_local_availability("maps").await.unwrap();
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("maps"),
+    )
+    .await
+    .unwrap();
     let old_file = manager.file("maps/eu.map").await.unwrap().unwrap();
 
-    let summary = manager.check_for_updates().await.unwrap();
+    let summary = within("check_for_updates", manager.check_for_updates())
+        .await
+        .unwrap();
     assert_eq!(summary.updated, vec![Identifier::new("maps").unwrap()]);
-    let failed = manager.ensure_local_availability("maps").await;
+    let failed = within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("maps"),
+    )
+    .await;
     match &failed {
         Err(Error::IntegrityMismatch {
             expected, actual, ..
@@ -400,7 +460,7 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
     );
     let (manager, database) = open("ready", &json, INSTALL).await;
     // Nothing essential is scheduled yet: the gate is open.
-    manager.ready().await.unwrap();
+    within("ready", manager.ready()).await.unwrap();
 
     let downloads = manager
         .downloads_for(ExtensionEvent::Install)
@@ -425,7 +485,7 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
         manager.pack_status("boot").await.unwrap(),
         PackStatus::Downloading
     );
-    manager.ready().await.unwrap();
+    within("ready", manager.ready()).await.unwrap();
     for pack in ["core", "boot"] {
         assert_eq!(
             manager.pack_status(pack).await.unwrap(),
@@ -467,7 +527,7 @@ async fn ready_resolves_only_after_the_essential_packs_are_stored() {
 async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_change_nothing() {
     use background_assets::web::packs::{fetch_declaration, fetch_manifest};
     let typo = url::Url::parse(&echo_url(r#"{ "maxInstalSize": 10 }"#)).unwrap();
-    match fetch_declaration(&typo).await {
+    match within("fetch", fetch_declaration(&typo)).await {
         Err(Error::InvalidDeclaration { path, reason }) => {
             assert_eq!(path, "$.maxInstalSize");
             assert!(reason.contains(typo.as_str()), "{reason}");
@@ -476,7 +536,7 @@ async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_chan
     }
     let missing =
         url::Url::parse(&format!("{}{}", cdn(), gen_path(10, 1, "fault=status:404"))).unwrap();
-    match fetch_manifest(&missing).await {
+    match within("fetch", fetch_manifest(&missing)).await {
         Err(Error::HttpStatus { identifier, status }) => {
             assert_eq!((identifier.as_str(), status), (missing.as_str(), 404));
         }
@@ -484,7 +544,7 @@ async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_chan
     }
     let no_packs = url::Url::parse(&echo_url(r#"{ "version": "2" }"#)).unwrap();
     assert!(matches!(
-        fetch_manifest(&no_packs).await,
+        within("fetch", fetch_manifest(&no_packs)).await,
         Err(Error::InvalidDeclaration { .. })
     ));
 
@@ -495,8 +555,13 @@ async fn bad_declarations_and_manifests_are_typed_errors_naming_the_url_and_chan
         &[pack_json("a", "1", "onDemand", &[&file])],
     );
     let (manager, database) = open("bad-manifest", &json, Caller::Page).await;
-    manager.ensure_local_availability("a").await.unwrap();
-    let checked = manager.check_for_updates().await;
+    within(
+        "ensure_local_availability",
+        manager.ensure_local_availability("a"),
+    )
+    .await
+    .unwrap();
+    let checked = within("check_for_updates", manager.check_for_updates()).await;
     assert!(
         matches!(&checked, Err(Error::InvalidDeclaration { path, .. }) if path == "$"),
         "{checked:?}"
@@ -516,12 +581,18 @@ async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_fil
     let core = gen_file("core/x.bin", 2_000, "throttle=8000").await;
     let json = declaration_json("", &[pack_json("core", "1", "essential", &[&core])]);
     let database = unique_name("ba-packs-two");
-    let page = DownloadManager::open(config(&database, &json, Caller::Page))
-        .await
-        .unwrap();
-    let worker = DownloadManager::open(config(&database, &json, INSTALL))
-        .await
-        .unwrap();
+    let page = within(
+        "DownloadManager::open",
+        DownloadManager::open(config(&database, &json, Caller::Page)),
+    )
+    .await
+    .unwrap();
+    let worker = within(
+        "DownloadManager::open",
+        DownloadManager::open(config(&database, &json, INSTALL)),
+    )
+    .await
+    .unwrap();
     let mut updates = page.status_updates();
     assert_eq!(
         next_update(&mut updates).await,
@@ -535,7 +606,7 @@ async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_fil
         next_update(&mut updates).await,
         update("core", PackStatus::Downloading)
     );
-    page.ready().await.unwrap();
+    within("ready", page.ready()).await.unwrap();
     assert_eq!(
         page.pack_status("core").await.unwrap(),
         PackStatus::Downloaded
@@ -554,7 +625,9 @@ async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_fil
     );
     assert!(page.file("core/x.bin").await.unwrap().is_none());
     drop(updates);
-    page.close().await;
-    worker.close().await;
-    Container::delete_database(&database).await.unwrap();
+    within("close", page.close()).await;
+    within("close", worker.close()).await;
+    within("delete_database", Container::delete_database(&database))
+        .await
+        .unwrap();
 }
