@@ -249,38 +249,7 @@ fn gzip_size(path: &Path) -> Result<u64> {
 /// Builds the bench crate for wasm32 (release) and runs wasm-bindgen for the page (`web`) and
 /// the worker (`no-modules`); returns the directory holding `web/` and `worker/`.
 fn build_bench_package() -> Result<PathBuf> {
-    command::run(Command::new("cargo").args([
-        "build",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--release",
-        "--lib",
-        "-p",
-        BENCH_CRATE,
-    ]))
-    .context("bench: compiling the bench crate")?;
-    let wasm = workspace::target_dir()
-        .join("wasm32-unknown-unknown")
-        .join("release")
-        .join(format!("{BENCH_STEM}.wasm"));
-    let out = workspace::target_dir().join("bench-pkg");
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
-    }
-    for (target, dir) in [("web", "web"), ("no-modules", "worker")] {
-        command::run(
-            Command::new("wasm-bindgen")
-                .arg("--target")
-                .arg(target)
-                .arg("--out-dir")
-                .arg(out.join(dir))
-                .arg("--out-name")
-                .arg(BENCH_STEM)
-                .arg(&wasm),
-        )
-        .with_context(|| format!("bench: wasm-bindgen --target {target}"))?;
-    }
-    Ok(out)
+    crate::build::page_and_worker_package(BENCH_CRATE, BENCH_STEM, true, "bench")
 }
 
 /// `application/x-www-form-urlencoded`-safe percent-encoding of `text`.

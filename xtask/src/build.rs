@@ -75,6 +75,48 @@ pub fn run(profile: Profile) -> Result<()> {
     Ok(())
 }
 
+/// Builds `crate_name`'s library for wasm32 (`--release` when `release`, else the dev profile)
+/// and runs wasm-bindgen on it for pages (`web/`, an ES module) and for service workers
+/// (`worker/`, a classic script) into `<target>/<what>-pkg`, which it returns. `stem` is the
+/// wasm file's stem (the crate name with `_`); `what` names the tool in errors (`chaos`,
+/// `bench`).
+pub fn page_and_worker_package(
+    crate_name: &str,
+    stem: &str,
+    release: bool,
+    what: &str,
+) -> Result<PathBuf> {
+    let mut cargo = Command::new("cargo");
+    cargo.args(["build", "--target", "wasm32-unknown-unknown"]);
+    if release {
+        cargo.arg("--release");
+    }
+    command::run(cargo.args(["--lib", "-p", crate_name]))
+        .with_context(|| format!("{what}: compiling the {what} crate"))?;
+    let wasm = workspace::target_dir()
+        .join("wasm32-unknown-unknown")
+        .join(if release { "release" } else { "debug" })
+        .join(format!("{stem}.wasm"));
+    let out = workspace::target_dir().join(format!("{what}-pkg"));
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    for (target, dir) in [("web", "web"), ("no-modules", "worker")] {
+        command::run(
+            Command::new("wasm-bindgen")
+                .arg("--target")
+                .arg(target)
+                .arg("--out-dir")
+                .arg(out.join(dir))
+                .arg("--out-name")
+                .arg(stem)
+                .arg(&wasm),
+        )
+        .with_context(|| format!("{what}: wasm-bindgen --target {target}"))?;
+    }
+    Ok(out)
+}
+
 fn bindgen(wasm: &Path, target: &str, out_dir: &Path, profile: Profile) -> Result<()> {
     let mut cmd = Command::new("wasm-bindgen");
     cmd.arg("--target")

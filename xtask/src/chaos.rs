@@ -23,10 +23,7 @@
 //! when C, L and U are 0.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -34,10 +31,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use xtask::cdn::{generated_sha256, Server, ServerConfig};
-use xtask::webdriver::{Engine, WebDriver};
+use xtask::webdriver::{cdp_execute, Engine, WebDriver};
 use xtask::workspace;
-
-use crate::command;
 
 const CHAOS_CRATE: &str = "background-assets-chaos";
 const CHAOS_STEM: &str = "background_assets_chaos";
@@ -273,17 +268,10 @@ pub fn time_seed() -> u64 {
 pub fn run(options: &Options) -> Result<Verdict> {
     let started = Instant::now();
     let pkg = build_chaos_package()?;
-    let page = Server::start(ServerConfig {
-        port: 0,
-        mounts: vec![
-            ("/chaos-pkg/".to_string(), pkg),
-            (
-                "/chaos/".to_string(),
-                workspace::root().join("chaos").join("www"),
-            ),
-        ],
-        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-    })
+    let page = Server::start(ServerConfig::no_store(vec![
+        ("/chaos-pkg/", pkg),
+        ("/chaos/", workspace::root().join("chaos").join("www")),
+    ]))
     .context("chaos: starting the page server")?;
     let cdn = Server::start(ServerConfig::default()).context("chaos: starting the CDN")?;
     let localhost = cdn.origin().replacen("127.0.0.1", "localhost", 1);
@@ -369,37 +357,7 @@ pub fn test_row(engine: Engine) -> crate::summary::Row {
 /// Builds the chaos crate for wasm32 and runs wasm-bindgen for the page (`web`) and the worker
 /// (`no-modules`); returns the directory holding `web/` and `worker/`.
 fn build_chaos_package() -> Result<PathBuf> {
-    command::run(Command::new("cargo").args([
-        "build",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--lib",
-        "-p",
-        CHAOS_CRATE,
-    ]))
-    .context("chaos: compiling the chaos crate")?;
-    let wasm = workspace::target_dir()
-        .join("wasm32-unknown-unknown")
-        .join("debug")
-        .join(format!("{CHAOS_STEM}.wasm"));
-    let out = workspace::target_dir().join("chaos-pkg");
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
-    }
-    for (target, dir) in [("web", "web"), ("no-modules", "worker")] {
-        command::run(
-            Command::new("wasm-bindgen")
-                .arg("--target")
-                .arg(target)
-                .arg("--out-dir")
-                .arg(out.join(dir))
-                .arg("--out-name")
-                .arg(CHAOS_STEM)
-                .arg(&wasm),
-        )
-        .with_context(|| format!("chaos: wasm-bindgen --target {target}"))?;
-    }
-    Ok(out)
+    crate::build::page_and_worker_package(CHAOS_CRATE, CHAOS_STEM, false, "chaos")
 }
 
 /// What the browser session produced.
@@ -476,7 +434,7 @@ async fn session(
     wake(client).await?;
 
     let session_id = client.session_id().await?.unwrap_or_default();
-    let cdp = |cmd: &str| cdp_execute(&driver.url(), &session_id, cmd);
+    let cdp = |cmd: &str| cdp_execute(&driver.url(), &session_id, cmd, json!({}));
     if options.engine == Engine::Chromium {
         cdp("ServiceWorker.enable")?;
     }
@@ -585,59 +543,6 @@ async fn call(client: &Client, name: &str) -> Result<Value> {
 async fn status(client: &Client) -> Result<Value> {
     let text = call(client, "status").await?;
     serde_json::from_str(text.as_str().unwrap_or("null")).context("parsing the page's status")
-}
-
-/// Chromium only: runs a DevTools command on the session's page through chromedriver's
-/// `goog/cdp/execute` endpoint.
-fn cdp_execute(driver_url: &str, session: &str, cmd: &str) -> Result<Value> {
-    let addr = driver_url.trim_start_matches("http://");
-    let body = json!({ "cmd": cmd, "params": {} }).to_string();
-    let request = format!(
-        "POST /session/{session}/goog/cdp/execute HTTP/1.1\r\nHost: {addr}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("CDP {cmd}: connect"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(request.as_bytes())?;
-    // Read the head, then exactly Content-Length bytes (the driver may keep the connection).
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let (head, body_start) = loop {
-        let n = stream
-            .read(&mut buffer)
-            .with_context(|| format!("CDP {cmd}: reading the answer"))?;
-        if n == 0 {
-            bail!("CDP {cmd}: the driver closed the connection without an answer");
-        }
-        received.extend_from_slice(&buffer[..n]);
-        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break (
-                String::from_utf8_lossy(&received[..end]).to_string(),
-                end + 4,
-            );
-        }
-    };
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    while received.len() < body_start + length {
-        let n = stream.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        received.extend_from_slice(&buffer[..n]);
-    }
-    let payload = String::from_utf8_lossy(&received[body_start..]).to_string();
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("CDP {cmd}: {head} {payload}");
-    }
-    Ok(serde_json::from_str(&payload).unwrap_or(Value::Null))
 }
 
 /// Sorts every planned download into finished / corrupt / lost / failed-typed / untyped, and

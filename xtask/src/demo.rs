@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use xtask::cdn::{Server, ServerConfig};
 use xtask::webdriver::{Engine, ScratchDir};
 use xtask::workspace;
@@ -151,19 +151,7 @@ pub fn start(
     cdn_url: Option<&str>,
 ) -> Result<DemoSite> {
     let pkg = workspace::pkg_dir();
-    for file in [
-        "background_assets.js",
-        "background_assets_bg.wasm",
-        "worker/background_assets.js",
-        "worker/background_assets_bg.wasm",
-        "worker/extension.js",
-    ] {
-        ensure!(
-            pkg.join(file).is_file(),
-            "{} is missing: run `cargo xtask build`",
-            pkg.join(file).display()
-        );
-    }
+    workspace::ensure_pkg_built(&pkg)?;
     let packs = demo_packs::demo_packs(scale)?;
     let (cdn, location) = match cdn_url {
         Some(url) => (None, FileLocation::Folder(demo_packs::cdn_base(url)?)),

@@ -14,6 +14,7 @@
 //! ```
 
 use std::fmt;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -309,6 +310,82 @@ impl WebDriver {
     pub fn profile(&self) -> &Path {
         self.profile.path()
     }
+
+    /// Chromium only: runs the DevTools command `cmd` with `params` on the page of the
+    /// WebDriver session `client`, through chromedriver's `goog/cdp/execute` endpoint; returns
+    /// the command's result. Blocking work runs off the async runtime (30 s read timeout).
+    pub async fn cdp(
+        &self,
+        client: &fantoccini::Client,
+        cmd: &str,
+        params: Value,
+    ) -> Result<Value> {
+        let session = client
+            .session_id()
+            .await?
+            .context("the WebDriver session has no id")?;
+        let driver_url = self.url();
+        let cmd = cmd.to_string();
+        tokio::task::spawn_blocking(move || cdp_execute(&driver_url, &session, &cmd, params))
+            .await?
+    }
+}
+
+/// Chromium only: runs the DevTools command `cmd` with `params` on the page of WebDriver
+/// session `session` at `driver_url` (`http://127.0.0.1:PORT`), through chromedriver's
+/// `goog/cdp/execute` endpoint, blocking (30 s read timeout); returns the command's result (the
+/// answer's `value`). An answer other than `200` is an error naming the command.
+pub fn cdp_execute(driver_url: &str, session: &str, cmd: &str, params: Value) -> Result<Value> {
+    let addr = driver_url.trim_start_matches("http://");
+    let body = json!({ "cmd": cmd, "params": params }).to_string();
+    let request = format!(
+        "POST /session/{session}/goog/cdp/execute HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("CDP {cmd}: connect"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
+    // Read the head, then exactly Content-Length bytes (the driver may keep the connection).
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (head, body_start) = loop {
+        let n = stream
+            .read(&mut buffer)
+            .with_context(|| format!("CDP {cmd}: reading the answer"))?;
+        if n == 0 {
+            bail!("CDP {cmd}: the driver closed the connection without an answer");
+        }
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (
+                String::from_utf8_lossy(&received[..end]).to_string(),
+                end + 4,
+            );
+        }
+    };
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while received.len() < body_start + length {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..n]);
+    }
+    let payload = String::from_utf8_lossy(&received[body_start..]).to_string();
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("CDP {cmd}: {head} {payload}");
+    }
+    let answer: Value = serde_json::from_str(&payload)
+        .with_context(|| format!("CDP {cmd}: parsing the answer {payload}"))?;
+    Ok(answer["value"].clone())
 }
 
 impl Drop for WebDriver {

@@ -7,7 +7,9 @@
 //! assert_eq!(xtask::workspace::www_dir(), root.join("www"));
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Result};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn root() -> PathBuf {
@@ -23,6 +25,35 @@ pub fn www_dir() -> PathBuf {
 /// The wasm package `cargo xtask build` writes, served at `/pkg/`.
 pub fn pkg_dir() -> PathBuf {
     root().join("pkg")
+}
+
+/// The files of a built wasm package (relative to it) that a page and a service worker load.
+pub const PKG_FILES: [&str; 5] = [
+    "background_assets.js",
+    "background_assets_bg.wasm",
+    "worker/background_assets.js",
+    "worker/background_assets_bg.wasm",
+    "worker/extension.js",
+];
+
+/// Checks that `pkg` holds every one of [`PKG_FILES`]; the error names the first one missing
+/// and how to build it.
+///
+/// # Example
+/// ```
+/// let empty = std::env::temp_dir().join("xtask-doc-no-pkg");
+/// let error = xtask::workspace::ensure_pkg_built(&empty).unwrap_err();
+/// assert!(error.to_string().contains("background_assets.js is missing"));
+/// ```
+pub fn ensure_pkg_built(pkg: &Path) -> Result<()> {
+    for file in PKG_FILES {
+        ensure!(
+            pkg.join(file).is_file(),
+            "{} is missing: run `cargo xtask build` (or `cargo xtask test`)",
+            pkg.join(file).display()
+        );
+    }
+    Ok(())
 }
 
 /// `$CARGO_TARGET_DIR` if set (relative to the root), else `<root>/target`.

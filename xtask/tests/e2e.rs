@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -64,19 +64,7 @@ impl Fixture {
         let pkg = std::env::var_os("BA_E2E_PKG")
             .map(PathBuf::from)
             .unwrap_or_else(workspace::pkg_dir);
-        for file in [
-            "background_assets.js",
-            "background_assets_bg.wasm",
-            "worker/background_assets.js",
-            "worker/background_assets_bg.wasm",
-            "worker/extension.js",
-        ] {
-            ensure!(
-                pkg.join(file).is_file(),
-                "{} is missing: run `cargo xtask build` (or `cargo xtask test`)",
-                pkg.join(file).display()
-            );
-        }
+        workspace::ensure_pkg_built(&pkg)?;
         let cdn = Server::start(ServerConfig::default()).context("starting the CDN")?;
         let cdn_origin = cdn.origin();
         let site = ScratchDir::new("e2e-site")?;
@@ -89,14 +77,10 @@ impl Fixture {
             }
         }
         write_declaration(site.path(), &cdn_origin, 1, core_throttle)?;
-        let page = Server::start(ServerConfig {
-            port: 0,
-            mounts: vec![
-                ("/pkg/".to_string(), pkg),
-                ("/".to_string(), site.path().to_path_buf()),
-            ],
-            extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-        })
+        let page = Server::start(ServerConfig::no_store(vec![
+            ("/pkg/", pkg),
+            ("/", site.path().to_path_buf()),
+        ]))
         .context("starting the page server")?;
         Ok(Fixture {
             page: Some(page),
@@ -310,22 +294,7 @@ fn is_call(entry: &Value, handler: &str, first_arg: Option<&str>) -> bool {
 
 /// Runs one Chromium DevTools command through chromedriver.
 async fn cdp(driver: &WebDriver, client: &Client, cmd: &str, params: Value) -> Result<Value> {
-    let session = client
-        .session_id()
-        .await?
-        .context("the WebDriver session has no id")?;
-    let url = format!("{}/session/{session}/goog/cdp/execute", driver.url());
-    let body = json!({ "cmd": cmd, "params": params }).to_string();
-    let cmd = cmd.to_string();
-    tokio::task::spawn_blocking(move || -> Result<Value> {
-        let mut response = ureq::post(&url)
-            .header("Content-Type", "application/json")
-            .send(body)
-            .with_context(|| format!("CDP {cmd}"))?;
-        let text = response.body_mut().read_to_string()?;
-        Ok(serde_json::from_str::<Value>(&text)?["value"].clone())
-    })
-    .await?
+    driver.cdp(client, cmd, params).await
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -66,22 +66,7 @@ fn build_chaos_package(out: &std::path::Path) -> Result<()> {
 }
 
 async fn cdp(driver: &WebDriver, client: &Client, cmd: &str, params: Value) -> Result<Value> {
-    let session = client
-        .session_id()
-        .await?
-        .context("the WebDriver session has no id")?;
-    let url = format!("{}/session/{session}/goog/cdp/execute", driver.url());
-    let body = json!({ "cmd": cmd, "params": params }).to_string();
-    let cmd = cmd.to_string();
-    tokio::task::spawn_blocking(move || -> Result<Value> {
-        let mut response = ureq::post(&url)
-            .header("Content-Type", "application/json")
-            .send(body)
-            .with_context(|| format!("CDP {cmd}"))?;
-        let text = response.body_mut().read_to_string()?;
-        Ok(serde_json::from_str::<Value>(&text)?["value"].clone())
-    })
-    .await?
+    driver.cdp(client, cmd, params).await
 }
 
 /// Calls `window.chaos.<name>()` (a promise of a JSON string) and parses its value.
@@ -146,14 +131,10 @@ impl ChaosSite {
     fn start() -> Result<ChaosSite> {
         let pkg = ScratchDir::new("faults-chaos-pkg")?;
         build_chaos_package(pkg.path())?;
-        let page = Server::start(ServerConfig {
-            port: 0,
-            mounts: vec![
-                ("/chaos-pkg/".to_string(), pkg.path().to_path_buf()),
-                ("/chaos/".to_string(), workspace::root().join("chaos/www")),
-            ],
-            extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-        })?;
+        let page = Server::start(ServerConfig::no_store(vec![
+            ("/chaos-pkg/", pkg.path().to_path_buf()),
+            ("/chaos/", workspace::root().join("chaos/www")),
+        ]))?;
         let cdn = Server::start(ServerConfig::default())?;
         Ok(ChaosSite {
             _pkg: pkg,
@@ -589,21 +570,13 @@ async fn chromium_network_offline_and_back_finishes_from_a_range() -> Result<()>
     let pkg = std::env::var_os("BA_E2E_PKG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(workspace::pkg_dir);
-    ensure!(
-        pkg.join("background_assets_bg.wasm").is_file(),
-        "{} has no built package: run `cargo xtask build`",
-        pkg.display()
-    );
+    workspace::ensure_pkg_built(&pkg)?;
     let site = ScratchDir::new("faults-offline-site")?;
     std::fs::write(site.path().join("index.html"), OFFLINE_PAGE)?;
-    let page = Server::start(ServerConfig {
-        port: 0,
-        mounts: vec![
-            ("/pkg/".to_string(), pkg),
-            ("/".to_string(), site.path().to_path_buf()),
-        ],
-        extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
-    })?;
+    let page = Server::start(ServerConfig::no_store(vec![
+        ("/pkg/", pkg),
+        ("/", site.path().to_path_buf()),
+    ]))?;
     let cdn = Server::start(ServerConfig::default())?;
     let driver = WebDriver::start(Engine::Chromium)?;
     let client = new_session(&driver).await?;

@@ -146,6 +146,30 @@ pub struct ServerConfig {
     pub extra_headers: Vec<(String, String)>,
 }
 
+impl ServerConfig {
+    /// A dev page server on a free port: each `(prefix, directory)` of `mounts` served (see
+    /// [`ServerConfig::mounts`]), every answer with `Cache-Control: no-store`.
+    ///
+    /// # Example
+    /// ```
+    /// use xtask::cdn::ServerConfig;
+    /// let config = ServerConfig::no_store(vec![("/", std::env::temp_dir())]);
+    /// assert_eq!(config.port, 0);
+    /// assert_eq!(config.mounts, vec![("/".to_string(), std::env::temp_dir())]);
+    /// assert_eq!(config.extra_headers[0], ("Cache-Control".into(), "no-store".into()));
+    /// ```
+    pub fn no_store(mounts: Vec<(&str, PathBuf)>) -> ServerConfig {
+        ServerConfig {
+            port: 0,
+            mounts: mounts
+                .into_iter()
+                .map(|(prefix, dir)| (prefix.to_string(), dir))
+                .collect(),
+            extra_headers: vec![("Cache-Control".to_string(), "no-store".to_string())],
+        }
+    }
+}
+
 /// One request as the server saw and answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
