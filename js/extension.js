@@ -46,7 +46,9 @@
   }
 
   function wasmUrl() {
-    return new URL(options.wasm || '/pkg/worker/background_assets_bg.wasm', global.location.href).href;
+    // BackgroundAssets.loadWasm() may run before (or without) extension(): the default URL then.
+    const wasm = (options && options.wasm) || '/pkg/worker/background_assets_bg.wasm';
+    return new URL(wasm, global.location.href).href;
   }
 
   // Network first (so an updated worker gets its own wasm), Cache Storage when offline.

@@ -70,7 +70,7 @@ async function main() {
   for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
     const tag = `${Date.now()}-${i}`;
     await record(results.coldOurs, `cold start (ours) ${i + 1}/${c.coldRuns}`,
-      () => coldStart(`/sw.js?cold=${tag}`, `/cold/ours-${tag}/`));
+      () => coldStart(`/bench/ours-sw.js?cold=${tag}`, `/bench/cold/ours-${tag}/`));
     await record(results.coldEmpty, `cold start (empty) ${i + 1}/${c.coldRuns}`,
       () => coldStart(`/bench/empty-sw.js?cold=${tag}`, `/bench/cold/empty-${tag}/`));
   }

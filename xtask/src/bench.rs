@@ -626,7 +626,7 @@ impl Numbers {
         let cold = g("cold_start_ms");
         let empty = g("empty_worker_start_ms");
         let mut start = Row::compare(
-            "worker cold start: register → activated + first answer, ours (www/sw.js) vs empty (ms)",
+            "worker cold start: register → activated + first answer, ours (the library worker, wasm instantiated) vs empty (ms)",
             cold,
             empty,
             1,

@@ -1,0 +1,25 @@
+// The cold-start measure's "ours": a service worker that loads the library (its worker glue, the
+// extension entry and the wasm, instantiated during install) and answers one message from its
+// wasm. It does not call BackgroundAssets.extension(): that would run the demo's install (the
+// page server's /pkg.json declares 192 MiB of packs), which is download time, not start-up time.
+// The empty worker (empty-sw.js) is the baseline.
+importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(BackgroundAssets.loadWasm().then(() => self.skipWaiting()));
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(self.clients.claim());
+});
+
+self.addEventListener('message', (event) => {
+  const port = event.ports[0];
+  if (!port) return;
+  event.waitUntil(
+    BackgroundAssets.loadWasm().then(
+      (wasm) => port.postMessage({ type: 'hello', version: wasm.version() }),
+      (error) => port.postMessage({ type: 'hello', error: String(error) }),
+    ),
+  );
+});
