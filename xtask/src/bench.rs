@@ -949,7 +949,7 @@ fn render_markdown(
          - Size: `pkg/background_assets_bg.wasm` from `cargo xtask build` (release), raw and \
          `gzip -9`.\n\
          - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
-         first message answered, the demo's `www/sw.js` (loads the library's wasm in `install`) \
+         first message answered, `bench/www/ours-sw.js` (the library's worker glue and extension entry, its wasm instantiated in `install`) \
          vs a worker that does nothing; each run registers a new scope and script URL and \
          unregisters after.\n",
     );
