@@ -127,6 +127,11 @@ fn bindgen(wasm: &Path, target: &str, out_dir: &Path, profile: Profile) -> Resul
         .arg(STEM);
     if profile == Profile::Dev {
         cmd.arg("--debug").arg("--keep-debug");
+    } else {
+        // Function names (a third of the file) and the producers note are not needed to run:
+        // the release package ships without them.
+        cmd.arg("--remove-name-section")
+            .arg("--remove-producers-section");
     }
     cmd.arg(wasm);
     command::run(&mut cmd).with_context(|| format!("build: wasm-bindgen --target {target}"))
