@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use background_assets::core::declaration::parse_declaration;
-use background_assets::core::download::{
-    DownloadRequest, Identifier, PackMember, Priority, UrlDownload,
-};
+use background_assets::core::download::{Identifier, PackMember};
 use background_assets::core::error::{hex, Error};
 use background_assets::core::manager::pack_file_identifier;
 use background_assets::web::container::Container;
@@ -30,7 +28,9 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use super::common::{cdn_sha256, gen_path, gets, probe, unique_id, unique_name};
+use super::common::{
+    cdn_download, cdn_sha256, gen_path, gets, probe, unique_id, unique_name, wait_until,
+};
 
 const KIB: u64 = 1 << 10;
 /// Chunk size of every case: interruptions land between known chunk boundaries.
@@ -93,17 +93,6 @@ impl DownloadManagerDelegate for Recorder {
     }
 }
 
-/// Polls `ready` every 5 ms; panics naming `what` after 15 s.
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if ready() {
-            return;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 async fn sleep(ms: u32) {
     gloo_timers::future::TimeoutFuture::new(ms).await;
 }
@@ -145,22 +134,25 @@ fn config(database: &str, declaration: &str) -> ManagerConfig {
 const ALLOW_LOOPBACK: &str = r#"{ "initialDownloadRestrictions":
     { "domainAllowList": ["127.0.0.1"] } }"#;
 
-fn download(id: &str, url: &str, len: Option<u64>) -> UrlDownload {
-    UrlDownload::new(
-        Identifier::new(id).unwrap(),
-        DownloadRequest::get(url).unwrap(),
-        false,
-        len,
-        Priority::DEFAULT,
-        js_sys::Date::now() as u64,
-    )
-    .unwrap()
-}
-
 async fn blob_sha256(blob: &web_sys::Blob) -> (u64, String) {
     let buffer = JsFuture::from(blob.array_buffer()).await.unwrap();
     let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
     (bytes.len() as u64, hex(&Sha256::digest(&bytes)))
+}
+
+/// A seed in `base..base + 1000` no other run of the suite uses for the same case.
+fn seed_near(base: u64) -> u64 {
+    base + probe() % 1000
+}
+
+/// One download of a case, as it ended.
+struct Ran {
+    id: String,
+    /// The CDN path (and query) it fetched.
+    path: String,
+    outcome: Outcome,
+    /// From scheduling to its end, in ms.
+    took_ms: f64,
 }
 
 impl Case {
@@ -183,11 +175,11 @@ impl Case {
         let recorder = Rc::new(Recorder::default());
         manager.set_delegate(Some(recorder.clone()));
         let len = 96 * KIB + 7;
-        let seed = 90_000 + probe() % 1000;
+        let seed = seed_near(90_000);
         let id = unique_id("bystander");
-        let url = format!("{}{}", cdn(), gen_path(len, seed, ""));
+        let path = gen_path(len, seed, "");
         manager
-            .schedule(download(&id, &url, Some(len)))
+            .schedule(cdn_download(&id, &path, Some(len)))
             .await
             .unwrap();
         let mut case = Case {
@@ -219,14 +211,54 @@ impl Case {
         self.recorder.outcome(id).unwrap()
     }
 
-    /// Schedules `path` on the CDN as `id` (declared size `len`) and waits for its end.
-    async fn run(&self, id: &str, path: &str, len: Option<u64>) -> Outcome {
-        let url = format!("{}{path}", cdn());
+    /// Schedules a fresh download labelled `label` of `/gen/len/seed?query` on the CDN with the
+    /// declared size `declared`, without waiting: its identifier and path.
+    async fn start(
+        &self,
+        label: &str,
+        len: u64,
+        seed: u64,
+        query: &str,
+        declared: Option<u64>,
+    ) -> (String, String) {
+        let id = unique_id(label);
+        let path = gen_path(len, seed, query);
         self.manager
-            .schedule(download(id, &url, len))
+            .schedule(cdn_download(&id, &path, declared))
             .await
             .unwrap();
-        self.end_of(id).await
+        (id, path)
+    }
+
+    /// Downloads `/gen/len/seed?query` (declared size `len`) as a fresh `label` download and
+    /// waits for its end.
+    async fn run_gen(&self, label: &str, len: u64, seed: u64, query: &str) -> Ran {
+        let started = js_sys::Date::now();
+        let (id, path) = self.start(label, len, seed, query, Some(len)).await;
+        let outcome = self.end_of(&id).await;
+        let took_ms = js_sys::Date::now() - started;
+        Ran {
+            id,
+            path,
+            outcome,
+            took_ms,
+        }
+    }
+
+    /// [`Case::run_gen`], asserting it finished with exactly the CDN's bytes
+    /// ([`Case::assert_finished`]).
+    async fn finishes(&self, label: &str, len: u64, seed: u64, query: &str) -> Ran {
+        let ran = self.run_gen(label, len, seed, query).await;
+        self.assert_finished(&ran.id, &ran.outcome, len, seed).await;
+        ran
+    }
+
+    /// [`Case::run_gen`], asserting it failed and left nothing stored
+    /// ([`Case::assert_failed_and_gone`]): the download and its error.
+    async fn fails(&self, label: &str, len: u64, seed: u64, query: &str) -> (Ran, Error) {
+        let ran = self.run_gen(label, len, seed, query).await;
+        let error = self.assert_failed_and_gone(&ran.id, &ran.outcome).await;
+        (ran, error)
     }
 
     /// The stored asset's size and the SHA-256 of its bytes as read back, if stored.
@@ -330,23 +362,50 @@ impl Case {
     }
 }
 
+/// A case of its own (the default configuration tuned by `tune`) in which one download of
+/// `/gen/len/<a seed near seed_base>?query` must finish with exactly the CDN's bytes: the
+/// download and the CDN's log of its URL.
+async fn finishes_in_own_case(
+    label: &str,
+    tune: impl FnOnce(&mut ManagerConfig),
+    len: u64,
+    seed_base: u64,
+    query: &str,
+) -> (Ran, Vec<super::common::Logged>) {
+    let case = Case::open(label, tune).await;
+    let ran = case.finishes(label, len, seed_near(seed_base), query).await;
+    let logged = gets(&ran.path).await;
+    case.close().await;
+    (ran, logged)
+}
+
+/// A case of its own (the default configuration tuned by `tune`) in which one download of
+/// `/gen/len/<a seed near seed_base>?query` must fail and leave nothing stored: the download,
+/// its error and the CDN's log of its URL.
+async fn fails_in_own_case(
+    label: &str,
+    tune: impl FnOnce(&mut ManagerConfig),
+    len: u64,
+    seed_base: u64,
+    query: &str,
+) -> (Ran, Error, Vec<super::common::Logged>) {
+    let case = Case::open(label, tune).await;
+    let (ran, error) = case.fails(label, len, seed_near(seed_base), query).await;
+    let logged = gets(&ran.path).await;
+    case.close().await;
+    (ran, error, logged)
+}
+
 /// A fault answered to the resume of a throttled download (`fault`, applied to every request):
 /// the download still finishes with exact bytes; returns the CDN's log of its requests.
 async fn resume_answered_with(label: &str, fault: &str) -> Vec<super::common::Logged> {
     const LEN: u64 = 384 * KIB;
     let case = Case::open(label, |_| {}).await;
-    let id = unique_id(label);
-    let seed = 91_000 + probe() % 1000;
-    let path = gen_path(
-        LEN,
-        seed,
-        format!("{fault}&throttle=786432").trim_start_matches('&'),
-    );
-    let url = format!("{}{path}", cdn());
-    case.manager
-        .schedule(download(&id, &url, Some(LEN)))
-        .await
-        .unwrap();
+    let seed = seed_near(91_000);
+    let query = format!("{fault}&throttle=786432");
+    let (id, path) = case
+        .start(label, LEN, seed, query.trim_start_matches('&'), Some(LEN))
+        .await;
     case.pause_and_resume_after(&id, CHUNK).await;
     let outcome = case.end_of(&id).await;
     case.assert_finished(&id, &outcome, LEN, seed).await;
@@ -362,21 +421,14 @@ async fn resume_answered_with(label: &str, fault: &str) -> Vec<super::common::Lo
 
 #[wasm_bindgen_test]
 async fn fault_connection_dropped_mid_body_resumes_with_range() {
-    const LEN: u64 = 512 * KIB;
-    let case = Case::open("drop", |_| {}).await;
-    let id = unique_id("drop");
-    let seed = 92_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=drop:200000&times=1");
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
-    let logged = gets(&path).await;
+    let query = "fault=drop:200000&times=1";
+    let (_, logged) = finishes_in_own_case("drop", |_| {}, 512 * KIB, 92_000, query).await;
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(logged[0].sent, 200_000, "{logged:?}");
     // The browser may discard what was still queued when the connection broke (Chromium does):
     // with nothing received there is nothing to resume from, else the rest comes as a 206.
     let expected = if logged[1].range.is_some() { 206 } else { 200 };
     assert_eq!(logged[1].status, expected, "{logged:?}");
-    case.close().await;
 }
 
 #[wasm_bindgen_test]
@@ -394,17 +446,12 @@ async fn fault_network_offline_and_back_resumes_with_range() {
         c.transfer.backoff_max_ms = 400;
     })
     .await;
-    let id = unique_id("offline");
-    let seed = 108_000 + probe() % 1000;
-    let path = gen_path(
-        LEN,
-        seed,
-        &format!("fault=outage:{CUT}&outage-ms=800&times=1&throttle=262144"),
-    );
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    let logged = gets(&path).await;
-    wasm_bindgen_test::console_log!("offline case: {outcome:?} {logged:?}");
-    case.assert_finished(&id, &outcome, LEN, seed).await;
+    let seed = seed_near(108_000);
+    let query = format!("fault=outage:{CUT}&outage-ms=800&times=1&throttle=262144");
+    let ran = case.run_gen("offline", LEN, seed, &query).await;
+    let logged = gets(&ran.path).await;
+    wasm_bindgen_test::console_log!("offline case: {:?} {logged:?}", ran.outcome);
+    case.assert_finished(&ran.id, &ran.outcome, LEN, seed).await;
     assert_eq!(
         (logged[0].range.as_deref(), logged[0].sent),
         (None, CUT),
@@ -468,56 +515,38 @@ async fn fault_wrong_content_range_restarts_from_zero() {
 
 #[wasm_bindgen_test]
 async fn fault_no_validator_restarts_from_zero() {
-    const LEN: u64 = 512 * KIB;
-    let case = Case::open("no-validator", |_| {}).await;
-    let id = unique_id("no-validator");
-    let seed = 93_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=no-validator,drop:200000&times=1");
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
-    let logged = gets(&path).await;
+    let query = "fault=no-validator,drop:200000&times=1";
+    let (_, logged) = finishes_in_own_case("no-validator", |_| {}, 512 * KIB, 93_000, query).await;
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(
         (logged[1].range.as_deref(), logged[1].if_range.as_deref()),
         (None, None),
         "nothing to resume against: {logged:?}"
     );
-    case.close().await;
 }
 
 #[wasm_bindgen_test]
 async fn fault_body_shorter_than_content_length_resumes() {
-    const LEN: u64 = 512 * KIB;
-    let case = Case::open("short", |_| {}).await;
-    let id = unique_id("short");
-    let seed = 94_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=short:100000&times=1");
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
-    let logged = gets(&path).await;
+    let query = "fault=short:100000&times=1";
+    let (_, logged) = finishes_in_own_case("short", |_| {}, 512 * KIB, 94_000, query).await;
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(logged[1].status, 206, "{logged:?}");
-    case.close().await;
 }
 
 #[wasm_bindgen_test]
 async fn fault_body_longer_than_declared_fails_with_size_mismatch() {
     const LEN: u64 = 256 * KIB;
-    let case = Case::open("long", |_| {}).await;
-    let id = unique_id("long");
-    let path = gen_path(LEN, 95_000 + probe() % 1000, "fault=long:1000");
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    let error = case.assert_failed_and_gone(&id, &outcome).await;
+    let (ran, error, logged) =
+        fails_in_own_case("long", |_| {}, LEN, 95_000, "fault=long:1000").await;
     assert_eq!(
         error,
         Error::SizeMismatch {
-            identifier: id.clone(),
+            identifier: ran.id,
             expected: LEN,
             actual: LEN + 1000
         }
     );
-    assert_eq!(gets(&path).await.len(), 1, "no retry");
-    case.close().await;
+    assert_eq!(logged.len(), 1, "no retry");
 }
 
 #[wasm_bindgen_test]
@@ -527,18 +556,9 @@ async fn fault_416_for_a_resume_restarts_from_zero() {
     const LEN: u64 = 192 * KIB;
     const EXTRA: u64 = 256 * KIB;
     let case = Case::open("416", |_| {}).await;
-    let id = unique_id("r416");
-    let seed = 96_000 + probe() % 1000;
-    let path = gen_path(
-        LEN,
-        seed,
-        &format!("fault=long:{EXTRA}&times=1&throttle=393216"),
-    );
-    let url = format!("{}{path}", cdn());
-    case.manager
-        .schedule(download(&id, &url, None))
-        .await
-        .unwrap();
+    let seed = seed_near(96_000);
+    let query = format!("fault=long:{EXTRA}&times=1&throttle=393216");
+    let (id, path) = case.start("r416", LEN, seed, &query, None).await;
     case.pause_and_resume_after(&id, LEN + CHUNK).await;
     let outcome = case.end_of(&id).await;
     let logged = gets(&path).await;
@@ -556,77 +576,57 @@ async fn fault_416_for_a_resume_restarts_from_zero() {
 
 #[wasm_bindgen_test]
 async fn fault_503_retry_after_is_honoured() {
-    const LEN: u64 = 128 * KIB;
-    let case = Case::open("retry-after", |_| {}).await;
-    let id = unique_id("retry-after");
-    let seed = 97_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=status:503&retry-after=1&times=1");
-    let started = js_sys::Date::now();
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    let took = js_sys::Date::now() - started;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
+    let query = "fault=status:503&retry-after=1&times=1";
+    let (ran, logged) = finishes_in_own_case("retry-after", |_| {}, 128 * KIB, 97_000, query).await;
+    let took = ran.took_ms;
     assert!(
         took >= 900.0,
         "waited {took} ms, not the 1 s Retry-After (the backoff is 50 ms)"
     );
-    assert_eq!(gets(&path).await.len(), 2);
-    case.close().await;
+    assert_eq!(logged.len(), 2);
 }
 
 #[wasm_bindgen_test]
 async fn fault_503_retry_after_is_clamped() {
-    const LEN: u64 = 128 * KIB;
-    let case = Case::open("clamped", |c| c.transfer.retry_after_max_ms = 400).await;
-    let id = unique_id("clamped");
-    let seed = 98_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=status:503&retry-after=3600&times=1");
-    let started = js_sys::Date::now();
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    let took = js_sys::Date::now() - started;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
+    let clamp = |c: &mut ManagerConfig| c.transfer.retry_after_max_ms = 400;
+    let query = "fault=status:503&retry-after=3600&times=1";
+    let (ran, _) = finishes_in_own_case("clamped", clamp, 128 * KIB, 98_000, query).await;
+    let took = ran.took_ms;
     assert!(
         (350.0..5_000.0).contains(&took),
         "waited {took} ms: should be the 400 ms clamp (not an hour, not the 50 ms backoff)"
     );
-    case.close().await;
 }
 
 #[wasm_bindgen_test]
 async fn fault_repeated_503_ends_in_retries_exhausted() {
-    let case = Case::open("503", |_| {}).await;
-    let id = unique_id("always-503");
-    let path = gen_path(128 * KIB, 99_000 + probe() % 1000, "fault=status:503");
-    let outcome = case.run(&id, &path, Some(128 * KIB)).await;
-    let error = case.assert_failed_and_gone(&id, &outcome).await;
+    let (ran, error, logged) =
+        fails_in_own_case("always-503", |_| {}, 128 * KIB, 99_000, "fault=status:503").await;
     assert!(
         matches!(&error, Error::RetriesExhausted { identifier, attempts, .. }
-            if *identifier == id && *attempts == MAX_ATTEMPTS),
+            if *identifier == ran.id && *attempts == MAX_ATTEMPTS),
         "{error:?}"
     );
-    assert_eq!(gets(&path).await.len(), MAX_ATTEMPTS as usize);
-    case.close().await;
+    assert_eq!(logged.len(), MAX_ATTEMPTS as usize);
 }
 
 #[wasm_bindgen_test]
 async fn fault_404_and_410_fail_without_retries() {
     let case = Case::open("gone", |_| {}).await;
     for status in [404u16, 410] {
-        let id = unique_id(&format!("s{status}"));
-        let path = gen_path(
-            128 * KIB,
-            100_000 + probe() % 1000,
-            &format!("fault=status:{status}"),
-        );
-        let outcome = case.run(&id, &path, Some(128 * KIB)).await;
-        let error = case.assert_failed_and_gone(&id, &outcome).await;
+        let label = format!("s{status}");
+        let query = format!("fault=status:{status}");
+        let (ran, error) = case
+            .fails(&label, 128 * KIB, seed_near(100_000), &query)
+            .await;
         assert_eq!(
             error,
             Error::HttpStatus {
-                identifier: id.clone(),
+                identifier: ran.id.clone(),
                 status
             }
         );
-        assert_eq!(gets(&path).await.len(), 1, "{status}: no retry");
+        assert_eq!(gets(&ran.path).await.len(), 1, "{status}: no retry");
     }
     case.close().await;
 }
@@ -634,40 +634,27 @@ async fn fault_404_and_410_fail_without_retries() {
 #[wasm_bindgen_test]
 async fn fault_stall_after_n_bytes_ends_in_stalled() {
     // Every attempt restarts from zero (no-range) and stalls at the same byte: no progress.
-    let case = Case::open("stall", |c| c.transfer.max_attempts = 2).await;
-    let id = unique_id("stall");
-    let path = gen_path(
-        256 * KIB,
-        101_000 + probe() % 1000,
-        "fault=stall:32768,no-range&stall-ms=4000",
-    );
-    let outcome = case.run(&id, &path, Some(256 * KIB)).await;
-    let error = case.assert_failed_and_gone(&id, &outcome).await;
+    let two_attempts = |c: &mut ManagerConfig| c.transfer.max_attempts = 2;
+    let query = "fault=stall:32768,no-range&stall-ms=4000";
+    let (ran, error, logged) =
+        fails_in_own_case("stall", two_attempts, 256 * KIB, 101_000, query).await;
     assert_eq!(
         error,
         Error::Stalled {
-            identifier: id.clone(),
+            identifier: ran.id,
             min_bytes_per_sec: 1024,
             window_ms: 300
         }
     );
-    assert_eq!(gets(&path).await.len(), 2);
-    case.close().await;
+    assert_eq!(logged.len(), 2);
 }
 
 #[wasm_bindgen_test]
 async fn fault_a_stall_that_recovers_finishes() {
-    const LEN: u64 = 256 * KIB;
-    let case = Case::open("stall-once", |_| {}).await;
-    let id = unique_id("stall-once");
-    let seed = 102_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "fault=stall:100000&stall-ms=4000&times=1");
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
-    let logged = gets(&path).await;
+    let query = "fault=stall:100000&stall-ms=4000&times=1";
+    let (_, logged) = finishes_in_own_case("stall-once", |_| {}, 256 * KIB, 102_000, query).await;
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(logged[1].status, 206, "{logged:?}");
-    case.close().await;
 }
 
 #[wasm_bindgen_test]
@@ -676,13 +663,11 @@ async fn fault_redirect_to_an_allowed_domain_finishes() {
     let allow_both = r#"{ "initialDownloadRestrictions":
         { "domainAllowList": ["127.0.0.1", "localhost"] } }"#;
     let case = Case::open_with("redirect-ok", allow_both, |_| {}).await;
-    let id = unique_id("redirect-ok");
-    let seed = 103_000 + probe() % 1000;
+    let seed = seed_near(103_000);
     let target = format!("{}/gen/{LEN}/{seed}", cdn_as_localhost());
-    let path = gen_path(LEN, seed, &format!("fault=redirect-origin:{target}"));
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    case.assert_finished(&id, &outcome, LEN, seed).await;
-    assert_eq!(gets(&path).await[0].status, 302);
+    let query = format!("fault=redirect-origin:{target}");
+    let ran = case.finishes("redirect-ok", LEN, seed, &query).await;
+    assert_eq!(gets(&ran.path).await[0].status, 302);
     case.close().await;
 }
 
@@ -690,12 +675,10 @@ async fn fault_redirect_to_an_allowed_domain_finishes() {
 async fn fault_redirect_to_a_disallowed_domain_is_refused() {
     const LEN: u64 = 256 * KIB;
     let case = Case::open("redirect-no", |_| {}).await;
-    let id = unique_id("redirect-no");
-    let seed = 104_000 + probe() % 1000;
+    let seed = seed_near(104_000);
     let target = format!("{}/gen/{LEN}/{seed}", cdn_as_localhost());
-    let path = gen_path(LEN, seed, &format!("fault=redirect-origin:{target}"));
-    let outcome = case.run(&id, &path, Some(LEN)).await;
-    let error = case.assert_failed_and_gone(&id, &outcome).await;
+    let query = format!("fault=redirect-origin:{target}");
+    let (_, error) = case.fails("redirect-no", LEN, seed, &query).await;
     assert_eq!(
         error,
         Error::SessionDownloadDisallowedByDomain {
@@ -708,7 +691,7 @@ async fn fault_redirect_to_a_disallowed_domain_is_refused() {
 #[wasm_bindgen_test]
 async fn fault_digest_mismatch_of_a_pack_file_fails_typed() {
     const LEN: u64 = 256 * KIB;
-    let seed = 105_000 + probe() % 1000;
+    let seed = seed_near(105_000);
     let path = gen_path(LEN, seed, "");
     let wrong = "ab".repeat(32);
     let declaration = format!(
@@ -721,7 +704,7 @@ async fn fault_digest_mismatch_of_a_pack_file_fails_typed() {
     let case = Case::open_with("digest", &declaration, |_| {}).await;
     let pack = Identifier::new("faulty").unwrap();
     let id = pack_file_identifier(&pack, "1", "f.bin");
-    let mut file = download(id.as_str(), &format!("{}{path}", cdn()), Some(LEN));
+    let mut file = cdn_download(id.as_str(), &path, Some(LEN));
     file.pack = Some(PackMember {
         pack_id: pack,
         path: "f.bin".into(),
@@ -744,14 +727,10 @@ async fn fault_digest_mismatch_of_a_pack_file_fails_typed() {
 async fn fault_a_stolen_lock_stops_the_transfer_writing() {
     const LEN: u64 = 512 * KIB;
     let case = Case::open("steal", |_| {}).await;
-    let id = unique_id("steal");
-    let seed = 106_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, "throttle=262144");
-    let url = format!("{}{path}", cdn());
-    case.manager
-        .schedule(download(&id, &url, Some(LEN)))
-        .await
-        .unwrap();
+    let seed = seed_near(106_000);
+    let (id, _) = case
+        .start("steal", LEN, seed, "throttle=262144", Some(LEN))
+        .await;
     let recorder = case.recorder.clone();
     wait_until("a chunk is written", || recorder.written(&id) >= CHUNK).await;
     let thief = acquire(&lock_name(&id), LockOptions::exclusive().steal())
@@ -760,23 +739,20 @@ async fn fault_a_stolen_lock_stops_the_transfer_writing() {
         .expect("steal is granted");
     let container = case.manager.container().await.unwrap();
     let epoch = container.begin_epoch(&id).await.unwrap();
-    let at_theft = container.load_checkpoint(&id).await.unwrap();
-    let at_theft = at_theft.unwrap_or_else(|| {
-        panic!(
-            "the fenced context deleted the download the thief now owns (its outcome: {:?})",
-            case.recorder.outcome(&id)
-        )
-    });
+    let checkpoint = || async {
+        let checkpoint = container.load_checkpoint(&id).await.unwrap();
+        checkpoint.unwrap_or_else(|| {
+            panic!(
+                "the fenced context deleted the download the thief now owns (its outcome: {:?})",
+                case.recorder.outcome(&id)
+            )
+        })
+    };
+    let at_theft = checkpoint().await;
     assert_eq!(at_theft.epoch, epoch);
     // Long enough for the old holder to receive two more chunks had it kept going.
     sleep(600).await;
-    let later = container.load_checkpoint(&id).await.unwrap();
-    let later = later.unwrap_or_else(|| {
-        panic!(
-            "the fenced context deleted the download the thief now owns (its outcome: {:?})",
-            case.recorder.outcome(&id)
-        )
-    });
+    let later = checkpoint().await;
     assert_eq!(
         (later.epoch, later.stored),
         (epoch, at_theft.stored),
@@ -801,18 +777,11 @@ async fn fault_a_stolen_lock_stops_the_transfer_writing() {
 async fn killed_then_resumed_with(label: &str, fault: &str) -> Vec<super::common::Logged> {
     const LEN: u64 = 384 * KIB;
     let case = Case::open(label, |_| {}).await;
-    let id = unique_id(label);
-    let seed = 107_000 + probe() % 1000;
-    let path = gen_path(
-        LEN,
-        seed,
-        format!("{fault}&throttle=786432").trim_start_matches('&'),
-    );
-    let url = format!("{}{path}", cdn());
-    case.manager
-        .schedule(download(&id, &url, Some(LEN)))
-        .await
-        .unwrap();
+    let seed = seed_near(107_000);
+    let query = format!("{fault}&throttle=786432");
+    let (id, path) = case
+        .start(label, LEN, seed, query.trim_start_matches('&'), Some(LEN))
+        .await;
     let recorder = case.recorder.clone();
     wait_until("two chunks are written", || {
         recorder.written(&id) >= 2 * CHUNK

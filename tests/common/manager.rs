@@ -10,9 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use background_assets::core::declaration::parse_declaration;
-use background_assets::core::download::{
-    DownloadRequest, DownloadState, Identifier, Priority, UrlDownload,
-};
+use background_assets::core::download::{DownloadState, Identifier, UrlDownload};
 use background_assets::core::error::Error;
 use background_assets::core::manager::Caller;
 use background_assets::core::queue::QueueLimits;
@@ -24,14 +22,10 @@ use background_assets::web::manager::{
 };
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use super::common::{cdn_sha256, gen_path, gets, probe, unique_id};
+use super::common::{cdn_sha256, gen_path, gets, ident, probe, unique_id, wait_until};
 
 const MIB: u64 = 1 << 20;
 const STALL_MS: u64 = 20_000;
-
-fn cdn() -> &'static str {
-    super::common::cdn_origin()
-}
 
 fn stall(at: u64) -> String {
     format!("fault=stall:{at}&stall-ms={STALL_MS}&times=1")
@@ -132,17 +126,6 @@ impl DownloadManagerDelegate for Recorder {
     }
 }
 
-/// Polls `ready` every 5 ms; panics naming `what` after 15 s.
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if ready() {
-            return;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 fn config(database: &str) -> ManagerConfig {
     let page = url::Url::parse(&js::origin()).unwrap().join("/").unwrap();
     let declaration = parse_declaration(
@@ -175,20 +158,7 @@ async fn remove(manager: DownloadManager, database: &str) {
 }
 
 fn download(id: &str, path: &str, len: u64) -> UrlDownload {
-    let request = DownloadRequest::get(&format!("{}{path}", cdn())).unwrap();
-    UrlDownload::new(
-        Identifier::new(id).unwrap(),
-        request,
-        false,
-        Some(len),
-        Priority::DEFAULT,
-        js_sys::Date::now() as u64,
-    )
-    .unwrap()
-}
-
-fn ident(id: &str) -> Identifier {
-    Identifier::new(id).unwrap()
+    super::common::cdn_download(id, path, Some(len))
 }
 
 async fn stored(manager: &DownloadManager, id: &str) -> u64 {

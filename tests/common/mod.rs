@@ -1,6 +1,7 @@
 //! Helpers shared by the wasm-bindgen-test suites (`sw` and `page`), included with `#[path]`.
 #![allow(dead_code)] // each suite uses its own subset
 
+use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
 use background_assets::web::fetcher::{FetchOptions, Fetcher};
 use wasm_bindgen::prelude::*;
 
@@ -98,4 +99,40 @@ pub async fn gets(path: &str) -> Vec<Logged> {
             sent: r["body_bytes_sent"].as_u64().unwrap(),
         })
         .collect()
+}
+
+/// Polls `ready` every 5 ms; panics naming `what` after `seconds` s.
+pub async fn wait_until_within(seconds: u32, what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..seconds * 200 {
+        if ready() {
+            return;
+        }
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Polls `ready` every 5 ms; panics naming `what` after 15 s.
+pub async fn wait_until(what: &str, ready: impl FnMut() -> bool) {
+    wait_until_within(15, what, ready).await
+}
+
+/// A `GET` of `<CDN origin><path>` as the download `id` with the declared size `len`, default
+/// priority, created now.
+pub fn cdn_download(id: &str, path: &str, len: Option<u64>) -> UrlDownload {
+    let request = DownloadRequest::get(&format!("{}{path}", cdn_origin())).unwrap();
+    UrlDownload::new(
+        ident(id),
+        request,
+        false,
+        len,
+        Priority::DEFAULT,
+        js_sys::Date::now() as u64,
+    )
+    .unwrap()
+}
+
+/// `id` as an [`Identifier`] (panics when it is not a valid one).
+pub fn ident(id: &str) -> Identifier {
+    Identifier::new(id).unwrap()
 }

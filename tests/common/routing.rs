@@ -28,7 +28,7 @@ use background_assets::web::manager::{
 use futures::future::{FutureExt, LocalBoxFuture};
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use super::common::{cdn_sha256, gen_path, gets, probe, unique_id, unique_name};
+use super::common::{cdn_sha256, gen_path, gets, ident, probe, unique_id, unique_name, wait_until};
 
 const KIB: u64 = 1024;
 const CHUNK: u64 = 64 * KIB;
@@ -119,17 +119,6 @@ impl DownloadManagerDelegate for Recorder {
     }
 }
 
-/// Polls `ready` every 5 ms; panics naming `what` after 15 s.
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if ready() {
-            return;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 fn config(database: &str, caller: Caller) -> ManagerConfig {
     let page = url::Url::parse(&js::origin()).unwrap().join("/").unwrap();
     let declaration = parse_declaration(
@@ -159,20 +148,7 @@ async fn context(database: &str, caller: Caller) -> (DownloadManager, Rc<Recorde
 }
 
 fn download(id: &str, path: &str, len: u64) -> UrlDownload {
-    let request = DownloadRequest::get(&format!("{}{path}", cdn())).unwrap();
-    UrlDownload::new(
-        Identifier::new(id).unwrap(),
-        request,
-        false,
-        Some(len),
-        Priority::DEFAULT,
-        js_sys::Date::now() as u64,
-    )
-    .unwrap()
-}
-
-fn ident(id: &str) -> Identifier {
-    Identifier::new(id).unwrap()
+    super::common::cdn_download(id, path, Some(len))
 }
 
 async fn close_all(managers: Vec<DownloadManager>, database: &str) {

@@ -73,14 +73,8 @@ fn tracker() -> Rc<RefCell<Progress>> {
 }
 
 /// Polls `ready` every 5 ms; panics naming `what` after 20 s.
-async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..4000 {
-        if ready() {
-            return;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    panic!("timed out waiting until {what}");
+async fn wait_until(what: &str, ready: impl FnMut() -> bool) {
+    super::common::wait_until_within(20, what, ready).await
 }
 
 /// Runs `future` until `stop` completes, then drops it (a killed context). Panics if it ends
