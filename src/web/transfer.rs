@@ -579,37 +579,56 @@ impl Driver<'_> {
                     }
                 }
             }
-            Wake::Connected(Err(error)) => match error {
-                Error::Network { message } => {
-                    self.transfer.handle(Event::NetworkError(message), now())
-                }
-                refused => self.transfer.handle(Event::Refused(refused), now()),
-            },
+            Wake::Connected(Err(error)) => {
+                // The retry this may lead to resumes from what is stored: store it first.
+                self.settle_write().await;
+                self.on_connect_failed(error);
+            }
             Wake::Read(stream, buffer, result) => {
-                match result {
-                    Ok(0) => {
-                        drop(stream);
-                        self.transfer.handle(Event::End, now());
-                    }
-                    Ok(n) => {
-                        self.stream = Some(stream);
-                        self.transfer.handle(Event::Body(&buffer[..n]), now());
-                    }
-                    Err(error) => {
-                        drop(stream);
-                        let message = match error {
-                            Error::Network { message } => message,
-                            other => other.to_string(),
-                        };
-                        self.transfer.handle(Event::NetworkError(message), now());
-                    }
+                if !matches!(result, Ok(n) if n > 0) {
+                    // The body ended or broke: the resume (or finish) the transfer decides next
+                    // starts from the bytes stored, so the write in flight is settled first (a
+                    // short body would otherwise resume from before its last chunk, or from 0).
+                    self.settle_write().await;
                 }
-                self.buffer = Some(buffer);
+                self.on_read(stream, buffer, result);
             }
             Wake::Wrote(offset, len, result) => self.on_written(offset, len, result),
-            Wake::Timer => self.transfer.handle(Event::Timeout, now()),
+            Wake::Timer => {
+                self.settle_write().await;
+                self.transfer.handle(Event::Timeout, now());
+            }
         }
         Ok(())
+    }
+
+    fn on_connect_failed(&mut self, error: Error) {
+        match error {
+            Error::Network { message } => self.transfer.handle(Event::NetworkError(message), now()),
+            refused => self.transfer.handle(Event::Refused(refused), now()),
+        }
+    }
+
+    fn on_read(&mut self, stream: ResponseStream, buffer: Vec<u8>, result: Result<usize, Error>) {
+        match result {
+            Ok(0) => {
+                drop(stream);
+                self.transfer.handle(Event::End, now());
+            }
+            Ok(n) => {
+                self.stream = Some(stream);
+                self.transfer.handle(Event::Body(&buffer[..n]), now());
+            }
+            Err(error) => {
+                drop(stream);
+                let message = match error {
+                    Error::Network { message } => message,
+                    other => other.to_string(),
+                };
+                self.transfer.handle(Event::NetworkError(message), now());
+            }
+        }
+        self.buffer = Some(buffer);
     }
 
     /// Hands a write's outcome to the transfer.
