@@ -48,9 +48,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures::future::{FutureExt, LocalBoxFuture};
+use futures::future::FutureExt;
 use futures::StreamExt;
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -60,10 +60,7 @@ use crate::core::error::Error;
 use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager};
 use crate::web::container::Container;
 use crate::web::js;
-use crate::web::manager::{
-    AuthChallenge, Credentials, DownloadManager, DownloadManagerDelegate, FinishedDownload,
-    STATE_KEY,
-};
+use crate::web::manager::{DownloadManager, STATE_KEY};
 use crate::web::packs::PackUpdateSummary;
 use crate::web::serve::{serve_request, SERVE_PREFIX};
 
@@ -86,6 +83,7 @@ fn now() -> f64 {
     js_sys::Date::now()
 }
 
+use crate::web::bindings::JsDelegate;
 /// Typed errors and download descriptors cross into JavaScript exactly as the JS face does it
 /// (`name`, `code`, `transient` and the variant's fields; the same descriptor keys and checks).
 pub use crate::web::bindings::{download_from_js, error_to_js};
@@ -148,134 +146,6 @@ extern "C" {
     fn console_error(message: &str);
 }
 
-/// The finished handle JavaScript receives: `{ id, size, sha256, url, blob(), response() }`.
-fn finished_to_js(finished: FinishedDownload) -> JsValue {
-    let object = js::object();
-    js::set(&object, "id", &finished.identifier.as_str().into());
-    js::set(&object, "size", &JsValue::from(finished.size as f64));
-    js::set(&object, "sha256", &finished.sha256.as_str().into());
-    js::set(&object, "url", &finished.url().into());
-    let for_blob = finished.clone();
-    let blob = Closure::<dyn FnMut() -> Promise>::new(move || {
-        let f = for_blob.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            f.blob().await.map(Into::into).map_err(|e| error_to_js(&e))
-        })
-    });
-    js::set(&object, "blob", &blob.into_js_value());
-    let response = Closure::<dyn FnMut() -> Promise>::new(move || {
-        let f = finished.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            f.response()
-                .await
-                .map(Into::into)
-                .map_err(|e| error_to_js(&e))
-        })
-    });
-    js::set(&object, "response", &response.into_js_value());
-    object.into()
-}
-
-/// Forwards the worker manager's delegate callbacks to the JS handlers object.
-struct HandlersDelegate {
-    handlers: JsValue,
-}
-
-impl DownloadManagerDelegate for HandlersDelegate {
-    fn did_begin(&self, id: &Identifier) {
-        notify(&self.handlers, "didBegin", &[id.as_str().into()]);
-    }
-    fn did_pause(&self, id: &Identifier) {
-        notify(&self.handlers, "didPause", &[id.as_str().into()]);
-    }
-    fn did_write_data(
-        &self,
-        id: &Identifier,
-        bytes_written: u64,
-        total_written: u64,
-        total_expected: Option<u64>,
-    ) {
-        let expected = total_expected.map_or(JsValue::NULL, |n| JsValue::from(n as f64));
-        notify(
-            &self.handlers,
-            "didWriteData",
-            &[
-                id.as_str().into(),
-                JsValue::from(bytes_written as f64),
-                JsValue::from(total_written as f64),
-                expected,
-            ],
-        );
-    }
-    fn did_fail(&self, id: &Identifier, error: &Error) {
-        notify(
-            &self.handlers,
-            "didFail",
-            &[id.as_str().into(), error_to_js(error)],
-        );
-    }
-    fn did_finish(&self, id: &Identifier, finished: FinishedDownload) {
-        notify(
-            &self.handlers,
-            "didFinish",
-            &[id.as_str().into(), finished_to_js(finished)],
-        );
-    }
-    fn did_requeue_as_non_essential(&self, id: &Identifier) {
-        notify(
-            &self.handlers,
-            "didRequeueAsNonEssential",
-            &[id.as_str().into()],
-        );
-    }
-    fn authentication_challenge(
-        &self,
-        id: &Identifier,
-        challenge: &AuthChallenge,
-    ) -> LocalBoxFuture<'static, Option<Credentials>> {
-        let handlers = self.handlers.clone();
-        let id = id.to_string();
-        let info = js::object();
-        js::set(&info, "url", &challenge.url.as_str().into());
-        js::set(&info, "status", &JsValue::from(challenge.status));
-        js::set(
-            &info,
-            "wwwAuthenticate",
-            &challenge
-                .www_authenticate
-                .as_deref()
-                .map_or(JsValue::NULL, JsValue::from),
-        );
-        async move {
-            let answer = call_handler(
-                &handlers,
-                "authenticationChallenge",
-                &[id.into(), info.into()],
-            )
-            .await
-            .ok()
-            .flatten()?;
-            headers_of(&answer)
-        }
-        .boxed_local()
-    }
-}
-
-/// `{ name: value }` (or `null`) as request headers.
-fn headers_of(value: &JsValue) -> Option<Credentials> {
-    let object = value.dyn_ref::<Object>()?;
-    let entries = Object::entries(object);
-    Some(
-        entries
-            .iter()
-            .filter_map(|pair| {
-                let pair: Array = pair.unchecked_into();
-                Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
-            })
-            .collect(),
-    )
-}
-
 thread_local! {
     static ATTACHED: RefCell<bool> = const { RefCell::new(false) };
     static CONTAINER: RefCell<Option<Rc<Container>>> = const { RefCell::new(None) };
@@ -286,9 +156,9 @@ fn manager(handlers: &JsValue) -> DownloadManager {
     let manager = DownloadManager::shared();
     let first = ATTACHED.with(|a| !std::mem::replace(&mut *a.borrow_mut(), true));
     if first && handlers.is_object() {
-        manager.set_delegate(Some(Rc::new(HandlersDelegate {
-            handlers: handlers.clone(),
-        })));
+        // The extension's handlers are the worker's delegate, adapted as the JS face adapts
+        // a page's delegate (the same finished handle, errors and challenge answers).
+        manager.set_delegate(Some(Rc::new(JsDelegate::new(handlers.clone()))));
     }
     manager
 }
