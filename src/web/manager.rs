@@ -1109,7 +1109,12 @@ impl Engine {
                 return;
             }
             match engine.refresh().await {
-                Ok(true) => engine.reconcile(),
+                // The reload may be this global's first sight of the other context's change
+                // (its "changed" message then finds nothing newer): wake the watchers here.
+                Ok(true) => {
+                    engine.reconcile();
+                    engine.notify_changed();
+                }
                 Ok(false) => {}
                 Err(error) => warn("reading the state", &error),
             }
