@@ -1255,6 +1255,7 @@ impl Engine {
                             engine.report_progress(&progress_id, progress);
                         }
                     })),
+                    first_response: None,
                 };
                 let result = run(&engine.container, spec, options).await;
                 if let Err(Error::AuthenticationRequired { status, .. }) = &result {

@@ -235,6 +235,11 @@ pub struct RunOptions {
     pub control: Option<TransferControl>,
     /// Called whenever progress changes (each body slice, write, restart...).
     pub on_progress: Option<ProgressCallback>,
+    /// A response the browser already fetched for the download's URL (a Background Fetch
+    /// record): the run's first request is answered with it instead of the network. It is
+    /// handled like any response: a `200` restarts from byte 0 (after a checkpoint too), its
+    /// body is written, hashed and verified, and a body that breaks is resumed from the network.
+    pub first_response: Option<web_sys::Response>,
 }
 
 impl Default for RunOptions {
@@ -246,6 +251,7 @@ impl Default for RunOptions {
             read_buffer: DEFAULT_READ_BUFFER,
             control: None,
             on_progress: None,
+            first_response: None,
         }
     }
 }
@@ -259,6 +265,7 @@ impl std::fmt::Debug for RunOptions {
             .field("read_buffer", &self.read_buffer)
             .field("control", &self.control)
             .field("on_progress", &self.on_progress.is_some())
+            .field("first_response", &self.first_response.is_some())
             .finish()
     }
 }
@@ -388,6 +395,7 @@ pub async fn run(
         read_buffer: options.read_buffer.max(1),
         control: options.control.take(),
         on_progress: options.on_progress.take(),
+        first_response: options.first_response.take(),
         transfer,
         io: Io::Idle,
         stream: None,
@@ -442,6 +450,8 @@ struct Driver<'c> {
     read_buffer: usize,
     control: Option<TransferControl>,
     on_progress: Option<ProgressCallback>,
+    /// [`RunOptions::first_response`], until the first fetch takes it.
+    first_response: Option<web_sys::Response>,
     transfer: Transfer,
     io: Io,
     /// A response whose head was handed over and whose next read has not started yet.
@@ -745,6 +755,12 @@ impl Driver<'_> {
                     if_range,
                 } => {
                     self.stream = None;
+                    if let Some(response) = self.first_response.take() {
+                        self.io = Io::Connecting(Box::pin(async move {
+                            ResponseStream::from_response(response)
+                        }));
+                        continue;
+                    }
                     let spec = self.transfer.spec();
                     // The app gave these headers for its download URL: credentials among them
                     // may go to that URL's origin (and only there).
