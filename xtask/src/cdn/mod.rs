@@ -568,16 +568,7 @@ fn control_endpoint(shared: &Shared, method: &Method, what: &str) -> Response<Re
                     })
                 })
                 .collect();
-            let mut response = Response::new(ResponseBody::full(
-                serde_json::Value::Array(records).to_string(),
-            ));
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
+            json_no_store(serde_json::Value::Array(records).to_string())
         }
         (&Method::POST, "reset") => {
             shared.reset();
@@ -608,6 +599,11 @@ fn echo(query: Option<&str>) -> Response<ResponseBody> {
             "/echo needs `body=<percent-encoded UTF-8>`\n",
         );
     };
+    json_no_store(body)
+}
+
+/// A 200 `application/json` response that no cache keeps (the log and `/echo` answer with it).
+fn json_no_store(body: String) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -644,33 +640,22 @@ async fn generated(
         Ok(plan) => plan,
         Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
     };
-    let key = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let nth = shared.count(key);
-    let Some(OutageState(outage)) = shared.outage(key, &plan, nth) else {
-        return no_answer(&close);
-    };
-    // `long` is a fault like the others: past `times=K` the body is the real one.
-    let served_len = len + plan.for_request(nth).long_by.unwrap_or(0);
-    let representation = Representation {
-        source: Source::Generated {
+    serve_planned(shared, close, req, plan, |plan, nth| {
+        // `long` is a fault like the others: past `times=K` the body is the real one.
+        let served_len = len + plan.for_request(nth).long_by.unwrap_or(0);
+        Representation {
+            source: Source::Generated {
+                len: served_len,
+                seed,
+            },
             len: served_len,
-            seed,
-        },
-        len: served_len,
-        etag_base: format!("g-{len}-{seed}"),
-        last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(GENERATED_LAST_MODIFIED_SECS),
-        content_type: "application/octet-stream",
-        no_store: true,
-    };
-    serve(
-        req,
-        plan,
-        nth,
-        &shared.origin,
-        representation,
-        close,
-        outage,
-    )
+            etag_base: format!("g-{len}-{seed}"),
+            last_modified: SystemTime::UNIX_EPOCH
+                + Duration::from_secs(GENERATED_LAST_MODIFIED_SECS),
+            content_type: "application/octet-stream",
+            no_store: true,
+        }
+    })
 }
 
 async fn digest(shared: &Shared, len: u64, seed: u64) -> Response<ResponseBody> {
@@ -735,11 +720,25 @@ async fn static_file(
         source: Source::File(path),
         no_store: false,
     };
+    serve_planned(shared, close, req, plan, |_, _| representation)
+}
+
+/// The tail every body route shares: count this request against its path and query, refuse it
+/// (shut the connection unanswered) inside an outage window, else build the representation for
+/// the `nth` request with `representation` and serve it under `plan`.
+fn serve_planned(
+    shared: &Shared,
+    close: CloseFlag,
+    req: &Request<Incoming>,
+    plan: FaultPlan,
+    representation: impl FnOnce(&FaultPlan, u64) -> Representation,
+) -> Response<ResponseBody> {
     let key = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let nth = shared.count(key);
     let Some(OutageState(outage)) = shared.outage(key, &plan, nth) else {
         return no_answer(&close);
     };
+    let representation = representation(&plan, nth);
     serve(
         req,
         plan,
