@@ -48,6 +48,82 @@ impl Answer {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The body as UTF-8 text (panics on other bytes).
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("a UTF-8 body")
+    }
+
+    /// The `ETag` header, which must be there.
+    fn etag(&self) -> String {
+        self.header("etag").expect("an ETag header").to_owned()
+    }
+
+    /// Each `(name, value)` header is present with exactly that value.
+    #[track_caller]
+    fn assert_headers(&self, expected: &[(&str, &str)]) {
+        for (name, value) in expected {
+            assert_eq!(self.header(name), Some(*value), "header {name}");
+        }
+    }
+
+    /// A 200 with the whole generated body `(len, seed)` and no `Content-Range`.
+    #[track_caller]
+    fn assert_whole(&self, len: u64, seed: u64) {
+        assert_eq!(self.status, 200);
+        assert_eq!(self.header("content-range"), None);
+        assert_eq!(self.body, expected(len, seed));
+    }
+
+    /// A 206 with bytes `start..=end` of `whole`, announced by `Content-Range` and
+    /// `Content-Length`.
+    #[track_caller]
+    fn assert_part(&self, whole: &[u8], start: usize, end: usize) {
+        assert_eq!(self.status, 206, "bytes {start}-{end}");
+        let content_range = format!("bytes {start}-{end}/{}", whole.len());
+        let content_length = (end - start + 1).to_string();
+        self.assert_headers(&[
+            ("content-range", &content_range),
+            ("content-length", &content_length),
+        ]);
+        assert_eq!(self.body, whole[start..=end], "bytes {start}-{end}");
+    }
+
+    /// An error answer: `status`, a text body that says `says`, and the CORS headers.
+    #[track_caller]
+    fn assert_error(&self, status: u16, says: &str) {
+        assert_eq!(self.status, status);
+        assert!(
+            self.text().contains(says),
+            "{:?} lacks {says:?}",
+            self.text()
+        );
+        assert_cors(self);
+    }
+}
+
+/// Requests to a running [`Server`] named by path (and query) on its origin.
+trait ByPath {
+    /// The origin followed by `path`.
+    fn url(&self, path: &str) -> String;
+    /// GET `path` with `headers` through ureq, redirects not followed.
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer;
+    /// GET `target` verbatim over a raw socket (see [`raw`]).
+    fn raw_get(&self, target: &str) -> Raw;
+}
+
+impl ByPath for Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        get(&self.url(path), headers)
+    }
+
+    fn raw_get(&self, target: &str) -> Raw {
+        raw(self.addr(), &get_request(target, ""))
+    }
 }
 
 fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
@@ -75,12 +151,22 @@ struct Raw {
     elapsed: Duration,
 }
 
-/// Sends `request` verbatim and reads until the server closes the connection (or the timeout).
-fn raw(addr: SocketAddr, request: &str) -> Raw {
-    let started = Instant::now();
+/// The text of a `GET target` that asks the server to close after answering; `extra_headers` are
+/// whole header lines, each ending in `\r\n`.
+fn get_request(target: &str, extra_headers: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra_headers}Connection: close\r\n\r\n")
+}
+
+/// Connects to `addr` (reads time out after [`TIMEOUT`]) and sends `request` verbatim.
+fn send(addr: SocketAddr, request: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).expect("connects");
     tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
     tcp.write_all(request.as_bytes()).unwrap();
+    tcp
+}
+
+/// Every byte until the server closes (or resets) the connection.
+fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -91,12 +177,25 @@ fn raw(addr: SocketAddr, request: &str) -> Raw {
             Err(e) => panic!("raw read failed after {} bytes: {e}", bytes.len()),
         }
     }
-    let elapsed = started.elapsed();
-    let split = bytes
+    bytes
+}
+
+/// Where the body starts in raw response bytes: just past the blank line ending the head.
+fn body_start(bytes: &[u8]) -> usize {
+    bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8(bytes[..split].to_vec()).unwrap();
+        .expect("a complete response head")
+        + 4
+}
+
+/// Sends `request` verbatim and reads until the server closes the connection (or the timeout).
+fn raw(addr: SocketAddr, request: &str) -> Raw {
+    let started = Instant::now();
+    let bytes = read_to_close(&mut send(addr, request));
+    let elapsed = started.elapsed();
+    let split = body_start(&bytes);
+    let head = String::from_utf8(bytes[..split - 4].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -116,17 +215,10 @@ fn raw(addr: SocketAddr, request: &str) -> Raw {
         answer: Answer {
             status,
             headers,
-            body: bytes[split + 4..].to_vec(),
+            body: bytes[split..].to_vec(),
         },
         elapsed,
     }
-}
-
-fn raw_get(addr: SocketAddr, target: &str) -> Raw {
-    raw(
-        addr,
-        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
-    )
 }
 
 fn expected(len: u64, seed: u64) -> Vec<u8> {
@@ -142,38 +234,34 @@ fn sha_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+#[track_caller]
 fn assert_cors(answer: &Answer) {
-    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(
-        answer.header("access-control-expose-headers"),
-        Some(
+    answer.assert_headers(&[
+        ("access-control-allow-origin", "*"),
+        (
+            "access-control-expose-headers",
             "ETag, Content-Range, Content-Length, Last-Modified, Accept-Ranges, Retry-After, \
-             WWW-Authenticate"
-        )
-    );
-    assert_eq!(
-        answer.header("cross-origin-resource-policy"),
-        Some("cross-origin")
-    );
-    assert_eq!(answer.header("timing-allow-origin"), Some("*"));
+             WWW-Authenticate",
+        ),
+        ("cross-origin-resource-policy", "cross-origin"),
+        ("timing-allow-origin", "*"),
+    ]);
 }
 
 // ---------------------------------------------------------------- generated bodies and headers
 
 #[test]
 fn generated_body_has_all_headers_and_the_expected_bytes() {
-    let server = server();
-    let a = get(&format!("{}/gen/1000/5", server.origin()), &[]);
+    let a = server().get("/gen/1000/5", &[]);
     assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-length"), Some("1000"));
-    assert_eq!(a.header("accept-ranges"), Some("bytes"));
-    assert_eq!(a.header("etag"), Some("\"g-1000-5-v0\""));
-    assert_eq!(
-        a.header("last-modified"),
-        Some("Wed, 01 Jan 2025 00:00:00 GMT")
-    );
-    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
-    assert_eq!(a.header("cache-control"), Some("no-store"));
+    a.assert_headers(&[
+        ("content-length", "1000"),
+        ("accept-ranges", "bytes"),
+        ("etag", "\"g-1000-5-v0\""),
+        ("last-modified", "Wed, 01 Jan 2025 00:00:00 GMT"),
+        ("content-type", "application/octet-stream"),
+        ("cache-control", "no-store"),
+    ]);
     assert_cors(&a);
     assert_eq!(a.body, expected(1000, 5));
     assert_ne!(a.body, expected(1000, 6), "seeds give different bodies");
@@ -183,28 +271,25 @@ fn generated_body_has_all_headers_and_the_expected_bytes() {
 fn sha256_endpoint_and_function_match_the_served_bytes() {
     let server = server();
     let len = 300_000; // several frames, not a multiple of 64
-    let body = get(&format!("{}/gen/{len}/11", server.origin()), &[]).body;
+    let body = server.get(&format!("/gen/{len}/11"), &[]).body;
     assert_eq!(body.len(), len as usize);
     let digest = sha_hex(&body);
     assert_eq!(generated_sha256(len, 11), digest);
-    let text = get(&format!("{}/gen/{len}/11.sha256", server.origin()), &[]);
+    let text = server.get(&format!("/gen/{len}/11.sha256"), &[]);
     assert_eq!(text.status, 200);
     assert!(text
         .header("content-type")
         .unwrap()
         .starts_with("text/plain"));
-    assert_eq!(String::from_utf8(text.body).unwrap(), digest);
-    assert_cors(&get(
-        &format!("{}/gen/{len}/11.sha256", server.origin()),
-        &[],
-    ));
+    assert_eq!(text.text(), digest);
+    // Asked again, the digest (now remembered) keeps the CORS headers.
+    assert_cors(&server.get(&format!("/gen/{len}/11.sha256"), &[]));
 }
 
 #[test]
 fn generated_bytes_at_any_offset_equal_the_served_slice() {
-    let server = server();
     let len = 70_000u64;
-    let served = get(&format!("{}/gen/{len}/3", server.origin()), &[]).body;
+    let served = server().get(&format!("/gen/{len}/3"), &[]).body;
     for (offset, n) in [
         (0u64, 1usize),
         (1, 100),
@@ -232,29 +317,22 @@ fn head_sends_headers_without_a_body() {
         "HEAD /gen/5000/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.answer.status, 200);
-    assert_eq!(r.answer.header("content-length"), Some("5000"));
-    assert_eq!(r.answer.header("etag"), Some("\"g-5000-1-v0\""));
+    r.answer
+        .assert_headers(&[("content-length", "5000"), ("etag", "\"g-5000-1-v0\"")]);
     assert!(r.answer.body.is_empty());
 }
 
 #[test]
 fn bad_gen_paths_and_fault_values_are_errors_with_cors() {
     let server = server();
-    let a = get(&format!("{}/gen/abc/1", server.origin()), &[]);
-    assert_eq!(a.status, 404);
-    assert_cors(&a);
-    let b = get(&format!("{}/gen/10/1?fault=explode", server.origin()), &[]);
-    assert_eq!(b.status, 400);
-    assert!(String::from_utf8(b.body.clone())
-        .unwrap()
-        .contains("explode"));
-    assert_cors(&b);
-    let c = get(&format!("{}/gen/10/1?fault=drop:x", server.origin()), &[]);
-    assert_eq!(c.status, 400);
-    assert!(String::from_utf8(c.body).unwrap().contains("fault=drop"));
-    let d = get(&format!("{}/nothing-mounted-here", server.origin()), &[]);
-    assert_eq!(d.status, 404);
-    assert_cors(&d);
+    for (path, status, says) in [
+        ("/gen/abc/1", 404, "/gen/<len>/<seed>"),
+        ("/gen/10/1?fault=explode", 400, "explode"),
+        ("/gen/10/1?fault=drop:x", 400, "fault=drop"),
+        ("/nothing-mounted-here", 404, "not found"),
+    ] {
+        server.get(path, &[]).assert_error(status, says);
+    }
 }
 
 // ---------------------------------------------------------------- ranges
@@ -262,7 +340,6 @@ fn bad_gen_paths_and_fault_values_are_errors_with_cors() {
 #[test]
 fn single_ranges_answer_206_with_content_range() {
     let server = server();
-    let url = format!("{}/gen/1000/2", server.origin());
     let whole = expected(1000, 2);
     for (range, start, end) in [
         ("bytes=10-19", 10usize, 19usize),
@@ -270,80 +347,57 @@ fn single_ranges_answer_206_with_content_range() {
         ("bytes=-5", 995, 999),
         ("bytes=900-5000", 900, 999),
     ] {
-        let a = get(&url, &[("Range", range)]);
-        assert_eq!(a.status, 206, "{range}");
-        assert_eq!(
-            a.header("content-range"),
-            Some(format!("bytes {start}-{end}/1000").as_str())
-        );
-        assert_eq!(
-            a.header("content-length"),
-            Some((end - start + 1).to_string().as_str())
-        );
-        assert_eq!(a.body, whole[start..=end], "{range}");
-        assert_eq!(a.header("etag"), Some("\"g-1000-2-v0\""));
+        let a = server.get("/gen/1000/2", &[("Range", range)]);
+        a.assert_part(&whole, start, end);
+        a.assert_headers(&[("etag", "\"g-1000-2-v0\"")]);
         assert_cors(&a);
     }
 }
 
 #[test]
 fn unsatisfiable_range_answers_416() {
-    let server = server();
-    let a = get(
-        &format!("{}/gen/1000/2", server.origin()),
-        &[("Range", "bytes=1000-")],
-    );
+    let a = server().get("/gen/1000/2", &[("Range", "bytes=1000-")]);
     assert_eq!(a.status, 416);
-    assert_eq!(a.header("content-range"), Some("bytes */1000"));
+    a.assert_headers(&[("content-range", "bytes */1000")]);
     assert!(a.body.is_empty());
     assert_cors(&a);
 }
 
 #[test]
 fn multi_range_is_ignored_with_200() {
-    let server = server();
-    let a = get(
-        &format!("{}/gen/100/2", server.origin()),
-        &[("Range", "bytes=0-1,5-6")],
-    );
-    assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-range"), None);
-    assert_eq!(a.body, expected(100, 2));
+    server()
+        .get("/gen/100/2", &[("Range", "bytes=0-1,5-6")])
+        .assert_whole(100, 2);
 }
 
 #[test]
 fn if_range_matching_etag_or_date_keeps_the_range() {
     let server = server();
-    let url = format!("{}/gen/100/4", server.origin());
-    let etag = get(&url, &[("Range", "bytes=0-0")])
-        .header("etag")
-        .unwrap()
-        .to_owned();
-    let a = get(&url, &[("Range", "bytes=50-"), ("If-Range", &etag)]);
-    assert_eq!(a.status, 206);
-    assert_eq!(a.body, expected(100, 4)[50..]);
-    let b = get(
-        &url,
-        &[
-            ("Range", "bytes=50-"),
-            ("If-Range", "Wed, 01 Jan 2025 00:00:00 GMT"),
-        ],
-    );
-    assert_eq!(b.status, 206);
+    let whole = expected(100, 4);
+    let etag = server.get("/gen/100/4", &[("Range", "bytes=0-0")]).etag();
+    server
+        .get("/gen/100/4", &[("Range", "bytes=50-"), ("If-Range", &etag)])
+        .assert_part(&whole, 50, 99);
+    let by_date = ("If-Range", "Wed, 01 Jan 2025 00:00:00 GMT");
+    server
+        .get("/gen/100/4", &[("Range", "bytes=50-"), by_date])
+        .assert_part(&whole, 50, 99);
 }
 
 #[test]
 fn if_range_mismatch_sends_the_whole_body() {
     let server = server();
-    let url = format!("{}/gen/100/4", server.origin());
     for if_range in [
         "\"g-100-4-v9\"",
         "W/\"g-100-4-v0\"",
         "Thu, 02 Jan 2025 00:00:00 GMT",
     ] {
-        let a = get(&url, &[("Range", "bytes=50-"), ("If-Range", if_range)]);
+        let a = server.get(
+            "/gen/100/4",
+            &[("Range", "bytes=50-"), ("If-Range", if_range)],
+        );
         assert_eq!(a.status, 200, "If-Range {if_range}");
-        assert_eq!(a.body, expected(100, 4));
+        a.assert_whole(100, 4);
     }
 }
 
@@ -359,15 +413,11 @@ fn preflight_echoes_requested_headers() {
          Connection: close\r\n\r\n",
     );
     assert_eq!(r.answer.status, 204);
-    assert_eq!(
-        r.answer.header("access-control-allow-methods"),
-        Some("GET, HEAD, OPTIONS")
-    );
-    assert_eq!(
-        r.answer.header("access-control-allow-headers"),
-        Some("range, if-range")
-    );
-    assert_eq!(r.answer.header("access-control-max-age"), Some("600"));
+    r.answer.assert_headers(&[
+        ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+        ("access-control-allow-headers", "range, if-range"),
+        ("access-control-max-age", "600"),
+    ]);
     assert_eq!(
         r.answer.header("access-control-allow-private-network"),
         None
@@ -384,24 +434,22 @@ fn preflight_defaults_and_private_network() {
          Access-Control-Request-Private-Network: true\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.answer.status, 204);
-    assert_eq!(
-        r.answer.header("access-control-allow-headers"),
-        Some("Range, If-Range, Authorization, Content-Type, X-Requested-With")
-    );
-    assert_eq!(
-        r.answer.header("access-control-allow-private-network"),
-        Some("true")
-    );
+    r.answer.assert_headers(&[
+        (
+            "access-control-allow-headers",
+            "Range, If-Range, Authorization, Content-Type, X-Requested-With",
+        ),
+        ("access-control-allow-private-network", "true"),
+    ]);
     assert_eq!(server.requests()[0].method, "OPTIONS");
     let control = raw(
         server.addr(),
         "OPTIONS /_control/reset HTTP/1.1\r\nHost: x\r\nOrigin: http://example.test\r\n\
          Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(
-        control.answer.header("access-control-allow-methods"),
-        Some("GET, HEAD, OPTIONS, POST")
-    );
+    control
+        .answer
+        .assert_headers(&[("access-control-allow-methods", "GET, HEAD, OPTIONS, POST")]);
     assert_eq!(
         server.requests().len(),
         1,
@@ -465,40 +513,33 @@ fn static_mounts_serve_files_with_types_and_longest_prefix() {
         ..ServerConfig::default()
     })
     .unwrap();
-    let origin = server.origin();
     for (name, content_type) in types {
-        let a = get(&format!("{origin}/{name}"), &[]);
+        let a = server.get(&format!("/{name}"), &[]);
         assert_eq!(a.status, 200, "{name}");
-        assert_eq!(a.header("content-type"), Some(content_type), "{name}");
+        a.assert_headers(&[
+            ("content-type", content_type),
+            ("cache-control", "no-store"),
+        ]);
         assert_eq!(a.body, format!("www {name}").as_bytes());
-        assert!(a.header("etag").unwrap().starts_with("\"f-"));
+        assert!(a.etag().starts_with("\"f-"));
         assert!(a.header("last-modified").is_some());
-        assert_eq!(a.header("cache-control"), Some("no-store"), "extra header");
         assert_cors(&a);
     }
-    assert_eq!(get(&format!("{origin}/pkg/a.js"), &[]).body, b"pkg a.js");
-    assert_eq!(get(&format!("{origin}/"), &[]).body, b"www index.html");
-    assert_eq!(get(&format!("{origin}/sub/"), &[]).body, b"sub index");
-    let no_slash = get(&format!("{origin}/sub"), &[]);
+    assert_eq!(server.get("/pkg/a.js", &[]).body, b"pkg a.js");
+    assert_eq!(server.get("/", &[]).body, b"www index.html");
+    assert_eq!(server.get("/sub/", &[]).body, b"sub index");
+    let no_slash = server.get("/sub", &[]);
     assert_eq!(no_slash.status, 301);
-    assert_eq!(no_slash.header("location"), Some("/sub/"));
-    let missing = get(&format!("{origin}/nope.js"), &[]);
-    assert_eq!(missing.status, 404);
-    assert_eq!(missing.header("cache-control"), Some("no-store"));
-    assert_cors(&missing);
+    no_slash.assert_headers(&[("location", "/sub/")]);
+    let missing = server.get("/nope.js", &[]);
+    missing.assert_error(404, "not found");
+    missing.assert_headers(&[("cache-control", "no-store")]);
 
     // Range and If-Range on a file.
-    let etag = get(&format!("{origin}/a.txt"), &[])
-        .header("etag")
-        .unwrap()
-        .to_owned();
-    let part = get(
-        &format!("{origin}/a.txt"),
-        &[("Range", "bytes=4-"), ("If-Range", &etag)],
-    );
-    assert_eq!(part.status, 206);
-    assert_eq!(part.body, b"a.txt");
-    assert_eq!(part.header("content-range"), Some("bytes 4-8/9"));
+    let etag = server.get("/a.txt", &[]).etag();
+    server
+        .get("/a.txt", &[("Range", "bytes=4-"), ("If-Range", &etag)])
+        .assert_part(b"www a.txt", 4, 8);
 
     // Traversal, plain and percent-encoded, is refused and never reaches the file.
     let secret_name = secret.0.file_name().unwrap().to_str().unwrap().to_owned();
@@ -507,7 +548,7 @@ fn static_mounts_serve_files_with_types_and_longest_prefix() {
         format!("/%2e%2e/{secret_name}/secret.txt"),
         format!("/pkg/..%2F..%2F{secret_name}/secret.txt"),
     ] {
-        let r = raw_get(server.addr(), &target);
+        let r = server.raw_get(&target);
         assert!(
             r.answer.status == 400 || r.answer.status == 404,
             "{target}: {}",
@@ -526,11 +567,12 @@ fn static_files_take_faults_but_not_long() {
         ..ServerConfig::default()
     })
     .unwrap();
-    let r = raw_get(server.addr(), "/data.bin?fault=drop:1234");
-    assert_eq!(r.answer.header("content-length"), Some("10000"));
+    let r = server.raw_get("/data.bin?fault=drop:1234");
+    r.answer.assert_headers(&[("content-length", "10000")]);
     assert_eq!(r.answer.body, expected(10_000, 1)[..1234]);
-    let long = get(&format!("{}/data.bin?fault=long:5", server.origin()), &[]);
-    assert_eq!(long.status, 400);
+    server
+        .get("/data.bin?fault=long:5", &[])
+        .assert_error(400, "fault=long");
 }
 
 // ---------------------------------------------------------------- faults
@@ -539,16 +581,16 @@ fn static_files_take_faults_but_not_long() {
 fn drop_closes_after_exactly_n_body_bytes() {
     let server = server();
     // Large enough that the cut falls in the middle of a later frame.
-    let r = raw_get(server.addr(), "/gen/500000/8?fault=drop:200001");
+    let r = server.raw_get("/gen/500000/8?fault=drop:200001");
     assert_eq!(r.answer.status, 200);
-    assert_eq!(r.answer.header("content-length"), Some("500000"));
+    r.answer.assert_headers(&[("content-length", "500000")]);
     assert_eq!(r.answer.body.len(), 200_001);
     assert_eq!(r.answer.body, expected(500_000, 8)[..200_001]);
     let log = server.requests();
     assert_eq!(log[0].body_bytes_sent, 200_001);
     // A normal client sees an error.
     let mut response = agent()
-        .get(&format!("{}/gen/500000/8?fault=drop:1000", server.origin()))
+        .get(&server.url("/gen/500000/8?fault=drop:1000"))
         .call()
         .unwrap();
     assert!(response.body_mut().read_to_vec().is_err());
@@ -557,12 +599,10 @@ fn drop_closes_after_exactly_n_body_bytes() {
 #[test]
 fn drop_delivers_every_byte_before_the_cut_to_a_slow_reader() {
     let server = server();
-    let mut tcp = TcpStream::connect(server.addr()).unwrap();
-    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tcp.write_all(
-        b"GET /gen/8000000/4?fault=drop:3000001 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let mut tcp = send(
+        server.addr(),
+        &get_request("/gen/8000000/4?fault=drop:3000001", ""),
+    );
     // Let the socket buffers fill up so the server holds unsent data when it reaches the cut.
     std::thread::sleep(Duration::from_millis(300));
     let mut bytes = Vec::new();
@@ -579,8 +619,7 @@ fn drop_delivers_every_byte_before_the_cut_to_a_slow_reader() {
             Err(e) => panic!("read failed after {} bytes: {e}", bytes.len()),
         }
     }
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(bytes.len() - head_end, 3_000_001);
+    assert_eq!(bytes.len() - body_start(&bytes), 3_000_001);
     let mut tail = vec![0u8; 1000];
     generated_bytes(8_000_000, 4, 3_000_001 - 1000, &mut tail);
     assert_eq!(bytes[bytes.len() - 1000..], tail[..]);
@@ -591,61 +630,54 @@ fn drop_applies_to_ranged_responses_too() {
     let server = server();
     let r = raw(
         server.addr(),
-        "GET /gen/1000/8?fault=drop:10 HTTP/1.1\r\nHost: x\r\nRange: bytes=100-\r\nConnection: close\r\n\r\n",
+        &get_request("/gen/1000/8?fault=drop:10", "Range: bytes=100-\r\n"),
     );
     assert_eq!(r.answer.status, 206);
-    assert_eq!(r.answer.header("content-length"), Some("900"));
+    r.answer.assert_headers(&[("content-length", "900")]);
     assert_eq!(r.answer.body, expected(1000, 8)[100..110]);
     // drop:0 sends the head only.
-    let r = raw_get(server.addr(), "/gen/1000/8?fault=drop:0");
-    assert_eq!(r.answer.header("content-length"), Some("1000"));
+    let r = server.raw_get("/gen/1000/8?fault=drop:0");
+    r.answer.assert_headers(&[("content-length", "1000")]);
     assert!(r.answer.body.is_empty());
 }
 
 #[test]
 fn no_range_answers_200_with_the_whole_body() {
-    let server = server();
-    let a = get(
-        &format!("{}/gen/1000/1?fault=no-range", server.origin()),
-        &[("Range", "bytes=500-")],
-    );
-    assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-range"), None);
-    assert_eq!(a.body, expected(1000, 1));
+    server()
+        .get("/gen/1000/1?fault=no-range", &[("Range", "bytes=500-")])
+        .assert_whole(1000, 1);
 }
 
 #[test]
 fn etag_change_bumps_the_version_each_request_and_breaks_if_range() {
     let server = server();
-    let url = format!("{}/gen/1000/1?fault=etag-change", server.origin());
-    let first = get(&url, &[]);
-    assert_eq!(first.header("etag"), Some("\"g-1000-1-v0\""));
-    let second = get(
-        &url,
+    let path = "/gen/1000/1?fault=etag-change";
+    let first = server.get(path, &[]);
+    assert_eq!(first.etag(), "\"g-1000-1-v0\"");
+    let second = server.get(
+        path,
         &[("Range", "bytes=500-"), ("If-Range", "\"g-1000-1-v0\"")],
     );
     assert_eq!(
         second.status, 200,
         "If-Range with the old ETag no longer matches"
     );
-    assert_eq!(second.header("etag"), Some("\"g-1000-1-v1\""));
+    assert_eq!(second.etag(), "\"g-1000-1-v1\"");
     assert_eq!(second.body, first.body, "bytes unchanged");
-    let third = get(&url, &[]);
-    assert_eq!(third.header("etag"), Some("\"g-1000-1-v2\""));
+    assert_eq!(server.get(path, &[]).etag(), "\"g-1000-1-v2\"");
     // Another URL has its own counter.
-    let other = get(&format!("{url}&x=1"), &[]);
-    assert_eq!(other.header("etag"), Some("\"g-1000-1-v0\""));
+    let other = server.get(&format!("{path}&x=1"), &[]);
+    assert_eq!(other.etag(), "\"g-1000-1-v0\"");
 }
 
 #[test]
 fn bad_content_range_shifts_the_advertised_start() {
-    let server = server();
-    let a = get(
-        &format!("{}/gen/100000/1?fault=bad-content-range", server.origin()),
+    let a = server().get(
+        "/gen/100000/1?fault=bad-content-range",
         &[("Range", "bytes=100-199")],
     );
     assert_eq!(a.status, 206);
-    assert_eq!(a.header("content-range"), Some("bytes 65636-65735/100000"));
+    a.assert_headers(&[("content-range", "bytes 65636-65735/100000")]);
     assert_eq!(
         a.body,
         expected(100_000, 1)[100..200],
@@ -655,104 +687,74 @@ fn bad_content_range_shifts_the_advertised_start() {
 
 #[test]
 fn short_ends_the_body_early_under_the_full_length() {
-    let server = server();
-    let r = raw_get(server.addr(), "/gen/100000/2?fault=short:777");
+    let r = server().raw_get("/gen/100000/2?fault=short:777");
     assert_eq!(r.answer.status, 200);
-    assert_eq!(r.answer.header("content-length"), Some("100000"));
+    r.answer.assert_headers(&[("content-length", "100000")]);
     assert_eq!(r.answer.body, expected(100_000, 2)[..100_000 - 777]);
 }
 
 #[test]
 fn long_serves_extra_bytes_with_a_matching_length() {
     let server = server();
-    let a = get(
-        &format!("{}/gen/1000/2?fault=long:24", server.origin()),
-        &[],
-    );
+    let a = server.get("/gen/1000/2?fault=long:24", &[]);
     assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-length"), Some("1024"));
-    assert_eq!(a.header("etag"), Some("\"g-1000-2-v0\""));
+    a.assert_headers(&[("content-length", "1024"), ("etag", "\"g-1000-2-v0\"")]);
     assert_eq!(a.body, expected(1024, 2));
     assert_eq!(a.body[..1000], expected(1000, 2)[..]);
-    let tail = get(
-        &format!("{}/gen/1000/2?fault=long:24", server.origin()),
-        &[("Range", "bytes=990-")],
-    );
-    assert_eq!(tail.header("content-range"), Some("bytes 990-1023/1024"));
+    let tail = server.get("/gen/1000/2?fault=long:24", &[("Range", "bytes=990-")]);
+    tail.assert_headers(&[("content-range", "bytes 990-1023/1024")]);
 }
 
 #[test]
 fn long_and_no_validator_stop_after_times() {
     let server = server();
-    let url = format!(
-        "{}/gen/1000/3?fault=long:24,no-validator&times=1",
-        server.origin()
-    );
-    let first = get(&url, &[]);
-    assert_eq!(first.header("content-length"), Some("1024"));
+    let path = "/gen/1000/3?fault=long:24,no-validator&times=1";
+    let first = server.get(path, &[]);
+    first.assert_headers(&[("content-length", "1024")]);
     assert_eq!(
         (first.header("etag"), first.header("last-modified")),
         (None, None)
     );
-    let second = get(&url, &[("Range", "bytes=1010-")]);
+    let second = server.get(path, &[("Range", "bytes=1010-")]);
     assert_eq!(second.status, 416, "the real file is 1000 bytes");
-    assert_eq!(second.header("content-range"), Some("bytes */1000"));
-    assert_eq!(second.header("etag"), Some("\"g-1000-3-v0\""));
+    second.assert_headers(&[
+        ("content-range", "bytes */1000"),
+        ("etag", "\"g-1000-3-v0\""),
+    ]);
 }
 
 #[test]
 fn status_503_with_retry_after() {
-    let server = server();
-    let a = get(
-        &format!(
-            "{}/gen/1000/1?fault=status:503&retry-after=7",
-            server.origin()
-        ),
-        &[],
-    );
-    assert_eq!(a.status, 503);
-    assert_eq!(a.header("retry-after"), Some("7"));
-    assert_cors(&a);
-    assert!(String::from_utf8(a.body).unwrap().contains("503"));
+    let a = server().get("/gen/1000/1?fault=status:503&retry-after=7", &[]);
+    a.assert_error(503, "503");
+    a.assert_headers(&[("retry-after", "7")]);
 }
 
 #[test]
 fn auth_answers_401_with_a_challenge_until_the_bearer_token_is_sent() {
     let server = server();
-    let url = format!(
-        "{}/gen/1000/4?auth=t0k&fault=drop:10&times=1",
-        server.origin()
-    );
-    let none = get(&url, &[]);
+    let path = "/gen/1000/4?auth=t0k&fault=drop:10&times=1";
+    let none = server.get(path, &[]);
     assert_eq!(none.status, 401);
-    assert_eq!(
-        none.header("www-authenticate"),
-        Some("Bearer realm=\"cdn\"")
-    );
+    none.assert_headers(&[("www-authenticate", "Bearer realm=\"cdn\"")]);
     assert_cors(&none);
-    let wrong = get(&url, &[("Authorization", "Bearer nope")]);
+    let wrong = server.get(path, &[("Authorization", "Bearer nope")]);
     assert_eq!(wrong.status, 401);
-    let right = get(
-        &url,
-        &[("Authorization", "Bearer t0k"), ("Range", "bytes=990-")],
-    );
-    assert_eq!(
-        right.status, 206,
-        "past times=1: no drop, the range is honoured"
-    );
-    assert_eq!(right.body, expected(1000, 4)[990..].to_vec());
-    let bad = get(&format!("{}/gen/1000/4?auth=", server.origin()), &[]);
-    assert_eq!(bad.status, 400);
+    // Past times=1: no drop, the range is honoured.
+    server
+        .get(
+            path,
+            &[("Authorization", "Bearer t0k"), ("Range", "bytes=990-")],
+        )
+        .assert_part(&expected(1000, 4), 990, 999);
+    assert_eq!(server.get("/gen/1000/4?auth=", &[]).status, 400);
 }
 
 #[test]
 fn status_404_410_and_401() {
     let server = server();
     for code in [404u16, 410, 401] {
-        let a = get(
-            &format!("{}/gen/1000/1?fault=status:{code}", server.origin()),
-            &[],
-        );
+        let a = server.get(&format!("/gen/1000/1?fault=status:{code}"), &[]);
         assert_eq!(a.status, code);
         assert_eq!(a.header("retry-after"), None);
         assert_cors(&a);
@@ -762,11 +764,10 @@ fn status_404_410_and_401() {
 #[test]
 fn stall_sends_n_bytes_then_nothing_then_closes() {
     let server = server();
-    let mut tcp = TcpStream::connect(server.addr()).unwrap();
-    tcp.write_all(
-        b"GET /gen/100000/3?fault=stall:3000&stall-ms=1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let mut tcp = send(
+        server.addr(),
+        &get_request("/gen/100000/3?fault=stall:3000&stall-ms=1500", ""),
+    );
     let started = Instant::now();
     tcp.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -790,7 +791,7 @@ fn stall_sends_n_bytes_then_nothing_then_closes() {
         quiet < Duration::from_millis(1300),
         "went quiet at {quiet:?}"
     );
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head_end = body_start(&bytes);
     assert_eq!(bytes.len() - head_end, 3000);
     assert_eq!(bytes[head_end..], expected(100_000, 3)[..3000]);
     // Then the connection is closed, with nothing more sent.
@@ -807,8 +808,8 @@ fn stall_sends_n_bytes_then_nothing_then_closes() {
 #[test]
 fn throttle_is_slower_than_unthrottled() {
     let server = server();
-    let fast = raw_get(server.addr(), "/gen/20000/1");
-    let slow = raw_get(server.addr(), "/gen/20000/1?throttle=40000");
+    let fast = server.raw_get("/gen/20000/1");
+    let slow = server.raw_get("/gen/20000/1?throttle=40000");
     assert_eq!(slow.answer.body, expected(20_000, 1));
     assert_eq!(fast.answer.body, slow.answer.body);
     // 20000 bytes at 40000 B/s is 0.5 s.
@@ -825,28 +826,25 @@ fn throttle_is_slower_than_unthrottled() {
     );
 }
 
+/// GET `url` following redirects, expecting `status` and returning the body.
+fn follow(url: &str, status: u16) -> Vec<u8> {
+    let mut followed = following_agent().get(url).call().unwrap();
+    assert_eq!(followed.status(), status);
+    followed.body_mut().read_to_vec().unwrap()
+}
+
 #[test]
 fn redirect_same_origin() {
     let server = server();
-    let a = get(
-        &format!("{}/gen/10/1?fault=redirect:/gen/20/2", server.origin()),
-        &[],
-    );
+    let a = server.get("/gen/10/1?fault=redirect:/gen/20/2", &[]);
     assert_eq!(a.status, 302);
-    assert_eq!(
-        a.header("location"),
-        Some(format!("{}/gen/20/2", server.origin()).as_str())
-    );
+    a.assert_headers(&[("location", &server.url("/gen/20/2"))]);
     assert_cors(&a);
-    let mut followed = following_agent()
-        .get(&format!(
-            "{}/gen/10/1?fault=redirect:/gen/20/2%3Ffault%3Dno-range",
-            server.origin()
-        ))
-        .call()
-        .unwrap();
-    assert_eq!(followed.status(), 200);
-    assert_eq!(followed.body_mut().read_to_vec().unwrap(), expected(20, 2));
+    let followed = follow(
+        &server.url("/gen/10/1?fault=redirect:/gen/20/2%3Ffault%3Dno-range"),
+        200,
+    );
+    assert_eq!(followed, expected(20, 2));
     let paths: Vec<String> = server
         .requests()
         .into_iter()
@@ -859,64 +857,33 @@ fn redirect_same_origin() {
 fn redirect_to_another_origin() {
     let server = server();
     let other = self::server();
-    let target = format!("{}/gen/30/3", other.origin());
-    let a = get(
-        &format!(
-            "{}/gen/10/1?fault=redirect-origin:{target}",
-            server.origin()
-        ),
-        &[],
-    );
+    let target = other.url("/gen/30/3");
+    let path = format!("/gen/10/1?fault=redirect-origin:{target}");
+    let a = server.get(&path, &[]);
     assert_eq!(a.status, 302);
-    assert_eq!(a.header("location"), Some(target.as_str()));
-    let mut followed = following_agent()
-        .get(&format!(
-            "{}/gen/10/1?fault=redirect-origin:{target}",
-            server.origin()
-        ))
-        .call()
-        .unwrap();
-    assert_eq!(followed.body_mut().read_to_vec().unwrap(), expected(30, 3));
+    a.assert_headers(&[("location", &target)]);
+    assert_eq!(follow(&server.url(&path), 200), expected(30, 3));
     assert_eq!(other.requests().len(), 1);
 }
 
 /// Sends a GET for `target` and reads everything until the server closes the connection.
 fn raw_bytes(addr: SocketAddr, target: &str) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).expect("connects");
-    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).unwrap();
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match tcp.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("raw read failed after {} bytes: {e}", bytes.len()),
-        }
-    }
-    bytes
+    read_to_close(&mut send(addr, &get_request(target, "")))
 }
 
 #[test]
 fn outage_cuts_then_answers_nothing_for_the_window_then_serves_again() {
     let server = server();
     let target = "/gen/300000/4?fault=outage:100000&outage-ms=600&times=1";
-    let first = raw_get(server.addr(), target);
+    let first = server.raw_get(target);
     assert_eq!(first.answer.status, 200);
     assert_eq!(first.answer.body, expected(300_000, 4)[..100_000]);
     // Inside the window: the connection closes and not one byte comes back.
     let started = Instant::now();
     assert!(raw_bytes(server.addr(), target).is_empty());
-    let ranged = format!(
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=100000-\r\nConnection: close\r\n\r\n"
-    );
-    let mut tcp = TcpStream::connect(server.addr()).unwrap();
-    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    tcp.write_all(ranged.as_bytes()).unwrap();
+    let ranged = get_request(target, "Range: bytes=100000-\r\n");
     let mut nothing = Vec::new();
-    let _ = tcp.read_to_end(&mut nothing);
+    let _ = send(server.addr(), &ranged).read_to_end(&mut nothing);
     assert!(
         nothing.is_empty(),
         "a range inside the window is refused too"
@@ -926,29 +893,23 @@ fn outage_cuts_then_answers_nothing_for_the_window_then_serves_again() {
         "test too slow to be inside the window"
     );
     // Another URL is not affected.
-    assert_eq!(raw_get(server.addr(), "/gen/1000/4").answer.status, 200);
+    assert_eq!(server.raw_get("/gen/1000/4").answer.status, 200);
     // After the window: served again, the resume as a 206 with the rest.
     std::thread::sleep(Duration::from_millis(700));
     let rest = raw(server.addr(), &ranged);
     assert_eq!(rest.answer.status, 206);
     assert_eq!(rest.answer.body, expected(300_000, 4)[100_000..]);
-    let statuses: Vec<u16> = server
+    let (statuses, sent): (Vec<u16>, Vec<u64>) = server
         .requests()
         .iter()
         .filter(|r| r.path_and_query == target)
-        .map(|r| r.status)
-        .collect();
+        .map(|r| (r.status, r.body_bytes_sent))
+        .unzip();
     assert_eq!(
         statuses,
         [200, 0, 0, 206],
         "refused requests are logged with status 0"
     );
-    let sent: Vec<u64> = server
-        .requests()
-        .iter()
-        .filter(|r| r.path_and_query == target)
-        .map(|r| r.body_bytes_sent)
-        .collect();
     assert_eq!(sent, [100_000, 0, 0, 200_000]);
 }
 
@@ -959,7 +920,7 @@ fn outage_window_starts_at_the_cut_not_at_the_request() {
     // from the cut, so a request 700 ms after the first one is still refused.
     let target = "/gen/100000/6?fault=outage:40000&outage-ms=500&times=1&throttle=100000";
     let started = Instant::now();
-    let first = raw_get(server.addr(), target);
+    let first = server.raw_get(target);
     assert_eq!(first.answer.body.len(), 40_000);
     assert!(
         first.elapsed >= Duration::from_millis(300),
@@ -975,42 +936,32 @@ fn times_limits_the_fault_and_reset_restores_it() {
     let server = server();
     let target = "/gen/1000/5?fault=drop:10&times=2";
     for _ in 0..2 {
-        assert_eq!(raw_get(server.addr(), target).answer.body.len(), 10);
+        assert_eq!(server.raw_get(target).answer.body.len(), 10);
     }
     assert_eq!(
-        raw_get(server.addr(), target).answer.body,
+        server.raw_get(target).answer.body,
         expected(1000, 5),
         "third request is served normally"
     );
     // The counter is per exact URL.
-    assert_eq!(
-        raw_get(server.addr(), "/gen/1000/5?fault=drop:10&times=2&x")
-            .answer
-            .body
-            .len(),
-        10
-    );
+    let other = server.raw_get("/gen/1000/5?fault=drop:10&times=2&x");
+    assert_eq!(other.answer.body.len(), 10);
     // POST /_control/reset clears counters (and the log).
     let reset = agent()
-        .post(&format!("{}/_control/reset", server.origin()))
+        .post(&server.url("/_control/reset"))
         .send_empty()
         .unwrap();
     assert_eq!(reset.status(), 204);
     assert!(server.requests().is_empty());
-    assert_eq!(raw_get(server.addr(), target).answer.body.len(), 10);
+    assert_eq!(server.raw_get(target).answer.body.len(), 10);
 }
 
 #[test]
 fn times_with_status_then_success() {
     let server = server();
-    let url = format!(
-        "{}/gen/100/5?fault=status:503&retry-after=1&times=1",
-        server.origin()
-    );
-    assert_eq!(get(&url, &[]).status, 503);
-    let ok = get(&url, &[]);
-    assert_eq!(ok.status, 200);
-    assert_eq!(ok.body, expected(100, 5));
+    let path = "/gen/100/5?fault=status:503&retry-after=1&times=1";
+    assert_eq!(server.get(path, &[]).status, 503);
+    server.get(path, &[]).assert_whole(100, 5);
 }
 
 // ---------------------------------------------------------------- request log and control
@@ -1018,10 +969,9 @@ fn times_with_status_then_success() {
 #[test]
 fn request_log_records_what_the_server_saw() {
     let server = server();
-    let url = format!("{}/gen/1000/1", server.origin());
-    get(&url, &[]);
-    get(
-        &url,
+    server.get("/gen/1000/1", &[]);
+    server.get(
+        "/gen/1000/1",
         &[("Range", "bytes=10-"), ("If-Range", "\"g-1000-1-v0\"")],
     );
     let log = server.requests();
@@ -1036,8 +986,8 @@ fn request_log_records_what_the_server_saw() {
     assert_eq!(log[1].status, 206);
     assert_eq!(log[1].body_bytes_sent, 990);
 
-    let json = get(&format!("{}/_control/log", server.origin()), &[]);
-    assert_eq!(json.header("content-type"), Some("application/json"));
+    let json = server.get("/_control/log", &[]);
+    json.assert_headers(&[("content-type", "application/json")]);
     assert_cors(&json);
     let value: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
     assert_eq!(
@@ -1066,10 +1016,7 @@ fn stopping_the_server_frees_the_port() {
     })
     .expect("the port is free again");
     assert_eq!(again.addr(), addr);
-    assert_eq!(
-        get(&format!("{}/gen/5/5", again.origin()), &[]).body,
-        expected(5, 5)
-    );
+    assert_eq!(again.get("/gen/5/5", &[]).body, expected(5, 5));
 }
 
 #[test]
@@ -1087,43 +1034,39 @@ fn starts_from_inside_an_async_runtime() {
     assert!(origin.starts_with("http://127.0.0.1:"));
 }
 
+/// The message of the error `Server::start` gives for `config`.
+fn start_error(config: ServerConfig) -> String {
+    Server::start(config).err().expect("refused").to_string()
+}
+
 #[test]
 fn bad_config_is_refused() {
-    let err = Server::start(ServerConfig {
+    let err = start_error(ServerConfig {
         mounts: vec![("pkg/".into(), std::env::temp_dir())],
         ..ServerConfig::default()
-    })
-    .err()
-    .unwrap();
-    assert!(err.to_string().contains("pkg/"));
-    let err = Server::start(ServerConfig {
+    });
+    assert!(err.contains("pkg/"), "{err}");
+    let err = start_error(ServerConfig {
         extra_headers: vec![("bad header".into(), "x".into())],
         ..ServerConfig::default()
-    })
-    .err()
-    .unwrap();
-    assert!(err.to_string().contains("bad header"));
+    });
+    assert!(err.contains("bad header"), "{err}");
 }
 
 #[test]
 fn echo_answers_the_decoded_body_as_json_and_refuses_a_missing_one() {
     let server = server();
-    let url = format!(
-        "{}/echo?probe=1&body=%7B%22assetPacks%22%3A%5B%5D%7D",
-        server.origin()
-    );
-    let answer = get(&url, &[]);
+    let answer = server.get("/echo?probe=1&body=%7B%22assetPacks%22%3A%5B%5D%7D", &[]);
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, br#"{"assetPacks":[]}"#);
-    assert_eq!(answer.header("content-type"), Some("application/json"));
-    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    answer.assert_headers(&[
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ]);
     assert_cors(&answer);
     for bad in ["/echo", "/echo?body=%zz", "/echo?other=1"] {
-        let answer = get(&format!("{}{bad}", server.origin()), &[]);
+        let answer = server.get(bad, &[]);
         assert_eq!(answer.status, 400, "{bad}");
-        assert!(
-            String::from_utf8_lossy(&answer.body).contains("body="),
-            "{bad}"
-        );
+        assert!(answer.text().contains("body="), "{bad}");
     }
 }
