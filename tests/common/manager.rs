@@ -92,6 +92,14 @@ impl Recorder {
     fn position(&self, wanted: &Seen) -> Option<usize> {
         self.seen.borrow().iter().position(|s| s == wanted)
     }
+
+    /// Where in the whole record `id` finished (successfully), if it did.
+    fn finish_position(&self, id: &str) -> Option<usize> {
+        self.seen
+            .borrow()
+            .iter()
+            .position(|s| matches!(s, Seen::Finish { id: i, .. } if i == id))
+    }
 }
 
 impl DownloadManagerDelegate for Recorder {
@@ -138,17 +146,36 @@ fn config(database: &str) -> ManagerConfig {
     config.transfer.chunk_size = MIB as u32;
     config.transfer.backoff_base_ms = 50;
     config.transfer.backoff_max_ms = 400;
+    // A pause aborts at once: these tests see the resume as a `Range` request (the held
+    // response is tested in tests/common/transfer.rs).
+    config.transfer.pause_hold_ms = 0;
     config
 }
 
 /// A manager on a fresh database, launched (no allowance limits), with a recording delegate.
 async fn open(label: &str) -> (DownloadManager, Rc<Recorder>, String) {
+    open_with(label, |_| {}).await
+}
+
+/// [`open`] with the [`config`] changed by `adjust` first.
+async fn open_with(
+    label: &str,
+    adjust: impl FnOnce(&mut ManagerConfig),
+) -> (DownloadManager, Rc<Recorder>, String) {
     let database = super::common::unique_name(&format!("ba-manager-{label}"));
-    let manager = DownloadManager::open(config(&database)).await.unwrap();
+    let mut config = config(&database);
+    adjust(&mut config);
+    let manager = DownloadManager::open(config).await.unwrap();
     manager.did_launch().await.unwrap();
+    let recorder = watch(&manager);
+    (manager, recorder, database)
+}
+
+/// A fresh recording delegate, set on `manager`.
+fn watch(manager: &DownloadManager) -> Rc<Recorder> {
     let recorder = Rc::new(Recorder::default());
     manager.set_delegate(Some(recorder.clone()));
-    (manager, recorder, database)
+    recorder
 }
 
 async fn remove(manager: DownloadManager, database: &str) {
@@ -157,8 +184,53 @@ async fn remove(manager: DownloadManager, database: &str) {
     Container::delete_database(database).await.unwrap();
 }
 
-fn download(id: &str, path: &str, len: u64) -> UrlDownload {
-    super::common::cdn_download(id, path, Some(len))
+/// One generated CDN body as a download: what a test schedules and later checks against.
+struct Planned {
+    id: String,
+    path: String,
+    len: u64,
+    seed: u64,
+}
+
+impl Planned {
+    /// A fresh `label` identifier for `len` bytes of a seed in `seed_base..seed_base + 1000`,
+    /// served with the CDN `faults` (a query, may be empty).
+    fn new(label: &str, len: u64, seed_base: u64, faults: &str) -> Planned {
+        let seed = seed_base + probe() % 1000;
+        Planned {
+            id: unique_id(label),
+            path: gen_path(len, seed, faults),
+            len,
+            seed,
+        }
+    }
+
+    fn download(&self) -> UrlDownload {
+        super::common::cdn_download(&self.id, &self.path, Some(self.len))
+    }
+
+    /// Schedules it on `manager`, which must accept it.
+    async fn schedule_on(self, manager: &DownloadManager) -> Planned {
+        manager.schedule(self.download()).await.unwrap();
+        self
+    }
+
+    /// What the delegate hears when it finishes: its size and the CDN's digest.
+    async fn finish(&self) -> Seen {
+        Seen::Finish {
+            id: self.id.clone(),
+            size: self.len,
+            sha256: cdn_sha256(self.len, self.seed).await,
+        }
+    }
+}
+
+/// What the delegate hears when `id` fails with `error`.
+fn failed(id: &str, error: Error) -> Seen {
+    Seen::Fail {
+        id: id.to_string(),
+        code: error.code(),
+    }
 }
 
 async fn stored(manager: &DownloadManager, id: &str) -> u64 {
@@ -182,9 +254,31 @@ async fn wait_received(manager: &DownloadManager, id: &str, at_least: u64) {
     panic!("`{id}` never received {at_least} bytes");
 }
 
-/// The delegate saw begin, then progress up to `len`, then finish with the CDN's digest, and
-/// the stored asset reads back at its size.
-async fn assert_finished_in_order(recorder: &Recorder, id: &str, len: u64, seed: u64) {
+/// Once its checkpoint is dropped (waited for), `id` has neither a checkpoint nor an asset.
+async fn assert_nothing_stored(manager: &DownloadManager, id: &str) {
+    let container = manager.container().await.unwrap();
+    for _ in 0..1000 {
+        if container.load_checkpoint(id).await.unwrap().is_none() {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    assert!(container.load_checkpoint(id).await.unwrap().is_none());
+    assert!(container.asset(id).await.unwrap().is_none());
+}
+
+/// The CDN saw `path` fetched twice, the second time resumed with `Range: bytes=<from>-`;
+/// returns the body bytes it sent in all.
+async fn resumed_once_from(path: &str, from: u64) -> u64 {
+    let logged = gets(path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(logged[1].range, Some(format!("bytes={from}-")));
+    logged.iter().map(|l| l.sent).sum()
+}
+/// The delegate saw begin, then progress up to its length, then finish with the CDN's digest,
+/// and the stored asset reads back at its size.
+async fn assert_finished_in_order(recorder: &Recorder, planned: &Planned) {
+    let (id, len) = (planned.id.as_str(), planned.len);
     let seen = recorder.of(id);
     assert_eq!(seen.first(), Some(&Seen::Begin(id.to_string())), "{seen:?}");
     let totals: Vec<u64> = seen
@@ -197,12 +291,7 @@ async fn assert_finished_in_order(recorder: &Recorder, id: &str, len: u64, seed:
     assert!(!totals.is_empty(), "no progress for {id}: {seen:?}");
     assert!(totals.windows(2).all(|w| w[0] <= w[1]), "{totals:?}");
     assert_eq!(totals.last(), Some(&len));
-    let expected = Seen::Finish {
-        id: id.to_string(),
-        size: len,
-        sha256: cdn_sha256(len, seed).await,
-    };
-    assert_eq!(seen.last(), Some(&expected), "{seen:?}");
+    assert_eq!(seen.last(), Some(&planned.finish().await), "{seen:?}");
     let finished = recorder
         .finished
         .borrow()
@@ -218,27 +307,20 @@ async fn assert_finished_in_order(recorder: &Recorder, id: &str, len: u64, seed:
 #[wasm_bindgen_test]
 async fn two_scheduled_downloads_finish_and_the_delegate_sees_begin_progress_finish() {
     let (manager, recorder, database) = open("two").await;
-    let (a, b) = (unique_id("a"), unique_id("b"));
-    let (len_a, len_b) = (2 * MIB + 123, MIB + MIB / 2);
-    let (seed_a, seed_b) = (20_000 + probe() % 1000, 21_000 + probe() % 1000);
-    let path_a = gen_path(len_a, seed_a, "");
-    let path_b = gen_path(len_b, seed_b, "");
-    manager
-        .schedule(download(&a, &path_a, len_a))
-        .await
-        .unwrap();
-    manager
-        .schedule(download(&b, &path_b, len_b))
-        .await
-        .unwrap();
+    let a = Planned::new("a", 2 * MIB + 123, 20_000, "")
+        .schedule_on(&manager)
+        .await;
+    let b = Planned::new("b", MIB + MIB / 2, 21_000, "")
+        .schedule_on(&manager)
+        .await;
     let current = manager.fetch_current_downloads().await.unwrap();
     assert_eq!(current.len(), 2, "{current:?}");
     wait_until("both finished", || {
-        recorder.finished(&a) && recorder.finished(&b)
+        recorder.finished(&a.id) && recorder.finished(&b.id)
     })
     .await;
-    assert_finished_in_order(&recorder, &a, len_a, seed_a).await;
-    assert_finished_in_order(&recorder, &b, len_b, seed_b).await;
+    assert_finished_in_order(&recorder, &a).await;
+    assert_finished_in_order(&recorder, &b).await;
     assert!(manager.fetch_current_downloads().await.unwrap().is_empty());
     remove(manager, &database).await;
 }
@@ -246,51 +328,36 @@ async fn two_scheduled_downloads_finish_and_the_delegate_sees_begin_progress_fin
 #[wasm_bindgen_test]
 async fn a_duplicate_schedule_is_refused() {
     let (manager, _recorder, database) = open("dup").await;
-    let id = unique_id("dup");
-    let path = gen_path(2 * MIB, 22_000 + probe() % 1000, &stall(MIB + 5));
-    manager
-        .schedule(download(&id, &path, 2 * MIB))
-        .await
-        .unwrap();
-    let again = manager.schedule(download(&id, &path, 2 * MIB)).await;
+    let dup = Planned::new("dup", 2 * MIB, 22_000, &stall(MIB + 5))
+        .schedule_on(&manager)
+        .await;
+    let again = manager.schedule(dup.download()).await;
     assert!(
-        matches!(&again, Err(Error::DownloadAlreadyScheduled { identifier }) if *identifier == id),
+        matches!(&again, Err(Error::DownloadAlreadyScheduled { identifier }) if *identifier == dup.id),
         "{again:?}"
     );
     assert_eq!(manager.fetch_current_downloads().await.unwrap().len(), 1);
-    manager.cancel(&ident(&id)).await.unwrap();
+    manager.cancel(&ident(&dup.id)).await.unwrap();
     remove(manager, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn cancel_reports_cancelled_and_leaves_nothing_stored() {
     let (manager, recorder, database) = open("cancel").await;
-    let id = unique_id("cancel");
-    let path = gen_path(3 * MIB, 23_000 + probe() % 1000, &stall(2 * MIB + 5));
-    manager
-        .schedule(download(&id, &path, 3 * MIB))
-        .await
-        .unwrap();
+    let Planned { id, .. } = Planned::new("cancel", 3 * MIB, 23_000, &stall(2 * MIB + 5))
+        .schedule_on(&manager)
+        .await;
     wait_until("2 MiB written", || recorder.written(&id) >= 2 * MIB).await;
     assert_eq!(stored(&manager, &id).await, 2 * MIB);
     manager.cancel(&ident(&id)).await.unwrap();
-    let cancelled = Seen::Fail {
-        id: id.clone(),
-        code: Error::Cancelled {
+    let cancelled = failed(
+        &id,
+        Error::Cancelled {
             identifier: id.clone(),
-        }
-        .code(),
-    };
+        },
+    );
     assert_eq!(recorder.of(&id).last(), Some(&cancelled));
-    let container = manager.container().await.unwrap();
-    for _ in 0..1000 {
-        if container.load_checkpoint(&id).await.unwrap().is_none() {
-            break;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    assert!(container.load_checkpoint(&id).await.unwrap().is_none());
-    assert!(container.asset(&id).await.unwrap().is_none());
+    assert_nothing_stored(&manager, &id).await;
     assert!(manager.fetch_current_downloads().await.unwrap().is_empty());
     let again = manager.cancel(&ident(&id)).await;
     assert!(
@@ -306,38 +373,41 @@ async fn cancel_reports_cancelled_and_leaves_nothing_stored() {
 
 #[wasm_bindgen_test]
 async fn pause_and_resume_finish_with_zero_wasted_bytes() {
-    const LEN: u64 = 3 * MIB;
     const STALL_AT: u64 = MIB + MIB / 2 + 777;
     let (manager, recorder, database) = open("pause").await;
-    let id = unique_id("pause");
-    let seed = 24_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, &stall(STALL_AT));
-    manager.schedule(download(&id, &path, LEN)).await.unwrap();
-    wait_received(&manager, &id, STALL_AT).await;
-    manager.pause(&ident(&id)).await.unwrap();
-    assert_eq!(recorder.of(&id).last(), Some(&Seen::Pause(id.clone())));
+    let paused = Planned::new("pause", 3 * MIB, 24_000, &stall(STALL_AT))
+        .schedule_on(&manager)
+        .await;
+    let id = &paused.id;
+    wait_received(&manager, id, STALL_AT).await;
+    manager.pause(&ident(id)).await.unwrap();
+    assert_eq!(recorder.of(id).last(), Some(&Seen::Pause(id.clone())));
     let info = manager.fetch_current_downloads().await.unwrap();
     assert_eq!(info[0].state, DownloadState::Paused);
     for _ in 0..1000 {
-        if stored(&manager, &id).await == STALL_AT {
+        if stored(&manager, id).await == STALL_AT {
             break;
         }
         gloo_timers::future::TimeoutFuture::new(5).await;
     }
     assert_eq!(
-        stored(&manager, &id).await,
+        stored(&manager, id).await,
         STALL_AT,
         "pause stores what arrived"
     );
-    assert_eq!(gets(&path).await.len(), 1, "nothing fetched while paused");
-    manager.resume(&ident(&id)).await.unwrap();
-    wait_until("finished", || recorder.finished(&id)).await;
-    assert_finished_in_order(&recorder, &id, LEN, seed).await;
-    let logged = gets(&path).await;
-    assert_eq!(logged.len(), 2, "{logged:?}");
-    assert_eq!(logged[1].range, Some(format!("bytes={STALL_AT}-")));
-    let sent: u64 = logged.iter().map(|l| l.sent).sum();
-    assert_eq!(sent, LEN, "not one byte sent twice: {logged:?}");
+    assert_eq!(
+        gets(&paused.path).await.len(),
+        1,
+        "nothing fetched while paused"
+    );
+    manager.resume(&ident(id)).await.unwrap();
+    wait_until("finished", || recorder.finished(id)).await;
+    assert_finished_in_order(&recorder, &paused).await;
+    assert_eq!(
+        resumed_once_from(&paused.path, STALL_AT).await,
+        paused.len,
+        "not one byte sent twice"
+    );
     remove(manager, &database).await;
 }
 
@@ -353,14 +423,10 @@ async fn start_foreground_promotes_a_scheduled_download_and_preempted_ones_conti
         })
         .await
         .unwrap();
-    let stalled = unique_id("stalled");
-    let seed = 25_000 + probe() % 1000;
-    let stalled_path = gen_path(LEN, seed, &stall(STALL_AT));
-    manager
-        .schedule(download(&stalled, &stalled_path, LEN))
-        .await
-        .unwrap();
-    wait_received(&manager, &stalled, STALL_AT).await;
+    let stalled = Planned::new("stalled", LEN, 25_000, &stall(STALL_AT))
+        .schedule_on(&manager)
+        .await;
+    wait_received(&manager, &stalled.id, STALL_AT).await;
 
     let in_page = manager.caller().await.unwrap() == Caller::Page;
     assert_eq!(
@@ -370,7 +436,7 @@ async fn start_foreground_promotes_a_scheduled_download_and_preempted_ones_conti
     );
     if !in_page {
         // The service worker may not start foreground downloads (Apple's rule).
-        let refused = manager.start_foreground(ident(&stalled)).await;
+        let refused = manager.start_foreground(ident(&stalled.id)).await;
         let error = refused.unwrap_err();
         assert!(
             matches!(error, Error::CallFromExtensionNotAllowed { .. }),
@@ -379,68 +445,44 @@ async fn start_foreground_promotes_a_scheduled_download_and_preempted_ones_conti
         assert_eq!(error.code(), 50);
         let info = manager.fetch_current_downloads().await.unwrap();
         assert!(!info[0].foreground);
-        manager.cancel(&ident(&stalled)).await.unwrap();
+        manager.cancel(&ident(&stalled.id)).await.unwrap();
         remove(manager, &database).await;
         return;
     }
 
     // A waiting download, promoted: the running stalled one is pre-empted (paused, not lost).
-    let waiting = unique_id("waiting");
-    let waiting_seed = 26_000 + probe() % 1000;
-    let waiting_path = gen_path(MIB, waiting_seed, "");
-    manager
-        .schedule(download(&waiting, &waiting_path, MIB))
-        .await
-        .unwrap();
-    assert!(recorder.of(&waiting).is_empty(), "no free slot yet");
-    manager.start_foreground(ident(&waiting)).await.unwrap();
+    let waiting = Planned::new("waiting", MIB, 26_000, "")
+        .schedule_on(&manager)
+        .await;
+    assert!(recorder.of(&waiting.id).is_empty(), "no free slot yet");
+    manager.start_foreground(ident(&waiting.id)).await.unwrap();
     wait_until("both finished", || {
-        recorder.finished(&waiting) && recorder.finished(&stalled)
+        recorder.finished(&waiting.id) && recorder.finished(&stalled.id)
     })
     .await;
-    let paused = recorder.position(&Seen::Pause(stalled.clone())).unwrap();
-    let begun = recorder.position(&Seen::Begin(waiting.clone())).unwrap();
+    let paused = recorder.position(&Seen::Pause(stalled.id.clone())).unwrap();
+    let begun = recorder.position(&Seen::Begin(waiting.id.clone())).unwrap();
     assert!(paused < begun, "pre-empted before the foreground one began");
-    assert_finished_in_order(&recorder, &waiting, MIB, waiting_seed).await;
-    let waiting_done = recorder
-        .seen
-        .borrow()
-        .iter()
-        .position(|s| matches!(s, Seen::Finish { id, .. } if *id == waiting))
-        .unwrap();
-    let stalled_done = recorder
-        .seen
-        .borrow()
-        .iter()
-        .position(|s| matches!(s, Seen::Finish { id, .. } if *id == stalled))
-        .unwrap();
+    assert_finished_in_order(&recorder, &waiting).await;
+    let waiting_done = recorder.finish_position(&waiting.id).unwrap();
+    let stalled_done = recorder.finish_position(&stalled.id).unwrap();
     assert!(waiting_done < stalled_done);
-    let logged = gets(&stalled_path).await;
-    assert_eq!(logged.len(), 2, "{logged:?}");
-    assert_eq!(logged[1].range, Some(format!("bytes={STALL_AT}-")));
-    assert_eq!(logged.iter().map(|l| l.sent).sum::<u64>(), LEN);
+    assert_eq!(resumed_once_from(&stalled.path, STALL_AT).await, LEN);
 
     // A paused, stalled-mid-way download, promoted: it continues from its checkpoint.
-    let again = unique_id("again");
-    let again_seed = 27_000 + probe() % 1000;
-    let again_path = gen_path(LEN, again_seed, &stall(STALL_AT));
-    manager
-        .schedule(download(&again, &again_path, LEN))
-        .await
-        .unwrap();
-    wait_received(&manager, &again, STALL_AT).await;
-    manager.pause(&ident(&again)).await.unwrap();
-    manager.start_foreground(ident(&again)).await.unwrap();
+    let again = Planned::new("again", LEN, 27_000, &stall(STALL_AT))
+        .schedule_on(&manager)
+        .await;
+    wait_received(&manager, &again.id, STALL_AT).await;
+    manager.pause(&ident(&again.id)).await.unwrap();
+    manager.start_foreground(ident(&again.id)).await.unwrap();
     let info = manager.fetch_current_downloads().await.unwrap();
     assert!(info
         .iter()
-        .any(|d| d.identifier.as_str() == again && d.foreground));
-    wait_until("promoted one finished", || recorder.finished(&again)).await;
-    assert_finished_in_order(&recorder, &again, LEN, again_seed).await;
-    let logged = gets(&again_path).await;
-    assert_eq!(logged.len(), 2, "{logged:?}");
-    assert_eq!(logged[1].range, Some(format!("bytes={STALL_AT}-")));
-    assert_eq!(logged.iter().map(|l| l.sent).sum::<u64>(), LEN);
+        .any(|d| d.identifier.as_str() == again.id && d.foreground));
+    wait_until("promoted one finished", || recorder.finished(&again.id)).await;
+    assert_finished_in_order(&recorder, &again).await;
+    assert_eq!(resumed_once_from(&again.path, STALL_AT).await, LEN);
     remove(manager, &database).await;
 }
 
@@ -488,12 +530,12 @@ async fn a_manager_opened_later_sees_the_stored_downloads_and_continues_them() {
     const LEN: u64 = 3 * MIB;
     const STALL_AT: u64 = 2 * MIB + 99;
     let (first, _recorder, database) = open("reopen").await;
-    let id = unique_id("reopen");
-    let seed = 28_000 + probe() % 1000;
-    let path = gen_path(LEN, seed, &stall(STALL_AT));
-    first.schedule(download(&id, &path, LEN)).await.unwrap();
-    wait_received(&first, &id, STALL_AT).await;
-    let checkpoint = stored(&first, &id).await;
+    let reopened = Planned::new("reopen", LEN, 28_000, &stall(STALL_AT))
+        .schedule_on(&first)
+        .await;
+    let id = reopened.id.as_str();
+    wait_received(&first, id, STALL_AT).await;
+    let checkpoint = stored(&first, id).await;
     assert_eq!(checkpoint, 2 * MIB, "two whole chunks written");
     first.close().await; // like a killed context: the transfer stops, the state stays
     let closed = first.fetch_current_downloads().await;
@@ -501,23 +543,15 @@ async fn a_manager_opened_later_sees_the_stored_downloads_and_continues_them() {
     drop(first);
 
     let second = DownloadManager::open(config(&database)).await.unwrap();
-    let recorder = Rc::new(Recorder::default());
-    second.set_delegate(Some(recorder.clone()));
+    let recorder = watch(&second);
     let current = second.fetch_current_downloads().await.unwrap();
     assert_eq!(current.len(), 1, "{current:?}");
     assert_eq!(current[0].identifier.as_str(), id);
     assert_eq!(current[0].progress.total_expected, Some(LEN));
-    wait_until("the new manager finished it", || recorder.finished(&id)).await;
-    let seen = recorder.of(&id);
-    let expected = Seen::Finish {
-        id: id.clone(),
-        size: LEN,
-        sha256: cdn_sha256(LEN, seed).await,
-    };
-    assert_eq!(seen.last(), Some(&expected), "{seen:?}");
-    let logged = gets(&path).await;
-    assert_eq!(logged.len(), 2, "{logged:?}");
-    assert_eq!(logged[1].range, Some(format!("bytes={checkpoint}-")));
+    wait_until("the new manager finished it", || recorder.finished(id)).await;
+    let seen = recorder.of(id);
+    assert_eq!(seen.last(), Some(&reopened.finish().await), "{seen:?}");
+    resumed_once_from(&reopened.path, checkpoint).await;
     remove(second, &database).await;
 }
 
@@ -540,15 +574,14 @@ async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaratio
     .await
     .map(|r| js::get(&r, "status").as_f64() == Some(200.0))
     .unwrap_or(false);
-    let id = unique_id("shared");
-    let path = gen_path(MIB, 29_000 + probe() % 1000, "");
-    let scheduled = again.schedule(download(&id, &path, MIB)).await;
+    let planned = Planned::new("shared", MIB, 29_000, "");
+    let scheduled = again.schedule(planned.download()).await;
     match scheduled {
         Ok(()) if declared => {
             // The served declaration allows the CDN: the download is scheduled for everyone.
             let current = shared.fetch_current_downloads().await.unwrap();
-            assert!(current.iter().any(|d| d.identifier.as_str() == id));
-            shared.cancel(&ident(&id)).await.unwrap();
+            assert!(current.iter().any(|d| d.identifier.as_str() == planned.id));
+            shared.cancel(&ident(&planned.id)).await.unwrap();
         }
         scheduled => {
             let refused = scheduled.unwrap_err();
@@ -581,89 +614,56 @@ async fn the_shared_manager_is_one_per_global_and_applies_the_default_declaratio
 #[wasm_bindgen_test]
 async fn a_failed_download_reports_its_typed_error_and_leaves_nothing() {
     let (manager, recorder, database) = open("fail").await;
-    let id = unique_id("missing");
-    let path = gen_path(MIB, 30_000 + probe() % 1000, "fault=status:404");
-    manager.schedule(download(&id, &path, MIB)).await.unwrap();
+    let Planned { id, .. } = Planned::new("missing", MIB, 30_000, "fault=status:404")
+        .schedule_on(&manager)
+        .await;
     wait_until("failed", || recorder.finished(&id)).await;
-    let seen = recorder.of(&id);
-    let not_found = Error::HttpStatus {
-        identifier: id.clone(),
-        status: 404,
-    };
-    assert_eq!(
-        seen,
-        vec![
-            Seen::Begin(id.clone()),
-            Seen::Fail {
-                id: id.clone(),
-                code: not_found.code()
-            }
-        ]
+    let not_found = failed(
+        &id,
+        Error::HttpStatus {
+            identifier: id.clone(),
+            status: 404,
+        },
     );
+    assert_eq!(recorder.of(&id), vec![Seen::Begin(id.clone()), not_found]);
     assert!(manager.fetch_current_downloads().await.unwrap().is_empty());
-    let container = manager.container().await.unwrap();
-    for _ in 0..1000 {
-        if container.load_checkpoint(&id).await.unwrap().is_none() {
-            break;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
-    assert!(container.load_checkpoint(&id).await.unwrap().is_none());
-    assert!(container.asset(&id).await.unwrap().is_none());
+    assert_nothing_stored(&manager, &id).await;
     remove(manager, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn a_failed_essential_download_is_requeued_as_non_essential_and_finishes() {
     use background_assets::core::manager::ExtensionEvent;
-    let database = super::common::unique_name("ba-manager-essential");
-    let mut installing = config(&database);
-    installing.caller = Some(Caller::Extension {
-        event: Some(ExtensionEvent::Install),
-    });
-    let manager = DownloadManager::open(installing).await.unwrap();
-    manager.did_launch().await.unwrap();
-    let recorder = Rc::new(Recorder::default());
-    manager.set_delegate(Some(recorder.clone()));
-    let id = unique_id("essential");
-    let seed = 31_000 + probe() % 1000;
-    let path = gen_path(MIB, seed, "fault=status:404&times=1");
-    let mut essential = download(&id, &path, MIB);
-    essential.essential = true;
-    manager.schedule(essential).await.unwrap();
-    wait_until("finished", || {
-        recorder
-            .of(&id)
-            .iter()
-            .any(|s| matches!(s, Seen::Finish { .. }))
+    let (manager, recorder, database) = open_with("essential", |installing| {
+        installing.caller = Some(Caller::Extension {
+            event: Some(ExtensionEvent::Install),
+        });
     })
     .await;
-    let seen = recorder.of(&id);
-    let code = Error::HttpStatus {
-        identifier: id.clone(),
-        status: 404,
-    }
-    .code();
+    let planned = Planned::new("essential", MIB, 31_000, "fault=status:404&times=1");
+    let mut essential = planned.download();
+    essential.essential = true;
+    manager.schedule(essential).await.unwrap();
+    let id = planned.id.as_str();
+    wait_until("finished", || recorder.finish_position(id).is_some()).await;
+    let seen = recorder.of(id);
+    let not_found = failed(
+        id,
+        Error::HttpStatus {
+            identifier: id.to_string(),
+            status: 404,
+        },
+    );
     assert_eq!(
         seen[..4],
         [
-            Seen::Begin(id.clone()),
-            Seen::Fail {
-                id: id.clone(),
-                code
-            },
-            Seen::Requeue(id.clone()),
-            Seen::Begin(id.clone()),
+            Seen::Begin(id.to_string()),
+            not_found,
+            Seen::Requeue(id.to_string()),
+            Seen::Begin(id.to_string()),
         ],
         "{seen:?}"
     );
-    assert_eq!(
-        seen.last(),
-        Some(&Seen::Finish {
-            id: id.clone(),
-            size: MIB,
-            sha256: cdn_sha256(MIB, seed).await
-        })
-    );
+    assert_eq!(seen.last(), Some(&planned.finish().await));
     remove(manager, &database).await;
 }
