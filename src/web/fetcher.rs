@@ -16,7 +16,12 @@
 //! * Forbidden request headers (`Cookie`, `Host`, `Range`, `Proxy-*`...: see
 //!   [`check_header`](crate::core::download::check_header)) are refused with
 //!   [`Error::DownloadInvalid`] instead of being dropped silently by the engine.
-//! * The body is read with `ReadableStreamDefaultReader::new(&body)`, never buffered whole.
+//! * The body is never buffered whole. [`ResponseStream::read_into`] reads it with a BYOB reader
+//!   (`getReader({mode: "byob"})`) into one reused `ArrayBuffer` (each read transfers the
+//!   buffer and hands it back in `result.value`; it is wrapped again for the next read), so
+//!   reading allocates no new body arrays in the JS heap; where the body is not a byte stream it
+//!   falls back to `ReadableStreamDefaultReader::new(&body)`, whose every read is a new
+//!   `Uint8Array`. [`ResponseStream::next_piece`] uses the default reader.
 //! * An `AbortController` is held: [`ResponseStream::abort`] and dropping the stream cancel it.
 //! * The fetcher decides nothing about statuses or validators; the core does.
 //!
@@ -36,13 +41,13 @@
 //! # Ok(()) }
 //! ```
 
-use js_sys::{Promise, Uint8Array};
+use js_sys::{ArrayBuffer, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AbortController, Headers, ReadableStreamDefaultReader, Request, RequestCredentials,
-    RequestInit, RequestMode, Response,
+    AbortController, Headers, ReadableStream, ReadableStreamDefaultReader, Request,
+    RequestCredentials, RequestInit, RequestMode, Response,
 };
 
 use super::js;
@@ -53,6 +58,26 @@ extern "C" {
     /// The global `fetch`, bound directly so it works in pages and workers alike.
     #[wasm_bindgen(js_name = fetch)]
     fn global_fetch(request: &Request) -> Promise;
+
+    /// `ReadableStreamBYOBReader`, bound here so only the three calls used are needed.
+    type ByobReader;
+
+    /// `stream.getReader({mode: "byob"})`: throws a `TypeError` for a stream that is not a
+    /// byte stream (or where the engine has no BYOB readers).
+    #[wasm_bindgen(method, catch, js_name = getReader)]
+    fn get_byob_reader(this: &BodyStream, options: &Object) -> Result<ByobReader, JsValue>;
+
+    /// A body `ReadableStream`, seen through the one call web-sys lacks a binding for here.
+    type BodyStream;
+
+    /// `reader.read(view)`: the view's buffer is transferred; the result's `value` is a view of
+    /// the same memory (in a new `ArrayBuffer`) holding what was read.
+    #[wasm_bindgen(method, js_name = read)]
+    fn read_view(this: &ByobReader, view: &Uint8Array) -> Promise;
+
+    /// `reader.cancel()`.
+    #[wasm_bindgen(method, js_name = cancel)]
+    fn cancel_byob(this: &ByobReader) -> Promise;
 }
 
 /// What to send with a fetch.
@@ -243,11 +268,23 @@ impl Drop for AbortGuard {
     }
 }
 
+/// How a body is read: chosen at the first read ([`ResponseStream::read_into`] asks for BYOB,
+/// [`ResponseStream::next_piece`] for the default reader); a stream has one reader for good.
+enum Reader {
+    /// No body, or not read yet.
+    Unopened(Option<ReadableStream>),
+    /// `ReadableStreamDefaultReader`: every read is a new `Uint8Array`.
+    Default(ReadableStreamDefaultReader),
+    /// `ReadableStreamBYOBReader` and the one buffer it reads into (`None` while a read holds
+    /// it, or after a read that did not give it back).
+    Byob(ByobReader, Option<ArrayBuffer>),
+}
+
 /// A response being read: its [`ResponseHead`] and its body, piece by piece. Dropping it
 /// cancels the fetch.
 pub struct ResponseStream {
     head: ResponseHead,
-    reader: Option<ReadableStreamDefaultReader>,
+    reader: Reader,
     /// A piece [`ResponseStream::read_into`] has not handed out completely, and how far it got.
     leftover: Option<(Uint8Array, u32)>,
     received: u64,
@@ -295,20 +332,11 @@ impl ResponseStream {
             date: header("Date"),
             www_authenticate: header("WWW-Authenticate").or_else(|| header("Proxy-Authenticate")),
         };
-        let reader = match response.body() {
-            Some(body) => {
-                Some(
-                    ReadableStreamDefaultReader::new(&body).map_err(|e| Error::Network {
-                        message: format!("body of {}: {}", head.url, js::describe(&e)),
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let body = response.body();
         Ok(ResponseStream {
-            done: reader.is_none(),
+            done: body.is_none(),
             head,
-            reader,
+            reader: Reader::Unopened(body),
             leftover: None,
             received: 0,
             abort,
@@ -332,45 +360,91 @@ impl ResponseStream {
         if self.done {
             return Ok(None);
         }
-        let Some(reader) = &self.reader else {
-            return Ok(None);
-        };
-        let result = match JsFuture::from(reader.read()).await {
-            Ok(result) => result,
-            Err(error) => {
+        if let Reader::Unopened(body) = &mut self.reader {
+            let Some(body) = body.take() else {
                 self.done = true;
-                let aborted = self.abort.0.as_ref().is_some_and(|c| c.signal().aborted());
-                return Err(
-                    if aborted || js::error_name(&error).as_deref() == Some("AbortError") {
-                        Error::Cancelled {
-                            identifier: self.head.url.clone(),
-                        }
-                    } else {
-                        Error::Network {
-                            message: format!(
-                                "body of {} after {} bytes: {}",
-                                self.head.url,
-                                self.received,
-                                js::describe(&error)
-                            ),
-                        }
-                    },
-                );
-            }
+                return Ok(None);
+            };
+            self.reader = Reader::Default(self.default_reader(&body)?);
+        }
+        let promise = match &mut self.reader {
+            Reader::Default(reader) => reader.read(),
+            // A BYOB stream asked for a piece: read one into a buffer of its own.
+            Reader::Byob(reader, _) => reader.read_view(&Uint8Array::new_with_length(64 * 1024)),
+            Reader::Unopened(_) => return Ok(None),
         };
+        let result = self.settle_read(promise).await?;
         if js::get(&result, "done").as_bool().unwrap_or(false) {
-            self.done = true;
-            self.abort.0 = None; // finished: nothing to cancel any more
+            self.end();
             return Ok(None);
         }
-        let piece: Uint8Array =
-            js::get(&result, "value")
-                .dyn_into()
-                .map_err(|v| Error::Network {
-                    message: format!("body piece is not bytes: {}", js::describe(&v)),
-                })?;
+        let piece = self.piece_of(&result)?;
         self.received += piece.length() as u64;
         Ok(Some(piece))
+    }
+
+    fn default_reader(&self, body: &ReadableStream) -> Result<ReadableStreamDefaultReader, Error> {
+        ReadableStreamDefaultReader::new(body).map_err(|e| Error::Network {
+            message: format!("body of {}: {}", self.head.url, js::describe(&e)),
+        })
+    }
+
+    /// Opens the BYOB reader if the body is a byte stream, else the default reader.
+    fn open_for_read_into(&mut self) -> Result<(), Error> {
+        if let Reader::Unopened(body) = &mut self.reader {
+            let Some(body) = body.take() else {
+                self.done = true;
+                return Ok(());
+            };
+            let options = Object::new();
+            js::set(&options, "mode", &JsValue::from_str("byob"));
+            self.reader = match body.unchecked_ref::<BodyStream>().get_byob_reader(&options) {
+                Ok(reader) => Reader::Byob(reader, None),
+                Err(_) => Reader::Default(self.default_reader(&body)?),
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether the body is read with a BYOB reader into one reused buffer (decided at the first
+    /// read: [`ResponseStream::read_into`] takes it when the body is a byte stream).
+    pub fn reads_into_reused_buffer(&self) -> bool {
+        matches!(self.reader, Reader::Byob(..))
+    }
+
+    /// Waits for a read; a rejection ends the stream with the error the read means.
+    async fn settle_read(&mut self, promise: Promise) -> Result<JsValue, Error> {
+        JsFuture::from(promise).await.map_err(|error| {
+            self.done = true;
+            let aborted = self.abort.0.as_ref().is_some_and(|c| c.signal().aborted());
+            if aborted || js::error_name(&error).as_deref() == Some("AbortError") {
+                Error::Cancelled {
+                    identifier: self.head.url.clone(),
+                }
+            } else {
+                Error::Network {
+                    message: format!(
+                        "body of {} after {} bytes: {}",
+                        self.head.url,
+                        self.received,
+                        js::describe(&error)
+                    ),
+                }
+            }
+        })
+    }
+
+    fn end(&mut self) {
+        self.done = true;
+        self.abort.0 = None; // finished: nothing to cancel any more
+    }
+
+    fn piece_of(&self, result: &JsValue) -> Result<Uint8Array, Error> {
+        js::get(result, "value")
+            .dyn_into()
+            .map_err(|v| Error::Network {
+                message: format!("body piece is not bytes: {}", js::describe(&v)),
+            })
     }
 
     /// Copies the next body bytes into `buf` (at most `buf.len()`), returning how many; `0`
@@ -389,8 +463,12 @@ impl ResponseStream {
     /// # Ok(()) }
     /// ```
     pub async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        if buf.is_empty() {
+        if buf.is_empty() || self.done {
             return Ok(0);
+        }
+        self.open_for_read_into()?;
+        if let Reader::Byob(..) = self.reader {
+            return self.read_byob(buf).await;
         }
         let (piece, used) = match self.leftover.take() {
             Some(left) => left,
@@ -408,13 +486,59 @@ impl ResponseStream {
         Ok(n)
     }
 
+    /// One BYOB read into the reused buffer (at most `buf.len()` bytes), copied into `buf`.
+    async fn read_byob(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let want = buf.len().min(u32::MAX as usize) as u32;
+        loop {
+            let Reader::Byob(reader, spare) = &mut self.reader else {
+                return Ok(0);
+            };
+            let buffer = match spare.take() {
+                Some(buffer) if buffer.byte_length() >= want => buffer,
+                _ => ArrayBuffer::new(want),
+            };
+            let view = Uint8Array::new_with_byte_offset_and_length(&buffer, 0, want);
+            let promise = reader.read_view(&view);
+            drop((view, buffer)); // detached by the read: the result hands the memory back
+            let result = self.settle_read(promise).await?;
+            let value = js::get(&result, "value");
+            let piece = value.dyn_ref::<Uint8Array>().cloned();
+            if let (Some(piece), Reader::Byob(_, spare)) = (&piece, &mut self.reader) {
+                *spare = Some(piece.buffer());
+            }
+            if js::get(&result, "done").as_bool().unwrap_or(false) {
+                self.end();
+                return Ok(0);
+            }
+            let piece = piece.ok_or_else(|| Error::Network {
+                message: format!("body piece is not bytes: {}", js::describe(&value)),
+            })?;
+            let n = (piece.length() as usize).min(buf.len());
+            if n > 0 {
+                piece.copy_to(&mut buf[..n]);
+                self.received += n as u64;
+                return Ok(n);
+            }
+            // Zero bytes without the end (not expected of a byte stream): read again.
+        }
+    }
+
     /// Cancels the fetch; later reads end with [`Error::Cancelled`].
     pub fn abort(&mut self) {
         if let Some(controller) = &self.abort.0 {
             controller.abort();
         }
-        if let Some(reader) = &self.reader {
-            let _ = reader.cancel();
+        match &self.reader {
+            Reader::Default(reader) => {
+                let _ = reader.cancel();
+            }
+            Reader::Byob(reader, _) => {
+                let _ = reader.cancel_byob();
+            }
+            Reader::Unopened(Some(body)) => {
+                let _ = body.cancel();
+            }
+            Reader::Unopened(None) => {}
         }
     }
 }
