@@ -353,6 +353,9 @@ impl Sim {
             retry_after_max_ms: 60_000,
             stall_min_bytes_per_sec: 100,
             stall_window_ms: 10_000,
+            // Pauses abort at once here: these cases test the `Range` resume after a pause
+            // (the held response is tested in src/core/transfer).
+            pause_hold_ms: 0,
         };
         configure(&mut spec);
         Sim {

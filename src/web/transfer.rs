@@ -10,6 +10,7 @@
 //!   loop {
 //!     actions, in order:  Fetch → Fetcher::start (Range / If-Range), in the background
 //!                         Abort → drop the response (the fetch is aborted)
+//!                         (paused with the response held: no read is started until resume)
 //!                         Write → append_chunk(epoch) issued, NOT awaited: reads go on while it
 //!                                 commits (one write in flight; the next Write, Discard,
 //!                                 SaveCheckpoint or Finish waits for it) → Written | WriteFailed
@@ -26,8 +27,9 @@
 //!
 //! Memory stays about two chunks (`chunk_size`: the one the core fills, the one being committed,
 //! held by IndexedDB's clone) plus one read buffer (`read_buffer`); full chunks go to the store
-//! through one reused JS array. The body is read with [`ResponseStream::read_into`] into a bounded buffer and
-//! never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
+//! through one reused JS array. The body is read with [`ResponseStream::read_into`] (a BYOB reader
+//! into one reused `ArrayBuffer` where the body is a byte stream: no new JS array per read) into
+//! a bounded buffer and never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
 //! container call is its own transaction. A pending body read is never dropped while its response
 //! is still wanted (a dropped `reader.read()` would lose its bytes): the read future lives across
 //! wake-ups and is dropped only together with its response.
@@ -125,8 +127,11 @@ struct ControlInner {
 /// A handle to pause, resume or cancel a [`run`] from another task of the same global, and to
 /// read its latest progress. Clones share one transfer.
 ///
-/// Pausing keeps the lock and every received byte (the next request continues with `Range`);
-/// cancelling discards the stored chunks and ends the run with [`Error::Cancelled`].
+/// Pausing keeps the lock and every received byte. A response being received is held open, not
+/// read, for [`TransferConfig::pause_hold_ms`](crate::core::transfer::TransferConfig::pause_hold_ms)
+/// (30 s by default): a resume within it reads on from the same response and fetches nothing
+/// twice; after a longer pause the response is aborted and resume continues with a `Range`
+/// request. Cancelling discards the stored chunks and ends the run with [`Error::Cancelled`].
 ///
 /// # Example
 /// ```no_run
@@ -163,12 +168,14 @@ impl TransferControl {
         TransferControl::default()
     }
 
-    /// Asks the run to pause: the fetch is aborted and what arrived is stored.
+    /// Asks the run to pause: what arrived is stored and the response is no longer read (held
+    /// open for the spec's `pause_hold_ms`, then aborted).
     pub fn pause(&self) {
         self.send(Command::Pause);
     }
 
-    /// Asks a paused run to continue (a `Range` request for the rest).
+    /// Asks a paused run to continue: reading the held response on, or a `Range` request for
+    /// the rest once it was given up.
     pub fn resume(&self) {
         self.send(Command::Resume);
     }
@@ -481,7 +488,12 @@ impl Driver<'_> {
             if self.guard.is_lost() {
                 return Err(self.stale().await);
             }
-            if let (Some(stream), Io::Idle) = (self.stream.take(), &self.io) {
+            // A paused transfer holding its response reads no more of it: the browser's buffers
+            // fill and flow control holds the server back until resume (or the hold ends).
+            if let (false, Io::Idle, Some(_)) =
+                (self.transfer.holds_response(), &self.io, &self.stream)
+            {
+                let stream = self.stream.take().expect("checked above");
                 let buffer = self
                     .buffer
                     .take()

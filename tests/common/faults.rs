@@ -128,6 +128,8 @@ fn config(database: &str, declaration: &str) -> ManagerConfig {
     config.transfer.retry_after_max_ms = 5_000;
     config.transfer.stall_min_bytes_per_sec = 1024;
     config.transfer.stall_window_ms = 300;
+    // A pause aborts at once: the cases that pause make the resume the URL's second request.
+    config.transfer.pause_hold_ms = 0;
     config
 }
 

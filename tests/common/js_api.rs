@@ -387,7 +387,7 @@ async fn js_pause_resume_and_fetch_current_downloads_fields() {
         gen_path(
             len,
             seed,
-            &format!("fault=stall:{}&stall-ms=20000&times=1", 4 * MIB + 5)
+            &format!("fault=stall:{}&stall-ms=3000&times=1", 4 * MIB + 5)
         )
     );
     let body = format!(

@@ -11,15 +11,17 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 
-use background_assets::core::error::Error;
+use background_assets::core::error::{hex, Error};
 use background_assets::core::policy::DomainAllowList;
 use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
 use background_assets::web::container::Container;
+use background_assets::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
 use background_assets::web::js;
 use background_assets::web::locks::{acquire, LockOptions};
 use background_assets::web::serve::serve;
 use background_assets::web::transfer::{lock_name, run, LockPolicy, RunOptions, TransferControl};
 use futures::future::{join, join3, select, Either};
+use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
@@ -122,6 +124,73 @@ async fn heap_growth_after_collections(before: u64, bound: u64) -> i64 {
         }
     }
     lowest
+}
+
+/// `ResponseStream::read_into` reads a fetched body with a BYOB reader into one reused buffer
+/// (fetch bodies are byte streams in Chromium and Firefox), in slices no larger than asked for,
+/// with exactly the CDN's bytes; a body that is not a byte stream falls back to the default
+/// reader and still reads exactly.
+#[wasm_bindgen_test]
+async fn read_into_uses_one_reused_buffer_for_a_byte_stream_and_falls_back_otherwise() {
+    const LEN: u64 = 3 * MIB + 12_345;
+    let seed = 4_500 + probe() % 1000;
+    let url = format!("{}{}", cdn(), gen_path(LEN, seed, ""));
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    assert!(
+        !stream.reads_into_reused_buffer(),
+        "no reader before the first read"
+    );
+    let mut buf = vec![0u8; 100_003];
+    let mut hasher = Sha256::new();
+    let (mut total, mut reads) = (0u64, 0u32);
+    loop {
+        let n = stream.read_into(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= buf.len());
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        reads += 1;
+    }
+    assert!(
+        stream.reads_into_reused_buffer(),
+        "a fetch body is a byte stream: BYOB"
+    );
+    assert_eq!(total, LEN);
+    assert_eq!(stream.received(), LEN);
+    assert!(reads as u64 >= LEN / buf.len() as u64, "{reads} reads");
+    assert_eq!(hex(&hasher.finalize()), cdn_sha256(LEN, seed).await);
+    assert_eq!(
+        stream.read_into(&mut buf).await.unwrap(),
+        0,
+        "ended stays ended"
+    );
+
+    // A body made from a (non-byte) JS ReadableStream: the default reader, same bytes.
+    let make = js_sys::Function::new_no_args(
+        "return new Response(new ReadableStream({ start(c) { \
+           c.enqueue(new Uint8Array([1, 2, 3, 4, 5])); c.enqueue(new Uint8Array([6, 7])); c.close(); } }));",
+    );
+    let response: web_sys::Response = make
+        .call0(&wasm_bindgen::JsValue::NULL)
+        .unwrap()
+        .unchecked_into();
+    let mut stream = ResponseStream::from_response(response).unwrap();
+    let mut small = [0u8; 3];
+    let mut out = Vec::new();
+    loop {
+        let n = stream.read_into(&mut small).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&small[..n]);
+    }
+    assert!(
+        !stream.reads_into_reused_buffer(),
+        "not a byte stream: the default reader"
+    );
+    assert_eq!(out, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[wasm_bindgen_test]
@@ -473,42 +542,84 @@ async fn a_newer_epoch_fences_the_old_holders_write() {
     remove(c).await;
 }
 
-#[wasm_bindgen_test]
-async fn pause_and_resume_waste_nothing() {
-    const LEN: u64 = 5 * MIB;
-    const STALL_AT: u64 = 2 * MIB + MIB / 2 + 777;
-    let seed = 11_000 + probe() % 1000;
-    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
-    let path = gen_path(LEN, seed, &fault);
-    let c = fresh("run-pause").await;
-    let id = unique_id("pause");
-    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+/// Pauses the run of `spec` once `pause_at` bytes arrived, checks that the pause stored every
+/// received byte and that nothing was requested again while paused, waits `paused_ms`, resumes,
+/// and returns the finished run's CDN log, its last progress and what the pause had stored.
+async fn pause_run_and_resume(
+    c: &Container,
+    spec: TransferSpec,
+    path: &str,
+    pause_at: u64,
+    paused_ms: u32,
+) -> (Vec<super::common::Logged>, Progress, u64) {
+    let id = spec.identifier.clone();
     let control = TransferControl::new();
     let progress = tracker();
     let seen = progress.clone();
     let steer = control.clone();
-    let (asset, ()) = join(run(&c, spec, options(&progress, Some(&control))), async {
-        wait_until("every sent byte arrived", || {
-            seen.borrow().bytes_received >= STALL_AT
-        })
-        .await;
+    let (asset, at_pause) = join(run(c, spec, options(&progress, Some(&control))), async {
+        wait_until("bytes arrived", || seen.borrow().bytes_received >= pause_at).await;
         steer.pause();
         wait_until("paused", || steer.state() == Some(TransferState::Paused)).await;
-        gloo_timers::future::TimeoutFuture::new(100).await;
+        gloo_timers::future::TimeoutFuture::new(paused_ms).await;
         assert_eq!(steer.state(), Some(TransferState::Paused));
-        assert_eq!(stored(&c, &id).await, STALL_AT, "pause stores what arrived");
-        assert_eq!(gets(&path).await.len(), 1, "nothing fetched while paused");
+        let at_pause = stored(c, &id).await;
+        assert_eq!(
+            at_pause,
+            steer.progress().unwrap().bytes_received,
+            "pause stores what arrived"
+        );
+        assert_eq!(gets(path).await.len(), 1, "nothing fetched while paused");
         steer.resume();
+        at_pause
     })
     .await;
-    let asset = asset.unwrap();
+    asset.unwrap();
+    let progress = progress.borrow().clone();
+    (gets(path).await, progress, at_pause)
+}
+
+#[wasm_bindgen_test]
+async fn pause_holds_the_response_and_resume_reads_it_on_with_nothing_fetched_twice() {
+    const LEN: u64 = 4 * MIB;
+    let seed = 11_000 + probe() % 1000;
+    // A body sent at 2 MiB/s: the pause lands mid-body, with more on its way.
+    let path = gen_path(LEN, seed, "throttle=2097152");
+    let c = fresh("run-pause").await;
+    let id = unique_id("pause");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    assert_eq!(spec.config.pause_hold_ms, 30_000, "held by default");
+    let (logged, progress, at_pause) = pause_run_and_resume(&c, spec, &path, MIB, 300).await;
+    assert!((MIB..LEN).contains(&at_pause), "paused at {at_pause}");
+    assert_eq!(logged.len(), 1, "the held response was read on: {logged:?}");
+    assert_eq!(logged[0].sent, LEN, "not one byte sent twice: {logged:?}");
+    assert_eq!(progress.attempts, 1);
+    assert_eq!(progress.wasted_bytes, 0);
+    let asset = c.asset(&id).await.unwrap().unwrap();
     assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
-    let logged = gets(&path).await;
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_pause_longer_than_the_hold_resumes_with_a_range_and_wastes_nothing() {
+    const LEN: u64 = 5 * MIB;
+    const STALL_AT: u64 = 2 * MIB + MIB / 2 + 777;
+    let seed = 11_500 + probe() % 1000;
+    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
+    let path = gen_path(LEN, seed, &fault);
+    let c = fresh("run-pause-long").await;
+    let id = unique_id("pause-long");
+    let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    spec.config.pause_hold_ms = 200;
+    let (logged, progress, at_pause) = pause_run_and_resume(&c, spec, &path, STALL_AT, 600).await;
+    assert_eq!(at_pause, STALL_AT, "pause stores what arrived");
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(logged[1].range, Some(format!("bytes={STALL_AT}-")));
     let sent: u64 = logged.iter().map(|l| l.sent).sum();
     assert_eq!(sent, LEN, "not one byte sent twice: {logged:?}");
-    assert_eq!(progress.borrow().wasted_bytes, 0);
+    assert_eq!(progress.wasted_bytes, 0);
+    let asset = c.asset(&id).await.unwrap().unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
     remove(c).await;
 }
 

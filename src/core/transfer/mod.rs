@@ -28,6 +28,8 @@
 //!   chunks deleted). Report each `Write` with [`Event::Written`] (or [`Event::WriteFailed`]) in
 //!   order; a `Write` polled before a `Discard` is still confirmed (the transfer knows it is stale).
 //! - After `Abort`, deliver nothing more from that response. At most one fetch is open at a time.
+//! - While [`Transfer::holds_response`] (paused with the response kept open), start no new read
+//!   of the body; a read already in flight is still delivered (its bytes are stored at once).
 //! - Call [`Transfer::handle`] with [`Event::Timeout`] once `now >= poll_timeout()`.
 //! - To continue in another context (the worker was killed, another tab took over), read the last
 //!   stored checkpoint and call [`Transfer::resume`]. Bytes that were received but not yet part
@@ -68,8 +70,14 @@
 //! - A stall is fewer than `stall_min_bytes_per_sec` over `stall_window_ms`, measured in
 //!   consecutive windows from the response head (no head within one window is a stall too):
 //!   abort, keep what arrived, retry.
-//! - Pause aborts the fetch, stores the received bytes as a (possibly short) `Write`, and keeps
-//!   everything: resume continues with `Range`, nothing is fetched twice. Cancel aborts,
+//! - Pause stores the received bytes as a (possibly short) `Write` and keeps everything. While
+//!   the body is being received the response is **held**, not aborted: the driver stops reading
+//!   it (the server is held back by flow control, nothing it sent is lost) and a resume within
+//!   [`TransferConfig::pause_hold_ms`] continues reading the same response, with no new request
+//!   and not one byte fetched twice. A pause that lasts longer (the [`Transfer::poll_timeout`]
+//!   deadline), or a held response that breaks or ends, gives the response up (`Abort`): resume
+//!   then continues with `Range`. Pausing while connecting or waiting to retry aborts at once,
+//!   as does any pause with `pause_hold_ms: 0`. Cancel aborts,
 //!   discards and fails with [`Error::Cancelled`]. [`Event::WriteFailed`] (quota, stale epoch)
 //!   fails with that error, no retry, stored bytes left as they are.
 //!
@@ -193,7 +201,17 @@ pub struct TransferConfig {
     pub stall_min_bytes_per_sec: u64,
     /// The window over which the speed is measured (default 30 s).
     pub stall_window_ms: u64,
+    /// How long a pause keeps the response being received open (default
+    /// [`DEFAULT_PAUSE_HOLD_MS`], 30 s): a resume within it continues the same response and
+    /// fetches nothing twice; a longer pause aborts it and resume sends a `Range` request. `0`
+    /// aborts at once on every pause.
+    pub pause_hold_ms: u64,
 }
+
+/// The default [`TransferConfig::pause_hold_ms`]: 30 s, about as long as a browser keeps an
+/// idle service worker alive, and short enough that a forgotten pause does not hold a
+/// connection (and the server's flow-controlled send buffers) for long.
+pub const DEFAULT_PAUSE_HOLD_MS: u64 = 30_000;
 
 impl Default for TransferConfig {
     fn default() -> Self {
@@ -205,6 +223,7 @@ impl Default for TransferConfig {
             retry_after_max_ms: 300_000,
             stall_min_bytes_per_sec: 1024,
             stall_window_ms: 30_000,
+            pause_hold_ms: DEFAULT_PAUSE_HOLD_MS,
         }
     }
 }
@@ -531,9 +550,18 @@ pub struct Progress {
 enum Phase {
     Connecting,
     Receiving,
-    RetryWait { until: Millis },
+    RetryWait {
+        until: Millis,
+    },
     Paused,
-    Finishing { size: u64, sha256: [u8; 32] },
+    /// Paused with the response kept open (not read) until `until`.
+    Held {
+        until: Millis,
+    },
+    Finishing {
+        size: u64,
+        sha256: [u8; 32],
+    },
     Finished,
     Failed,
 }
@@ -582,6 +610,8 @@ pub struct Transfer {
     requested_start: u64,
     /// The body may not go past this offset.
     body_limit: Option<u64>,
+    /// The held response ended cleanly while paused: resume verifies instead of fetching.
+    ended_while_held: bool,
     window_start: Millis,
     window_bytes: u64,
 }
@@ -708,6 +738,7 @@ impl Transfer {
             fetch_open: false,
             requested_start: 0,
             body_limit: None,
+            ended_while_held: false,
             window_start: 0,
             window_bytes: 0,
         }
@@ -757,11 +788,31 @@ impl Transfer {
             Event::Body(piece) => {
                 if self.phase == Phase::Receiving && self.fetch_open {
                     self.on_body(piece, now);
+                } else if matches!(self.phase, Phase::Held { .. }) && self.fetch_open {
+                    // A read that was in flight when the pause came: store it at once, so the
+                    // pause keeps holding every received byte.
+                    self.on_body(piece, now);
+                    if matches!(self.phase, Phase::Held { .. }) {
+                        self.cut_write();
+                    }
                 }
             }
             Event::End => {
                 if self.phase == Phase::Receiving && self.fetch_open {
                     self.on_end(now);
+                } else if matches!(self.phase, Phase::Held { .. }) && self.fetch_open {
+                    self.fetch_open = false;
+                    self.ended_while_held = true;
+                    self.cut_write();
+                    self.phase = Phase::Paused;
+                }
+            }
+            Event::NetworkError(_) if matches!(self.phase, Phase::Held { .. }) => {
+                // The held response broke: resume continues with `Range`.
+                if self.fetch_open {
+                    self.fetch_open = false;
+                    self.cut_write();
+                    self.phase = Phase::Paused;
                 }
             }
             Event::NetworkError(message) => {
@@ -785,9 +836,15 @@ impl Transfer {
             Event::Timeout => match self.phase {
                 Phase::RetryWait { until } if now >= until => self.start_fetch(now),
                 Phase::Connecting | Phase::Receiving => self.check_stall(now),
+                Phase::Held { until } if now >= until => self.release_held(),
                 _ => {}
             },
             Event::Pause => match self.phase {
+                Phase::Receiving if self.fetch_open && self.spec.config.pause_hold_ms > 0 => {
+                    self.flush_or_save();
+                    let until = now.saturating_add(self.spec.config.pause_hold_ms);
+                    self.phase = Phase::Held { until };
+                }
                 Phase::Connecting | Phase::Receiving | Phase::RetryWait { .. } => {
                     self.abort_fetch();
                     self.flush_or_save();
@@ -795,11 +852,28 @@ impl Transfer {
                 }
                 _ => {}
             },
-            Event::Resume => {
-                if self.phase == Phase::Paused {
+            Event::Resume => match self.phase {
+                Phase::Held { until } if now < until => {
+                    // Continue the same response; its speed is measured afresh from now.
+                    self.phase = Phase::Receiving;
+                    self.window_start = now;
+                    self.window_bytes = 0;
+                }
+                Phase::Held { .. } => {
+                    self.release_held();
                     self.start_fetch(now);
                 }
-            }
+                Phase::Paused if std::mem::take(&mut self.ended_while_held) => {
+                    let complete = self.body_limit.map_or(true, |limit| self.emitted >= limit);
+                    if complete {
+                        self.verify_complete();
+                    } else {
+                        self.start_fetch(now);
+                    }
+                }
+                Phase::Paused => self.start_fetch(now),
+                _ => {}
+            },
             Event::Cancel => {
                 self.abort_fetch();
                 self.discard_all();
@@ -826,7 +900,7 @@ impl Transfer {
     /// ```
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.phase {
-            Phase::RetryWait { until } => Some(until),
+            Phase::RetryWait { until } | Phase::Held { until } => Some(until),
             Phase::Connecting | Phase::Receiving
                 if self.fetch_open && self.spec.config.stall_min_bytes_per_sec > 0 =>
             {
@@ -864,6 +938,28 @@ impl Transfer {
         self.final_url.as_deref()
     }
 
+    /// Whether the transfer is paused with its response kept open ([`TransferState::Paused`]
+    /// within [`TransferConfig::pause_hold_ms`]): the driver must not start another read of
+    /// the body until a resume (or an `Abort`).
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::*;
+    /// let mut t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
+    /// let _ = t.poll_action(); // Fetch
+    /// let headers = ResponseHeaders { etag: Some("\"v1\"".into()), ..Default::default() };
+    /// t.handle(Event::ResponseHead { status: 200, headers }, 0);
+    /// t.handle(Event::Pause, 10);
+    /// assert!(t.holds_response());
+    /// assert_eq!(t.poll_timeout(), Some(10 + DEFAULT_PAUSE_HOLD_MS));
+    /// t.handle(Event::Resume, 20); // the same response is read on: no new Fetch
+    /// assert!(!t.holds_response());
+    /// assert!(std::iter::from_fn(|| t.poll_action()).all(|a| !matches!(a, Action::Fetch { .. })));
+    /// ```
+    pub fn holds_response(&self) -> bool {
+        matches!(self.phase, Phase::Held { .. }) && self.fetch_open
+    }
+
     /// The spec this transfer runs.
     pub fn spec(&self) -> &TransferSpec {
         &self.spec
@@ -875,7 +971,7 @@ impl Transfer {
             Phase::Connecting => TransferState::Connecting,
             Phase::Receiving => TransferState::Receiving,
             Phase::RetryWait { .. } => TransferState::RetryWait,
-            Phase::Paused => TransferState::Paused,
+            Phase::Paused | Phase::Held { .. } => TransferState::Paused,
             Phase::Finishing { .. } => TransferState::Finishing,
             Phase::Finished => TransferState::Finished,
             Phase::Failed => TransferState::Failed,
@@ -924,6 +1020,7 @@ impl Transfer {
             .and(self.validator.as_ref())
             .map(|v| v.if_range().to_string());
         self.requested_start = self.emitted;
+        self.ended_while_held = false;
         self.high_water_at_attempt_start = self.high_water;
         self.fetch_open = true;
         self.phase = Phase::Connecting;
@@ -934,6 +1031,14 @@ impl Transfer {
             range_start,
             if_range,
         });
+    }
+
+    /// Gives up a held response (the pause outlasted the hold): what arrived is stored already;
+    /// the transfer stays paused and a resume continues with `Range`.
+    fn release_held(&mut self) {
+        self.abort_fetch();
+        self.cut_write();
+        self.phase = Phase::Paused;
     }
 
     fn abort_fetch(&mut self) {
@@ -1174,7 +1279,9 @@ impl Transfer {
             }
         }
         self.high_water = self.high_water.max(self.received());
-        self.check_stall(now);
+        if self.phase == Phase::Receiving {
+            self.check_stall(now);
+        }
     }
 
     /// Turns the buffer into a `Write` (hashing it), if it holds anything.
@@ -1428,6 +1535,242 @@ mod tests {
         assert!(matches!(
             drain(&mut t).last(),
             Some(Action::Fail(Error::Storage { .. }))
+        ));
+    }
+    /// A transfer of a 10-byte file (chunks of 4) whose 200 head arrived at t=0.
+    fn receiving(pause_hold_ms: u64) -> Transfer {
+        let mut s = spec();
+        s.expected_size = Some(10);
+        s.config.pause_hold_ms = pause_hold_ms;
+        let mut t = Transfer::new(s, 0);
+        drain(&mut t);
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            content_length: Some("10".into()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 200,
+                headers,
+            },
+            0,
+        );
+        assert!(drain(&mut t).is_empty());
+        t
+    }
+
+    fn writes(actions: &[Action]) -> Vec<(u64, Vec<u8>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write { offset, data, .. } => Some((*offset, data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn confirm(t: &mut Transfer, actions: &[Action]) {
+        for (offset, data) in writes(actions) {
+            t.handle(
+                Event::Written {
+                    offset,
+                    len: data.len() as u64,
+                },
+                0,
+            );
+        }
+    }
+
+    fn fetches(actions: &[Action]) -> Vec<Option<u64>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fetch { range_start, .. } => Some(*range_start),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pause_holds_the_response_and_a_resume_within_the_bound_reads_it_on() {
+        let mut t = receiving(DEFAULT_PAUSE_HOLD_MS);
+        t.handle(Event::Body(b"abc"), 10);
+        t.handle(Event::Pause, 100);
+        let paused = drain(&mut t);
+        assert_eq!(
+            writes(&paused),
+            [(0, b"abc".to_vec())],
+            "what arrived is stored"
+        );
+        assert!(
+            !paused.contains(&Action::Abort),
+            "the response is held: {paused:?}"
+        );
+        confirm(&mut t, &paused);
+        assert_eq!(t.state(), TransferState::Paused);
+        assert!(t.holds_response());
+        assert_eq!(t.poll_timeout(), Some(100 + DEFAULT_PAUSE_HOLD_MS));
+        // A read that was in flight when the pause came is stored at once.
+        t.handle(Event::Body(b"de"), 150);
+        let late = drain(&mut t);
+        assert_eq!(writes(&late), [(3, b"de".to_vec())]);
+        confirm(&mut t, &late);
+        assert_eq!(t.checkpoint().bytes, 5);
+        // An early timeout (a stall window) changes nothing while held.
+        t.handle(Event::Timeout, 20_000);
+        assert!(drain(&mut t).is_empty());
+        assert!(t.holds_response());
+        t.handle(Event::Resume, 29_000);
+        assert!(
+            drain(&mut t).is_empty(),
+            "no Fetch, no Abort: the same response"
+        );
+        assert_eq!(t.state(), TransferState::Receiving);
+        assert!(!t.holds_response());
+        assert_eq!(
+            t.poll_timeout(),
+            Some(29_000 + t.spec().config.stall_window_ms)
+        );
+        t.handle(Event::Body(b"fghij"), 29_010);
+        t.handle(Event::End, 29_020);
+        let rest = drain(&mut t);
+        assert_eq!(writes(&rest), [(5, b"fghi".to_vec()), (9, b"j".to_vec())]);
+        confirm(&mut t, &rest);
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [Action::Finish { size: 10, .. }]
+        ));
+        assert_eq!(t.progress().attempts, 1, "one request for the whole file");
+        assert_eq!(t.progress().wasted_bytes, 0);
+    }
+
+    #[test]
+    fn a_pause_beyond_the_bound_aborts_and_resume_asks_for_a_range() {
+        let mut t = receiving(1_000);
+        t.handle(Event::Body(b"abcdef"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        assert_eq!(
+            writes(&paused),
+            [(0, b"abcd".to_vec()), (4, b"ef".to_vec())]
+        );
+        confirm(&mut t, &paused);
+        assert_eq!(t.poll_timeout(), Some(1_020));
+        t.handle(Event::Timeout, 1_020);
+        assert_eq!(
+            drain(&mut t),
+            [Action::Abort],
+            "the held response is given up"
+        );
+        assert_eq!(t.state(), TransferState::Paused);
+        assert!(!t.holds_response());
+        assert_eq!(t.poll_timeout(), None, "nothing timed while paused");
+        t.handle(Event::Body(b"gh"), 1_030); // late bytes of the aborted response
+        assert!(drain(&mut t).is_empty());
+        t.handle(Event::Resume, 60_000);
+        let resumed = drain(&mut t);
+        assert_eq!(fetches(&resumed), [Some(6)]);
+        assert_eq!(
+            resumed,
+            [Action::Fetch {
+                url: "https://cdn.example/t".into(),
+                range_start: Some(6),
+                if_range: Some("\"e\"".into()),
+            }]
+        );
+
+        // A resume after the deadline whose timeout was never delivered: Abort, then Range.
+        let mut t = receiving(1_000);
+        t.handle(Event::Body(b"abc"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        confirm(&mut t, &paused);
+        t.handle(Event::Resume, 1_020);
+        let resumed = drain(&mut t);
+        assert_eq!(resumed.first(), Some(&Action::Abort), "{resumed:?}");
+        assert_eq!(fetches(&resumed), [Some(3)]);
+        assert_eq!(t.state(), TransferState::Connecting);
+    }
+
+    #[test]
+    fn a_held_response_that_breaks_or_ends_leaves_the_transfer_paused() {
+        // Broken while held: no retry is scheduled while paused; resume asks for a range.
+        let mut t = receiving(DEFAULT_PAUSE_HOLD_MS);
+        t.handle(Event::Body(b"ab"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        confirm(&mut t, &paused);
+        t.handle(Event::NetworkError("reset".into()), 30);
+        assert!(drain(&mut t).is_empty());
+        assert_eq!(t.state(), TransferState::Paused);
+        assert!(!t.holds_response());
+        assert_eq!(t.poll_timeout(), None);
+        t.handle(Event::Resume, 40);
+        assert_eq!(fetches(&drain(&mut t)), [Some(2)]);
+        assert_eq!(t.progress().attempts, 2);
+
+        // The last bytes and the end arrive while held: resume verifies, fetches nothing.
+        let mut t = receiving(DEFAULT_PAUSE_HOLD_MS);
+        t.handle(Event::Body(b"abcd"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        confirm(&mut t, &paused);
+        t.handle(Event::Body(b"efghij"), 30);
+        t.handle(Event::End, 31);
+        let late = drain(&mut t);
+        assert_eq!(writes(&late), [(4, b"efgh".to_vec()), (8, b"ij".to_vec())]);
+        confirm(&mut t, &late);
+        assert_eq!(t.state(), TransferState::Paused);
+        assert_eq!(t.checkpoint().bytes, 10);
+        t.handle(Event::Resume, 40);
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [Action::Finish { size: 10, .. }]
+        ));
+        assert_eq!(t.progress().attempts, 1);
+
+        // A short end while held: resume asks for the rest.
+        let mut t = receiving(DEFAULT_PAUSE_HOLD_MS);
+        t.handle(Event::Body(b"abc"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        confirm(&mut t, &paused);
+        t.handle(Event::End, 30);
+        assert!(drain(&mut t).is_empty());
+        t.handle(Event::Resume, 40);
+        assert_eq!(fetches(&drain(&mut t)), [Some(3)]);
+    }
+
+    #[test]
+    fn without_a_hold_or_before_the_head_a_pause_aborts_at_once() {
+        let mut t = receiving(0);
+        t.handle(Event::Body(b"abc"), 10);
+        t.handle(Event::Pause, 20);
+        let paused = drain(&mut t);
+        assert_eq!(paused.first(), Some(&Action::Abort), "{paused:?}");
+        assert!(!t.holds_response());
+        assert_eq!(t.poll_timeout(), None);
+
+        let mut t = Transfer::new(spec(), 0);
+        drain(&mut t);
+        t.handle(Event::Pause, 5); // still connecting: nothing to hold
+        assert_eq!(drain(&mut t).first(), Some(&Action::Abort));
+        assert!(!t.holds_response());
+        t.handle(Event::Resume, 6);
+        assert_eq!(fetches(&drain(&mut t)), [None]);
+
+        // Cancel while held aborts the held response.
+        let mut t = receiving(DEFAULT_PAUSE_HOLD_MS);
+        t.handle(Event::Body(b"abc"), 10);
+        t.handle(Event::Pause, 20);
+        drain(&mut t);
+        t.handle(Event::Cancel, 30);
+        let cancelled = drain(&mut t);
+        assert_eq!(cancelled.first(), Some(&Action::Abort), "{cancelled:?}");
+        assert!(matches!(
+            cancelled.last(),
+            Some(Action::Fail(Error::Cancelled { .. }))
         ));
     }
 }
