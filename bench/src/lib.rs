@@ -403,7 +403,8 @@ async fn wait_until(
 /// Returns `{"fetched_twice", "received_twice", "resumed_at", "sent", "gets",
 /// "interrupted_at"}`: `fetched_twice` is what the CDN sent for the URL (from its
 /// `/_control/log`) beyond the file's length; `received_twice` what the page itself received
-/// twice (from the resume's `Range` start to where it was stopped).
+/// twice (from the resume's `Range` start to where it was stopped; 0 when no `Range` request
+/// was needed, as after a pause within the hold).
 #[wasm_bindgen(js_name = engineResume)]
 pub async fn engine_resume(
     cdn: String,
@@ -503,7 +504,8 @@ pub async fn engine_resume(
     Ok(json!({
         "fetched_twice": sent.saturating_sub(len),
         // What the page itself received twice: from the resume offset to where it was stopped.
-        "received_twice": resumed_at.map(|r| interrupted_at.get().saturating_sub(r)),
+        // No resume request (a held pause read on): nothing was received twice.
+        "received_twice": resumed_at.map_or(0, |r| interrupted_at.get().saturating_sub(r)),
         "resumed_at": resumed_at,
         "sent": sent,
         "gets": gets,
