@@ -28,6 +28,7 @@
   const ROUTED = 'background-assets';
   const PERIODIC_TAG = 'background-assets';
   const WASM_CACHE = 'background-assets-wasm';
+  const FETCH_PREFIX = 'background-assets:';
 
   let options = null;
   let wasmReady = null;
@@ -157,6 +158,37 @@
     global.addEventListener('fetch', (event) => {
       if (!isServed(event.request)) return; // to the network (or the app's own listeners)
       event.respondWith(loadWasm().then((wasm) => wasm.extensionFetch(event.request)));
+    });
+
+    // Background Fetch (Chromium): a page handed a download to the browser (pkg.json
+    // `backgroundFetch: true`); the worker stores what it delivers, or lets the normal transfer
+    // take over after a failure. Fetches that are not the library's are left to the app.
+    for (const name of ['backgroundfetchsuccess', 'backgroundfetchfail', 'backgroundfetchabort']) {
+      global.addEventListener(name, (event) => {
+        if (!String(event.registration.id).startsWith(FETCH_PREFIX)) return;
+        event.waitUntil(
+          loadWasm()
+            .then((wasm) => wasm.extensionBackgroundFetch(event.registration, options))
+            .then((r) => {
+              reports[name] = r;
+              if (name === 'backgroundfetchsuccess' && typeof event.updateUI === 'function') {
+                return event.updateUI({ title: `${r.id.slice(r.id.lastIndexOf(':') + 1)}: downloaded` }).catch(() => {});
+              }
+              return undefined;
+            }, report(name)),
+        );
+      });
+    }
+
+    global.addEventListener('backgroundfetchclick', (event) => {
+      if (!String(event.registration.id).startsWith(FETCH_PREFIX)) return;
+      // The user clicked the browser's download UI: show the app.
+      event.waitUntil(
+        global.clients
+          .matchAll({ type: 'window', includeUncontrolled: true })
+          .then((windows) => (windows.length ? windows[0].focus() : global.clients.openWindow(global.registration.scope)))
+          .catch(report('backgroundfetchclick')),
+      );
     });
 
     global.addEventListener('message', (event) => {

@@ -1157,3 +1157,21 @@ proptest! {
         prop_assert_eq!(path, format!("$.assetPacks[{pack_index}].files[0].{field}"));
     }
 }
+
+#[test]
+fn background_fetch_is_an_opt_in_boolean() {
+    assert!(!parse(&valid()).unwrap().background_fetch, "off by default");
+    let on = parse(&insert("", "backgroundFetch", json!(true))).unwrap();
+    assert!(on.background_fetch);
+    // The canonical form keeps it, and parses back equal.
+    let again = parse_declaration(&on.to_json().to_string(), &base()).unwrap();
+    assert_eq!(again, on);
+    assert!(parse(&insert("", "backgroundFetch", json!(false)))
+        .unwrap()
+        .to_json()
+        .get("backgroundFetch")
+        .is_none());
+    let (path, reason) = refusal(&insert("", "backgroundFetch", json!("yes")));
+    assert_eq!(path, "$.backgroundFetch");
+    assert!(reason.contains("expected a boolean"), "{reason}");
+}

@@ -37,6 +37,7 @@
 //! | `essentialMaxInstallSize` | `BAEssentialMaxInstallSize` | bytes | no limit |
 //! | `manifestURL` (also `manifestUrl`) | `BAManifestURL` | URL, relative to `pkg.json` | none |
 //! | `assetPacks` | — | array of packs | `[]` |
+//! | `backgroundFetch` | — | boolean: pages may hand scheduled downloads to Background Fetch | `false` |
 //! | pack `id` | `assetPackID` | identifier | required |
 //! | pack `version` | — | string | required |
 //! | pack `downloadPolicy` | — | `essential` \| `prefetch` \| `onDemand`, or Apple's `{"essential": {"installationEventTypes": [...]}}` | required |
@@ -124,6 +125,10 @@ pub struct Declaration {
     pub manifest_url: Option<Url>,
     /// The declared asset packs, in document order.
     pub asset_packs: Vec<AssetPack>,
+    /// Whether a page may hand scheduled downloads to the browser's Background Fetch where the
+    /// engine lets it (`backgroundFetch`, default `false`): the browser then runs them even
+    /// after the page and the worker are gone, and the worker stores what it delivers.
+    pub background_fetch: bool,
 }
 
 /// A parsed, validated remote manifest: asset packs that supplement or update the declaration's.
@@ -408,6 +413,9 @@ impl Declaration {
         if let Some(url) = &self.manifest_url {
             root.insert("manifestURL".into(), Value::from(url.as_str()));
         }
+        if self.background_fetch {
+            root.insert("backgroundFetch".into(), Value::Bool(true));
+        }
         root.insert(
             "assetPacks".into(),
             Value::Array(self.asset_packs.iter().map(AssetPack::to_json).collect()),
@@ -522,6 +530,11 @@ pub fn declaration_from_value(root: &Value, base_url: &Url) -> Result<Declaratio
         None => Vec::new(),
         Some((v, p)) => packs(v, &p, base_url)?,
     };
+    let background_fetch = match obj.take(BACKGROUND_FETCH)? {
+        None => false,
+        Some((Value::Bool(on), _)) => *on,
+        Some((v, p)) => return Err(expected(&p, "a boolean", v)),
+    };
 
     let declaration = Declaration {
         restrictions,
@@ -529,6 +542,7 @@ pub fn declaration_from_value(root: &Value, base_url: &Url) -> Result<Declaratio
         essential_max_install_size,
         manifest_url,
         asset_packs,
+        background_fetch,
     };
     if let (Some(max), Some((_, path))) = (max_install_size, &essential_max) {
         let essential = essential_max_install_size.unwrap_or(0);
@@ -595,6 +609,7 @@ const MAX_INSTALL: Key = &["maxInstallSize", "BAMaxInstallSize"];
 const ESSENTIAL_MAX_INSTALL: Key = &["essentialMaxInstallSize", "BAEssentialMaxInstallSize"];
 const MANIFEST_URL: Key = &["manifestURL", "manifestUrl", "BAManifestURL"];
 const ASSET_PACKS: Key = &["assetPacks"];
+const BACKGROUND_FETCH: Key = &["backgroundFetch"];
 const EVENT_TYPES: Key = &["installationEventTypes"];
 
 const DECLARATION_KEYS: &[Key] = &[
@@ -603,6 +618,7 @@ const DECLARATION_KEYS: &[Key] = &[
     ESSENTIAL_MAX_INSTALL,
     MANIFEST_URL,
     ASSET_PACKS,
+    BACKGROUND_FETCH,
 ];
 const RESTRICTION_KEYS: &[Key] = &[DOWNLOAD_ALLOWANCE, ESSENTIAL_ALLOWANCE, ALLOW_LIST];
 const MANIFEST_KEYS: &[Key] = &[&["version"], ASSET_PACKS];

@@ -13,8 +13,11 @@
 //!    periodicsync ─ waitUntil ───────────┼──▶ extensionPeriodicSync: refresh ──▶
 //!                                        │      handlers.checkForUpdates(info) ──▶ schedule, wait
 //!    fetch /background-assets/… ─ respondWith ─▶ extensionFetch: the stored asset, with Range
-//!    message      ─ waitUntil ───────────┴──▶ extensionMessage: routed events
-//!                                               (DownloadManager::deliver_remote), `launch`
+//!    message      ─ waitUntil ───────────┼──▶ extensionMessage: routed events
+//!                                        │      (DownloadManager::deliver_remote), `launch`
+//!    backgroundfetch{success,fail,abort} ┴──▶ extensionBackgroundFetch: the browser fetch a
+//!                                               page handed a download to, stored + verified
+//!                                               (DownloadManager::settle_browser_fetch)
 //!  page: launch() ── did_launch, periodicSync.register, else postMessage {op: "launch"}
 //! ```
 //!
@@ -463,6 +466,40 @@ async fn check_for_updates(handlers: &JsValue, trigger: &str, wait: bool) -> Res
 #[wasm_bindgen(js_name = extensionPeriodicSync)]
 pub fn extension_periodic_sync(handlers: JsValue) -> Promise {
     to_promise(async move { check_for_updates(&handlers, "periodicsync", true).await })
+}
+
+/// `backgroundfetchsuccess` / `backgroundfetchfail` / `backgroundfetchabort` → the library's
+/// browser fetch settled ([`DownloadManager::settle_browser_fetch`]): the record stored and
+/// verified, the normal transfer taking over after a failure, or the download failed with
+/// `Cancelled` after the user aborted it. Resolves to `{ id, handled, state }` once that is stored
+/// (`handled` is false for fetches that are not the library's).
+#[wasm_bindgen(js_name = extensionBackgroundFetch)]
+pub fn extension_background_fetch(registration: JsValue, handlers: JsValue) -> Promise {
+    to_promise(async move {
+        let fetch = crate::web::background_fetch::BrowserFetch::from_registration(registration);
+        let id = fetch.id();
+        let ours = crate::web::background_fetch::parse_fetch_id(&id).is_some();
+        let out = js::object();
+        if let Some((_, download)) = crate::web::background_fetch::parse_fetch_id(&id) {
+            let manager = manager(&handlers);
+            manager.settle_browser_fetch(&fetch).await?;
+            // Where the download is now: `null` once it ended (finished, failed or cancelled).
+            let state = manager
+                .fetch_current_downloads()
+                .await?
+                .into_iter()
+                .find(|d| d.identifier.as_str() == download)
+                .map(|d| format!("{:?}", d.state));
+            js::set(
+                &out,
+                "state",
+                &state.map_or(JsValue::NULL, |s| JsValue::from_str(&s)),
+            );
+        }
+        js::set(&out, "id", &JsValue::from_str(&id));
+        js::set(&out, "handled", &JsValue::from(ours));
+        Ok(out.into())
+    })
 }
 
 /// The served path of `url` under [`SERVE_PREFIX`]: `("id", identifier)` or `("file", path)`.

@@ -69,6 +69,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 
+use futures::channel::oneshot;
 use futures::future::{abortable, AbortHandle, FutureExt, LocalBoxFuture, Shared};
 use gloo_timers::callback::Timeout;
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,9 @@ use crate::core::manager::{
 use crate::core::queue::QueueLimits;
 use crate::core::transfer::{Progress, TransferConfig, TransferSpec};
 use crate::core::Millis;
+use crate::web::background_fetch::{
+    self, BackgroundFetchSupport, BrowserFetch, BrowserFetchResult,
+};
 use crate::web::container::{Container, StoredAsset};
 use crate::web::js;
 use crate::web::locks::{acquire, query, LockGuard, LockOptions};
@@ -490,6 +494,12 @@ struct Running {
 /// How many times one run asks the delegate for credentials before the download fails.
 const MAX_CHALLENGES: u32 = 3;
 
+/// How often a global reads the progress of a browser fetch it watches.
+const BROWSER_FETCH_POLL_MS: u32 = 500;
+
+/// How long the worker waits before claiming a download a page may hand to Background Fetch.
+const HAND_OFF_GRACE_MS: u32 = 2_000;
+
 /// The Web Lock every decision on the shared state of `database` holds: it reloads the stored
 /// state if another context changed it, applies the decision, saves.
 ///
@@ -715,6 +725,8 @@ struct Engine {
     declaration_url: Option<url::Url>,
     /// Whether opening finished (a delegate set meanwhile waits for it to take its lock).
     opened: Cell<bool>,
+    /// Downloads the browser runs (Background Fetch) that this global watches for progress.
+    handed: RefCell<BTreeMap<Identifier, AbortHandle>>,
 }
 
 impl Engine {
@@ -755,6 +767,7 @@ impl Engine {
             page_delegates: Cell::new(0),
             declaration_url: config.declaration_url.clone(),
             opened: Cell::new(false),
+            handed: RefCell::default(),
         });
         engine.open_channel();
         let opened = engine.clone();
@@ -1074,6 +1087,295 @@ impl Engine {
         for id in downloading {
             self.claim(id);
         }
+        self.sweep_browser_fetches();
+    }
+
+    /// Stops the browser fetches of downloads that are no longer `downloading` here (paused,
+    /// cancelled or failed by any context), and the progress watchers of this global's.
+    fn sweep_browser_fetches(self: &Rc<Self>) {
+        if background_fetch::support() == BackgroundFetchSupport::Unavailable {
+            return;
+        }
+        let stopped: Vec<Identifier> = {
+            let core = self.core.borrow();
+            self.handed
+                .borrow()
+                .keys()
+                .filter(|id| core.download(id).map(|d| d.state) != Some(DownloadState::Downloading))
+                .cloned()
+                .collect()
+        };
+        for id in stopped {
+            if let Some(watcher) = self.handed.borrow_mut().remove(&id) {
+                watcher.abort();
+            }
+        }
+        let engine = self.clone();
+        spawn_local(async move {
+            for fetch_id in background_fetch::ids().await {
+                let Some((database, id)) = background_fetch::parse_fetch_id(&fetch_id) else {
+                    continue;
+                };
+                let Ok(id) = Identifier::new(id) else {
+                    continue;
+                };
+                let downloading = engine
+                    .core
+                    .borrow()
+                    .download(&id)
+                    .is_some_and(|d| d.state == DownloadState::Downloading);
+                if database != engine.database || downloading || engine.closed.get() {
+                    continue;
+                }
+                if let Ok(Some(fetch)) = background_fetch::get(&fetch_id).await {
+                    if fetch.result() == BrowserFetchResult::Running {
+                        fetch.abort().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether the app declares `backgroundFetch` and `id` is a scheduled (not foreground)
+    /// download with nothing stored yet: what a page hands to Background Fetch.
+    fn hand_off_eligible(&self, id: &Identifier) -> bool {
+        let core = self.core.borrow();
+        core.declaration().background_fetch
+            && core
+                .download(id)
+                .is_some_and(|d| !d.foreground && d.progress.total_written == 0)
+    }
+
+    /// Whether this worker lets pages claim `id` first: a page may hand it to Background Fetch
+    /// (see [`may_hand_off`](Self::may_hand_off)), which only pages can start.
+    fn defers_to_pages(&self, id: &Identifier) -> bool {
+        if self.caller == Caller::Page
+            || background_fetch::support() != BackgroundFetchSupport::CompletionOnly
+        {
+            return false;
+        }
+        self.hand_off_eligible(id)
+    }
+
+    /// Whether this global may hand `id` to Background Fetch: a page of an app that declares
+    /// `backgroundFetch`, in an engine where pages may start one, for a scheduled (not
+    /// foreground) download with nothing stored yet.
+    fn may_hand_off(&self, id: &Identifier) -> bool {
+        if self.caller != Caller::Page
+            || background_fetch::support() != BackgroundFetchSupport::Start
+        {
+            return false;
+        }
+        self.hand_off_eligible(id)
+    }
+
+    /// Runs `id`, just claimed (this global holds its owner lock `owner`; the state says it is
+    /// `downloading`): through its browser fetch if the browser runs or ran it (`known`, else
+    /// looked up), handed to Background Fetch if [`may_hand_off`](Self::may_hand_off), else by
+    /// the normal transfer here. `done` is told once its result is stored.
+    async fn run_claimed(
+        self: &Rc<Self>,
+        id: Identifier,
+        owner: LockGuard,
+        known: Option<BrowserFetch>,
+        done: Option<oneshot::Sender<()>>,
+    ) {
+        let fetch_id = background_fetch::fetch_id(&self.database, id.as_str());
+        let existing = match known {
+            Some(fetch) => Some(fetch),
+            None => background_fetch::get(&fetch_id)
+                .await
+                .unwrap_or_else(|error| {
+                    warn(&format!("looking up the browser fetch of `{id}`"), &error);
+                    None
+                }),
+        };
+        match existing.as_ref().map(|f| (f.result(), f)) {
+            Some((BrowserFetchResult::Running, fetch)) => {
+                // The browser runs it: nobody else does. The worker's backgroundfetch* event
+                // settles it; this global reports its progress meanwhile.
+                owner.release().await;
+                self.watch_browser_fetch(id, fetch.clone());
+                return;
+            }
+            Some((BrowserFetchResult::Success, fetch)) => match fetch.response().await {
+                Ok(Some(response)) => {
+                    self.spawn_transfer(id, owner, Some(response), done);
+                    return;
+                }
+                Ok(None) => warn(
+                    &format!("`{id}`"),
+                    &Error::Unsupported {
+                        what: "a finished browser fetch without a record".into(),
+                    },
+                ),
+                // Not there any more: fetched again below.
+                Err(error) => warn(&format!("reading the browser fetch of `{id}`"), &error),
+            },
+            Some((BrowserFetchResult::Failure, fetch)) if fetch.failure_reason() == "aborted" => {
+                // Only the user stops a browser fetch of a download that is still
+                // `downloading` (the library aborts one after pausing or cancelling it).
+                owner.release().await;
+                self.fail_aborted(&id).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            // Failed (bad status, network, quota): the normal transfer takes over and reports
+            // what it finds, as in every engine.
+            Some((BrowserFetchResult::Failure, _)) => {}
+            None if self.may_hand_off(&id) => match self.hand_off(&id, &fetch_id).await {
+                Ok(fetch) => {
+                    owner.release().await;
+                    self.watch_browser_fetch(id, fetch);
+                    return;
+                }
+                Err(error) => warn(
+                    &format!("handing `{id}` to Background Fetch (runs here)"),
+                    &error,
+                ),
+            },
+            None => {}
+        }
+        self.spawn_transfer(id, owner, None, done);
+    }
+
+    /// Starts the browser fetch of `id` (its URL allowed by the declaration, its headers).
+    async fn hand_off(&self, id: &Identifier, fetch_id: &str) -> Result<BrowserFetch> {
+        let (spec, allow) = self
+            .transfer_spec(id)
+            .ok_or_else(|| Error::DownloadDoesNotExist {
+                identifier: id.to_string(),
+            })?;
+        let url = url::Url::parse(&spec.url).map_err(|e| Error::DownloadInvalid {
+            reason: format!("url `{}`: {e}", spec.url),
+        })?;
+        if !allow.allows(&url, &self.page_origin) {
+            return Err(Error::SessionDownloadDisallowedByDomain {
+                host: url.host_str().unwrap_or_default().to_string(),
+            });
+        }
+        background_fetch::start(
+            fetch_id,
+            &spec.url,
+            &spec.headers,
+            spec.expected_size,
+            id.as_str(),
+        )
+        .await
+    }
+
+    /// Fails `id` with [`Error::Cancelled`] if it is still `downloading` (its browser fetch was
+    /// aborted by the user).
+    async fn fail_aborted(self: &Rc<Self>, id: &Identifier) {
+        let stored = self
+            .transact(|core| {
+                let downloading = core
+                    .download(id)
+                    .is_some_and(|d| d.state == DownloadState::Downloading);
+                if downloading {
+                    let error = Error::Cancelled {
+                        identifier: id.to_string(),
+                    };
+                    core.on_failed(id, error, now())?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(error) = stored {
+            warn(
+                &format!("failing `{id}` after its browser fetch was aborted"),
+                &error,
+            );
+        }
+    }
+
+    /// Reports the progress of the browser fetch of `id` (polled: Chromium does not always
+    /// deliver its `progress` events) until it ends, then claims `id` again (its result is
+    /// stored, or the normal transfer takes over).
+    fn watch_browser_fetch(self: &Rc<Self>, id: Identifier, fetch: BrowserFetch) {
+        if self.closed.get() || self.handed.borrow().contains_key(&id) {
+            return;
+        }
+        let engine = Rc::downgrade(self);
+        let watched = id.clone();
+        let fetch_id = fetch.id();
+        let (task, abort) = abortable(async move {
+            let mut reported = None;
+            loop {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let fetch = match background_fetch::get(&fetch_id).await {
+                    Ok(Some(fetch)) if fetch.result() == BrowserFetchResult::Running => fetch,
+                    _ => {
+                        engine.handed.borrow_mut().remove(&watched);
+                        engine.claim(watched);
+                        return;
+                    }
+                };
+                let downloaded = fetch.downloaded();
+                if reported != Some(downloaded) && downloaded > 0 {
+                    reported = Some(downloaded);
+                    let total = fetch.download_total();
+                    let progress = Progress {
+                        bytes_written: downloaded,
+                        bytes_received: downloaded,
+                        total_expected: (total > 0).then_some(total),
+                        ..Progress::default()
+                    };
+                    engine.report_progress(&watched, &progress);
+                }
+                drop(engine);
+                gloo_timers::future::TimeoutFuture::new(BROWSER_FETCH_POLL_MS).await;
+            }
+        });
+        self.handed.borrow_mut().insert(id, abort);
+        let _ = fetch;
+        spawn_local(async move {
+            let _ = task.await;
+        });
+    }
+
+    /// Stores what the browser fetch `fetch` of `id` delivered (the worker's
+    /// `backgroundfetchsuccess`), or lets the normal transfer take over after its failure;
+    /// returns once the result is stored (or another context has stored one).
+    async fn settle_browser_fetch(
+        self: &Rc<Self>,
+        id: &Identifier,
+        fetch: &BrowserFetch,
+    ) -> Result<()> {
+        for _ in 0..3 {
+            let name = owner_lock_name(&self.database, id);
+            let Some(owner) = acquire(&name, LockOptions::exclusive()).await? else {
+                return Ok(());
+            };
+            if self.refresh().await? {
+                self.reconcile();
+                self.notify_changed();
+            }
+            let downloading = self
+                .core
+                .borrow()
+                .download(id)
+                .is_some_and(|d| d.state == DownloadState::Downloading);
+            if !downloading || self.closed.get() {
+                owner.release().await;
+                return Ok(());
+            }
+            if let Some(watcher) = self.handed.borrow_mut().remove(id) {
+                watcher.abort();
+            }
+            let (done, stored) = oneshot::channel();
+            self.run_claimed(id.clone(), owner, Some(fetch.clone()), Some(done))
+                .await;
+            if stored.await.is_err() {
+                // Not run here (the browser still runs it?): look again shortly.
+                gloo_timers::future::TimeoutFuture::new(BROWSER_FETCH_POLL_MS).await;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `id` here once this global holds its owner lock and the state still says it is
@@ -1088,12 +1390,18 @@ impl Engine {
             }
             return;
         }
-        if self.claims.borrow().contains_key(&id) {
+        if self.claims.borrow().contains_key(&id) || self.handed.borrow().contains_key(&id) {
             return;
         }
         let engine = self.clone();
         let claimed = id.clone();
+        let defer = self.defers_to_pages(&id);
         let (task, abort) = abortable(async move {
+            if defer {
+                // A page may hand it to the browser (which outlives us both): give it the
+                // first chance; if none did, it runs here.
+                gloo_timers::future::TimeoutFuture::new(HAND_OFF_GRACE_MS).await;
+            }
             let name = owner_lock_name(&engine.database, &claimed);
             let granted = acquire(&name, LockOptions::exclusive()).await;
             engine.claims.borrow_mut().remove(&claimed);
@@ -1128,7 +1436,7 @@ impl Engine {
                 guard.release().await;
                 return;
             }
-            engine.spawn_transfer(claimed, guard);
+            engine.run_claimed(claimed, guard, None, None).await;
         });
         self.claims.borrow_mut().insert(id, abort);
         spawn_local(async move {
@@ -1216,16 +1524,30 @@ impl Engine {
     }
 
     /// Runs `id`'s transfer holding its owner lock `owner` until the result is stored.
-    fn spawn_transfer(self: &Rc<Self>, id: Identifier, owner: LockGuard) {
+    ///
+    /// `first_response` (a browser fetch's record) answers the run's first request; the run's
+    /// own progress is then reported only at its end (the browser fetch reported it). `done` is
+    /// told once the result is stored.
+    fn spawn_transfer(
+        self: &Rc<Self>,
+        id: Identifier,
+        owner: LockGuard,
+        first_response: Option<web_sys::Response>,
+        done: Option<oneshot::Sender<()>>,
+    ) {
         let finished = self.unreported.borrow_mut().remove(&id);
         if let Some(asset) = finished {
             let engine = self.clone();
             spawn_local(async move {
                 engine.report_result(&id, Ok(asset)).await;
                 owner.release().await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             });
             return;
         }
+        let mut first_response = first_response;
         let run_number = self.runs.get() + 1;
         self.runs.set(run_number);
         let control = TransferControl::new();
@@ -1244,6 +1566,8 @@ impl Engine {
                 let url = spec.url.clone();
                 let reporter = Rc::downgrade(&engine);
                 let progress_id = task_id.clone();
+                let response = first_response.take();
+                let quiet = response.is_some();
                 let options = RunOptions {
                     allow,
                     page_origin: Some(engine.page_origin.clone()),
@@ -1251,11 +1575,14 @@ impl Engine {
                     read_buffer: DEFAULT_READ_BUFFER,
                     control: Some(last.clone()),
                     on_progress: Some(Box::new(move |progress: &Progress| {
+                        if quiet {
+                            return;
+                        }
                         if let Some(engine) = reporter.upgrade() {
                             engine.report_progress(&progress_id, progress);
                         }
                     })),
-                    first_response: None,
+                    first_response: response,
                 };
                 let result = run(&engine.container, spec, options).await;
                 if let Err(Error::AuthenticationRequired { status, .. }) = &result {
@@ -1299,6 +1626,9 @@ impl Engine {
                 }
             }
             engine.report_result(&task_id, result).await;
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
         });
         self.running.borrow_mut().insert(
             id.clone(),
@@ -1572,6 +1902,10 @@ impl Engine {
         let claims = std::mem::take(&mut *self.claims.borrow_mut());
         for (_, claim) in claims {
             claim.abort();
+        }
+        let watchers = std::mem::take(&mut *self.handed.borrow_mut());
+        for (_, watcher) in watchers {
+            watcher.abort();
         }
         self.delegate.page_lock.borrow_mut().take();
         if let Some(channel) = self.channel.borrow_mut().take() {
@@ -1856,6 +2190,41 @@ impl DownloadManager {
             engine.container.delete(id.as_str()).await?;
         }
         Ok(())
+    }
+
+    /// Settles a browser fetch the library started (Background Fetch; call it from the worker's
+    /// `backgroundfetchsuccess`, `backgroundfetchfail` and `backgroundfetchabort` with
+    /// `event.registration`, inside `waitUntil` — the worker entry `js/extension.js` does).
+    ///
+    /// - success: the record's body goes through the normal transfer path into the container
+    ///   (written, hashed, verified against the declared size and SHA-256) and the download
+    ///   finishes with the same `did_finish` as without Background Fetch;
+    /// - failure: the normal transfer takes over from here (its success or typed error are the
+    ///   app's events);
+    /// - aborted by the user while still `downloading`: the download fails with
+    ///   [`Error::Cancelled`].
+    ///
+    /// Returns once the result is stored (or another context stored one). A fetch that is not
+    /// the library's, or belongs to another container, is ignored.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(registration: wasm_bindgen::JsValue) -> Result<(), background_assets::core::error::Error> {
+    /// use background_assets::web::background_fetch::BrowserFetch;
+    /// let manager = background_assets::web::manager::DownloadManager::shared();
+    /// manager.settle_browser_fetch(&BrowserFetch::from_registration(registration)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn settle_browser_fetch(&self, fetch: &BrowserFetch) -> Result<()> {
+        let Some((database, id)) = background_fetch::parse_fetch_id(&fetch.id()) else {
+            return Ok(());
+        };
+        let engine = self.engine().await?;
+        if database != engine.database {
+            return Ok(());
+        }
+        let id = Identifier::new(id)?;
+        engine.settle_browser_fetch(&id, fetch).await
     }
 
     /// Pauses a waiting or running download (its received bytes are kept). `did_pause`.

@@ -27,6 +27,8 @@ use xtask::workspace;
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a log entry may take to appear.
 const LOG_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a download handed to Background Fetch may take to be stored once its tab closed.
+const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The essential pack's file, version 1 and 2 (generated bodies: length, seed, throttle).
 const CORE_PATH: &str = "core/data.bin";
@@ -88,6 +90,15 @@ impl Fixture {
             site,
             cdn_origin,
         })
+    }
+
+    /// Sets `backgroundFetch: true` in the site's `pkg.json` (before the page loads it).
+    fn enable_background_fetch(&self) -> Result<()> {
+        let path = self.site.path().join("pkg.json");
+        let mut declaration: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        declaration["backgroundFetch"] = json!(true);
+        std::fs::write(&path, serde_json::to_string_pretty(&declaration)?)
+            .context("writing pkg.json")
     }
 
     fn page(&self) -> &Server {
@@ -275,14 +286,24 @@ async fn wait_for_entry(
     what: &str,
     wanted: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
+    wait_for_entry_within(client, what, LOG_TIMEOUT, wanted).await
+}
+
+/// [`wait_for_entry`] with its own bound.
+async fn wait_for_entry_within(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let started = Instant::now();
     loop {
         let entries = log(client).await?;
         if let Some(entry) = entries.iter().find(|e| wanted(e)) {
             return Ok(entry.clone());
         }
-        if started.elapsed() > LOG_TIMEOUT {
-            bail!("no log entry for {what} within {LOG_TIMEOUT:?}; log: {entries:#?}");
+        if started.elapsed() > timeout {
+            bail!("no log entry for {what} within {timeout:?}; log: {entries:#?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -910,6 +931,134 @@ async fn background_fetch_steps(
     Ok(())
 }
 
+/// The library's Background Fetch hand-off (`pkg.json` `backgroundFetch: true`), with the same
+/// API and events in both engines. A page schedules a slow download. In Chromium the page hands
+/// it to the browser; then the page is navigated away and the worker stopped mid-way: the
+/// browser finishes it, a fresh worker stores and verifies the record, and the extension gets
+/// `didFinish`. In Firefox (no Background Fetch) the normal transfer runs it. Either way: the
+/// exact bytes are served, the extension sees didBegin then didFinish (no didFail), and the CDN
+/// sent the body once.
+async fn background_fetch_hand_off(engine: Engine) -> Result<()> {
+    let site = Fixture::start()?;
+    site.enable_background_fetch()?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect(&driver).await?;
+    let downloads = ScratchDir::new("hand-off-downloads")?;
+    if engine == Engine::Chromium {
+        // A page's second background fetch needs the user's automatic-downloads permission
+        // (granted here as a user would; without it the library runs the download itself).
+        cdp(
+            &driver,
+            &client,
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": downloads.path().display().to_string() }),
+        )
+        .await?;
+    }
+    let outcome = hand_off_steps(engine, &site, &driver, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn hand_off_steps(
+    engine: Engine,
+    site: &Fixture,
+    driver: &WebDriver,
+    client: &Client,
+) -> Result<()> {
+    const LEN: u64 = 6_291_456;
+    const SEED: u64 = 41;
+    const ID: &str = "handed";
+    open(client, &site.url()).await?;
+    fixture(client, "register()").await?;
+    let ready = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
+    )
+    .await?;
+    assert_eq!(ready["value"]["ready"], true, "{ready}");
+    let url = format!("{}/gen/{LEN}/{SEED}?throttle=1000000", site.cdn_origin);
+    fixture(
+        client,
+        &format!("schedule({{ id: '{ID}', url: '{url}', size: {LEN} }})"),
+    )
+    .await?;
+    let started = Instant::now();
+    let handed = loop {
+        let state = fixture(client, &format!("libraryFetch('{ID}')")).await?;
+        if engine == Engine::Firefox {
+            assert_eq!(state, json!({ "available": false, "fetch": null }));
+            break None;
+        }
+        let downloaded = state["fetch"]["downloaded"].as_u64().unwrap_or(0);
+        if state["fetch"]["result"] == "" && downloaded > 0 {
+            assert!(downloaded < LEN, "still running: {state}");
+            assert_eq!(state["fetch"]["downloadTotal"], LEN, "{state}");
+            break Some(state);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let warnings = fixture(client, "warnings()").await?;
+            bail!("the page did not hand `{ID}` to Background Fetch: {state}; page warnings: {warnings:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if handed.is_some() {
+        // Nothing of ours runs it any more: the tab that handed it off is closed, the worker
+        // stopped. The browser goes on; a fresh tab reads the outcome.
+        let fresh = client.new_window(true).await?;
+        client.close_window().await?;
+        client.switch_to_window(fresh.handle).await?;
+        cdp(driver, client, "ServiceWorker.enable", json!({})).await?;
+        cdp(driver, client, "ServiceWorker.stopAllWorkers", json!({})).await?;
+        open(client, &site.url()).await?;
+    }
+    // Chromium 156 delivered `backgroundfetchsuccess` 30-60 s after the tab closed (a few
+    // seconds with the tab open): the bound is generous.
+    let finished = match wait_for_entry_within(client, "didFinish(handed)", HAND_OFF_TIMEOUT, |e| {
+        is_call(e, "didFinish", Some(ID))
+    })
+    .await
+    {
+        Ok(entry) => entry,
+        Err(error) => {
+            let fetch = fixture(client, &format!("libraryFetch('{ID}')")).await?;
+            let reports = fixture(client, "reports()").await?;
+            bail!("{error:#}\nbrowser fetch: {fetch}\nworker reports: {reports}");
+        }
+    };
+    assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
+    let entries = log(client).await?;
+    let events: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["args"][0] == ID)
+        .map(|e| &e["handler"])
+        .collect();
+    assert_eq!(
+        events,
+        [&json!("didBegin"), &json!("didFinish")],
+        "{entries:#?}"
+    );
+    let body = served(client, &format!("/background-assets/id/{ID}"), None).await?;
+    assert_eq!(body["status"], 200, "{body}");
+    assert_eq!(body["length"], LEN, "{body}");
+    assert_eq!(body["sha256"], generated_sha256(LEN, SEED), "exact bytes");
+    if handed.is_some() {
+        let settled = fixture(client, &format!("libraryFetch('{ID}')")).await?;
+        assert_eq!(settled["fetch"], Value::Null, "settled: {settled}");
+    }
+    let cdn = site.cdn.as_ref().context("the CDN runs")?;
+    let gets: Vec<_> = cdn
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/{SEED}"))
+        })
+        .collect();
+    assert_eq!(gets.len(), 1, "one GET: {gets:?}");
+    assert_eq!(gets[0].body_bytes_sent, LEN, "{gets:?}");
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -1030,4 +1179,16 @@ async fn chromium_background_fetch_engine_facts() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_background_fetch_engine_facts() -> Result<()> {
     background_fetch_engine_facts(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_background_fetch_hand_off() -> Result<()> {
+    background_fetch_hand_off(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_background_fetch_hand_off() -> Result<()> {
+    background_fetch_hand_off(Engine::Firefox).await
 }

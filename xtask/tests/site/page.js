@@ -43,6 +43,13 @@ async function pageWasm() {
 
 // Events the page's delegate received (see setDelegate).
 const pageEvents = [];
+// What the library warned about in this page (console.warn), for failure reports.
+const warnings = [];
+const consoleWarn = console.warn.bind(console);
+console.warn = (...args) => {
+  warnings.push(args.map(String).join(' '));
+  consoleWarn(...args);
+};
 
 window.fixture = {
   async registerInBackground() {
@@ -82,6 +89,19 @@ window.fixture = {
   },
   pageEvents() {
     return pageEvents.slice();
+  },
+  warnings() {
+    return warnings.slice();
+  },
+  // The browser fetch the library handed download `id` to (Background Fetch), if any.
+  async libraryFetch(id) {
+    const registration = await navigator.serviceWorker.getRegistration('/');
+    if (!registration || !('backgroundFetch' in registration)) return { available: false, fetch: null };
+    const fetch = await registration.backgroundFetch.get(`background-assets:background-assets:${id}`);
+    return {
+      available: true,
+      fetch: fetch && { downloaded: fetch.downloaded, downloadTotal: fetch.downloadTotal, result: fetch.result, failureReason: fetch.failureReason },
+    };
   },
   async register() {
     await navigator.serviceWorker.register(SCRIPT, { scope: '/' });

@@ -29,6 +29,13 @@ function record(handler, ...args) {
     .catch((e) => console.error('fixture log', e));
 }
 
+// The library's warnings in this worker are logged too (failure reports show them).
+const consoleWarn = console.warn.bind(console);
+console.warn = (...args) => {
+  record('warning', args.map(String).join(' '));
+  consoleWarn(...args);
+};
+
 async function count(handler) {
   const cache = await caches.open(LOG);
   let n = 0;
