@@ -10,6 +10,9 @@
 //!                                          BackgroundAssets.extension()
 //!   package.json
 //! ```
+//!
+//! A release build runs binaryen's `wasm-opt -Oz` on the wasm after wasm-bindgen (see
+//! [`crate::wasm_opt`]); without it the package is built all the same and the build says so.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +67,10 @@ pub fn run(profile: Profile) -> Result<()> {
     }
     bindgen(&wasm, "web", &pkg, profile)?;
     bindgen(&wasm, "no-modules", &pkg.join("worker"), profile)?;
+    if profile == Profile::Release {
+        let bg = format!("{STEM}_bg.wasm");
+        crate::wasm_opt::optimise_in_place(&[pkg.join(&bg), pkg.join("worker").join(&bg)])?;
+    }
     copy_worker_entry(&pkg)?;
     write_package_json(&pkg)?;
 

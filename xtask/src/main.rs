@@ -21,6 +21,7 @@ mod demo_packs;
 mod setup;
 mod summary;
 mod test_runner;
+mod wasm_opt;
 
 use std::process::ExitCode;
 

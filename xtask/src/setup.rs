@@ -3,6 +3,9 @@
 //! Checks the wasm32 target, wasm-bindgen-cli at exactly the version in `Cargo.lock`, Chromium +
 //! chromedriver + Firefox ESR (apt) and geckodriver (crates.io). As root it installs what is
 //! missing; otherwise it prints the exact commands and fails.
+//!
+//! binaryen's `wasm-opt` (npm, into the user's cache: no root needed) is optional: the release
+//! build is smaller with it and still works without it, so a failed install only warns.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,14 +30,49 @@ struct Missing {
     commands: Vec<Vec<String>>,
 }
 
+/// Installs binaryen's wasm-opt if it is missing; a failure only warns (the build works without
+/// it, unoptimised).
+fn install_wasm_opt(mode: Mode) {
+    let why = match crate::wasm_opt::find() {
+        Ok(_) => return,
+        Err(why) => why,
+    };
+    let command = crate::wasm_opt::install_command();
+    println!("setup: {why}: the release wasm would not be size-optimised");
+    if mode == Mode::CheckOnly {
+        println!("setup: to install it, run:\n    {}", shell_line(&command));
+        return;
+    }
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    let result = command::run(&mut cmd)
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::wasm_opt::find().map(|_| ()));
+    match result {
+        Ok(()) => println!(
+            "setup: installed binaryen {} (wasm-opt)",
+            crate::wasm_opt::BINARYEN_VERSION
+        ),
+        Err(e) => println!(
+            "setup: WARNING: binaryen's wasm-opt could not be installed ({e}): the release \
+             wasm stays unoptimised"
+        ),
+    }
+}
+
 /// Checks everything the build and the tests need and installs what is missing.
 pub fn run(mode: Mode) -> Result<()> {
+    install_wasm_opt(mode);
     let missing = find_missing()?;
     if missing.is_empty() {
         let pinned = locked_version(&xtask::workspace::root().join("Cargo.lock"), "wasm-bindgen")?;
+        let wasm_opt = match crate::wasm_opt::find() {
+            Ok((_, version)) => format!(", wasm-opt {version}"),
+            Err(_) => String::new(),
+        };
         println!(
             "setup: nothing to install (present: wasm32 target, wasm-bindgen-cli {pinned}, \
-             chromium, chromedriver, firefox, geckodriver)"
+             chromium, chromedriver, firefox, geckodriver{wasm_opt})"
         );
         return Ok(());
     }
