@@ -356,6 +356,7 @@ impl Sim {
             // Pauses abort at once here: these cases test the `Range` resume after a pause
             // (the held response is tested in src/core/transfer).
             pause_hold_ms: 0,
+            range_window_chunks: 0,
         };
         configure(&mut spec);
         Sim {
@@ -393,6 +394,7 @@ impl Sim {
                     range_start,
                     if_range,
                     url,
+                    ..
                 } => {
                     assert_eq!(url, self.spec.url);
                     let request = Request {

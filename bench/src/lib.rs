@@ -154,17 +154,20 @@ async fn spec_for(
 }
 
 /// One `len`-byte download CDN → container through `web::transfer::run`, verified (declared
-/// size and SHA-256). Returns `{"ms", "bytes", "mib_s", "chunk_bytes"}`.
+/// size and SHA-256), asking for at most `window_chunks` chunks per request (`0`: the default
+/// config, one request). Returns `{"ms", "bytes", "mib_s", "chunk_bytes"}`.
 #[wasm_bindgen(js_name = engineThroughput)]
 pub async fn engine_throughput(
     cdn: String,
     len: f64,
     seed: f64,
     chunk: f64,
+    window_chunks: f64,
 ) -> Result<String, JsValue> {
     let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
     let path = format!("/gen/{len}/{seed}?probe={}", probe());
-    let spec = spec_for(&cdn, format!("tp-{}", probe()), &path, len, seed, chunk).await?;
+    let mut spec = spec_for(&cdn, format!("tp-{}", probe()), &path, len, seed, chunk).await?;
+    spec.config.range_window_chunks = window_chunks.max(0.0) as u32;
     let container = fresh_container("tp").await?;
     let started = now_ms();
     let outcome = run(&container, spec, options()).await;
@@ -397,8 +400,9 @@ async fn wait_until(
 
 /// Interrupts a `len`-byte download at ~50% and finishes it: `mode` `"kill"` drops the running
 /// `run` future (a killed context; half a chunk past the middle, so mid-chunk) and runs the
-/// download again from its checkpoint; `"pause"` pauses it through a [`TransferControl`] at the
-/// middle and resumes. The stored file is verified.
+/// download again from its checkpoint; `"kill-window"` does the same with bounded `Range`
+/// windows of one chunk (`TransferConfig::range_window_chunks = 1`); `"pause"` pauses it
+/// through a [`TransferControl`] at the middle and resumes. The stored file is verified.
 ///
 /// Returns `{"fetched_twice", "received_twice", "resumed_at", "sent", "gets",
 /// "interrupted_at"}`: `fetched_twice` is what the CDN sent for the URL (from its
@@ -416,13 +420,17 @@ pub async fn engine_resume(
     let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
     let path = format!("/gen/{len}/{seed}?probe={}", probe());
     let id = format!("resume-{}", probe());
-    let spec = spec_for(&cdn, id, &path, len, seed, chunk).await?;
+    let mut spec = spec_for(&cdn, id, &path, len, seed, chunk).await?;
+    if mode == "kill-window" {
+        // Bounded Range windows of one chunk (opt-in: TransferConfig::range_window_chunks).
+        spec.config.range_window_chunks = 1;
+    }
     let container = fresh_container("resume").await?;
     let received = Rc::new(Cell::new(0u64));
     let interrupted_at = Rc::new(Cell::new(0u64));
     let outcome: Result<u64, JsValue> = async {
         let asset = match mode.as_str() {
-            "kill" => {
+            "kill" | "kill-window" => {
                 let mut opts = options();
                 let sink = received.clone();
                 opts.on_progress = Some(Box::new(move |p: &Progress| sink.set(p.bytes_received)));

@@ -8,7 +8,8 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
-  precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [], coldOurs: [], coldEmpty: [] };
+  precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
+  engineWindow: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -87,6 +88,8 @@ async function main() {
     const n = `${i + 1}/${c.runs}`;
     const big = { cdn: c.cdn, len: c.len, seed, chunk: c.chunk };
     await record(results.engine, `engine throughput ${n}`, run('engine', big));
+    await record(results.engineWindow, `engine throughput, 1-chunk Range windows ${n}`,
+      run('engine', { ...big, window: 1 }));
     await record(results.fetchDrain, `fetch drain ${n}`, run('fetchDrain', big));
     await record(results.idbPut, `IndexedDB put ${n}`, run('idbPut', big));
     await record(results.cachePut, `cache.put ${n}`, run('cachePut', big));
@@ -109,6 +112,8 @@ async function main() {
     const args = { cdn: c.cdn, len: c.resumeLen, seed: 2000 + i, chunk: c.chunk };
     await record(results.resumeKill, `resume after kill ${n}`, run('engineResume', { ...args, mode: 'kill' }));
     await record(results.resumePause, `resume after pause ${n}`, run('engineResume', { ...args, mode: 'pause' }));
+    await record(results.resumeKillWindow, `resume after kill, 1-chunk Range windows ${n}`,
+      run('engineResume', { ...args, mode: 'kill-window' }));
   }
   if (wanted('scale')) await record(results.managerScale, `schedule ${c.scaleCount} downloads (DownloadManager)`,
     run('managerScale', { cdn: c.cdn, count: c.scaleCount, budgetMs: c.scaleBudgetMs }));

@@ -94,6 +94,9 @@ extern "C" {
 pub struct FetchOptions {
     /// Ask for the bytes from this offset on (`Range: bytes=N-`).
     pub range_start: Option<u64>,
+    /// With `range_start`: one past the last byte wanted (`Range: bytes=N-M` with M =
+    /// `range_end - 1`), a bounded window; `None` for everything from `range_start` on.
+    pub range_end: Option<u64>,
     /// The validator the range is conditional on (`If-Range`), a strong ETag.
     pub if_range: Option<String>,
     /// Extra request headers (name, value).
@@ -106,8 +109,20 @@ pub struct FetchOptions {
 
 impl FetchOptions {
     /// The `Range` header these options send, if any.
+    ///
+    /// # Example
+    /// ```
+    /// # #[cfg(target_arch = "wasm32")] {
+    /// use background_assets::web::fetcher::FetchOptions;
+    /// let window = FetchOptions { range_start: Some(0), range_end: Some(4096), ..Default::default() };
+    /// assert_eq!(window.range_header().as_deref(), Some("bytes=0-4095"));
+    /// # }
+    /// ```
     pub fn range_header(&self) -> Option<String> {
-        self.range_start.map(|start| format!("bytes={start}-"))
+        self.range_start.map(|start| match self.range_end {
+            Some(end) if end > start => format!("bytes={start}-{}", end - 1),
+            _ => format!("bytes={start}-"),
+        })
     }
 }
 

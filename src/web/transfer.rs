@@ -764,6 +764,7 @@ impl Driver<'_> {
                 Action::Fetch {
                     url,
                     range_start,
+                    range_end,
                     if_range,
                 } => {
                     self.stream = None;
@@ -782,6 +783,7 @@ impl Driver<'_> {
                         .map(|u| u.origin().ascii_serialization());
                     let options = FetchOptions {
                         range_start,
+                        range_end,
                         if_range,
                         headers: spec.headers.clone(),
                         credentials_origin,

@@ -623,6 +623,47 @@ async fn a_pause_longer_than_the_hold_resumes_with_a_range_and_wastes_nothing() 
     remove(c).await;
 }
 
+/// With `range_window_chunks`, each request asks for a bounded window (`Range: bytes=a-b`), the
+/// next conditional on the first response's `ETag`; the last one is open-ended; the file is
+/// exact and nothing is sent twice.
+#[wasm_bindgen_test]
+async fn bounded_range_windows_fetch_the_file_window_by_window() {
+    const LEN: u64 = 3 * MIB + MIB / 2;
+    let seed = 12_500 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-window").await;
+    let id = unique_id("window");
+    let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    spec.config.range_window_chunks = 1;
+    let progress = tracker();
+    let asset = run(&c, spec, options(&progress, None)).await.unwrap();
+    assert_eq!(asset.size, LEN);
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    let ranges: Vec<_> = logged.iter().map(|l| l.range.clone()).collect();
+    assert_eq!(
+        ranges,
+        [
+            Some("bytes=0-1048575".to_string()),
+            Some("bytes=1048576-2097151".to_string()),
+            Some("bytes=2097152-3145727".to_string()),
+            Some("bytes=3145728-".to_string()),
+        ],
+        "{logged:?}"
+    );
+    assert!(logged.iter().all(|l| l.status == 206), "{logged:?}");
+    assert_eq!(
+        logged[0].if_range, None,
+        "no validator before the first answer"
+    );
+    assert!(logged[1..]
+        .iter()
+        .all(|l| l.if_range == logged[1].if_range && l.if_range.is_some()));
+    assert_eq!(logged.iter().map(|l| l.sent).sum::<u64>(), LEN);
+    assert_eq!(progress.borrow().wasted_bytes, 0);
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn cancel_fails_and_discards_the_stored_chunks() {
     let (c, id, spec) = stalled_run_setup("run-cancel").await;

@@ -462,6 +462,14 @@ impl Numbers {
             "diag_received_twice_pause",
             median(field(raw, "resumePause", "received_twice")),
         );
+        set(
+            "diag_resume_waste_bytes_kill_window",
+            median(field(raw, "resumeKillWindow", "fetched_twice")),
+        );
+        set(
+            "diag_engine_window_mib_s",
+            rate(median(field(raw, "engineWindow", "ms"))),
+        );
         // Only when every planned download was scheduled (the measure stops at its budget).
         let scaled = |name: &str| -> Vec<Option<f64>> {
             field(raw, "managerScale", name)
@@ -549,6 +557,11 @@ impl Numbers {
                 g("diag_sha256_mib_s"),
                 1,
             ),
+            Row::info(
+                "  diagnostic: engine* with 1-chunk Range windows (opt-in range_window_chunks = 1) (MiB/s)",
+                g("diag_engine_window_mib_s"),
+                1,
+            ),
         ];
         let small = g("small_files_manager_s");
         let precache = g("small_files_sequential_precache_s");
@@ -608,6 +621,11 @@ impl Numbers {
         rows.push(Row::info(
             "  diagnostic: bytes the page received twice after pause/resume",
             g("diag_received_twice_pause"),
+            0,
+        ));
+        rows.push(Row::info(
+            "  diagnostic: resume waste after a kill, 1-chunk Range windows (opt-in range_window_chunks = 1)",
+            g("diag_resume_waste_bytes_kill_window"),
             0,
         ));
         rows.push(Row::info(

@@ -48,6 +48,14 @@
 //!   `If-Range` validator (RFC 9110 allows it for dates at least one second older than the
 //!   response; a file replaced twice within one second could mix — a declared SHA-256 catches
 //!   that and the file is never reported finished). With neither, the transfer restarts from zero.
+//! - With [`TransferConfig::range_window_chunks`] `n > 0`, every request asks for a bounded
+//!   window, `Range: bytes=<received>-<received + n chunks - 1>` (the first one too, without
+//!   `If-Range`; the one reaching the known end of the file is open-ended). A window read to its
+//!   end asks for the next one at once (progress, not a failed attempt); a `206` that ends past
+//!   the window is a bad answer (restart), one that ends before it is read and the next window
+//!   asked for from there, and a `200` is read whole. A context
+//!   killed mid-download then leaves at most the rest of one window in the server's and the
+//!   browser's buffers.
 //! - `206` whose `Content-Range` starts where asked and agrees with the known total → continue.
 //!   A `206` with a different strong `ETag`, a bad or mismatching `Content-Range`, or `416` →
 //!   abort, [`Action::Discard`], fetch again from zero. A `200` in answer to a range → discard
@@ -206,6 +214,11 @@ pub struct TransferConfig {
     /// fetches nothing twice; a longer pause aborts it and resume sends a `Range` request. `0`
     /// aborts at once on every pause.
     pub pause_hold_ms: u64,
+    /// Ask for at most this many chunks per request (`Range: bytes=a-b`, the next window asked
+    /// for once one is read), so that a context killed mid-download leaves at most the rest of
+    /// one window in the server's and the browser's buffers (bytes fetched twice by the next
+    /// context). `0` (the default): one open-ended request for the whole file.
+    pub range_window_chunks: u32,
 }
 
 /// The default [`TransferConfig::pause_hold_ms`]: 30 s, about as long as a browser keeps an
@@ -224,6 +237,7 @@ impl Default for TransferConfig {
             stall_min_bytes_per_sec: 1024,
             stall_window_ms: 30_000,
             pause_hold_ms: DEFAULT_PAUSE_HOLD_MS,
+            range_window_chunks: 0,
         }
     }
 }
@@ -451,6 +465,10 @@ pub enum Action {
         url: String,
         /// First byte wanted, `None` for the whole file.
         range_start: Option<u64>,
+        /// One past the last byte wanted (`Range: bytes=<range_start>-<range_end - 1>`), `None`
+        /// for everything from `range_start` on. Only with
+        /// [`TransferConfig::range_window_chunks`].
+        range_end: Option<u64>,
         /// The `If-Range` validator.
         if_range: Option<String>,
     },
@@ -608,6 +626,8 @@ pub struct Transfer {
     fetch_open: bool,
     /// The `range_start` of the open fetch.
     requested_start: u64,
+    /// The `range_end` of the open fetch (a bounded window), until a `200` answers it.
+    requested_end: Option<u64>,
     /// The body may not go past this offset.
     body_limit: Option<u64>,
     /// The held response ended cleanly while paused: resume verifies instead of fetching.
@@ -634,7 +654,7 @@ impl Transfer {
     /// let mut t = Transfer::new(TransferSpec::new("a", "https://cdn.example/a"), 0);
     /// assert_eq!(
     ///     t.poll_action(),
-    ///     Some(Action::Fetch { url: "https://cdn.example/a".into(), range_start: None, if_range: None })
+    ///     Some(Action::Fetch { url: "https://cdn.example/a".into(), range_start: None, range_end: None, if_range: None })
     /// );
     /// ```
     pub fn new(spec: TransferSpec, now: Millis) -> Transfer {
@@ -737,6 +757,7 @@ impl Transfer {
             restarts: 0,
             fetch_open: false,
             requested_start: 0,
+            requested_end: None,
             body_limit: None,
             ended_while_held: false,
             window_start: 0,
@@ -864,8 +885,7 @@ impl Transfer {
                     self.start_fetch(now);
                 }
                 Phase::Paused if std::mem::take(&mut self.ended_while_held) => {
-                    let complete = self.body_limit.map_or(true, |limit| self.emitted >= limit);
-                    if complete {
+                    if !self.window_has_more() {
                         self.verify_complete();
                     } else {
                         self.start_fetch(now);
@@ -1015,11 +1035,13 @@ impl Transfer {
             self.restart_from_zero();
         }
         self.attempts = self.attempts.saturating_add(1);
-        let range_start = (self.emitted > 0).then_some(self.emitted);
+        let range_end = self.window_end();
+        let range_start = (self.emitted > 0 || range_end.is_some()).then_some(self.emitted);
         let if_range = range_start
             .and(self.validator.as_ref())
             .map(|v| v.if_range().to_string());
         self.requested_start = self.emitted;
+        self.requested_end = range_end;
         self.ended_while_held = false;
         self.high_water_at_attempt_start = self.high_water;
         self.fetch_open = true;
@@ -1029,8 +1051,40 @@ impl Transfer {
         self.actions.push_back(Action::Fetch {
             url: self.spec.url.clone(),
             range_start,
+            range_end,
             if_range,
         });
+    }
+
+    /// After a response that ended cleanly: whether the file goes on past it (a window, or a
+    /// short body, ended before the file's known end; or a window of a file of unknown size
+    /// ended exactly where it asked, so the next one may hold more).
+    fn window_has_more(&self) -> bool {
+        match self.total() {
+            Some(total) => self.received() < total,
+            None => self.requested_end.is_some() && self.requested_end == Some(self.received()),
+        }
+    }
+
+    /// The declared size, else the server's total, if known.
+    fn total(&self) -> Option<u64> {
+        self.spec.expected_size.or(self.server_total)
+    }
+
+    /// The end of the window the next request asks for: `None` without windows or when the
+    /// window reaches the known end of the file.
+    fn window_end(&self) -> Option<u64> {
+        let chunks = u64::from(self.spec.config.range_window_chunks);
+        if chunks == 0 {
+            return None;
+        }
+        let end = self
+            .emitted
+            .saturating_add(chunks.saturating_mul(u64::from(self.spec.config.chunk_size)));
+        match self.total() {
+            Some(total) if end >= total => None,
+            _ => Some(end),
+        }
     }
 
     /// Gives up a held response (the pause outlasted the hold): what arrived is stored already;
@@ -1090,6 +1144,7 @@ impl Transfer {
         let ranged = self.requested_start > 0;
         match status {
             200 => {
+                self.requested_end = None; // the whole file, whatever the window asked
                 if ranged {
                     // The server ignored the range (or If-Range saw a new version): this body is
                     // the whole file from byte zero. Keep reading it; drop what we had.
@@ -1112,7 +1167,7 @@ impl Transfer {
                 self.begin_body(now);
             }
             206 => self.on_partial(headers, now),
-            416 if ranged => {
+            416 if ranged || self.requested_end.is_some() => {
                 let complete = headers.content_range.as_deref().map(headers::content_range);
                 self.abort_fetch();
                 let whole = self.spec.expected_size.or(self.server_total);
@@ -1202,19 +1257,38 @@ impl Transfer {
                     _ => false,
                 };
                 let whole = complete.or(known);
+                // A window ends at most where it asked (a shorter one is read, and the next
+                // window asked for from where it ended); an open-ended answer at the file's end.
+                let wrong_end = match self.requested_end {
+                    Some(end) => {
+                        let cap = whole.map_or(end, |w| end.min(w));
+                        (last + 1 > cap).then(|| {
+                            format!(
+                                "Content-Range ends at {last}, past the window's {}",
+                                cap - 1
+                            )
+                        })
+                    }
+                    None => whole
+                        .filter(|w| last + 1 != *w)
+                        .map(|w| format!("Content-Range ends at {last} of {w}")),
+                };
                 if first != start {
                     Some(format!(
                         "Content-Range starts at {first}, asked for {start}"
                     ))
                 } else if changed_tag {
                     Some("ETag changed".to_string())
-                } else if let (Some(complete), Some(known)) = (complete, known) {
-                    (complete != known)
-                        .then(|| format!("Content-Range total {complete}, expected {known}"))
                 } else {
-                    whole
-                        .filter(|w| last + 1 != *w)
-                        .map(|w| format!("Content-Range ends at {last} of {w}"))
+                    match (complete, known) {
+                        (Some(complete), Some(known)) if complete != known => {
+                            Some(format!("Content-Range total {complete}, expected {known}"))
+                        }
+                        // Both totals agree: only a window's end is checked here (an
+                        // open-ended answer that ends early is a short body, retried).
+                        (Some(_), Some(_)) => wrong_end.filter(|_| self.requested_end.is_some()),
+                        _ => wrong_end,
+                    }
                 }
             }
         };
@@ -1225,7 +1299,7 @@ impl Transfer {
             }
             return self.failed_attempt(reason, FailureKind::Immediate, now);
         }
-        let Some(Ok(ContentRange::Bytes { complete, .. })) =
+        let Some(Ok(ContentRange::Bytes { complete, last, .. })) =
             headers.content_range.as_deref().map(headers::content_range)
         else {
             unreachable!("checked above");
@@ -1244,6 +1318,10 @@ impl Transfer {
         }
         self.server_total = complete.or(self.server_total);
         self.begin_body(now);
+        if self.requested_end.is_some() {
+            // A window: its body ends where its Content-Range says.
+            self.body_limit = Some(last + 1);
+        }
     }
 
     fn begin_body(&mut self, now: Millis) {
@@ -1328,6 +1406,14 @@ impl Transfer {
                     now,
                 );
             }
+        }
+        if self.window_has_more() {
+            // A window read whole: ask for the next one (progress, not a failed attempt).
+            if self.high_water > self.high_water_at_attempt_start {
+                self.failures = 0;
+            }
+            self.cut_write();
+            return self.start_fetch(now);
         }
         self.cut_write();
         self.verify_complete();
@@ -1676,6 +1762,7 @@ mod tests {
             [Action::Fetch {
                 url: "https://cdn.example/t".into(),
                 range_start: Some(6),
+                range_end: None,
                 if_range: Some("\"e\"".into()),
             }]
         );
@@ -1772,5 +1859,193 @@ mod tests {
             cancelled.last(),
             Some(Action::Fail(Error::Cancelled { .. }))
         ));
+    }
+    /// The fetches of `actions` as (range_start, range_end, if_range).
+    fn windows(actions: &[Action]) -> Vec<(Option<u64>, Option<u64>, Option<String>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fetch {
+                    range_start,
+                    range_end,
+                    if_range,
+                    ..
+                } => Some((*range_start, *range_end, if_range.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers the open window request of a `file` served with ETag "e": a 206 for
+    /// `start..end` (or the rest), its body, its end. Returns the actions, writes confirmed.
+    fn serve_window(
+        t: &mut Transfer,
+        file: &[u8],
+        start: u64,
+        end: Option<u64>,
+        now: Millis,
+    ) -> Vec<Action> {
+        let end = end.unwrap_or(file.len() as u64).min(file.len() as u64);
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            content_range: Some(format!("bytes {start}-{}/{}", end - 1, file.len())),
+            content_length: Some((end - start).to_string()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 206,
+                headers,
+            },
+            now,
+        );
+        t.handle(Event::Body(&file[start as usize..end as usize]), now);
+        t.handle(Event::End, now);
+        let actions = drain(t);
+        confirm(t, &actions);
+        let mut all = actions;
+        all.extend(drain(t));
+        all
+    }
+
+    #[test]
+    fn bounded_windows_ask_for_n_chunks_at_a_time_and_verify_the_whole_file() {
+        use sha2::Digest;
+        let file: Vec<u8> = (0..22u8).collect();
+        let mut s = spec();
+        s.expected_size = Some(22);
+        s.sha256 = Some(sha2::Sha256::digest(&file).into());
+        s.config.range_window_chunks = 2; // 8 bytes a request
+        let mut t = Transfer::new(s, 0);
+        let first = drain(&mut t);
+        assert_eq!(
+            windows(&first),
+            [(Some(0), Some(8), None)],
+            "no validator yet"
+        );
+        let next = serve_window(&mut t, &file, 0, Some(8), 1);
+        assert_eq!(
+            windows(&next),
+            [(Some(8), Some(16), Some("\"e\"".into()))],
+            "the next window, conditional on the first response's ETag: {next:?}"
+        );
+        let next = serve_window(&mut t, &file, 8, Some(16), 2);
+        // The last window reaches the end of the file: open-ended.
+        assert_eq!(windows(&next), [(Some(16), None, Some("\"e\"".into()))]);
+        let last = serve_window(&mut t, &file, 16, None, 3);
+        assert!(
+            matches!(last.last(), Some(Action::Finish { size: 22, .. })),
+            "{last:?}"
+        );
+        assert_eq!(t.progress().attempts, 3);
+        assert_eq!(t.progress().wasted_bytes, 0);
+    }
+
+    #[test]
+    fn a_window_of_a_file_of_unknown_size_goes_on_until_the_server_ends_short() {
+        let file: Vec<u8> = (0..12u8).collect();
+        let mut s = spec();
+        s.config.range_window_chunks = 1; // 4 bytes a request, size not declared
+        let mut t = Transfer::new(s, 0);
+        assert_eq!(windows(&drain(&mut t)), [(Some(0), Some(4), None)]);
+        // The server states the total: windows up to it, then the open-ended rest.
+        let next = serve_window(&mut t, &file, 0, Some(4), 1);
+        assert_eq!(windows(&next), [(Some(4), Some(8), Some("\"e\"".into()))]);
+        let next = serve_window(&mut t, &file, 4, Some(8), 1);
+        assert_eq!(windows(&next), [(Some(8), None, Some("\"e\"".into()))]);
+        let last = serve_window(&mut t, &file, 8, None, 1);
+        assert!(
+            matches!(last.last(), Some(Action::Finish { size: 12, .. })),
+            "{last:?}"
+        );
+
+        // A server that answers a window with the whole file (200): read it all.
+        let mut s = spec();
+        s.expected_size = Some(12);
+        s.config.range_window_chunks = 1;
+        let mut t = Transfer::new(s, 0);
+        drain(&mut t);
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            content_length: Some("12".into()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 200,
+                headers,
+            },
+            0,
+        );
+        t.handle(Event::Body(&file), 1);
+        t.handle(Event::End, 2);
+        let actions = drain(&mut t);
+        confirm(&mut t, &actions);
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [Action::Finish { size: 12, .. }]
+        ));
+        assert_eq!(t.progress().attempts, 1);
+    }
+
+    #[test]
+    fn a_window_answered_short_or_with_the_wrong_range_is_retried_from_what_arrived() {
+        let file: Vec<u8> = (0..16u8).collect();
+        let mut s = spec();
+        s.expected_size = Some(16);
+        s.config.range_window_chunks = 2;
+        s.config.backoff_base_ms = 10;
+        let mut t = Transfer::new(s, 0);
+        drain(&mut t);
+        // A 206 that goes past the window asked for is a bad answer: restart (immediately).
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            content_range: Some("bytes 0-15/16".into()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 206,
+                headers,
+            },
+            0,
+        );
+        let retried = drain(&mut t);
+        assert_eq!(retried.first(), Some(&Action::Abort), "{retried:?}");
+        assert_eq!(windows(&retried), [(Some(0), Some(8), None)]);
+        // The window breaks after 6 bytes: a retry of the rest of that window, with a Range.
+        let headers = ResponseHeaders {
+            etag: Some("\"e\"".into()),
+            content_range: Some("bytes 0-7/16".into()),
+            ..Default::default()
+        };
+        t.handle(
+            Event::ResponseHead {
+                status: 206,
+                headers,
+            },
+            1,
+        );
+        t.handle(Event::Body(&file[..6]), 2);
+        t.handle(Event::End, 3);
+        let actions = drain(&mut t);
+        confirm(&mut t, &actions);
+        assert!(
+            matches!(actions.last(), Some(Action::RetryAt(_))),
+            "{actions:?}"
+        );
+        t.handle(Event::Timeout, 1_000);
+        assert_eq!(
+            windows(&drain(&mut t)),
+            [(Some(6), Some(14), Some("\"e\"".into()))]
+        );
+        // A server that sends a shorter window than asked: read it, ask on from where it ended.
+        let next = serve_window(&mut t, &file, 6, Some(10), 1_001);
+        assert_eq!(windows(&next), [(Some(10), None, Some("\"e\"".into()))]);
+        let last = serve_window(&mut t, &file, 10, None, 1_002);
+        assert!(
+            matches!(last.last(), Some(Action::Finish { size: 16, .. })),
+            "{last:?}"
+        );
     }
 }
