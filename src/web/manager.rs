@@ -497,6 +497,12 @@ const MAX_CHALLENGES: u32 = 3;
 /// How often a global reads the progress of a browser fetch it watches.
 const BROWSER_FETCH_POLL_MS: u32 = 500;
 
+/// The `meta` key marking the browser fetch `fetch_id` as aborted by the library (after a
+/// pause or cancel), not by the user.
+fn aborted_marker(fetch_id: &str) -> String {
+    format!("background-fetch-aborted/{fetch_id}")
+}
+
 /// How long the worker waits before claiming a download a page may hand to Background Fetch.
 const HAND_OFF_GRACE_MS: u32 = 2_000;
 
@@ -1129,6 +1135,13 @@ impl Engine {
                 }
                 if let Ok(Some(fetch)) = background_fetch::get(&fetch_id).await {
                     if fetch.result() == BrowserFetchResult::Running {
+                        // Marked first: the worker's `backgroundfetchabort` then knows it was
+                        // not the user (who cancels the download that way).
+                        let marker = aborted_marker(&fetch_id);
+                        if let Err(error) = engine.container.put_meta(&marker, &JsValue::TRUE).await
+                        {
+                            warn(&format!("marking `{fetch_id}` as aborted"), &error);
+                        }
                         fetch.abort().await;
                     }
                 }
@@ -1212,18 +1225,10 @@ impl Engine {
                 // Not there any more: fetched again below.
                 Err(error) => warn(&format!("reading the browser fetch of `{id}`"), &error),
             },
-            Some((BrowserFetchResult::Failure, fetch)) if fetch.failure_reason() == "aborted" => {
-                // Only the user stops a browser fetch of a download that is still
-                // `downloading` (the library aborts one after pausing or cancelling it).
-                owner.release().await;
-                self.fail_aborted(&id).await;
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
-                return;
-            }
-            // Failed (bad status, network, quota): the normal transfer takes over and reports
-            // what it finds, as in every engine.
+            // Failed (bad status, network, quota) or aborted (by the library after a pause: the
+            // download was resumed since; a user's abort fails it in the worker's
+            // `backgroundfetchabort`): the normal transfer takes over and reports what it finds,
+            // as in every engine.
             Some((BrowserFetchResult::Failure, _)) => {}
             None if self.may_hand_off(&id) => match self.hand_off(&id, &fetch_id).await {
                 Ok(fetch) => {
@@ -2224,7 +2229,24 @@ impl DownloadManager {
             return Ok(());
         }
         let id = Identifier::new(id)?;
-        engine.settle_browser_fetch(&id, fetch).await
+        let aborted =
+            fetch.result() == BrowserFetchResult::Failure && fetch.failure_reason() == "aborted";
+        if !aborted {
+            return engine.settle_browser_fetch(&id, fetch).await;
+        }
+        let marker = aborted_marker(&fetch.id());
+        let by_library = engine
+            .container
+            .get_meta(&marker)
+            .await?
+            .is_some_and(|v| v.is_truthy());
+        if by_library {
+            engine.container.put_meta(&marker, &JsValue::FALSE).await?;
+        } else {
+            // The user stopped it in the browser's UI: as Apple's user cancel.
+            engine.fail_aborted(&id).await;
+        }
+        Ok(())
     }
 
     /// Pauses a waiting or running download (its received bytes are kept). `did_pause`.

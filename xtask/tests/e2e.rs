@@ -1059,6 +1059,98 @@ async fn hand_off_steps(
     Ok(())
 }
 
+/// Pausing a download the browser runs aborts its browser fetch (the library marks the abort
+/// as its own, so the worker's `backgroundfetchabort` does not fail it); resuming runs it again
+/// and it finishes with the exact bytes, no `didFail`. Chromium only (Firefox has no Background
+/// Fetch; pause/resume are covered in both engines by the wasm suites).
+async fn background_fetch_pause_resume() -> Result<()> {
+    let site = Fixture::start()?;
+    site.enable_background_fetch()?;
+    let driver = WebDriver::start(Engine::Chromium)?;
+    let client = connect(&driver).await?;
+    let downloads = ScratchDir::new("pause-downloads")?;
+    cdp(
+        &driver,
+        &client,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.path().display().to_string() }),
+    )
+    .await?;
+    let outcome = pause_resume_steps(&site, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+/// Polls `libraryFetch(id)` until `done` holds for it; returns it.
+async fn wait_for_library_fetch(
+    client: &Client,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let state = fixture(client, &format!("libraryFetch('{id}')")).await?;
+        if done(&state) {
+            return Ok(state);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let warnings = fixture(client, "warnings()").await?;
+            bail!("`{id}`: {what} did not happen: {state}; page warnings: {warnings:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
+    const LEN: u64 = 4_194_304;
+    const SEED: u64 = 43;
+    const ID: &str = "paused-handed";
+    open(client, &site.url()).await?;
+    fixture(client, "register()").await?;
+    let ready = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
+    )
+    .await?;
+    assert_eq!(ready["value"]["ready"], true, "{ready}");
+    let url = format!("{}/gen/{LEN}/{SEED}?throttle=1000000", site.cdn_origin);
+    fixture(
+        client,
+        &format!("schedule({{ id: '{ID}', url: '{url}', size: {LEN} }})"),
+    )
+    .await?;
+    wait_for_library_fetch(client, ID, "the hand-off", |s| {
+        s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
+    })
+    .await?;
+    fixture(client, &format!("control('pause', '{ID}')")).await?;
+    wait_for_library_fetch(client, ID, "the abort", |s| {
+        s["fetch"].is_null() || s["fetch"]["failureReason"] == "aborted"
+    })
+    .await?;
+    wait_for_entry(client, "didPause(paused-handed)", |e| {
+        is_call(e, "didPause", Some(ID))
+    })
+    .await?;
+    fixture(client, &format!("control('resume', '{ID}')")).await?;
+    let finished =
+        wait_for_entry_within(client, "didFinish(paused-handed)", HAND_OFF_TIMEOUT, |e| {
+            is_call(e, "didFinish", Some(ID))
+        })
+        .await?;
+    assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
+    let entries = log(client).await?;
+    assert!(
+        !entries.iter().any(|e| is_call(e, "didFail", Some(ID))),
+        "no didFail after the library's own abort: {entries:#?}"
+    );
+    let body = served(client, &format!("/background-assets/id/{ID}"), None).await?;
+    assert_eq!(body["length"], LEN, "{body}");
+    assert_eq!(body["sha256"], generated_sha256(LEN, SEED), "exact bytes");
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -1191,4 +1283,10 @@ async fn chromium_background_fetch_hand_off() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_background_fetch_hand_off() -> Result<()> {
     background_fetch_hand_off(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_background_fetch_pause_resume() -> Result<()> {
+    background_fetch_pause_resume().await
 }

@@ -87,6 +87,12 @@ window.fixture = {
     await DownloadManager.shared().schedule(download);
     return null;
   },
+  // pause / resume / cancel a download from the page (the JS face).
+  async control(op, id) {
+    const { DownloadManager } = await pageWasm();
+    await DownloadManager.shared()[op](id);
+    return null;
+  },
   pageEvents() {
     return pageEvents.slice();
   },

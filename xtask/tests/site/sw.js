@@ -83,6 +83,7 @@ BackgroundAssets.extension({
     return id === 'authed' ? { Authorization: 'Bearer secret' } : null;
   },
   didBegin: (id) => record('didBegin', id),
+  didPause: (id) => record('didPause', id),
   didFinish: (id, finished) => record('didFinish', id, finished),
   didFail: (id, error) => record('didFail', id, error),
   didRequeueAsNonEssential: (id) => record('didRequeueAsNonEssential', id),
