@@ -1151,6 +1151,70 @@ async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// Without the user's automatic-downloads permission Chromium lets a page start one background
+/// fetch: the library's next hand-off is refused and that download runs as usual, with the
+/// same events and bytes.
+async fn background_fetch_refused_falls_back() -> Result<()> {
+    let site = Fixture::start()?;
+    site.enable_background_fetch()?;
+    let driver = WebDriver::start(Engine::Chromium)?;
+    let client = connect(&driver).await?;
+    let outcome = refused_steps(&site, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn refused_steps(site: &Fixture, client: &Client) -> Result<()> {
+    const LEN: u64 = 1_048_576;
+    open(client, &site.url()).await?;
+    fixture(client, "register()").await?;
+    let ready = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
+    )
+    .await?;
+    assert_eq!(ready["value"]["ready"], true, "{ready}");
+    let ids = [("fallback-a", 44), ("fallback-b", 45)];
+    for (id, seed) in ids {
+        let url = format!("{}/gen/{LEN}/{seed}?throttle=1000000", site.cdn_origin);
+        fixture(
+            client,
+            &format!("schedule({{ id: '{id}', url: '{url}', size: {LEN} }})"),
+        )
+        .await?;
+    }
+    for (id, seed) in ids {
+        let finished = wait_for_entry_within(client, id, HAND_OFF_TIMEOUT, |e| {
+            is_call(e, "didFinish", Some(id))
+        })
+        .await?;
+        assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
+        let body = served(client, &format!("/background-assets/id/{id}"), None).await?;
+        assert_eq!(
+            body["sha256"],
+            generated_sha256(LEN, seed),
+            "{id}: exact bytes"
+        );
+    }
+    let entries = log(client).await?;
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["handler"] == "didFail" && ids.iter().any(|(id, _)| e["args"][0] == *id)),
+        "{entries:#?}"
+    );
+    let warnings = fixture(client, "warnings()").await?;
+    let refused = warnings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|w| w.contains("refused the background fetch") && w.contains("permission"))
+        .count();
+    assert!(refused >= 1, "a hand-off was refused: {warnings:#}");
+    Ok(())
+}
+
 /// The page's and the worker's wasm answer (version, global, a CDN body hashed in the worker).
 async fn page_and_worker_report_their_wasm(engine: Engine) -> Result<()> {
     const PROBE_BYTES: u64 = 262_144;
@@ -1289,4 +1353,10 @@ async fn firefox_background_fetch_hand_off() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn chromium_background_fetch_pause_resume() -> Result<()> {
     background_fetch_pause_resume().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_background_fetch_refused_falls_back() -> Result<()> {
+    background_fetch_refused_falls_back().await
 }
