@@ -879,13 +879,7 @@ async fn background_fetch_steps(
 
     // Allowed (as a user would), a slow one survives the worker being stopped mid-way: a fresh
     // worker gets the exact body, from the one GET the browser made.
-    cdp(
-        driver,
-        client,
-        "Browser.setDownloadBehavior",
-        json!({ "behavior": "allow", "downloadPath": downloads.display().to_string() }),
-    )
-    .await?;
+    allow_downloads(driver, client, downloads).await?;
     let slow = url(33, "throttle=1000000");
     let killed = fixture(client, &format!("bgfStart('killed', '{slow}', {LEN})")).await?;
     assert_eq!(killed["ok"]["id"], "killed", "{killed}");
@@ -945,15 +939,7 @@ async fn background_fetch_hand_off(engine: Engine) -> Result<()> {
     let client = connect(&driver).await?;
     let downloads = ScratchDir::new("hand-off-downloads")?;
     if engine == Engine::Chromium {
-        // A page's second background fetch needs the user's automatic-downloads permission
-        // (granted here as a user would; without it the library runs the download itself).
-        cdp(
-            &driver,
-            &client,
-            "Browser.setDownloadBehavior",
-            json!({ "behavior": "allow", "downloadPath": downloads.path().display().to_string() }),
-        )
-        .await?;
+        allow_downloads(&driver, &client, downloads.path()).await?;
     }
     let outcome = hand_off_steps(engine, &site, &driver, &client).await;
     let _ = client.close().await;
@@ -969,20 +955,8 @@ async fn hand_off_steps(
     const LEN: u64 = 6_291_456;
     const SEED: u64 = 41;
     const ID: &str = "handed";
-    open(client, &site.url()).await?;
-    fixture(client, "register()").await?;
-    let ready = fixture(
-        client,
-        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
-    )
-    .await?;
-    assert_eq!(ready["value"]["ready"], true, "{ready}");
-    let url = format!("{}/gen/{LEN}/{SEED}?throttle=1000000", site.cdn_origin);
-    fixture(
-        client,
-        &format!("schedule({{ id: '{ID}', url: '{url}', size: {LEN} }})"),
-    )
-    .await?;
+    open_installed(client, site).await?;
+    schedule_slow(client, site, ID, LEN, SEED).await?;
     let started = Instant::now();
     let handed = loop {
         let state = fixture(client, &format!("libraryFetch('{ID}')")).await?;
@@ -1069,13 +1043,7 @@ async fn background_fetch_pause_resume() -> Result<()> {
     let driver = WebDriver::start(Engine::Chromium)?;
     let client = connect(&driver).await?;
     let downloads = ScratchDir::new("pause-downloads")?;
-    cdp(
-        &driver,
-        &client,
-        "Browser.setDownloadBehavior",
-        json!({ "behavior": "allow", "downloadPath": downloads.path().display().to_string() }),
-    )
-    .await?;
+    allow_downloads(&driver, &client, downloads.path()).await?;
     let outcome = pause_resume_steps(&site, &client).await;
     let _ = client.close().await;
     outcome
@@ -1106,20 +1074,8 @@ async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
     const LEN: u64 = 4_194_304;
     const SEED: u64 = 43;
     const ID: &str = "paused-handed";
-    open(client, &site.url()).await?;
-    fixture(client, "register()").await?;
-    let ready = fixture(
-        client,
-        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
-    )
-    .await?;
-    assert_eq!(ready["value"]["ready"], true, "{ready}");
-    let url = format!("{}/gen/{LEN}/{SEED}?throttle=1000000", site.cdn_origin);
-    fixture(
-        client,
-        &format!("schedule({{ id: '{ID}', url: '{url}', size: {LEN} }})"),
-    )
-    .await?;
+    open_installed(client, site).await?;
+    schedule_slow(client, site, ID, LEN, SEED).await?;
     wait_for_library_fetch(client, ID, "the hand-off", |s| {
         s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
     })
@@ -1151,6 +1107,50 @@ async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// Opens the fixture page, registers the worker and waits until its install stored the
+/// essentials.
+async fn open_installed(client: &Client, site: &Fixture) -> Result<()> {
+    open(client, &site.url()).await?;
+    fixture(client, "register()").await?;
+    let ready = fixture(
+        client,
+        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
+    )
+    .await?;
+    assert_eq!(ready["value"]["ready"], true, "{ready}");
+    Ok(())
+}
+
+/// Schedules (from the page) download `id` of a generated body paced at 1 MB/s.
+async fn schedule_slow(
+    client: &Client,
+    site: &Fixture,
+    id: &str,
+    len: u64,
+    seed: u64,
+) -> Result<()> {
+    let url = format!("{}/gen/{len}/{seed}?throttle=1000000", site.cdn_origin);
+    fixture(
+        client,
+        &format!("schedule({{ id: '{id}', url: '{url}', size: {len} }})"),
+    )
+    .await
+    .map(drop)
+}
+
+/// Grants the automatic-downloads permission (Chromium, as a user would): a page's second
+/// background fetch needs it (without it the library runs the download itself).
+async fn allow_downloads(driver: &WebDriver, client: &Client, dir: &Path) -> Result<()> {
+    cdp(
+        driver,
+        client,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": dir.display().to_string() }),
+    )
+    .await
+    .map(drop)
+}
+
 /// Without the user's automatic-downloads permission Chromium lets a page start one background
 /// fetch: the library's next hand-off is refused and that download runs as usual, with the
 /// same events and bytes.
@@ -1166,22 +1166,10 @@ async fn background_fetch_refused_falls_back() -> Result<()> {
 
 async fn refused_steps(site: &Fixture, client: &Client) -> Result<()> {
     const LEN: u64 = 1_048_576;
-    open(client, &site.url()).await?;
-    fixture(client, "register()").await?;
-    let ready = fixture(
-        client,
-        "askWorker({ type: 'background-assets-extension', op: 'ready', timeoutMs: 30000 })",
-    )
-    .await?;
-    assert_eq!(ready["value"]["ready"], true, "{ready}");
+    open_installed(client, site).await?;
     let ids = [("fallback-a", 44), ("fallback-b", 45)];
     for (id, seed) in ids {
-        let url = format!("{}/gen/{LEN}/{seed}?throttle=1000000", site.cdn_origin);
-        fixture(
-            client,
-            &format!("schedule({{ id: '{id}', url: '{url}', size: {LEN} }})"),
-        )
-        .await?;
+        schedule_slow(client, site, id, LEN, seed).await?;
     }
     for (id, seed) in ids {
         let finished = wait_for_entry_within(client, id, HAND_OFF_TIMEOUT, |e| {
