@@ -190,12 +190,9 @@ async fn call_promise(
     method: &str,
     args: &[JsValue],
 ) -> Result<JsValue, JsValue> {
-    let function = js::get(target, method)
-        .dyn_into::<js_sys::Function>()
-        .map_err(|_| JsValue::from_str(&format!("no {method}()")))?;
-    let array: js_sys::Array = args.iter().collect();
-    let promise = function.apply(target, &array)?;
-    JsFuture::from(js_sys::Promise::from(promise)).await
+    js::call_method(target, method, args)
+        .await?
+        .ok_or_else(|| JsValue::from_str(&format!("no {method}()")))
 }
 
 impl BrowserFetch {

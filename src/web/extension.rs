@@ -97,24 +97,6 @@ fn js_failure(operation: &str, value: &JsValue) -> Error {
     }
 }
 
-/// Calls `handlers[name](...args)` if it is a function; awaits a returned promise.
-async fn call_handler(
-    handlers: &JsValue,
-    name: &str,
-    args: &[JsValue],
-) -> std::result::Result<Option<JsValue>, JsValue> {
-    let Ok(function) = js::get(handlers, name).dyn_into::<Function>() else {
-        return Ok(None);
-    };
-    let array: Array = args.iter().collect();
-    let value = function.apply(handlers, &array)?;
-    let value = match value.dyn_ref::<Promise>() {
-        Some(promise) => JsFuture::from(promise.clone()).await?,
-        None => value,
-    };
-    Ok(Some(value))
-}
-
 /// Calls a synchronous handler and logs what it throws (a delegate method must not break the
 /// manager).
 fn notify(handlers: &JsValue, name: &str, args: &[JsValue]) {
@@ -293,7 +275,7 @@ async fn run_event(
     }
     // A handler that throws schedules nothing more; what the declaration asked for still runs
     // (and install still waits for its essential downloads).
-    let returned = match call_handler(handlers, handler, &[info]).await {
+    let returned = match js::call_method(handlers, handler, &[info]).await {
         Ok(returned) => returned,
         Err(thrown) => {
             console_error(&format!(

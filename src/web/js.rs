@@ -76,3 +76,31 @@ pub fn describe(value: &JsValue) -> String {
 pub fn object() -> js_sys::Object {
     js_sys::Object::new()
 }
+
+/// Calls `target[method](...args)` and awaits the promise it returns (any other value is
+/// returned as it is); `Ok(None)` when `target[method]` is not a function, `Err` with what it
+/// threw or rejected with.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(registration: wasm_bindgen::JsValue) {
+/// use background_assets::web::js;
+/// let ids = js::call_method(&registration, "getIds", &[]).await;
+/// # let _ = ids; }
+/// ```
+pub async fn call_method(
+    target: &JsValue,
+    method: &str,
+    args: &[JsValue],
+) -> Result<Option<JsValue>, JsValue> {
+    let Ok(function) = get(target, method).dyn_into::<js_sys::Function>() else {
+        return Ok(None);
+    };
+    let array: js_sys::Array = args.iter().collect();
+    let value = function.apply(target, &array)?;
+    let value = match value.dyn_ref::<js_sys::Promise>() {
+        Some(promise) => wasm_bindgen_futures::JsFuture::from(promise.clone()).await?,
+        None => value,
+    };
+    Ok(Some(value))
+}
