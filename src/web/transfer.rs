@@ -607,7 +607,10 @@ impl Driver<'_> {
                 self.on_connect_failed(error);
             }
             Wake::Read(stream, buffer, result) => {
-                if !matches!(result, Ok(n) if n > 0) {
+                // A bounded window read whole only asks for the next one: its write commits
+                // while that request goes out.
+                let window_end = matches!(result, Ok(0)) && self.transfer.window_read_whole();
+                if !matches!(result, Ok(n) if n > 0) && !window_end {
                     // The body ended or broke: the resume (or finish) the transfer decides next
                     // starts from the bytes stored, so the write in flight is settled first (a
                     // short body would otherwise resume from before its last chunk, or from 0).
