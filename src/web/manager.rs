@@ -680,6 +680,13 @@ fn post_to_worker(message: &JsValue) {
     });
 }
 
+/// Settles one decision of a batch once its save is known (`Some`: the save failed).
+type Settle = Box<dyn FnOnce(Option<&Error>)>;
+
+/// One queued decision: applied to the core under the state lock (or given the error that kept
+/// the batch from running); says whether it succeeded and how to settle it.
+type Decision = Box<dyn FnOnce(std::result::Result<&mut CoreManager, &Error>) -> (bool, Settle)>;
+
 /// The opened manager: the core, the container and the running transfers.
 struct Engine {
     container: Rc<Container>,
@@ -700,6 +707,11 @@ struct Engine {
     generation: Cell<u64>,
     /// Transactions of this global holding the state lock.
     transacting: Cell<u32>,
+    /// Decisions waiting for the next batch (group commit: every decision queued while a batch
+    /// is under way is applied in the next one, under one lock and one save).
+    decisions: RefCell<Vec<Decision>>,
+    /// Whether the batch loop ([`Engine::decide_batches`]) is running.
+    deciding: Cell<bool>,
     /// This context's id in messages and revision tokens.
     context_id: String,
     sequence: Cell<u64>,
@@ -753,6 +765,8 @@ impl Engine {
             fresh: Cell::new(false),
             generation: Cell::new(0),
             transacting: Cell::new(0),
+            decisions: RefCell::default(),
+            deciding: Cell::new(false),
             context_id: format!("{:x}{:x}", now(), (js_sys::Math::random() * 1e15) as u64),
             sequence: Cell::new(0),
             running: RefCell::default(),
@@ -972,56 +986,135 @@ impl Engine {
     /// context changed it, count the page delegates, apply `f`, start what may start, save;
     /// then tell the other contexts, reconcile this global's transfers with the state, deliver
     /// the events and wake the watchers. Nothing is saved when `f` fails.
-    async fn transact<T>(
+    ///
+    /// Decisions are group-committed: the ones this global makes while a batch holds the lock
+    /// (`Promise.all` over many `schedule` calls, say) are applied in order in the next batch,
+    /// under one lock acquisition and one save. Each one's result arrives after the save that
+    /// holds it committed; a failed save fails every decision of its batch.
+    async fn transact<T: 'static>(
         self: &Rc<Self>,
-        f: impl FnOnce(&mut CoreManager) -> Result<T>,
+        f: impl FnOnce(&mut CoreManager) -> Result<T> + 'static,
     ) -> Result<T> {
         self.check_open()?;
-        // (While opening, a delegate's lock update waits for the open to finish.)
-        let syncing = self.delegate.syncing.borrow().clone();
-        if let (true, Some(syncing)) = (self.opened.get(), syncing) {
-            syncing.await;
+        let (sender, receiver) = oneshot::channel::<Result<T>>();
+        self.decisions.borrow_mut().push(Box::new(
+            move |core: std::result::Result<&mut CoreManager, &Error>| {
+                let outcome = core.map_err(Clone::clone).and_then(f);
+                let decided = outcome.is_ok();
+                let settle: Settle = Box::new(move |saved: Option<&Error>| {
+                    let outcome = match (outcome, saved) {
+                        (Ok(_), Some(error)) => Err(error.clone()),
+                        (outcome, _) => outcome,
+                    };
+                    let _ = sender.send(outcome);
+                });
+                (decided, settle)
+            },
+        ));
+        if !self.deciding.replace(true) {
+            let engine = self.clone();
+            spawn_local(async move { engine.decide_batches().await });
         }
-        let name = state_lock_name(&self.database);
-        let guard = acquire(&name, LockOptions::exclusive())
-            .await?
-            .ok_or_else(|| Error::LockTimeout {
-                name: name.clone(),
-                timeout_ms: 0,
-            })?;
-        self.transacting.set(self.transacting.get() + 1);
-        let outcome = self.transact_locked(f).await;
-        self.transacting.set(self.transacting.get() - 1);
-        guard.release().await;
-        match outcome {
-            Ok((value, started)) => {
-                self.broadcast(Body::Changed);
-                for id in started {
-                    self.claim(id);
-                }
-                self.reconcile();
-                self.arm_wakeup();
-                self.dispatch();
-                self.notify_changed();
-                Ok(value)
+        receiver.await.unwrap_or_else(|_| {
+            Err(Error::Storage {
+                message: format!("the download manager on `{}` was dropped", self.database),
+            })
+        })
+    }
+
+    /// Runs the queued decisions, a batch at a time, until none is left.
+    async fn decide_batches(self: Rc<Self>) {
+        loop {
+            // (While opening, a delegate's lock update waits for the open to finish.)
+            let syncing = self.delegate.syncing.borrow().clone();
+            if let (true, Some(syncing)) = (self.opened.get(), syncing) {
+                syncing.await;
             }
-            Err(error) => {
-                self.dispatch();
-                Err(error)
+            if self.decisions.borrow().is_empty() {
+                self.deciding.set(false);
+                return;
+            }
+            let name = state_lock_name(&self.database);
+            let guard = match acquire(&name, LockOptions::exclusive()).await {
+                Ok(Some(guard)) => guard,
+                outcome => {
+                    let error = outcome.err().unwrap_or_else(|| Error::LockTimeout {
+                        name: name.clone(),
+                        timeout_ms: 0,
+                    });
+                    let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+                    for decision in batch {
+                        decision(Err(&error)).1(None);
+                    }
+                    self.dispatch();
+                    continue;
+                }
+            };
+            self.transacting.set(self.transacting.get() + 1);
+            let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+            let outcome = self.transact_locked(batch).await;
+            self.transacting.set(self.transacting.get() - 1);
+            guard.release().await;
+            match outcome {
+                Ok((settles, started)) => {
+                    self.broadcast(Body::Changed);
+                    for id in started {
+                        self.claim(id);
+                    }
+                    self.reconcile();
+                    self.arm_wakeup();
+                    self.dispatch();
+                    self.notify_changed();
+                    for settle in settles {
+                        settle(None);
+                    }
+                }
+                Err((settles, error)) => {
+                    self.dispatch();
+                    for settle in settles {
+                        settle(Some(&error));
+                    }
+                }
             }
         }
     }
 
-    async fn transact_locked<T>(
+    /// One batch under the state lock: the decisions in order, then one save (none when every
+    /// decision failed). Gives back how to settle each decision and what started.
+    async fn transact_locked(
         self: &Rc<Self>,
-        f: impl FnOnce(&mut CoreManager) -> Result<T>,
-    ) -> Result<(T, Vec<Identifier>)> {
-        self.check_open()?;
-        if self.refresh().await? {
-            self.reconcile();
+        batch: Vec<Decision>,
+    ) -> std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)> {
+        let fail_all = |batch: Vec<Decision>, error: Error| {
+            let settles = batch
+                .into_iter()
+                .map(|decision| decision(Err(&error)).1)
+                .collect::<Vec<_>>();
+            (settles, error)
+        };
+        if let Err(error) = self.check_open() {
+            return Err(fail_all(batch, error));
+        }
+        match self.refresh().await {
+            Ok(true) => self.reconcile(),
+            Ok(false) => {}
+            Err(error) => return Err(fail_all(batch, error)),
         }
         self.count_page_delegates().await;
-        let value = f(&mut self.core.borrow_mut())?;
+        let mut settles = Vec::with_capacity(batch.len());
+        let mut decided = false;
+        {
+            let mut core = self.core.borrow_mut();
+            for decision in batch {
+                let (ok, settle) = decision(Ok(&mut core));
+                decided |= ok;
+                settles.push(settle);
+            }
+        }
+        if !decided {
+            // Every decision failed: nothing is saved, and they settle with their own errors.
+            return Ok((settles, Vec::new()));
+        }
         let started = if self.closed.get() {
             Vec::new()
         } else {
@@ -1031,9 +1124,9 @@ impl Engine {
             // What is stored is unknown now: read it again before the next decision.
             self.loaded.set(false);
             *self.revision.borrow_mut() = None;
-            return Err(error);
+            return Err((settles, error));
         }
-        Ok((value, started))
+        Ok((settles, started))
     }
 
     /// Reads outside a decision see the latest stored state (unless one of this global's
@@ -1274,8 +1367,10 @@ impl Engine {
     /// Fails `id` with [`Error::Cancelled`] if it is still `downloading` (its browser fetch was
     /// aborted by the user).
     async fn fail_aborted(self: &Rc<Self>, id: &Identifier) {
+        let failed = id.clone();
         let stored = self
-            .transact(|core| {
+            .transact(move |core| {
+                let id = &failed;
                 let downloading = core
                     .download(id)
                     .is_some_and(|d| d.state == DownloadState::Downloading);
@@ -1686,8 +1781,10 @@ impl Engine {
 
     /// Stores a transfer's result on the fresh state (under the state lock).
     async fn report_result(self: &Rc<Self>, id: &Identifier, result: Result<StoredAsset>) {
+        let reported = id.clone();
         let outcome = self
-            .transact(|core| {
+            .transact(move |core| {
+                let id = &reported;
                 let state = core.download(id).map(|d| d.state);
                 let scheduled = state.is_some_and(DownloadState::is_scheduled);
                 let mut obsolete = Vec::new();
@@ -2110,6 +2207,7 @@ impl DownloadManager {
     pub async fn start_foreground(&self, target: impl Into<Foreground>) -> Result<()> {
         let engine = self.engine().await?;
         let caller = engine.caller;
+        let target = target.into();
         // The pre-empted downloads are paused wherever they run (by reconciling with the state).
         engine
             .transact(move |core| core.start_foreground(target, caller, now()))
@@ -2262,7 +2360,8 @@ impl DownloadManager {
     /// ```
     pub async fn pause(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
-        engine.transact(|core| core.pause(id)).await.map(drop)
+        let id = id.clone();
+        engine.transact(move |core| core.pause(&id)).await.map(drop)
     }
 
     /// Resumes a paused download: it waits for a slot and continues from its checkpoint.
@@ -2277,7 +2376,8 @@ impl DownloadManager {
     /// ```
     pub async fn resume(&self, id: &Identifier) -> Result<()> {
         let engine = self.engine().await?;
-        engine.transact(|core| core.resume(id)).await
+        let id = id.clone();
+        engine.transact(move |core| core.resume(&id)).await
     }
 
     /// Stops this global's manager: its transfers end as if the context were killed (the
@@ -2340,7 +2440,7 @@ impl DownloadManager {
     pub async fn set_limits(&self, limits: QueueLimits) -> Result<()> {
         let engine = self.engine().await?;
         engine
-            .transact(|core| {
+            .transact(move |core| {
                 core.set_limits(limits);
                 Ok(())
             })
@@ -2370,9 +2470,9 @@ impl DownloadManager {
     /// starts, and the state is saved (waiting for the commit); then the other contexts are told,
     /// this global's transfers follow the state and the events are delivered. Nothing is saved
     /// when `f` fails.
-    pub(crate) async fn decide<T>(
+    pub(crate) async fn decide<T: 'static>(
         &self,
-        f: impl FnOnce(&mut CoreManager) -> Result<T>,
+        f: impl FnOnce(&mut CoreManager) -> Result<T> + 'static,
     ) -> Result<T> {
         let engine = self.engine().await?;
         engine.transact(f).await

@@ -336,7 +336,8 @@ impl DownloadManager {
         let mut changes = self.changes().await?;
         let caller = self.caller().await?;
         let at = now();
-        self.decide(|core| core.schedule_pack(pack, caller, at))
+        let pack_id = pack.to_string();
+        self.decide(move |core| core.schedule_pack(&pack_id, caller, at))
             .await?;
         loop {
             let (status, failure) = self
@@ -436,7 +437,8 @@ impl DownloadManager {
         for id in scheduled {
             ignore_not_scheduled(self.cancel(&id).await)?;
         }
-        let removed = self.decide(|core| core.remove_pack(pack)).await?;
+        let pack_id = pack.to_string();
+        let removed = self.decide(move |core| core.remove_pack(&pack_id)).await?;
         let container = self.container().await?;
         for id in removed {
             container.delete(id.as_str()).await?;

@@ -667,3 +667,79 @@ async fn a_failed_essential_download_is_requeued_as_non_essential_and_finishes()
     assert_eq!(seen.last(), Some(&planned.finish().await));
     remove(manager, &database).await;
 }
+
+/// A `BroadcastChannel` on `database`'s channel that counts the `changed` messages (one per
+/// saved decision batch of another context... or of this one: a channel object does not hear
+/// itself, but this one is a separate object).
+fn count_changes(database: &str) -> js_sys::Object {
+    let make = js_sys::Function::new_with_args(
+        "name",
+        "const channel = new BroadcastChannel(name);
+         const box = { changed: 0, close: () => channel.close() };
+         channel.onmessage = (e) => { if (e.data && e.data.kind === 'changed') box.changed++; };
+         return box;",
+    );
+    make.call1(
+        &wasm_bindgen::JsValue::NULL,
+        &background_assets::web::manager::channel_name(database).into(),
+    )
+    .unwrap()
+    .into()
+}
+
+#[wasm_bindgen_test]
+async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own() {
+    const N: usize = 120;
+    let (manager, _recorder, database) = open_with("batch", |config| {
+        config.limits = QueueLimits {
+            max_concurrent: 1,
+            bandwidth: None,
+        };
+    })
+    .await;
+    let changes = count_changes(&database);
+    let planned: Vec<Planned> = (0..N)
+        .map(|i| Planned::new(&format!("batch-{i}"), MIB, 60_000, &stall(0)))
+        .collect();
+    let mut downloads: Vec<UrlDownload> = planned.iter().map(Planned::download).collect();
+    // One bad call in the middle of the batch: a duplicate of the first identifier.
+    downloads.insert(N / 2, planned[0].download());
+    let outcomes =
+        futures::future::join_all(downloads.into_iter().map(|d| manager.schedule(d))).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == N / 2 {
+            assert!(
+                matches!(outcome, Err(Error::DownloadAlreadyScheduled { .. })),
+                "{outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, &Ok(()), "call {i}");
+        }
+    }
+    // Every good call is stored: a manager opened afresh on the database reads them all.
+    let mut fresh = config(&database);
+    fresh.caller = Some(Caller::Page);
+    let reader = DownloadManager::open(fresh).await.unwrap();
+    let listed = reader.fetch_current_downloads().await.unwrap();
+    assert_eq!(listed.len(), N, "{} listed", listed.len());
+    for p in &planned {
+        assert!(
+            listed.iter().any(|d| d.identifier.as_str() == p.id),
+            "{}",
+            p.id
+        );
+    }
+    reader.close().await;
+    drop(reader);
+    // Far fewer saves than calls: the other contexts were told once per batch (a save per call
+    // would be N + 1 messages).
+    let changed = js::get(&changes, "changed").as_f64().unwrap() as usize;
+    assert!(
+        (1..=N / 10).contains(&changed),
+        "{changed} `changed` messages for {} schedule calls",
+        N + 1
+    );
+    let close: js_sys::Function = js::get(&changes, "close").into();
+    close.call0(&changes).unwrap();
+    remove(manager, &database).await;
+}
