@@ -130,6 +130,71 @@ async fn chunks_read_back_exactly_across_boundaries() {
     remove(c).await;
 }
 
+/// Chunks between 60 and 192 KiB are stored as inline pieces (Chromium writes a blob file for a
+/// value over 64 KiB), whether written by `write_chunk` or `append_chunk`; smaller and larger
+/// chunks stay one value. Every byte reads back, across the pieces' boundaries.
+#[wasm_bindgen_test]
+async fn mid_sized_chunks_are_stored_as_inline_pieces_and_read_back_exactly() {
+    use background_assets::web::container::{ChunkAt, INLINE_MAX, INLINE_PIECE};
+    let c = fresh("pieces").await;
+    let piece = INLINE_PIECE as usize;
+    let sizes = [
+        150_000usize,
+        INLINE_MAX as usize + 1,
+        piece,
+        INLINE_MAX as usize,
+    ];
+    let total: usize = sizes.iter().sum();
+    let all = pattern(9, 0, total);
+    let epoch = c.begin_epoch("p").await.unwrap();
+    let generation = c.load_checkpoint("p").await.unwrap().unwrap().generation;
+    let mut offset = 0;
+    for (i, len) in sizes.into_iter().enumerate() {
+        let bytes = &all[offset..offset + len];
+        let done = checkpoint((offset + len) as u64);
+        if i % 2 == 0 {
+            c.write_chunk("p", epoch, offset as u64, bytes, &done)
+                .await
+                .unwrap();
+        } else {
+            let at = ChunkAt {
+                identifier: "p",
+                epoch,
+                generation,
+                offset: offset as u64,
+            };
+            let array = js_sys::Uint8Array::from(bytes);
+            c.append_chunk(at, &array, &done, None).await.unwrap();
+        }
+        offset += len;
+    }
+    let finished = FinishedAsset {
+        size: total as u64,
+        sha256: "0".repeat(64),
+        content_type: None,
+    };
+    c.finish("p", epoch, finished).await.unwrap();
+    let asset = c.asset("p").await.unwrap().unwrap();
+    // 150,000 → 3 pieces; 192 KiB + 1 → 1 value; 60 KiB → 1; 192 KiB → 4 pieces.
+    assert_eq!((asset.size, asset.chunk_count), (total as u64, 9));
+    assert_eq!(c.read_range("p", 0, total as u64).await.unwrap(), all);
+    for (start, end) in [
+        (piece - 1, piece + 1),
+        (2 * piece - 3, 150_003),
+        (149_999, 150_000 + INLINE_MAX as usize + 2),
+        (total - INLINE_MAX as usize - 1, total - 2 * piece + 5),
+    ] {
+        assert_eq!(
+            c.read_range("p", start as u64, end as u64).await.unwrap(),
+            &all[start..end],
+            "{start}..{end}"
+        );
+    }
+    let blob = c.as_blob("p").await.unwrap();
+    assert_eq!(blob.size() as usize, total);
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_stale_epoch_cannot_write_and_changes_nothing() {
     let c = fresh("stale").await;
