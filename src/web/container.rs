@@ -245,6 +245,15 @@ impl Tx {
     }
 }
 
+/// What [`Container::begin_unless_finished`] found.
+#[derive(Debug)]
+pub enum Began {
+    /// The download's record after the epoch bump: write with its epoch and generation.
+    Download(DownloadRecord),
+    /// The finished asset, kept: nothing to download.
+    Finished(StoredAsset),
+}
+
 /// Where [`Container::append_chunk`] puts a chunk: the download, the epoch the writer holds, the
 /// chunk generation of its record and the byte offset (the end of the stored bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -721,6 +730,20 @@ impl Container {
     /// [`Container::begin_epoch`], returning the whole stored record as it is after the bump
     /// (epoch, generation, stored bytes, checkpoint): one transaction where a run needs both.
     pub async fn begin_epoch_record(&self, identifier: &str) -> Result<DownloadRecord, Error> {
+        match self.begin_unless_finished(identifier, |_| false).await? {
+            Began::Download(record) => Ok(record),
+            Began::Finished(_) => unreachable!("no finished asset is kept"),
+        }
+    }
+
+    /// [`Container::begin_epoch_record`], unless `identifier` has no download record and its
+    /// finished asset is one that `keep` accepts: then that asset, and nothing is written. One
+    /// transaction where a run would first look up whether the file is already there.
+    pub async fn begin_unless_finished(
+        &self,
+        identifier: &str,
+        keep: impl FnOnce(&StoredAsset) -> bool,
+    ) -> Result<Began, Error> {
         let op = "begin_epoch";
         // Relaxed like the data: durability only matters across a power loss, which every
         // context shares; ordering and visibility are the same.
@@ -744,12 +767,18 @@ impl Container {
                     .get(Query::from(key.clone()))
                     .map_err(|e| storage(op, e))?
                     .await
-                    .map_err(|e| storage(op, e))?;
+                    .map_err(|e| storage(op, e))?
+                    .map(|a| stored_asset(&a));
+                if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
+                    let asset = asset.clone();
+                    tx.commit().await?;
+                    return Ok(Began::Finished(asset));
+                }
                 DownloadRecord {
                     identifier: identifier.to_string(),
                     epoch: 1,
                     stored: 0,
-                    generation: asset.map(|a| stored_asset(&a).generation + 1).unwrap_or(1),
+                    generation: asset.map(|a| a.generation + 1).unwrap_or(1),
                     checkpoint: JsValue::NULL,
                 }
             }
@@ -758,7 +787,7 @@ impl Container {
             .put(&download_value(&record), Some(&key))
             .map_err(|e| storage(op, e))?;
         tx.commit().await?;
-        Ok(record)
+        Ok(Began::Download(record))
     }
 
     /// The download record and the finished asset `identifier`, read in ONE transaction.

@@ -74,7 +74,7 @@ use crate::core::transfer::{
     Action, Checkpoint, Event, Progress, Transfer, TransferSpec, TransferState,
 };
 use crate::core::Millis;
-use crate::web::container::{ChunkAt, Container, FinishedAsset, StoredAsset};
+use crate::web::container::{Began, ChunkAt, Container, FinishedAsset, StoredAsset};
 use crate::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
 use crate::web::js;
 use crate::web::locks::{acquire, LockGuard, LockOptions};
@@ -304,21 +304,12 @@ fn checkpoint_value(checkpoint: &Checkpoint) -> Result<JsValue, Error> {
         })
 }
 
-/// A finished asset that already matches the declaration (only when a SHA-256 is declared).
-async fn already_finished(
-    container: &Container,
-    spec: &TransferSpec,
-) -> Result<Option<StoredAsset>, Error> {
-    let Some(sha256) = spec.sha256 else {
-        return Ok(None);
-    };
-    let (record, asset) = container.lookup(&spec.identifier).await?;
-    if record.is_some() {
-        return Ok(None);
-    }
-    Ok(asset.filter(|asset| {
+/// Whether a finished asset already matches the declaration (only when a SHA-256 is declared):
+/// then the run keeps it instead of downloading.
+fn matches_declaration(spec: &TransferSpec, asset: &StoredAsset) -> bool {
+    spec.sha256.is_some_and(|sha256| {
         asset.sha256 == hex(&sha256) && spec.expected_size.map_or(true, |s| s == asset.size)
-    }))
+    })
 }
 
 async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Error> {
@@ -364,11 +355,16 @@ pub async fn run(
     check_allowed(&options.allow, &page, &spec.url)?;
     let identifier = spec.identifier.clone();
     let guard = take_lock(&identifier, options.lock).await?;
-    if let Some(asset) = already_finished(container, &spec).await? {
-        guard.release().await;
-        return Ok(asset);
-    }
-    let record = container.begin_epoch_record(&identifier).await?;
+    let record = match container
+        .begin_unless_finished(&identifier, |asset| matches_declaration(&spec, asset))
+        .await?
+    {
+        Began::Download(record) => record,
+        Began::Finished(asset) => {
+            guard.release().await;
+            return Ok(asset);
+        }
+    };
     let (epoch, generation) = (record.epoch, record.generation);
     let transfer = match Some(record) {
         Some(record) if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() => {

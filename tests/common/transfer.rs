@@ -247,6 +247,57 @@ async fn a_64_mib_asset_downloads_with_bounded_memory() {
     remove(c).await;
 }
 
+/// A run of a file whose finished asset already has the declared size and SHA-256 keeps it:
+/// no request, nothing written. A declaration with another digest downloads it again (a new
+/// chunk generation; the old version is replaced when the new one finishes).
+#[wasm_bindgen_test]
+async fn a_run_keeps_a_finished_asset_that_matches_its_declaration() {
+    const LEN: u64 = 150_000;
+    let c = fresh("run-kept").await;
+    let seed = 12_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let id = unique_id("kept");
+    let first = run(
+        &c,
+        spec_for(&id, &path, LEN, seed, CHUNK).await,
+        options(&tracker(), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gets(&path).await.len(), 1);
+    let again = run(
+        &c,
+        spec_for(&id, &path, LEN, seed, CHUNK).await,
+        options(&tracker(), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        gets(&path).await.len(),
+        1,
+        "a kept asset is not fetched again"
+    );
+    assert!(
+        c.load_checkpoint(&id).await.unwrap().is_none(),
+        "nothing begun"
+    );
+    // Another declared digest (an update of the same identifier): fetched and stored anew.
+    let other_seed = seed + 1;
+    let other_path = gen_path(LEN, other_seed, "");
+    let updated = run(
+        &c,
+        spec_for(&id, &other_path, LEN, other_seed, CHUNK).await,
+        options(&tracker(), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gets(&other_path).await.len(), 1);
+    assert_eq!(updated.sha256, cdn_sha256(LEN, other_seed).await);
+    assert_eq!(updated.generation, first.generation + 1);
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_dropped_connection_resumes_with_range() {
     const LEN: u64 = 12 * MIB;

@@ -927,13 +927,12 @@ fn render_markdown(
         let ms = |k: &str| p[k].as_f64().map_or("?".to_string(), |v| format!("{v:.2}"));
         out.push_str(&format!(
             "Small-file diagnostic (100 × 64 KiB one after another, mean ms per file of each \
-             phase of a run, timed apart): Web Lock acquire + release {}, lookup (readonly) {}, \
-             begin_epoch (readwrite) {}, fetch (head + body) {}, chunk write + finish (one \
+             phase of a run, timed apart): Web Lock acquire + release {}, \
+             begin_epoch with the finished-asset lookup (readwrite) {}, fetch (head + body) {}, chunk write + finish (one \
              readwrite transaction) {}; a whole `run` {}. The readwrite transactions of \
              concurrent runs share the `downloads`/`chunks` stores, so IndexedDB runs them one \
              at a time: their sum per file bounds the many-files rate whatever the concurrency.\n\n",
             ms("lock_ms"),
-            ms("lookup_ms"),
             ms("begin_epoch_ms"),
             ms("fetch_ms"),
             ms("write_finish_ms"),
