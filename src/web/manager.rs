@@ -303,6 +303,24 @@ pub(crate) async fn fetch_text(url: &url::Url) -> Result<Option<String>> {
 
 /// A finished download: what [`DownloadManagerDelegate::did_finish`] receives, with a handle to
 /// the stored asset.
+///
+/// # Example
+/// ```no_run
+/// use background_assets::core::download::Identifier;
+/// use background_assets::web::manager::{DownloadManagerDelegate, FinishedDownload};
+///
+/// struct Player;
+/// impl DownloadManagerDelegate for Player {
+///     fn did_finish(&self, id: &Identifier, finished: FinishedDownload) {
+///         // The worker serves it at this URL (with Range), offline too.
+///         let _ = (id, finished.size, &finished.sha256, finished.url());
+///         wasm_bindgen_futures::spawn_local(async move {
+///             let blob = finished.blob().await.expect("stored");
+///             let _ = blob.size();
+///         });
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct FinishedDownload {
     /// The download.
@@ -464,6 +482,13 @@ pub struct AuthChallenge {
 }
 
 /// Request headers a delegate answers an [`AuthChallenge`] with (name, value).
+///
+/// # Example
+/// ```
+/// let answer: background_assets::web::manager::Credentials =
+///     vec![("Authorization".into(), "Bearer s3cret".into())];
+/// assert_eq!(answer[0].0, "Authorization");
+/// ```
 pub type Credentials = Vec<(String, String)>;
 
 /// What a page's or the worker's delegate slot holds: the delegate, and in a page the shared
@@ -520,6 +545,12 @@ pub fn state_lock_name(database: &str) -> String {
 
 /// The shared Web Lock each page holds while it has a delegate set (Apple's routing: events go
 /// to the pages while at least one holds it, else to the extension).
+///
+/// # Example
+/// ```
+/// use background_assets::web::manager::PAGE_DELEGATE_LOCK;
+/// assert_eq!(PAGE_DELEGATE_LOCK, "background-assets/page-delegate");
+/// ```
 pub const PAGE_DELEGATE_LOCK: &str = "background-assets/page-delegate";
 
 /// The page-delegate lock of `database`: [`PAGE_DELEGATE_LOCK`] for the default database,
@@ -556,7 +587,18 @@ fn owner_lock_name(database: &str, id: &Identifier) -> String {
     format!("background-assets/owner/{database}/{id}")
 }
 
-/// The `type` of every message the manager sends to other contexts.
+/// The `type` of every message the manager sends to other contexts: a service worker's
+/// `message` handler passes the ones of this type to [`DownloadManager::deliver_remote`].
+///
+/// # Example
+/// ```no_run
+/// # async fn on_message(data: wasm_bindgen::JsValue) {
+/// use background_assets::web::{js, manager::{DownloadManager, MESSAGE_TYPE}};
+/// if js::get(&data, "type").as_string().as_deref() == Some(MESSAGE_TYPE) {
+///     DownloadManager::shared().deliver_remote(data).await.ok();
+/// }
+/// # }
+/// ```
 pub const MESSAGE_TYPE: &str = "background-assets";
 
 /// A message between contexts (see [`DownloadManager::deliver_remote`]).
