@@ -235,6 +235,85 @@ pub async fn engine_many(
     Ok(json!({ "ms": ms, "count": count }).to_string())
 }
 
+/// `count` generated files of `size` bytes (seeds `seed..seed+count`) as one asset pack through
+/// [`DownloadManager::ensure_local_availability`]: the manager schedules the pack's files, runs
+/// at most `concurrency` at a time, verifies each against its declared size and SHA-256 and
+/// resolves once every one is stored. Digests are fetched before the clock starts. Returns
+/// `{"ms", "count"}`.
+///
+/// [`DownloadManager::ensure_local_availability`]: background_assets::web::manager::DownloadManager
+#[wasm_bindgen(js_name = managerMany)]
+pub async fn manager_many(
+    cdn: String,
+    count: u32,
+    size: f64,
+    seed: f64,
+    concurrency: u32,
+) -> Result<String, JsValue> {
+    use background_assets::core::declaration::parse_declaration;
+    use background_assets::core::queue::QueueLimits;
+    use background_assets::web::manager::{DownloadManager, ManagerConfig};
+
+    let (size, seed) = (size as u64, seed as u64);
+    let tag = probe();
+    let cdn_ref = cdn.as_str();
+    let files: Vec<serde_json::Value> = stream::iter(0..count as u64)
+        .map(|i| async move {
+            let sha256 = cdn_sha256(cdn_ref, size, seed + i).await?;
+            Ok::<_, JsValue>(json!({
+                "path": format!("small/{i}.bin"),
+                "url": format!("{cdn_ref}/gen/{size}/{}?probe={tag}", seed + i),
+                "size": size,
+                "sha256": background_assets::core::error::hex(&sha256),
+            }))
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let page = url::Url::parse(&js::origin())
+        .and_then(|u| u.join("/"))
+        .map_err(err)?;
+    let declaration = json!({
+        "initialDownloadRestrictions": {
+            "domainAllowList": ["127.0.0.1"],
+            "downloadAllowance": 1u64 << 40,
+        },
+        "assetPacks": [{
+            "id": "small", "version": "1", "downloadPolicy": "onDemand", "files": files,
+        }],
+    });
+    let declaration = parse_declaration(&declaration.to_string(), &page).map_err(err)?;
+    let mut config = ManagerConfig::new(declaration, page);
+    config.database = format!("ba-bench-many-{}", probe());
+    config.limits = QueueLimits {
+        max_concurrent: concurrency.max(1) as usize,
+        bandwidth: None,
+    };
+    let database = config.database.clone();
+    let manager = DownloadManager::open(config).await.map_err(err)?;
+    let started = now_ms();
+    let outcome = manager.ensure_local_availability("small").await;
+    let ms = now_ms() - started;
+    let last = manager
+        .file(&format!("small/{}.bin", count.saturating_sub(1)))
+        .await;
+    manager.close().await;
+    drop(manager);
+    let delete = std::pin::pin!(Container::delete_database(&database));
+    let _ = select(delete, gloo_timers::future::TimeoutFuture::new(5_000)).await;
+    outcome.map_err(err)?;
+    match last.map_err(err)? {
+        Some(file) if file.size == size => {}
+        other => {
+            return Err(err(format!(
+                "the pack's last file is not stored whole: {:?}",
+                other.map(|f| f.size)
+            )))
+        }
+    }
+    Ok(json!({ "ms": ms, "count": count }).to_string())
+}
+
 /// One `len`-byte download through `web::transfer::run` while sampling wasm memory
 /// (`memory.buffer.byteLength`) and the JS heap (`performance.memory.usedJSHeapSize`, where it
 /// exists) on every progress report. Returns `{"ms", "wasm_before", "wasm_peak", "heap_before",

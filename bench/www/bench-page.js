@@ -8,6 +8,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
+  managerMany: [], fetchMany: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
   engineWindow: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [] };
 
@@ -99,9 +100,13 @@ async function main() {
     const n = `${i + 1}/${c.runs}`;
     const small = { cdn: c.cdn, count: c.smallCount, size: c.smallSize, seed: 100000 + i * c.smallCount,
       concurrency: c.concurrency };
+    await record(results.managerMany, `small files (manager, one asset pack) ${n}`,
+      run('managerMany', { ...small, seed: small.seed + 20000 }));
     await record(results.engineMany, `small files (engine) ${n}`, run('engineMany', small));
     await record(results.precache, `small files (sequential precache) ${n}`,
       run('precache', { ...small, seed: small.seed + 50000 }));
+    await record(results.fetchMany, `small files (fetch only, ${c.concurrency} at a time) ${n}`,
+      run('fetchMany', { ...small, seed: small.seed + 70000 }));
   }
   if (wanted('profile')) {
     await record(results.smallProfile, 'small files, phases one by one',

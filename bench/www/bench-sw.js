@@ -109,6 +109,25 @@ async function precache({ cdn, count, size, seed }) {
   return { ms };
 }
 
+/** The floor of any way of storing many files: fetch them `concurrency` at a time, read each
+ * body whole and drop it. */
+async function fetchMany({ cdn, count, size, seed, concurrency }) {
+  const tag = probe();
+  const started = performance.now();
+  let next = 0;
+  async function lane() {
+    while (next < count) {
+      const url = `${cdn}/gen/${size}/${seed + next++}?probe=${tag}`;
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+      const body = await response.arrayBuffer();
+      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  return { ms: performance.now() - started };
+}
+
 async function measure(data) {
   await loadWasm();
   const a = data.args;
@@ -119,6 +138,8 @@ async function measure(data) {
       return JSON.parse(await wasm_bindgen.engineThroughput(a.cdn, a.len, a.seed, a.chunk, a.window || 0));
     case 'engineMany':
       return JSON.parse(await wasm_bindgen.engineMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
+    case 'managerMany':
+      return JSON.parse(await wasm_bindgen.managerMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
     case 'engineMemory':
       return JSON.parse(await wasm_bindgen.engineMemory(a.cdn, a.len, a.seed, a.chunk));
     case 'engineResume':
@@ -137,6 +158,8 @@ async function measure(data) {
       return cachePut(a);
     case 'precache':
       return precache(a);
+    case 'fetchMany':
+      return fetchMany(a);
     default:
       throw new Error(`unknown measure ${data.measure}`);
   }
