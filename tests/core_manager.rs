@@ -759,6 +759,70 @@ fn busy_manager() -> Manager {
     m
 }
 
+/// Stored part by part, a manager with packs, failures, pauses and page delegates reads back
+/// equal; a decision that touches one download stores a few small parts (not the whole state);
+/// a download that ends and is forgotten deletes its part.
+#[test]
+fn a_manager_stored_by_parts_reads_back_equal_and_stores_only_what_changed() {
+    let mut m = busy_manager();
+    events(&mut m);
+    let mut stored = StoredParts::default();
+    let mut store: std::collections::BTreeMap<String, String> = Default::default();
+    let first = m.changed_parts(&mut stored).unwrap();
+    assert!(first.delete.is_empty());
+    let keys: Vec<&str> = first.put.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains(&HEAD_PART) && keys.contains(&DECLARATION_PART),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"download/x") && keys.contains(&"pack/levels"),
+        "{keys:?}"
+    );
+    store.extend(first.put);
+    let (restored, _) = Manager::from_parts(store.clone()).unwrap();
+    assert_eq!(restored, m);
+
+    // One download's progress (after launch: no allowance to count): its part, nothing else.
+    let running = m
+        .current_downloads()
+        .into_iter()
+        .find(|d| d.state == DownloadState::Downloading)
+        .unwrap()
+        .identifier;
+    m.on_progress(&running, &progress(5, 5, None)).unwrap();
+    events(&mut m);
+    let changes = m.changed_parts(&mut stored).unwrap();
+    let keys: Vec<&str> = changes.put.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, [format!("download/{running}")]);
+    store.extend(changes.put);
+    assert_eq!(Manager::from_parts(store.clone()).unwrap().0, m);
+
+    // Cancelled and forgotten: the part is deleted.
+    m.cancel(&id("x")).unwrap();
+    let changes = m.changed_parts(&mut stored).unwrap();
+    for key in &changes.delete {
+        store.remove(key);
+    }
+    store.extend(changes.put);
+    let mut read = m.clone();
+    events(&mut read);
+    assert_eq!(Manager::from_parts(store.clone()).unwrap().0, read);
+
+    // Bad parts are typed errors naming the part.
+    let mut bad = store.clone();
+    bad.insert("download/x".into(), "{".into());
+    let error = Manager::from_parts(bad).unwrap_err();
+    assert_eq!(error.name(), "Storage");
+    assert!(error.to_string().contains("download/x"), "{error}");
+    let mut unknown = store;
+    unknown.insert("nonsense".into(), "{}".into());
+    assert!(Manager::from_parts(unknown)
+        .unwrap_err()
+        .to_string()
+        .contains("nonsense"));
+}
+
 #[test]
 fn a_stored_busy_manager_is_equal_and_decides_the_same() {
     let mut original = busy_manager();
@@ -1098,6 +1162,9 @@ fn allowed(op: &Op) -> &'static [&'static str] {
 fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
     let mut m = launched(max);
     let mut log = Vec::new();
+    // The state stored part by part after every operation, as a driver stores it.
+    let mut store: std::collections::BTreeMap<String, String> = Default::default();
+    let mut stored = StoredParts::default();
     // A model of what runs, from the manager's answers alone: it must match its own view.
     let mut model: BTreeSet<Identifier> = BTreeSet::new();
     for (now, op) in ops.iter().enumerate() {
@@ -1187,6 +1254,20 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
                 prop_assert!(!error.name().is_empty());
             }
         }
+        // Storing only the changed parts keeps the stored state equal to the manager.
+        let changes = m.changed_parts(&mut stored).unwrap();
+        for key in &changes.delete {
+            prop_assert!(
+                store.remove(key).is_some(),
+                "deleted {} was not stored",
+                key
+            );
+        }
+        store.extend(changes.put);
+        let (restored, read) = Manager::from_parts(store.clone()).unwrap();
+        prop_assert_eq!(&restored, &m, "after {:?}", op);
+        prop_assert_eq!(&read, &stored);
+        prop_assert!(m.changed_parts(&mut stored.clone()).unwrap().is_empty());
     }
     // A stored manager decides the same.
     let restored: Manager = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();

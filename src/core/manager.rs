@@ -51,7 +51,7 @@
 //! # Ok::<(), background_assets::core::error::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -63,8 +63,8 @@ use super::download::{
     DownloadRequest, DownloadState, Identifier, PackMember, Priority, UrlDownload,
 };
 use super::error::{hex, Error, Label, Result};
-use super::policy::{Policy, RemainingAllowance};
-use super::queue::{Queue, QueueEntry, QueueLimits};
+use super::policy::{Admitted, Policy, PolicyHead, RemainingAllowance};
+use super::queue::{Queue, QueueEntry, QueueHead, QueueLimits, Slot};
 use super::transfer::Progress;
 use super::Millis;
 
@@ -1827,6 +1827,264 @@ impl Manager {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Storage by parts
+// ---------------------------------------------------------------------------------------------
+
+/// The key of the manager's own fields among the stored parts ([`Manager::changed_parts`]).
+pub const HEAD_PART: &str = "head";
+
+/// The key of the declaration among the stored parts.
+pub const DECLARATION_PART: &str = "declaration";
+
+/// The key prefix of each download's part (`download/<identifier>`).
+pub const DOWNLOAD_PART_PREFIX: &str = "download/";
+
+/// The key prefix of each asset pack's part (`pack/<pack id>`).
+pub const PACK_PART_PREFIX: &str = "pack/";
+
+/// The manager's own fields, stored apart from the declaration and the per-download and
+/// per-pack parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    policy: PolicyHead,
+    queue: QueueHead,
+    page_delegates: usize,
+}
+
+/// One download's part: its record, its queue slot and its admission (each may be absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadPart {
+    #[serde(default)]
+    record: Option<Record>,
+    #[serde(default)]
+    slot: Option<Slot>,
+    #[serde(default)]
+    admitted: Option<Admitted>,
+}
+
+/// What a driver last stored (or read) of a manager's state, part by part: what
+/// [`Manager::changed_parts`] compares the state with, so that a decision stores only what it
+/// changed. [`StoredParts::default`] is "nothing stored": every part is then a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredParts {
+    head: Option<Head>,
+    declaration: Option<Declaration>,
+    downloads: BTreeMap<Identifier, DownloadPart>,
+    packs: BTreeMap<Identifier, PackStore>,
+}
+
+/// The parts to write (key, JSON text) and to delete (key) so that the stored parts match the
+/// state ([`Manager::changed_parts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartChanges {
+    /// Parts to store, by key.
+    pub put: Vec<(String, String)>,
+    /// Keys of parts to delete.
+    pub delete: Vec<String>,
+}
+
+impl PartChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+fn part_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        message: format!("stored manager state, part `{what}`: {error}"),
+    }
+}
+
+impl Manager {
+    /// The parts of the state that differ from `stored` — the manager's own fields, the
+    /// declaration, one part per download (its record, queue slot and admission) and one per
+    /// asset pack — as JSON texts to store under their keys, and the keys of parts that are
+    /// gone; `stored` is updated to match. A decision that touches one download changes a few
+    /// small parts, whatever the number of downloads; [`Manager::from_parts`] reads them back.
+    /// Pending events are not part of the state.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+    /// use background_assets::core::manager::{Caller, Manager, StoredParts};
+    /// let page = url::Url::parse("https://app.example.com/").unwrap();
+    /// let mut manager = Manager::new(parse_declaration("{}", &page).unwrap(), &page);
+    /// manager.did_launch();
+    /// let mut stored = StoredParts::default();
+    /// let first = manager.changed_parts(&mut stored).unwrap();
+    /// assert_eq!(first.put.len(), 2); // the head and the declaration
+    /// let d = UrlDownload::new(Identifier::new("a").unwrap(),
+    ///     DownloadRequest::get("https://app.example.com/a").unwrap(), false, None, Priority::DEFAULT, 0).unwrap();
+    /// manager.schedule(d, Caller::Page, 0).unwrap();
+    /// let next = manager.changed_parts(&mut stored).unwrap();
+    /// assert!(next.put.iter().any(|(key, _)| key == "download/a"));
+    /// let (restored, _) = Manager::from_parts(first.put.into_iter().chain(next.put)).unwrap();
+    /// assert_eq!(restored.download(&Identifier::new("a").unwrap()), manager.download(&Identifier::new("a").unwrap()));
+    /// ```
+    pub fn changed_parts(&self, stored: &mut StoredParts) -> Result<PartChanges> {
+        let json =
+            |what: &str, value: &dyn erased::Json| value.json().map_err(|e| part_error(what, e));
+        let mut changes = PartChanges::default();
+        let head = Head {
+            policy: self.policy.head(),
+            queue: self.queue.head(),
+            page_delegates: self.page_delegates,
+        };
+        if stored.head.as_ref() != Some(&head) {
+            changes
+                .put
+                .push((HEAD_PART.to_string(), json(HEAD_PART, &head)?));
+            stored.head = Some(head);
+        }
+        if stored.declaration.as_ref() != Some(&self.declaration) {
+            let value = self.declaration.to_json();
+            changes.put.push((
+                DECLARATION_PART.to_string(),
+                json(DECLARATION_PART, &value)?,
+            ));
+            stored.declaration = Some(self.declaration.clone());
+        }
+        let slots = self.queue.slots();
+        let admitted = self.policy.admitted();
+        let mut ids: BTreeSet<&Identifier> = self.records.keys().collect();
+        ids.extend(slots.keys());
+        ids.extend(admitted.keys());
+        for id in &ids {
+            let (record, slot, admission) =
+                (self.records.get(*id), slots.get(*id), admitted.get(*id));
+            let same = stored.downloads.get(*id).is_some_and(|part| {
+                part.record.as_ref() == record
+                    && part.slot.as_ref() == slot
+                    && part.admitted.as_ref() == admission
+            });
+            if !same {
+                let part = DownloadPart {
+                    record: record.cloned(),
+                    slot: slot.cloned(),
+                    admitted: admission.cloned(),
+                };
+                let key = format!("{DOWNLOAD_PART_PREFIX}{id}");
+                changes.put.push((key.clone(), json(&key, &part)?));
+                stored.downloads.insert((*id).clone(), part);
+            }
+        }
+        let gone: Vec<Identifier> = stored
+            .downloads
+            .keys()
+            .filter(|id| !ids.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            stored.downloads.remove(&id);
+            changes.delete.push(format!("{DOWNLOAD_PART_PREFIX}{id}"));
+        }
+        for (id, pack) in &self.packs {
+            if stored.packs.get(id) != Some(pack) {
+                let key = format!("{PACK_PART_PREFIX}{id}");
+                changes.put.push((key.clone(), json(&key, pack)?));
+                stored.packs.insert(id.clone(), pack.clone());
+            }
+        }
+        let gone: Vec<Identifier> = stored
+            .packs
+            .keys()
+            .filter(|id| !self.packs.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            stored.packs.remove(&id);
+            changes.delete.push(format!("{PACK_PART_PREFIX}{id}"));
+        }
+        Ok(changes)
+    }
+
+    /// The manager stored as `parts` (key, JSON text), as [`Manager::changed_parts`] wrote them,
+    /// and what is stored (for the next [`Manager::changed_parts`]). A missing head or
+    /// declaration, an unknown key or an unreadable part is [`Error::Storage`] naming the part.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::manager::Manager;
+    /// let missing = Manager::from_parts(Vec::new()).unwrap_err();
+    /// assert!(missing.to_string().contains("head"), "{missing}");
+    /// ```
+    pub fn from_parts(
+        parts: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Manager, StoredParts)> {
+        let mut stored = StoredParts::default();
+        for (key, text) in parts {
+            if key == HEAD_PART {
+                stored.head = Some(serde_json::from_str(&text).map_err(|e| part_error(&key, e))?);
+            } else if key == DECLARATION_PART {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| part_error(&key, e))?;
+                stored.declaration =
+                    Some(declaration_json::from_value(&value).map_err(|e| part_error(&key, e))?);
+            } else if let Some(id) = key.strip_prefix(DOWNLOAD_PART_PREFIX) {
+                let id = Identifier::new(id).map_err(|e| part_error(&key, e))?;
+                let part = serde_json::from_str(&text).map_err(|e| part_error(&key, e))?;
+                stored.downloads.insert(id, part);
+            } else if let Some(id) = key.strip_prefix(PACK_PART_PREFIX) {
+                let id = Identifier::new(id).map_err(|e| part_error(&key, e))?;
+                let pack = serde_json::from_str(&text).map_err(|e| part_error(&key, e))?;
+                stored.packs.insert(id, pack);
+            } else {
+                return Err(part_error(&key, "not a part of the manager's state"));
+            }
+        }
+        let head = stored
+            .head
+            .clone()
+            .ok_or_else(|| part_error(HEAD_PART, "missing"))?;
+        let declaration = stored
+            .declaration
+            .clone()
+            .ok_or_else(|| part_error(DECLARATION_PART, "missing"))?;
+        let mut records = BTreeMap::new();
+        let mut slots = HashMap::new();
+        let mut admitted = BTreeMap::new();
+        for (id, part) in &stored.downloads {
+            if let Some(record) = &part.record {
+                records.insert(id.clone(), record.clone());
+            }
+            if let Some(slot) = &part.slot {
+                slots.insert(id.clone(), slot.clone());
+            }
+            if let Some(admission) = &part.admitted {
+                admitted.insert(id.clone(), admission.clone());
+            }
+        }
+        let manager = Manager {
+            declaration,
+            policy: Policy::from_parts(head.policy, admitted),
+            queue: Queue::from_parts(head.queue, slots),
+            records,
+            events: VecDeque::new(),
+            page_delegates: head.page_delegates,
+            packs: stored.packs.clone(),
+        };
+        Ok((manager, stored))
+    }
+}
+
+/// Serializing a part, whatever its type.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> serde_json::Result<String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
 /// Stores a [`Declaration`] as its canonical JSON (all URLs absolute) and validates it again on
 /// the way in.
 mod declaration_json {
@@ -1842,8 +2100,13 @@ mod declaration_json {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Declaration, D::Error> {
         let value = Value::deserialize(d)?;
+        from_value(&value).map_err(serde::de::Error::custom)
+    }
+
+    /// The declaration in its canonical JSON form.
+    pub fn from_value(value: &Value) -> Result<Declaration, String> {
         // The canonical form has only absolute URLs, so the base is never used.
-        let base = Url::parse("https://declaration.invalid/").map_err(serde::de::Error::custom)?;
-        declaration_from_value(&value, &base).map_err(serde::de::Error::custom)
+        let base = Url::parse("https://declaration.invalid/").map_err(|e| e.to_string())?;
+        declaration_from_value(value, &base).map_err(|e| e.to_string())
     }
 }

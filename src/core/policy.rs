@@ -329,7 +329,7 @@ pub enum Admission {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Admitted {
+pub(crate) struct Admitted {
     admission: Admission,
     received: u64,
 }
@@ -363,6 +363,17 @@ pub struct StorageEstimate {
 /// assert!(matches!(policy.admit(&d), Err(Error::DownloadWouldExceedAllowance { requested: 150, remaining: 100, .. })));
 /// # Ok::<(), background_assets::core::error::Error>(())
 /// ```
+/// The policy's own fields, stored apart from the per-download admissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PolicyHead {
+    restrictions: InitialDownloadRestrictions,
+    origin: String,
+    launched: bool,
+    used_essential: u64,
+    used_total: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
@@ -385,6 +396,35 @@ impl Policy {
             used_essential: 0,
             used_total: 0,
             admitted: BTreeMap::new(),
+        }
+    }
+
+    /// What is stored of the policy beside the per-download admissions (see
+    /// [`Policy::from_parts`]).
+    pub(crate) fn head(&self) -> PolicyHead {
+        PolicyHead {
+            restrictions: self.restrictions.clone(),
+            origin: self.origin.clone(),
+            launched: self.launched,
+            used_essential: self.used_essential,
+            used_total: self.used_total,
+        }
+    }
+
+    /// What each admitted download was admitted with and has received.
+    pub(crate) fn admitted(&self) -> &BTreeMap<Identifier, Admitted> {
+        &self.admitted
+    }
+
+    /// The policy with `head` and the `admitted` downloads.
+    pub(crate) fn from_parts(head: PolicyHead, admitted: BTreeMap<Identifier, Admitted>) -> Policy {
+        Policy {
+            restrictions: head.restrictions,
+            origin: head.origin,
+            launched: head.launched,
+            used_essential: head.used_essential,
+            used_total: head.used_total,
+            admitted,
         }
     }
 

@@ -129,7 +129,7 @@ pub enum Placement {
 type Rank = (Reverse<bool>, Reverse<bool>, Reverse<Priority>, Millis, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Slot {
+pub(crate) struct Slot {
     entry: QueueEntry,
     seq: u64,
     placement: Placement,
@@ -146,6 +146,14 @@ impl Slot {
             self.seq,
         )
     }
+}
+
+/// The queue's own fields, stored apart from its slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueueHead {
+    limits: QueueLimits,
+    next_seq: u64,
 }
 
 /// The scheduler. See the [module docs](self) for the order and the rules. Serializable, so a
@@ -236,6 +244,34 @@ impl Queue {
         Error::DownloadNotScheduled {
             identifier: id.to_string(),
         }
+    }
+
+    /// What is stored of the queue beside its slots (see [`Queue::from_parts`]).
+    pub(crate) fn head(&self) -> QueueHead {
+        QueueHead {
+            limits: self.limits,
+            next_seq: self.next_seq,
+        }
+    }
+
+    /// The slot of each queued download.
+    pub(crate) fn slots(&self) -> &HashMap<Identifier, Slot> {
+        &self.slots
+    }
+
+    /// The queue with `head` and `slots` (the ordered sets are rebuilt from the slots'
+    /// placements: they hold exactly the waiting and the running slots).
+    pub(crate) fn from_parts(head: QueueHead, slots: HashMap<Identifier, Slot>) -> Queue {
+        let mut queue = Queue {
+            limits: head.limits,
+            next_seq: head.next_seq,
+            ..Queue::default()
+        };
+        for (_, slot) in slots {
+            let placement = slot.placement;
+            queue.relink(slot, placement);
+        }
+        queue
     }
 
     /// Takes a download out of the queue (finished, failed or cancelled), freeing its slot.
