@@ -31,7 +31,7 @@ use background_assets::core::queue::QueueLimits;
 use background_assets::web::container::Container;
 use background_assets::web::js;
 use background_assets::web::manager::{
-    DownloadManager, DownloadManagerDelegate, FinishedDownload, ManagerConfig, STATE_KEY,
+    stored_state, DownloadManager, DownloadManagerDelegate, FinishedDownload, ManagerConfig,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -180,11 +180,8 @@ async fn manager(plan: &Plan) -> Result<(DownloadManager, Rc<Container>), JsValu
 
 /// The downloads the stored manager state knows (any state), or none.
 async fn known_downloads(container: &Container) -> Result<Option<CoreManager>, JsValue> {
-    let stored = container.get_meta(STATE_KEY).await.map_err(err)?;
-    // The state is stored as `{ state: "<json>", ... }` (older builds: the JSON string itself).
-    Ok(stored
-        .and_then(|v| v.as_string().or_else(|| js::get(&v, "state").as_string()))
-        .and_then(|json| serde_json::from_str::<CoreManager>(&json).ok()))
+    // Unreadable counts as unknown, as before.
+    Ok(stored_state(container).await.ok().flatten())
 }
 
 /// Downloads that ended: their end was recorded, or the stored manager state says finished or

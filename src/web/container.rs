@@ -1017,6 +1017,99 @@ impl Container {
         async move { issued?.commit().await }
     }
 
+    /// Puts every `(key, value)` of `puts` and deletes every key of `deletes` in the `meta`
+    /// store, in ONE transaction (all or nothing). Issued before this returns, like
+    /// [`Container::put_meta`]; the future waits for the commit.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(c: &background_assets::web::container::Container) -> Result<(), background_assets::core::error::Error> {
+    /// use wasm_bindgen::JsValue;
+    /// c.write_meta(&[("a/1".into(), JsValue::from_str("x"))], &["a/0".into()]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_meta(
+        &self,
+        puts: &[(String, JsValue)],
+        deletes: &[String],
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        let op = "write_meta";
+        let what = puts.first().map_or("", |(key, _)| key.as_str());
+        let issued = self
+            .transaction(&[META], true, false, op, what)
+            .and_then(|tx| {
+                let store = tx.store(META)?;
+                for key in deletes {
+                    store
+                        .delete(Query::from(JsValue::from_str(key)))
+                        .map_err(|e| storage(op, e))?;
+                }
+                for (key, value) in puts {
+                    store
+                        .put(value, Some(&JsValue::from_str(key)))
+                        .map_err(|e| storage(op, e))?;
+                }
+                Ok(tx)
+            });
+        async move { issued?.commit().await }
+    }
+
+    /// The value under `key` and every `(key, value)` whose key starts with `prefix`, in the
+    /// `meta` store, read in ONE transaction (a consistent snapshot).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(c: &background_assets::web::container::Container) -> Result<(), background_assets::core::error::Error> {
+    /// let (head, parts) = c.read_meta_with_prefix("manager", "manager/").await?;
+    /// # let _ = (head, parts); Ok(()) }
+    /// ```
+    pub async fn read_meta_with_prefix(
+        &self,
+        key: &str,
+        prefix: &str,
+    ) -> Result<(Option<JsValue>, Vec<(String, JsValue)>), Error> {
+        let op = "read_meta";
+        let tx = self.transaction(&[META], false, false, op, key)?;
+        let store = tx.store(META)?;
+        let range = || {
+            KeyRange::bound(
+                &JsValue::from_str(prefix),
+                &JsValue::from_str(&format!("{prefix}{}", char::MAX)),
+                None,
+                None,
+            )
+            .map(Query::from)
+            .map_err(|e| storage("key range", e))
+        };
+        let value = std::future::IntoFuture::into_future(
+            store
+                .get(Query::from(JsValue::from_str(key)))
+                .map_err(|e| storage(op, e))?,
+        );
+        let keys = std::future::IntoFuture::into_future(
+            store
+                .get_all_keys(Some(range()?), None)
+                .map_err(|e| storage(op, e))?,
+        );
+        let values = std::future::IntoFuture::into_future(
+            store
+                .get_all(Some(range()?), None)
+                .map_err(|e| storage(op, e))?,
+        );
+        let value = value.await.map_err(|e| storage(op, e))?;
+        let keys = keys.await.map_err(|e| storage(op, e))?;
+        let values = values.await.map_err(|e| storage(op, e))?;
+        if keys.len() != values.len() {
+            return Err(storage(op, "keys and values of the range differ in number"));
+        }
+        let pairs = keys
+            .iter()
+            .map(|k| k.as_string().unwrap_or_default())
+            .zip(values)
+            .collect();
+        Ok((value, pairs))
+    }
+
     /// The value stored under `key` in the `meta` store, if any.
     pub async fn get_meta(&self, key: &str) -> Result<Option<JsValue>, Error> {
         let op = "get_meta";

@@ -63,7 +63,7 @@ use crate::core::error::Error;
 use crate::core::manager::{Caller, ExtensionEvent, Manager as CoreManager};
 use crate::web::container::Container;
 use crate::web::js;
-use crate::web::manager::{DownloadManager, STATE_KEY};
+use crate::web::manager::DownloadManager;
 use crate::web::packs::PackUpdateSummary;
 use crate::web::serve::{serve_request, SERVE_PREFIX};
 
@@ -510,17 +510,9 @@ async fn container() -> Result<Rc<Container>> {
 /// The stored identifier that answers pack file `path` (current readable version), read from
 /// the stored manager state (no network: works offline).
 async fn file_identifier(container: &Container, path: &str) -> Result<Option<Identifier>> {
-    // The stored state is `{ revision, state: <JSON text> }` (older databases: the JSON text).
-    let Some(json) = container
-        .get_meta(STATE_KEY)
-        .await?
-        .and_then(|v| v.as_string().or_else(|| js::get(&v, "state").as_string()))
-    else {
+    let Some(core) = crate::web::manager::stored_state(container).await? else {
         return Ok(None);
     };
-    let core: CoreManager = serde_json::from_str(&json).map_err(|e| Error::Storage {
-        message: format!("stored manager state: {e}"),
-    })?;
     Ok(core.file_for_path(path).map(|(_, id)| id))
 }
 

@@ -82,6 +82,7 @@ use crate::core::download::{DownloadState, Identifier, UrlDownload};
 use crate::core::error::Error;
 use crate::core::manager::{
     Caller, DownloadInfo, Foreground, Manager as CoreManager, ManagerEvent, Route, RoutedEvent,
+    StoredParts,
 };
 use crate::core::queue::QueueLimits;
 use crate::core::transfer::{Progress, TransferConfig, TransferSpec};
@@ -104,9 +105,13 @@ type Result<T> = std::result::Result<T, Error>;
 /// ```
 pub const EXCLUSIVE_LOCK: &str = "background-assets/manager";
 
-/// The `meta` key the manager's state is stored under in the container database: an object
-/// `{ revision, state }` (`state` is the core manager's JSON, `revision` the token also stored
-/// under [`STATE_REVISION_KEY`]).
+/// The `meta` key the manager's state is stored under in the container database: a head record
+/// `{ revision, parts: true }` (`revision` is the token also stored under
+/// [`STATE_REVISION_KEY`]); each part of the state (see
+/// [`CoreManager::changed_parts`](crate::core::manager::Manager::changed_parts)) is a JSON text
+/// under `manager/<part>`, so a decision writes only the parts it changed. Databases written
+/// before hold `{ revision, state }` with the whole state's JSON; they are read as they are and
+/// rewritten by parts on the next decision. Read it with [`stored_state`].
 ///
 /// # Example
 /// ```no_run
@@ -114,8 +119,8 @@ pub const EXCLUSIVE_LOCK: &str = "background-assets/manager";
 /// use background_assets::web::js;
 /// use background_assets::web::manager::STATE_KEY;
 /// let stored = c.get_meta(STATE_KEY).await.unwrap();
-/// let stored_json = stored.and_then(|v| js::get(&v, "state").as_string());
-/// # let _ = stored_json; }
+/// let revision = stored.and_then(|v| js::get(&v, "revision").as_string());
+/// # let _ = revision; }
 /// ```
 pub const STATE_KEY: &str = "manager";
 
@@ -127,6 +132,69 @@ pub const STATE_KEY: &str = "manager";
 /// assert_eq!(background_assets::web::manager::STATE_REVISION_KEY, "manager-revision");
 /// ```
 pub const STATE_REVISION_KEY: &str = "manager-revision";
+
+/// The `meta` key of one part of the stored state (`manager/<part>`, see
+/// [`CoreManager::changed_parts`]).
+fn part_key(part: &str) -> String {
+    format!("{STATE_KEY}/{part}")
+}
+
+/// The manager state stored in `container` — its revision, the core manager and what is stored
+/// of it part by part — or `None` if nothing is stored. Reads the current storage (a head
+/// record under [`STATE_KEY`] and one record per part) and the older one (the whole state's
+/// JSON under [`STATE_KEY`]: its parts are then all written by the next save).
+async fn read_stored(
+    container: &Container,
+) -> Result<Option<(Option<String>, CoreManager, StoredParts)>> {
+    let prefix = part_key("");
+    let (value, pairs) = container.read_meta_with_prefix(STATE_KEY, &prefix).await?;
+    let bad = |e: String| Error::Storage {
+        message: format!("stored manager state in `{}`: {e}", container.name()),
+    };
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let whole = |revision: Option<String>, json: String| {
+        let core = serde_json::from_str::<CoreManager>(&json).map_err(|e| bad(e.to_string()))?;
+        Ok(Some((revision, core, StoredParts::default())))
+    };
+    // Written before revisions existed: the state's JSON alone.
+    if let Some(json) = value.as_string() {
+        return whole(None, json);
+    }
+    let revision = js::get(&value, "revision").as_string();
+    // Written before the state was stored by parts: `{ revision, state: <JSON> }`.
+    if let Some(json) = js::get(&value, "state").as_string() {
+        return whole(revision, json);
+    }
+    let parts = pairs
+        .into_iter()
+        .map(|(key, text)| {
+            let text = text
+                .as_string()
+                .ok_or_else(|| bad(format!("`{key}` is not text")))?;
+            Ok((key[prefix.len()..].to_string(), text))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (core, stored) = CoreManager::from_parts(parts).map_err(|e| bad(e.to_string()))?;
+    Ok(Some((revision, core, stored)))
+}
+
+/// The core manager's state stored in `container` (as the contexts' managers left it), or
+/// `None`: what a context reads without opening a manager (the worker's `fetch` step looks up
+/// pack files with it, offline).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(c: &background_assets::web::container::Container) -> Result<(), background_assets::core::error::Error> {
+/// if let Some(core) = background_assets::web::manager::stored_state(c).await? {
+///     let _ = core.file_for_path("levels/1.bin");
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn stored_state(container: &Container) -> Result<Option<CoreManager>> {
+    Ok(read_stored(container).await?.map(|(_, core, _)| core))
+}
 
 fn now() -> Millis {
     js_sys::Date::now().max(0.0) as Millis
@@ -749,6 +817,9 @@ struct Engine {
     generation: Cell<u64>,
     /// Transactions of this global holding the state lock.
     transacting: Cell<u32>,
+    /// What is stored of the state, part by part (as of the last save or reload): a save writes
+    /// only the parts that differ.
+    stored_parts: RefCell<StoredParts>,
     /// Decisions waiting for the next batch (group commit: every decision queued while a batch
     /// is under way is applied in the next one, under one lock and one save).
     decisions: RefCell<Vec<Decision>>,
@@ -807,6 +878,7 @@ impl Engine {
             fresh: Cell::new(false),
             generation: Cell::new(0),
             transacting: Cell::new(0),
+            stored_parts: RefCell::default(),
             decisions: RefCell::default(),
             deciding: Cell::new(false),
             context_id: format!("{:x}{:x}", now(), (js_sys::Math::random() * 1e15) as u64),
@@ -933,35 +1005,20 @@ impl Engine {
         if self.loaded.get() && stored_revision == *self.revision.borrow() {
             return Ok(false);
         }
-        let stored = self.container.get_meta(STATE_KEY).await?;
+        let stored = read_stored(&self.container).await?;
         if stale(self) {
             return Ok(false);
         }
-        let bad = |e: String| Error::Storage {
-            message: format!("stored manager state in `{}`: {e}", self.database),
-        };
-        let (revision, json) = match stored {
-            None => {
-                if !self.loaded.get() {
-                    self.fresh.set(true);
-                }
-                self.loaded.set(true);
-                *self.revision.borrow_mut() = None;
-                return Ok(false);
+        let Some((revision, mut core, parts)) = stored else {
+            if !self.loaded.get() {
+                self.fresh.set(true);
             }
-            Some(value) => match value.as_string() {
-                // Written before revisions existed: the state alone.
-                Some(json) => (None, json),
-                None => (
-                    js::get(&value, "revision").as_string(),
-                    js::get(&value, "state")
-                        .as_string()
-                        .ok_or_else(|| bad("no `state` text".into()))?,
-                ),
-            },
+            self.loaded.set(true);
+            *self.revision.borrow_mut() = None;
+            *self.stored_parts.borrow_mut() = StoredParts::default();
+            return Ok(false);
         };
-        let mut core =
-            serde_json::from_str::<CoreManager>(&json).map_err(|e| bad(e.to_string()))?;
+        *self.stored_parts.borrow_mut() = parts;
         // Events are per-context deliveries: whatever a saved state still held was delivered
         // (or routed) by the context that made it.
         while core.poll_event().is_some() {}
@@ -1002,26 +1059,28 @@ impl Engine {
     fn save(&self) -> impl Future<Output = Result<()>> + 'static {
         self.take_events();
         let revision = self.next_id();
-        let json = serde_json::to_string(&*self.core.borrow()).map_err(|e| Error::Storage {
-            message: format!("serializing the manager state: {e}"),
-        });
-        let issued = json.map(|json| {
-            let record = js::object();
-            js::set(&record, "revision", &JsValue::from_str(&revision));
-            js::set(&record, "state", &JsValue::from_str(&json));
-            let state = self.container.put_meta(STATE_KEY, &record);
-            let token = self
-                .container
-                .put_meta(STATE_REVISION_KEY, &JsValue::from_str(&revision));
+        let changes = self
+            .core
+            .borrow()
+            .changed_parts(&mut self.stored_parts.borrow_mut());
+        let issued = changes.map(|changes| {
+            let head = js::object();
+            js::set(&head, "revision", &JsValue::from_str(&revision));
+            js::set(&head, "parts", &JsValue::TRUE);
+            let mut puts: Vec<(String, JsValue)> = changes
+                .put
+                .into_iter()
+                .map(|(key, json)| (part_key(&key), JsValue::from_str(&json)))
+                .collect();
+            puts.push((STATE_KEY.to_string(), head.into()));
+            puts.push((STATE_REVISION_KEY.to_string(), JsValue::from_str(&revision)));
+            let deletes: Vec<String> = changes.delete.iter().map(|key| part_key(key)).collect();
+            let write = self.container.write_meta(&puts, &deletes);
             self.generation.set(self.generation.get() + 1);
             *self.revision.borrow_mut() = Some(revision);
-            (state, token)
+            write
         });
-        async move {
-            let (state, token) = issued?;
-            state.await?;
-            token.await
-        }
+        async move { issued?.await }
     }
 
     /// A decision on the shared state: under the state lock, reload the stored state if another

@@ -743,3 +743,57 @@ async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own
     close.call0(&changes).unwrap();
     remove(manager, &database).await;
 }
+
+/// A database written by an older build holds the whole state's JSON under `manager`: a
+/// manager opened on it reads it (the download is listed and runs), and its next decision
+/// stores the state by parts — the old whole-state text is gone, and the stored state read back
+/// holds both downloads.
+#[wasm_bindgen_test]
+async fn a_state_stored_whole_by_an_older_build_is_read_and_rewritten_by_parts() {
+    use background_assets::core::manager::Manager as CoreManager;
+    use background_assets::web::manager::{stored_state, STATE_KEY, STATE_REVISION_KEY};
+    let database = super::common::unique_name("ba-manager-old-state");
+    let cfg = config(&database);
+    let old = Planned::new("old", MIB, 61_000, &stall(0));
+    let mut core = CoreManager::new(cfg.declaration.clone(), &cfg.page_url);
+    core.did_launch();
+    core.schedule(old.download(), Caller::Page, 0).unwrap();
+    while core.poll_event().is_some() {}
+    let container = Container::open(&database).await.unwrap();
+    let record = js::object();
+    js::set(&record, "revision", &"old-1".into());
+    js::set(
+        &record,
+        "state",
+        &serde_json::to_string(&core).unwrap().into(),
+    );
+    container.put_meta(STATE_KEY, &record).await.unwrap();
+    container
+        .put_meta(STATE_REVISION_KEY, &"old-1".into())
+        .await
+        .unwrap();
+    container.close();
+    drop(container);
+
+    let manager = DownloadManager::open(config(&database)).await.unwrap();
+    let listed = manager.fetch_current_downloads().await.unwrap();
+    assert!(
+        listed.iter().any(|d| d.identifier.as_str() == old.id),
+        "{listed:?}"
+    );
+    let new = Planned::new("new", MIB, 62_000, &stall(0))
+        .schedule_on(&manager)
+        .await;
+    let container = manager.container().await.unwrap();
+    let head = container.get_meta(STATE_KEY).await.unwrap().unwrap();
+    assert!(
+        js::get(&head, "state").is_undefined(),
+        "the whole-state text is gone"
+    );
+    assert_eq!(js::get(&head, "parts"), wasm_bindgen::JsValue::TRUE);
+    let stored = stored_state(&container).await.unwrap().unwrap();
+    for id in [&old.id, &new.id] {
+        assert!(stored.download(&ident(id)).is_some(), "{id} stored");
+    }
+    remove(manager, &database).await;
+}
