@@ -514,7 +514,27 @@ pub struct Manager {
     events: VecDeque<RoutedEvent>,
     page_delegates: usize,
     packs: BTreeMap<Identifier, PackStore>,
+    /// The downloads changed since the last [`Manager::changed_parts`] (not part of the state).
+    #[serde(skip)]
+    touched: Touched,
 }
+
+/// Which downloads a manager changed since its parts were last compared with what is stored:
+/// [`Manager::changed_parts`] compares only those (or all, after a bulk change). Never part of
+/// the state: two managers are equal whatever they touched.
+#[derive(Debug, Clone, Default)]
+struct Touched {
+    ids: BTreeSet<Identifier>,
+    all: bool,
+}
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Touched) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
 
 fn does_not_exist(id: &Identifier) -> Error {
     Error::DownloadDoesNotExist {
@@ -548,12 +568,14 @@ impl Manager {
             events: VecDeque::new(),
             page_delegates: 0,
             packs: BTreeMap::new(),
+            touched: Touched::default(),
         }
     }
 
     /// Changes the concurrency and bandwidth limits (running downloads above a lower limit keep
     /// running).
     pub fn set_limits(&mut self, limits: QueueLimits) {
+        self.touch_all();
         self.queue.set_limits(limits);
     }
 
@@ -573,6 +595,19 @@ impl Manager {
         &self.policy
     }
 
+    /// Marks `id`'s part as changed (see [`Manager::changed_parts`]).
+    fn touch(&mut self, id: &Identifier) {
+        if !self.touched.all {
+            self.touched.ids.insert(id.clone());
+        }
+    }
+
+    /// Marks every download's part as changed (a bulk change).
+    fn touch_all(&mut self) {
+        self.touched.all = true;
+        self.touched.ids.clear();
+    }
+
     fn emit(&mut self, event: ManagerEvent) {
         self.events.push_back(RoutedEvent {
             route: self.route(),
@@ -585,6 +620,7 @@ impl Manager {
     }
 
     fn record_mut(&mut self, id: &Identifier) -> Result<&mut Record> {
+        self.touch(id);
         self.records.get_mut(id).ok_or_else(|| does_not_exist(id))
     }
 
@@ -640,6 +676,7 @@ impl Manager {
     ) -> Result<()> {
         download.validate()?;
         let id = download.identifier.clone();
+        self.touch(&id);
         if self.is_scheduled(&id) {
             return Err(Error::DownloadAlreadyScheduled {
                 identifier: id.to_string(),
@@ -753,6 +790,7 @@ impl Manager {
         }
         let preempted = self.queue.preempt(now);
         for victim in &preempted {
+            self.touch(victim);
             if let Some(r) = self.records.get_mut(victim) {
                 r.state.transition(DownloadState::Waiting, victim)?;
             }
@@ -785,6 +823,7 @@ impl Manager {
     /// # Ok::<(), background_assets::core::error::Error>(())
     /// ```
     pub fn cancel(&mut self, id: &Identifier) -> Result<bool> {
+        self.touch(id);
         let record = self.record(id)?;
         if !record.state.is_scheduled() {
             return Err(not_scheduled(id));
@@ -839,6 +878,7 @@ impl Manager {
     /// # Ok::<(), background_assets::core::error::Error>(())
     /// ```
     pub fn pause(&mut self, id: &Identifier) -> Result<bool> {
+        self.touch(id);
         let state = self.record(id)?.state;
         if state.is_terminal() || state == DownloadState::Created {
             return Err(not_scheduled(id));
@@ -876,6 +916,7 @@ impl Manager {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn resume(&mut self, id: &Identifier) -> Result<()> {
+        self.touch(id);
         let state = self.record(id)?.state;
         if state.is_terminal() || state == DownloadState::Created {
             return Err(not_scheduled(id));
@@ -934,6 +975,7 @@ impl Manager {
     pub fn poll_start(&mut self, now: Millis) -> Vec<Identifier> {
         let started = self.queue.schedule(now);
         for id in &started {
+            self.touch(id);
             if let Some(record) = self.records.get_mut(id) {
                 // The queue only holds scheduled records; a waiting one may start.
                 let _ = record.state.transition(DownloadState::Downloading, id);
@@ -986,6 +1028,7 @@ impl Manager {
     /// # Ok::<(), background_assets::core::error::Error>(())
     /// ```
     pub fn on_progress(&mut self, id: &Identifier, progress: &Progress) -> Result<()> {
+        self.touch(id);
         let record = self.record(id)?;
         if !record.state.is_scheduled() {
             return Err(not_scheduled(id));
@@ -1052,6 +1095,7 @@ impl Manager {
         size: u64,
         sha256: [u8; 32],
     ) -> Result<Vec<Identifier>> {
+        self.touch(id);
         let record = self.record(id)?;
         if record.state != DownloadState::Downloading {
             return Err(invalid_transition(
@@ -1120,6 +1164,7 @@ impl Manager {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn on_failed(&mut self, id: &Identifier, error: Error, now: Millis) -> Result<()> {
+        self.touch(id);
         let record = self.record(id)?;
         if !record.state.can_transition(DownloadState::Failed) {
             return Err(invalid_transition(id, record.state, DownloadState::Failed));
@@ -1213,6 +1258,7 @@ impl Manager {
     /// assert_eq!(manager.remaining_allowance(), None);
     /// ```
     pub fn did_launch(&mut self) -> bool {
+        self.touch_all();
         if self.policy.launched() {
             return false;
         }
@@ -1290,6 +1336,7 @@ impl Manager {
         essential: bool,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
+        self.touch_all();
         let pack = self.declared_pack(pack_id)?.clone();
         let store = self.packs.entry(pack.id.clone()).or_default();
         if store
@@ -1360,6 +1407,7 @@ impl Manager {
         event: InstallationEvent,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
+        self.touch_all();
         let packs: Vec<(Identifier, bool)> = self
             .declaration
             .asset_packs
@@ -1411,6 +1459,7 @@ impl Manager {
         pack_id: &str,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
+        self.touch_all();
         let id = self.declared_pack(pack_id)?.id.clone();
         self.missing_downloads(&id, false, now)
     }
@@ -1436,6 +1485,7 @@ impl Manager {
     /// # Ok::<(), background_assets::core::error::Error>(())
     /// ```
     pub fn apply_manifest(&mut self, declaration: Declaration) -> PackUpdate {
+        self.touch_all();
         let mut update = PackUpdate::default();
         for old in &self.declaration.asset_packs {
             match declaration.pack(&old.id) {
@@ -1478,6 +1528,7 @@ impl Manager {
     /// [`Error::AssetPackDoesNotExist`] if the pack is neither declared nor stored. A pack that
     /// is still declared is `downloadAvailable` afterwards.
     pub fn remove_pack(&mut self, pack_id: &str) -> Result<Vec<Identifier>> {
+        self.touch_all();
         let key = Identifier::new(pack_id).ok();
         let store = key.as_ref().and_then(|k| self.packs.remove(k));
         if store.is_none() && self.declaration.pack(pack_id).is_none() {
@@ -1724,6 +1775,7 @@ impl Manager {
         caller: Caller,
         now: Millis,
     ) -> Result<Vec<Identifier>> {
+        self.touch_all();
         let mut trial = self.clone();
         let downloads = trial.ensure_local_availability(pack_id, now)?;
         let ids = downloads.iter().map(|d| d.identifier.clone()).collect();
@@ -1738,6 +1790,7 @@ impl Manager {
     /// version of each pack whose stored (readable) version is an older one (`updateAvailable`
     /// or `outdated`), as non-essential downloads. Apple starts these after `checkForUpdates`.
     pub fn update_downloads(&mut self, now: Millis) -> Result<Vec<UrlDownload>> {
+        self.touch_all();
         let stale: Vec<Identifier> = self
             .declaration
             .asset_packs
@@ -1870,6 +1923,9 @@ struct DownloadPart {
 /// changed. [`StoredParts::default`] is "nothing stored": every part is then a change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredParts {
+    /// Whether every download was compared with the state at least once (or read from storage):
+    /// then only the touched ones need comparing.
+    compared: bool,
     head: Option<Head>,
     declaration: Option<Declaration>,
     downloads: BTreeMap<Identifier, DownloadPart>,
@@ -1926,7 +1982,7 @@ impl Manager {
     /// let (restored, _) = Manager::from_parts(first.put.into_iter().chain(next.put)).unwrap();
     /// assert_eq!(restored.download(&Identifier::new("a").unwrap()), manager.download(&Identifier::new("a").unwrap()));
     /// ```
-    pub fn changed_parts(&self, stored: &mut StoredParts) -> Result<PartChanges> {
+    pub fn changed_parts(&mut self, stored: &mut StoredParts) -> Result<PartChanges> {
         let json =
             |what: &str, value: &dyn erased::Json| value.json().map_err(|e| part_error(what, e));
         let mut changes = PartChanges::default();
@@ -1949,15 +2005,31 @@ impl Manager {
             ));
             stored.declaration = Some(self.declaration.clone());
         }
+        let touched = std::mem::take(&mut self.touched);
         let slots = self.queue.slots();
         let admitted = self.policy.admitted();
-        let mut ids: BTreeSet<&Identifier> = self.records.keys().collect();
-        ids.extend(slots.keys());
-        ids.extend(admitted.keys());
+        // Only the downloads touched since the last comparison, unless nothing was compared yet
+        // (or a bulk change touched them all): then every download, and what is gone.
+        let full = !stored.compared || touched.all;
+        let ids: BTreeSet<Identifier> = if full {
+            let mut all: BTreeSet<Identifier> = self.records.keys().cloned().collect();
+            all.extend(slots.keys().cloned());
+            all.extend(admitted.keys().cloned());
+            all.extend(stored.downloads.keys().cloned());
+            all
+        } else {
+            touched.ids
+        };
         for id in &ids {
-            let (record, slot, admission) =
-                (self.records.get(*id), slots.get(*id), admitted.get(*id));
-            let same = stored.downloads.get(*id).is_some_and(|part| {
+            let (record, slot, admission) = (self.records.get(id), slots.get(id), admitted.get(id));
+            let key = format!("{DOWNLOAD_PART_PREFIX}{id}");
+            if record.is_none() && slot.is_none() && admission.is_none() {
+                if stored.downloads.remove(id).is_some() {
+                    changes.delete.push(key);
+                }
+                continue;
+            }
+            let same = stored.downloads.get(id).is_some_and(|part| {
                 part.record.as_ref() == record
                     && part.slot.as_ref() == slot
                     && part.admitted.as_ref() == admission
@@ -1968,21 +2040,11 @@ impl Manager {
                     slot: slot.cloned(),
                     admitted: admission.cloned(),
                 };
-                let key = format!("{DOWNLOAD_PART_PREFIX}{id}");
                 changes.put.push((key.clone(), json(&key, &part)?));
-                stored.downloads.insert((*id).clone(), part);
+                stored.downloads.insert(id.clone(), part);
             }
         }
-        let gone: Vec<Identifier> = stored
-            .downloads
-            .keys()
-            .filter(|id| !ids.contains(id))
-            .cloned()
-            .collect();
-        for id in gone {
-            stored.downloads.remove(&id);
-            changes.delete.push(format!("{DOWNLOAD_PART_PREFIX}{id}"));
-        }
+        stored.compared = true;
         for (id, pack) in &self.packs {
             if stored.packs.get(id) != Some(pack) {
                 let key = format!("{PACK_PART_PREFIX}{id}");
@@ -2016,7 +2078,10 @@ impl Manager {
     pub fn from_parts(
         parts: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Manager, StoredParts)> {
-        let mut stored = StoredParts::default();
+        let mut stored = StoredParts {
+            compared: true,
+            ..StoredParts::default()
+        };
         for (key, text) in parts {
             if key == HEAD_PART {
                 stored.head = Some(serde_json::from_str(&text).map_err(|e| part_error(&key, e))?);
@@ -2067,6 +2132,7 @@ impl Manager {
             events: VecDeque::new(),
             page_delegates: head.page_delegates,
             packs: stored.packs.clone(),
+            touched: Touched::default(),
         };
         Ok((manager, stored))
     }

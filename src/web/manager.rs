@@ -1061,7 +1061,7 @@ impl Engine {
         let revision = self.next_id();
         let changes = self
             .core
-            .borrow()
+            .borrow_mut()
             .changed_parts(&mut self.stored_parts.borrow_mut());
         let issued = changes.map(|changes| {
             let head = js::object();
