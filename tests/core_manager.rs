@@ -1232,6 +1232,8 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<String>, TestCaseError> {
         let running_ids: BTreeSet<Identifier> =
             running.iter().map(|d| d.identifier.clone()).collect();
         prop_assert_eq!(&running_ids, &model, "after {:?}", op);
+        let downloading: BTreeSet<Identifier> = m.downloading().into_iter().collect();
+        prop_assert_eq!(&downloading, &running_ids, "downloading() after {:?}", op);
         let essential_waiting = current
             .iter()
             .any(|d| d.essential && d.state == DownloadState::Waiting);

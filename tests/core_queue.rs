@@ -114,6 +114,10 @@ fn requeue_with_back_off_waits_until_eligible() {
     assert_eq!(q.schedule(0), ids(&["a"]));
     q.requeue(&id("a"), 1_000).unwrap();
     assert_eq!(q.next_wakeup(10), Some(1_000));
+    // A stored queue read back knows the back-off too (the wake-up index is built again).
+    let stored: Queue = serde_json::from_str(&serde_json::to_string(&q).unwrap()).unwrap();
+    assert_eq!(stored, q);
+    assert_eq!(stored.next_wakeup(10), Some(1_000));
     // While "a" backs off it is not eligible, so "b" may use the slot.
     assert_eq!(q.peek(10), Some(&id("b")));
     assert_eq!(q.schedule(10), ids(&["b"]));

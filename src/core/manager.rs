@@ -991,6 +991,37 @@ impl Manager {
         self.queue.next_wakeup(now)
     }
 
+    /// The downloads in the `downloading` state (they hold a queue slot), best first: what a
+    /// driver's transfers must match. Reads only the running ones, however many are scheduled.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::declaration::parse_declaration;
+    /// use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
+    /// use background_assets::core::manager::{Caller, Manager};
+    /// let page = url::Url::parse("https://app.example.com/").unwrap();
+    /// let mut manager = Manager::new(parse_declaration("{}", &page).unwrap(), &page);
+    /// manager.did_launch();
+    /// let id = Identifier::new("a").unwrap();
+    /// manager.schedule(UrlDownload::new(id.clone(),
+    ///     DownloadRequest::get("https://app.example.com/a").unwrap(), false, None, Priority::DEFAULT, 0).unwrap(),
+    ///     Caller::Page, 0).unwrap();
+    /// assert!(manager.downloading().is_empty());
+    /// manager.poll_start(0);
+    /// assert_eq!(manager.downloading(), vec![id]);
+    /// ```
+    pub fn downloading(&self) -> Vec<Identifier> {
+        self.queue
+            .running()
+            .filter(|id| {
+                self.records
+                    .get(*id)
+                    .is_some_and(|r| r.state == DownloadState::Downloading)
+            })
+            .cloned()
+            .collect()
+    }
+
     // -----------------------------------------------------------------------------------------
     // Reports from the driver
     // -----------------------------------------------------------------------------------------

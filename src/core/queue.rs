@@ -159,6 +159,7 @@ pub(crate) struct QueueHead {
 /// The scheduler. See the [module docs](self) for the order and the rules. Serializable, so a
 /// driver can store it and another context can continue it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "QueueFields")]
 pub struct Queue {
     limits: QueueLimits,
     slots: HashMap<Identifier, Slot>,
@@ -167,6 +168,30 @@ pub struct Queue {
     /// Running entries, best first.
     running: BTreeSet<(Rank, Identifier)>,
     next_seq: u64,
+    /// Waiting entries not eligible before a time (a retry back-off), soonest first: what
+    /// [`Queue::next_wakeup`] reads. Derived from the slots (not stored).
+    #[serde(skip)]
+    deferred: BTreeSet<(Millis, Identifier)>,
+}
+
+/// A stored queue as it is read: the sets derived from the slots are built again from them.
+#[derive(Deserialize)]
+struct QueueFields {
+    limits: QueueLimits,
+    slots: HashMap<Identifier, Slot>,
+    next_seq: u64,
+}
+
+impl From<QueueFields> for Queue {
+    fn from(fields: QueueFields) -> Queue {
+        Queue::from_parts(
+            QueueHead {
+                limits: fields.limits,
+                next_seq: fields.next_seq,
+            },
+            fields.slots,
+        )
+    }
 }
 
 impl Queue {
@@ -217,6 +242,9 @@ impl Queue {
     fn unlink(&mut self, id: &Identifier) -> Option<Slot> {
         let slot = self.slots.get(id)?;
         let key = (slot.rank(), id.clone());
+        if slot.placement == Placement::Waiting && slot.not_before > 0 {
+            self.deferred.remove(&(slot.not_before, id.clone()));
+        }
         match slot.placement {
             Placement::Waiting => self.waiting.remove(&key),
             Placement::Running => self.running.remove(&key),
@@ -230,6 +258,10 @@ impl Queue {
         let key = (slot.rank(), slot.entry.identifier.clone());
         match placement {
             Placement::Waiting => {
+                if slot.not_before > 0 {
+                    self.deferred
+                        .insert((slot.not_before, slot.entry.identifier.clone()));
+                }
                 self.waiting.insert(key);
             }
             Placement::Running => {
@@ -396,11 +428,7 @@ impl Queue {
     /// The earliest `not_before` among waiting entries that are not yet eligible at `now`:
     /// when the driver should call [`schedule`](Self::schedule) again.
     pub fn next_wakeup(&self, now: Millis) -> Option<Millis> {
-        self.waiting
-            .iter()
-            .map(|(_, id)| self.slots[id].not_before)
-            .filter(|&t| t > now)
-            .min()
+        self.deferred.iter().map(|(t, _)| *t).find(|&t| t > now)
     }
 
     /// Where `id` is, if queued.

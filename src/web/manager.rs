@@ -1270,11 +1270,7 @@ impl Engine {
             self.unreported
                 .borrow_mut()
                 .retain(|id, _| core.download(id).is_some_and(|d| d.state.is_scheduled()));
-            core.current_downloads()
-                .into_iter()
-                .filter(|d| d.state == DownloadState::Downloading)
-                .map(|d| d.identifier)
-                .collect()
+            core.downloading()
         };
         for id in ended {
             // The run discards its chunks and ends; its end deletes the rest.
