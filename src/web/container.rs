@@ -1018,8 +1018,8 @@ impl Container {
     }
 
     /// Puts every `(key, value)` of `puts` and deletes every key of `deletes` in the `meta`
-    /// store, in ONE transaction (all or nothing). Issued before this returns, like
-    /// [`Container::put_meta`]; the future waits for the commit.
+    /// store, in ONE transaction (all or nothing) with relaxed durability. Issued before this
+    /// returns, like [`Container::put_meta`]; the future waits for the commit.
     ///
     /// # Example
     /// ```no_run
@@ -1035,8 +1035,10 @@ impl Container {
     ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
         let op = "write_meta";
         let what = puts.first().map_or("", |(key, _)| key.as_str());
+        // Relaxed like the data it describes: a power loss can only lose the newest commits,
+        // in order, and every context recovers from older ones (checkpoints, epochs).
         let issued = self
-            .transaction(&[META], true, false, op, what)
+            .transaction(&[META], true, true, op, what)
             .and_then(|tx| {
                 let store = tx.store(META)?;
                 for key in deletes {
