@@ -250,10 +250,6 @@ pub async fn manager_many(
     seed: f64,
     concurrency: u32,
 ) -> Result<String, JsValue> {
-    use background_assets::core::declaration::parse_declaration;
-    use background_assets::core::queue::QueueLimits;
-    use background_assets::web::manager::{DownloadManager, ManagerConfig};
-
     let (size, seed) = (size as u64, seed as u64);
     let tag = probe();
     let cdn_ref = cdn.as_str();
@@ -270,37 +266,17 @@ pub async fn manager_many(
         .buffer_unordered(8)
         .try_collect()
         .await?;
-    let page = url::Url::parse(&js::origin())
-        .and_then(|u| u.join("/"))
-        .map_err(err)?;
-    let declaration = json!({
-        "initialDownloadRestrictions": {
-            "domainAllowList": ["127.0.0.1"],
-            "downloadAllowance": 1u64 << 40,
-        },
-        "assetPacks": [{
-            "id": "small", "version": "1", "downloadPolicy": "onDemand", "files": files,
-        }],
-    });
-    let declaration = parse_declaration(&declaration.to_string(), &page).map_err(err)?;
-    let mut config = ManagerConfig::new(declaration, page);
-    config.database = format!("ba-bench-many-{}", probe());
-    config.limits = QueueLimits {
-        max_concurrent: concurrency.max(1) as usize,
-        bandwidth: None,
-    };
-    let database = config.database.clone();
-    let manager = DownloadManager::open(config).await.map_err(err)?;
+    let packs = json!([{
+        "id": "small", "version": "1", "downloadPolicy": "onDemand", "files": files,
+    }]);
+    let (manager, database) = open_manager("many", packs, concurrency).await?;
     let started = now_ms();
     let outcome = manager.ensure_local_availability("small").await;
     let ms = now_ms() - started;
     let last = manager
         .file(&format!("small/{}.bin", count.saturating_sub(1)))
         .await;
-    manager.close().await;
-    drop(manager);
-    let delete = std::pin::pin!(Container::delete_database(&database));
-    let _ = select(delete, gloo_timers::future::TimeoutFuture::new(5_000)).await;
+    close_manager(manager, &database).await;
     outcome.map_err(err)?;
     match last.map_err(err)? {
         Some(file) if file.size == size => {}
@@ -388,28 +364,9 @@ pub fn sha256_speed(len: f64) -> String {
 /// "one_by_one", "one_by_one_ms_per_item", "list_ms", "listed"}`.
 #[wasm_bindgen(js_name = managerScale)]
 pub async fn manager_scale(cdn: String, count: u32, budget_ms: f64) -> Result<String, JsValue> {
-    use background_assets::core::declaration::parse_declaration;
     use background_assets::core::download::{DownloadRequest, Identifier, Priority, UrlDownload};
-    use background_assets::core::queue::QueueLimits;
-    use background_assets::web::manager::{DownloadManager, ManagerConfig};
 
-    let page = url::Url::parse(&js::origin())
-        .and_then(|u| u.join("/"))
-        .map_err(err)?;
-    let declaration = parse_declaration(
-        r#"{"initialDownloadRestrictions":{"domainAllowList":["127.0.0.1"],
-            "downloadAllowance":1099511627776}}"#,
-        &page,
-    )
-    .map_err(err)?;
-    let mut config = ManagerConfig::new(declaration, page);
-    config.database = format!("ba-bench-scale-{}", probe());
-    config.limits = QueueLimits {
-        max_concurrent: 1,
-        bandwidth: None,
-    };
-    let database = config.database.clone();
-    let manager = DownloadManager::open(config).await.map_err(err)?;
+    let (manager, database) = open_manager("scale", json!([]), 1).await?;
     let tag = probe();
     let download = |i: u32| {
         let url = format!("{cdn}/gen/1048576/{i}?fault=stall:0&stall-ms=120000&probe={tag}");
@@ -455,12 +412,51 @@ pub async fn manager_scale(cdn: String, count: u32, budget_ms: f64) -> Result<St
         }))
     }
     .await;
+    close_manager(manager, &database).await;
+    Ok(outcome.map_err(err)?.to_string())
+}
+
+/// A [`DownloadManager`] on a fresh database (named after `what`) that may download from the
+/// loopback CDN (1 TiB allowance), with the asset `packs` declared and at most `concurrency`
+/// downloads at a time; and the database's name.
+async fn open_manager(
+    what: &str,
+    packs: serde_json::Value,
+    concurrency: u32,
+) -> Result<(background_assets::web::manager::DownloadManager, String), JsValue> {
+    use background_assets::core::declaration::parse_declaration;
+    use background_assets::core::queue::QueueLimits;
+    use background_assets::web::manager::{DownloadManager, ManagerConfig};
+
+    let page = url::Url::parse(&js::origin())
+        .and_then(|u| u.join("/"))
+        .map_err(err)?;
+    let declaration = json!({
+        "initialDownloadRestrictions": {
+            "domainAllowList": ["127.0.0.1"],
+            "downloadAllowance": 1u64 << 40,
+        },
+        "assetPacks": packs,
+    });
+    let declaration = parse_declaration(&declaration.to_string(), &page).map_err(err)?;
+    let mut config = ManagerConfig::new(declaration, page);
+    config.database = format!("ba-bench-{what}-{}", probe());
+    config.limits = QueueLimits {
+        max_concurrent: concurrency.max(1) as usize,
+        bandwidth: None,
+    };
+    let database = config.database.clone();
+    let manager = DownloadManager::open(config).await.map_err(err)?;
+    Ok((manager, database))
+}
+
+/// Closes `manager` and deletes its database.
+async fn close_manager(manager: background_assets::web::manager::DownloadManager, database: &str) {
     manager.close().await;
     drop(manager);
     // A still-open connection would block the deletion: give it a bounded time.
-    let delete = std::pin::pin!(Container::delete_database(&database));
+    let delete = std::pin::pin!(Container::delete_database(database));
     let _ = select(delete, gloo_timers::future::TimeoutFuture::new(5_000)).await;
-    Ok(outcome.map_err(err)?.to_string())
 }
 
 /// How many downloads [`manager_scale`] schedules one at a time after the batch (a diagnostic:
