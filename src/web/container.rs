@@ -317,50 +317,6 @@ async fn finish_in(
     Ok(stored)
 }
 
-/// Chunks up to this size are stored as several values of at most [`INLINE_PIECE`] bytes.
-///
-/// Chromium stores an IndexedDB value whose serialization exceeds 64 KiB as a separate blob
-/// file; writing that file costs more than the value. Measured in headless Chromium 156 (one
-/// readwrite transaction per chunk with its record, relaxed durability): 64 KiB as one value
-/// 4.6–5.1 ms, as two 2.0–3.0 ms; 128 KiB 7.1–8.9 ms vs 4.8–5.3 ms as three; 192 KiB 7.7 vs 5.4
-/// as four; 1 MiB 12.1 ms as one value vs 19.4 ms as 17 pieces (large chunks stay one value).
-pub const INLINE_MAX: u32 = 192 * 1024;
-
-/// The largest piece of a chunk stored inline ([`INLINE_MAX`]): under 64 KiB with room for the
-/// serialization's header.
-pub const INLINE_PIECE: u32 = 60 * 1024;
-
-/// In `chunks`, puts `bytes` (an exact-length array: IndexedDB stores a view's whole buffer) at
-/// `offset` of `identifier`'s `generation`: as one value, or — up to [`INLINE_MAX`] bytes — as
-/// pieces of at most [`INLINE_PIECE`] bytes at their own offsets (readers find chunks by offset).
-fn put_chunk(
-    chunks: &idb::ObjectStore,
-    identifier: &str,
-    generation: u64,
-    offset: u64,
-    bytes: &Uint8Array,
-) -> Result<(), idb::Error> {
-    let len = bytes.length();
-    if len <= INLINE_PIECE || len > INLINE_MAX {
-        chunks.put(bytes, Some(&chunk_key(identifier, generation, offset)))?;
-        return Ok(());
-    }
-    let mut start = 0;
-    while start < len {
-        let end = (start + INLINE_PIECE).min(len);
-        chunks.put(
-            &bytes.slice(start, end),
-            Some(&chunk_key(
-                identifier,
-                generation,
-                offset + u64::from(start),
-            )),
-        )?;
-        start = end;
-    }
-    Ok(())
-}
-
 fn chunk_key(identifier: &str, generation: u64, offset: u64) -> JsValue {
     Array::of3(
         &JsValue::from_str(identifier),
@@ -859,7 +815,8 @@ impl Container {
                         .get(Query::from(key))
                         .map_err(|e| storage(op, e))?,
                 );
-                put_chunk(&tx.store(CHUNKS)?, &identifier, generation, offset, bytes)
+                tx.store(CHUNKS)?
+                    .put(bytes, Some(&chunk_key(&identifier, generation, offset)))
                     .map_err(|e| storage(&format!("{op} `{identifier}`"), e))?;
                 Ok((tx, record))
             });
@@ -1259,14 +1216,12 @@ impl Container {
                 }
                 record.stored = offset + bytes.len() as u64;
                 let chunk = chunk.expect("made above");
-                put_chunk(
-                    &tx.store(CHUNKS)?,
-                    identifier,
-                    record.generation,
-                    offset,
-                    &chunk,
-                )
-                .map_err(fail)?;
+                tx.store(CHUNKS)?
+                    .put(
+                        &chunk,
+                        Some(&chunk_key(identifier, record.generation, offset)),
+                    )
+                    .map_err(fail)?;
                 record.checkpoint = checkpoint.clone();
                 downloads
                     .put(&download_value(&record), Some(&key))
