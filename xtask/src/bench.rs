@@ -107,6 +107,18 @@ impl Plan {
     }
 }
 
+/// The heading of BENCHMARKS.md's hand-written part: from it to the end, the file's text is
+/// kept when a run rewrites the rest (the profiles and what limits each missed target).
+const NOTES_HEADING: &str = "## Notes (written by hand, kept by `cargo xtask bench`)";
+
+/// `generated`, followed by the hand-written notes of `old` (the file before), if it had any.
+fn keep_notes(old: &str, generated: String) -> String {
+    match old.find(NOTES_HEADING) {
+        Some(at) => format!("{}\n\n{}", generated.trim_end(), &old[at..]),
+        None => generated,
+    }
+}
+
 /// The sections named in `BA_BENCH_ONLY` (comma-separated: cold, throughput, small, resume,
 /// scale, memory), for quick iterations on one measure; `None` (every section) when unset.
 /// A partial run prints its table but leaves BENCHMARKS.md alone.
@@ -211,6 +223,8 @@ pub fn run(options: &Options) -> Result<bool> {
         );
     } else {
         let md_path = workspace::root().join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&md_path).unwrap_or_default();
+        let markdown = keep_notes(&old, markdown);
         std::fs::write(&md_path, markdown)
             .with_context(|| format!("bench: writing {}", md_path.display()))?;
         println!("bench: wrote {}", md_path.display());
@@ -1025,6 +1039,21 @@ fn render_markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewrite_keeps_the_hand_written_notes() {
+        let old = format!("# Benchmarks\n\n| old table |\n\n{NOTES_HEADING}\n\nWhy X is slow.\n");
+        let new = keep_notes(&old, "# Benchmarks\n\n| new table |\n".to_string());
+        assert!(
+            new.contains("| new table |") && !new.contains("| old table |"),
+            "{new}"
+        );
+        assert!(
+            new.ends_with(&format!("{NOTES_HEADING}\n\nWhy X is slow.\n")),
+            "{new}"
+        );
+        assert_eq!(keep_notes("no notes", "fresh".into()), "fresh");
+    }
 
     #[test]
     fn median_skips_failed_runs_and_averages_the_middle_pair() {
