@@ -343,6 +343,17 @@ pub struct StorageEstimate {
     pub quota: u64,
 }
 
+/// The policy's own fields, stored apart from the per-download admissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PolicyHead {
+    restrictions: InitialDownloadRestrictions,
+    origin: String,
+    launched: bool,
+    used_essential: u64,
+    used_total: u64,
+}
+
 /// Allowance accounting and domain checks for one origin. It is serializable so the driver can
 /// store it and continue in the next worker.
 ///
@@ -363,17 +374,6 @@ pub struct StorageEstimate {
 /// assert!(matches!(policy.admit(&d), Err(Error::DownloadWouldExceedAllowance { requested: 150, remaining: 100, .. })));
 /// # Ok::<(), background_assets::core::error::Error>(())
 /// ```
-/// The policy's own fields, stored apart from the per-download admissions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PolicyHead {
-    restrictions: InitialDownloadRestrictions,
-    origin: String,
-    launched: bool,
-    used_essential: u64,
-    used_total: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
