@@ -823,6 +823,76 @@ fn a_manager_stored_by_parts_reads_back_equal_and_stores_only_what_changed() {
         .contains("nonsense"));
 }
 
+/// A store of the manager's parts, kept as a driver keeps it: only the changed parts written.
+#[derive(Default)]
+struct PartStore {
+    stored: StoredParts,
+    store: std::collections::BTreeMap<String, String>,
+}
+
+impl PartStore {
+    /// Writes `m`'s changed parts and checks that the store reads back as `m`.
+    fn sync(&mut self, m: &mut Manager, after: &str) {
+        let changes = m.changed_parts(&mut self.stored).unwrap();
+        for key in &changes.delete {
+            assert!(
+                self.store.remove(key).is_some(),
+                "{after}: {key} was not stored"
+            );
+        }
+        self.store.extend(changes.put);
+        let mut expected = m.clone();
+        events(&mut expected);
+        let (read, _) = Manager::from_parts(self.store.clone()).unwrap();
+        assert_eq!(read, expected, "after {after}");
+    }
+}
+
+/// The asset-pack decisions (install, a pack fetched on demand, an update, a removal, new
+/// limits) keep the stored parts equal to the manager.
+#[test]
+fn pack_decisions_stored_by_parts_read_back_equal() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    let mut parts = PartStore::default();
+    parts.sync(&mut m, "new");
+    for d in m
+        .downloads_for(InstallationEvent::FirstInstallation, 0)
+        .unwrap()
+    {
+        m.schedule(d, INSTALL, 0).unwrap();
+    }
+    parts.sync(&mut m, "install");
+    m.did_launch();
+    parts.sync(&mut m, "launch");
+    m.schedule_pack("maps", Caller::Page, 1).unwrap();
+    parts.sync(&mut m, "schedule_pack");
+    m.set_limits(QueueLimits {
+        max_concurrent: 1,
+        bandwidth: None,
+    });
+    parts.sync(&mut m, "set_limits");
+    finish_all(&mut m);
+    parts.sync(&mut m, "finish_all");
+    let v2 = PACKS.replace(
+        r#""id": "levels", "version": "1""#,
+        r#""id": "levels", "version": "2""#,
+    );
+    m.apply_manifest(declaration(&v2));
+    parts.sync(&mut m, "apply_manifest");
+    for d in m.ensure_local_availability("levels", 10).unwrap() {
+        m.schedule(d, Caller::Page, 10).unwrap();
+    }
+    parts.sync(&mut m, "ensure_local_availability");
+    for d in m.update_downloads(11).unwrap() {
+        let _ = m.schedule(d, Caller::Page, 11);
+    }
+    parts.sync(&mut m, "update_downloads");
+    finish_all(&mut m);
+    parts.sync(&mut m, "update finished");
+    m.remove_pack("maps").unwrap();
+    parts.sync(&mut m, "remove_pack");
+}
+
 #[test]
 fn a_stored_busy_manager_is_equal_and_decides_the_same() {
     let mut original = busy_manager();

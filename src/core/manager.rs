@@ -575,7 +575,6 @@ impl Manager {
     /// Changes the concurrency and bandwidth limits (running downloads above a lower limit keep
     /// running).
     pub fn set_limits(&mut self, limits: QueueLimits) {
-        self.touch_all();
         self.queue.set_limits(limits);
     }
 
@@ -1367,7 +1366,6 @@ impl Manager {
         essential: bool,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
-        self.touch_all();
         let pack = self.declared_pack(pack_id)?.clone();
         let store = self.packs.entry(pack.id.clone()).or_default();
         if store
@@ -1438,7 +1436,6 @@ impl Manager {
         event: InstallationEvent,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
-        self.touch_all();
         let packs: Vec<(Identifier, bool)> = self
             .declaration
             .asset_packs
@@ -1490,7 +1487,6 @@ impl Manager {
         pack_id: &str,
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
-        self.touch_all();
         let id = self.declared_pack(pack_id)?.id.clone();
         self.missing_downloads(&id, false, now)
     }
@@ -1806,7 +1802,6 @@ impl Manager {
         caller: Caller,
         now: Millis,
     ) -> Result<Vec<Identifier>> {
-        self.touch_all();
         let mut trial = self.clone();
         let downloads = trial.ensure_local_availability(pack_id, now)?;
         let ids = downloads.iter().map(|d| d.identifier.clone()).collect();
@@ -1986,6 +1981,11 @@ fn part_error(what: &str, error: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Part `what` as JSON text.
+fn part_json(what: &str, value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| part_error(what, e))
+}
+
 impl Manager {
     /// The parts of the state that differ from `stored` — the manager's own fields, the
     /// declaration, one part per download (its record, queue slot and admission) and one per
@@ -2014,8 +2014,6 @@ impl Manager {
     /// assert_eq!(restored.download(&Identifier::new("a").unwrap()), manager.download(&Identifier::new("a").unwrap()));
     /// ```
     pub fn changed_parts(&mut self, stored: &mut StoredParts) -> Result<PartChanges> {
-        let json =
-            |what: &str, value: &dyn erased::Json| value.json().map_err(|e| part_error(what, e));
         let mut changes = PartChanges::default();
         let head = Head {
             policy: self.policy.head(),
@@ -2025,14 +2023,14 @@ impl Manager {
         if stored.head.as_ref() != Some(&head) {
             changes
                 .put
-                .push((HEAD_PART.to_string(), json(HEAD_PART, &head)?));
+                .push((HEAD_PART.to_string(), part_json(HEAD_PART, &head)?));
             stored.head = Some(head);
         }
         if stored.declaration.as_ref() != Some(&self.declaration) {
             let value = self.declaration.to_json();
             changes.put.push((
                 DECLARATION_PART.to_string(),
-                json(DECLARATION_PART, &value)?,
+                part_json(DECLARATION_PART, &value)?,
             ));
             stored.declaration = Some(self.declaration.clone());
         }
@@ -2071,7 +2069,7 @@ impl Manager {
                     slot: slot.cloned(),
                     admitted: admission.cloned(),
                 };
-                changes.put.push((key.clone(), json(&key, &part)?));
+                changes.put.push((key.clone(), part_json(&key, &part)?));
                 stored.downloads.insert(id.clone(), part);
             }
         }
@@ -2079,7 +2077,7 @@ impl Manager {
         for (id, pack) in &self.packs {
             if stored.packs.get(id) != Some(pack) {
                 let key = format!("{PACK_PART_PREFIX}{id}");
-                changes.put.push((key.clone(), json(&key, pack)?));
+                changes.put.push((key.clone(), part_json(&key, pack)?));
                 stored.packs.insert(id.clone(), pack.clone());
             }
         }
@@ -2166,19 +2164,6 @@ impl Manager {
             touched: Touched::default(),
         };
         Ok((manager, stored))
-    }
-}
-
-/// Serializing a part, whatever its type.
-mod erased {
-    pub trait Json {
-        fn json(&self) -> serde_json::Result<String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> serde_json::Result<String> {
-            serde_json::to_string(self)
-        }
     }
 }
 
