@@ -797,6 +797,15 @@ type Settle = Box<dyn FnOnce(Option<&Error>)>;
 /// the batch from running); says whether it succeeded and how to settle it.
 type Decision = Box<dyn FnOnce(std::result::Result<&mut CoreManager, &Error>) -> (bool, Settle)>;
 
+/// Refuses every decision of `batch` with `error` (none of them runs); gives back how to settle
+/// each.
+fn refuse(batch: Vec<Decision>, error: &Error) -> Vec<Settle> {
+    batch
+        .into_iter()
+        .map(|decision| decision(Err(error)).1)
+        .collect()
+}
+
 /// The opened manager: the core, the container and the running transfers.
 struct Engine {
     container: Rc<Container>,
@@ -1144,8 +1153,8 @@ impl Engine {
                         timeout_ms: 0,
                     });
                     let batch = std::mem::take(&mut *self.decisions.borrow_mut());
-                    for decision in batch {
-                        decision(Err(&error)).1(None);
+                    for settle in refuse(batch, &error) {
+                        settle(None);
                     }
                     self.dispatch();
                     continue;
@@ -1186,13 +1195,7 @@ impl Engine {
         self: &Rc<Self>,
         batch: Vec<Decision>,
     ) -> std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)> {
-        let fail_all = |batch: Vec<Decision>, error: Error| {
-            let settles = batch
-                .into_iter()
-                .map(|decision| decision(Err(&error)).1)
-                .collect::<Vec<_>>();
-            (settles, error)
-        };
+        let fail_all = |batch: Vec<Decision>, error: Error| (refuse(batch, &error), error);
         if let Err(error) = self.check_open() {
             return Err(fail_all(batch, error));
         }
