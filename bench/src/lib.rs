@@ -605,8 +605,9 @@ pub async fn engine_resume(
 
 /// Diagnostic for the small-files measure: `count` files of `size` bytes one after another,
 /// each phase of a run timed apart — the Web Lock (acquire + release), the container's epoch
-/// transaction (which also looks up a finished asset), the fetch (head + body), the chunk write that also finishes — and
-/// then whole `web::transfer::run`s of the same files. Returns the mean ms per file of each.
+/// transaction (which also looks up a finished asset), the fetch (head + body), the chunk
+/// write that also finishes — and then whole `web::transfer::run`s of the same files. Returns
+/// the mean ms per file of each.
 #[wasm_bindgen(js_name = smallProfile)]
 pub async fn small_profile(
     cdn: String,
@@ -633,16 +634,7 @@ pub async fn small_profile(
         guard.release().await;
         lock_ms += now_ms() - t;
         let t = now_ms();
-        let record = match container
-            .begin_unless_finished(&id, |_| true)
-            .await
-            .map_err(err)?
-        {
-            background_assets::web::container::Began::Download(record) => record,
-            background_assets::web::container::Began::Finished(_) => {
-                return Err(err(format!("`{id}` is already finished")))
-            }
-        };
+        let record = container.begin_epoch_record(&id).await.map_err(err)?;
         epoch_ms += now_ms() - t;
         let t = now_ms();
         let url = format!("{cdn}/gen/{size}/{}?probe={tag}", seed + u64::from(i));

@@ -746,30 +746,6 @@ impl Container {
         Ok(Began::Download(record))
     }
 
-    /// The download record and the finished asset `identifier`, read in ONE transaction.
-    pub async fn lookup(
-        &self,
-        identifier: &str,
-    ) -> Result<(Option<DownloadRecord>, Option<StoredAsset>), Error> {
-        let op = "lookup";
-        let tx = self.transaction(&[DOWNLOADS, ASSETS], false, false, op, identifier)?;
-        let key = JsValue::from_str(identifier);
-        let record = tx
-            .store(DOWNLOADS)?
-            .get(Query::from(key.clone()))
-            .map_err(|e| storage(op, e))?;
-        let asset = tx
-            .store(ASSETS)?
-            .get(Query::from(key))
-            .map_err(|e| storage(op, e))?;
-        let record = record.await.map_err(|e| storage(op, e))?;
-        let asset = asset.await.map_err(|e| storage(op, e))?;
-        Ok((
-            record.map(|v| download_record(&v)),
-            asset.map(|v| stored_asset(&v)),
-        ))
-    }
-
     /// Appends one chunk and its checkpoint in ONE transaction, fenced like
     /// [`Container::write_chunk`], and — with `finish` — also turns the download into the finished
     /// asset in that same transaction (what [`Container::finish`] does).
