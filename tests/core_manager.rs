@@ -893,6 +893,76 @@ fn pack_decisions_stored_by_parts_read_back_equal() {
     parts.sync(&mut m, "remove_pack");
 }
 
+/// A pack file that finishes stores one small part of its own: the pack's part (whose size
+/// grows with its files) is not written again. A pack part stored with its stored-file sets (as
+/// before the files had parts) reads back the same and is rewritten without them.
+#[test]
+fn a_finished_pack_file_stores_its_own_part_not_the_pack() {
+    let mut m = Manager::new(declaration(PACKS), &page());
+    let mut parts = PartStore::default();
+    m.did_launch();
+    m.schedule_pack("levels", Caller::Page, 1).unwrap();
+    parts.sync(&mut m, "schedule_pack");
+    let started = m.poll_start(2);
+    parts.sync(&mut m, "poll_start");
+    let first = started.first().cloned().expect("a levels file starts");
+    let file = m.pack_file(&first).unwrap().clone();
+    m.on_finished(&first, file.size, file.sha256).unwrap();
+    let changes = m.changed_parts(&mut parts.stored).unwrap();
+    let keys: Vec<&str> = changes.put.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains(&format!("packfile/{first}").as_str()),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("pack/")),
+        "the pack's part is not rewritten: {keys:?}"
+    );
+    parts.store.extend(changes.put);
+    parts.sync(&mut m, "on_finished");
+
+    // Every pack part written the old way: the stored paths inside it, no file parts.
+    let mut legacy = parts.store.clone();
+    legacy.retain(|key, _| !key.starts_with("packfile/"));
+    let whole: serde_json::Value = serde_json::to_value(&m).unwrap();
+    for (pack, store) in whole["packs"].as_object().unwrap() {
+        legacy.insert(format!("pack/{pack}"), store.to_string());
+    }
+    let (mut read, mut stored) = Manager::from_parts(legacy.clone()).unwrap();
+    let mut expected = m.clone();
+    events(&mut expected);
+    assert_eq!(read, expected);
+    let changes = read.changed_parts(&mut stored).unwrap();
+    let keys: Vec<&str> = changes.put.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(keys.contains(&"pack/levels"), "rewritten: {keys:?}");
+    assert!(
+        keys.contains(&format!("packfile/{first}").as_str()),
+        "{keys:?}"
+    );
+    legacy.extend(changes.put);
+    let rewritten: serde_json::Value = serde_json::from_str(&legacy["pack/levels"]).unwrap();
+    for version in ["complete", "pending"] {
+        let stored = &rewritten[version]["stored"];
+        assert!(
+            stored.is_null() || stored.as_array().is_some_and(|s| s.is_empty()),
+            "{rewritten}"
+        );
+    }
+    assert_eq!(Manager::from_parts(legacy).unwrap().0, expected);
+
+    // The pack removed: its part and its files' parts are deleted.
+    m.remove_pack("levels").unwrap();
+    parts.sync(&mut m, "remove_pack");
+    assert!(
+        !parts
+            .store
+            .keys()
+            .any(|k| k.starts_with("packfile/") || k == "pack/levels"),
+        "{:?}",
+        parts.store.keys().collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn a_stored_busy_manager_is_equal_and_decides_the_same() {
     let mut original = busy_manager();

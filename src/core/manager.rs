@@ -1919,8 +1919,66 @@ pub const DECLARATION_PART: &str = "declaration";
 /// The key prefix of each download's part (`download/<identifier>`).
 pub const DOWNLOAD_PART_PREFIX: &str = "download/";
 
-/// The key prefix of each asset pack's part (`pack/<pack id>`).
+/// The key prefix of each asset pack's part (`pack/<pack id>`): its versions and their files,
+/// without which files are stored (those are parts of their own, [`PACK_FILE_PART_PREFIX`]).
 pub const PACK_PART_PREFIX: &str = "pack/";
+
+/// The key prefix of each stored pack file's part (`packfile/<file identifier>`): a file that
+/// finishes adds one small part instead of rewriting its pack's part, whose size grows with the
+/// pack's files.
+pub const PACK_FILE_PART_PREFIX: &str = "packfile/";
+
+/// A stored pack file's part: the pack, the version and the path it is stored for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PackFilePart {
+    pack: Identifier,
+    version: String,
+    path: String,
+}
+
+impl PackFilePart {
+    /// Whether `packs` still has this file stored.
+    fn is_stored_in(&self, packs: &BTreeMap<Identifier, PackStore>) -> bool {
+        packs.get(&self.pack).is_some_and(|store| {
+            store.versions().any(|v| {
+                v.version == self.version
+                    && v.stored.contains(&self.path)
+                    && v.files.contains_key(&self.path)
+            })
+        })
+    }
+}
+
+impl PackStore {
+    fn versions(&self) -> impl Iterator<Item = &PackVersion> {
+        self.complete.iter().chain(self.pending.iter())
+    }
+
+    /// The pack's part: its versions and files, without the stored-file sets.
+    fn view(&self) -> PackStore {
+        let strip = |v: &PackVersion| PackVersion {
+            version: v.version.clone(),
+            files: v.files.clone(),
+            stored: BTreeSet::new(),
+        };
+        PackStore {
+            complete: self.complete.as_ref().map(strip),
+            pending: self.pending.as_ref().map(strip),
+        }
+    }
+
+    /// Whether `stored` (a pack part as stored) is this pack's [`PackStore::view`].
+    fn has_view(&self, stored: &PackStore) -> bool {
+        let same = |a: &Option<PackVersion>, b: &Option<PackVersion>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.version == b.version && a.files == b.files && b.stored.is_empty()
+            }
+            _ => false,
+        };
+        same(&self.complete, &stored.complete) && same(&self.pending, &stored.pending)
+    }
+}
 
 /// The manager's own fields, stored apart from the declaration and the per-download and
 /// per-pack parts.
@@ -1955,7 +2013,10 @@ pub struct StoredParts {
     head: Option<Head>,
     declaration: Option<Declaration>,
     downloads: BTreeMap<Identifier, DownloadPart>,
+    /// The pack parts as stored (their views; an old part may still hold stored-file sets).
     packs: BTreeMap<Identifier, PackStore>,
+    /// The stored pack files' parts, by file identifier.
+    pack_files: BTreeMap<Identifier, PackFilePart>,
 }
 
 /// The parts to write (key, JSON text) and to delete (key) so that the stored parts match the
@@ -2075,10 +2136,29 @@ impl Manager {
         }
         stored.compared = true;
         for (id, pack) in &self.packs {
-            if stored.packs.get(id) != Some(pack) {
+            if !stored.packs.get(id).is_some_and(|part| pack.has_view(part)) {
                 let key = format!("{PACK_PART_PREFIX}{id}");
-                changes.put.push((key.clone(), part_json(&key, pack)?));
-                stored.packs.insert(id.clone(), pack.clone());
+                let view = pack.view();
+                changes.put.push((key.clone(), part_json(&key, &view)?));
+                stored.packs.insert(id.clone(), view);
+            }
+            for version in pack.versions() {
+                for path in &version.stored {
+                    let Some(file) = version.files.get(path) else {
+                        continue;
+                    };
+                    if stored.pack_files.contains_key(file) {
+                        continue;
+                    }
+                    let key = format!("{PACK_FILE_PART_PREFIX}{file}");
+                    let part = PackFilePart {
+                        pack: id.clone(),
+                        version: version.version.clone(),
+                        path: path.clone(),
+                    };
+                    changes.put.push((key.clone(), part_json(&key, &part)?));
+                    stored.pack_files.insert(file.clone(), part);
+                }
             }
         }
         let gone: Vec<Identifier> = stored
@@ -2091,6 +2171,16 @@ impl Manager {
             stored.packs.remove(&id);
             changes.delete.push(format!("{PACK_PART_PREFIX}{id}"));
         }
+        let packs = &self.packs;
+        stored.pack_files.retain(|file, part| {
+            let kept = part.is_stored_in(packs);
+            if !kept {
+                changes
+                    .delete
+                    .push(format!("{PACK_FILE_PART_PREFIX}{file}"));
+            }
+            kept
+        });
         Ok(changes)
     }
 
@@ -2127,6 +2217,10 @@ impl Manager {
                 let id = Identifier::new(id).map_err(|e| part_error(&key, e))?;
                 let pack = serde_json::from_str(&text).map_err(|e| part_error(&key, e))?;
                 stored.packs.insert(id, pack);
+            } else if let Some(file) = key.strip_prefix(PACK_FILE_PART_PREFIX) {
+                let file = Identifier::new(file).map_err(|e| part_error(&key, e))?;
+                let part = serde_json::from_str(&text).map_err(|e| part_error(&key, e))?;
+                stored.pack_files.insert(file, part);
             } else {
                 return Err(part_error(&key, "not a part of the manager's state"));
             }
@@ -2153,6 +2247,23 @@ impl Manager {
                 admitted.insert(id.clone(), admission.clone());
             }
         }
+        // A pack's stored files: its part's own sets (parts written before the files had parts
+        // of their own) and the files' parts that name one of its versions and files. A file
+        // part that names none is no longer stored: the next save deletes it.
+        let mut packs = stored.packs.clone();
+        for part in stored.pack_files.values() {
+            let Some(store) = packs.get_mut(&part.pack) else {
+                continue;
+            };
+            for version in [&mut store.complete, &mut store.pending]
+                .into_iter()
+                .flatten()
+            {
+                if version.version == part.version && version.files.contains_key(&part.path) {
+                    version.stored.insert(part.path.clone());
+                }
+            }
+        }
         let manager = Manager {
             declaration,
             policy: Policy::from_parts(head.policy, admitted),
@@ -2160,7 +2271,7 @@ impl Manager {
             records,
             events: VecDeque::new(),
             page_delegates: head.page_delegates,
-            packs: stored.packs.clone(),
+            packs,
             touched: Touched::default(),
         };
         Ok((manager, stored))
