@@ -1199,12 +1199,14 @@ impl Engine {
         if let Err(error) = self.check_open() {
             return Err(fail_all(batch, error));
         }
-        match self.refresh().await {
+        // The revision read and the lock query go out together (two round trips to the browser
+        // in the time of one); a reload keeps the count, and a count taken after it sets it.
+        let (refreshed, ()) = futures::join!(self.refresh(), self.count_page_delegates());
+        match refreshed {
             Ok(true) => self.reconcile(),
             Ok(false) => {}
             Err(error) => return Err(fail_all(batch, error)),
         }
-        self.count_page_delegates().await;
         let mut settles = Vec::with_capacity(batch.len());
         let mut decided = false;
         {
