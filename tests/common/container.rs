@@ -130,6 +130,73 @@ async fn chunks_read_back_exactly_across_boundaries() {
     remove(c).await;
 }
 
+/// A small file written and finished by one `append_chunk` is stored as inline pieces of at most
+/// 60 KiB (Chromium writes a blob file for a value over 64 KiB); a chunk that is not the whole
+/// file, and a whole file over 192 KiB, stay one value. Every byte reads back, across the
+/// pieces' boundaries.
+#[wasm_bindgen_test]
+async fn a_small_whole_file_is_stored_as_inline_pieces_and_reads_back_exactly() {
+    use background_assets::web::container::{ChunkAt, INLINE_MAX, INLINE_PIECE};
+    let c = fresh("pieces").await;
+    let piece = INLINE_PIECE as usize;
+    // (identifier, size, chunk size, chunks expected)
+    let cases = [
+        ("whole-64k", 65_536usize, 65_536usize, 2u32),
+        ("whole-150k", 150_000, 4 << 20, 3),
+        ("whole-max", INLINE_MAX as usize, INLINE_MAX as usize, 4),
+        ("whole-piece", piece, piece, 1),
+        ("whole-over", INLINE_MAX as usize + 1, 4 << 20, 1),
+        ("two-chunks", 131_072, 65_536, 2),
+    ];
+    for (id, size, chunk, expected) in cases {
+        let all = pattern(7, 0, size);
+        let record = c.begin_epoch_record(id).await.unwrap();
+        let mut offset = 0;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let at = ChunkAt {
+                identifier: id,
+                epoch: record.epoch,
+                generation: record.generation,
+                offset: offset as u64,
+            };
+            let last = offset + len == size;
+            let finish = last.then(|| FinishedAsset {
+                size: size as u64,
+                sha256: "0".repeat(64),
+                content_type: None,
+            });
+            let array = js_sys::Uint8Array::from(&all[offset..offset + len]);
+            let done = checkpoint((offset + len) as u64);
+            let stored = c.append_chunk(at, &array, &done, finish).await.unwrap();
+            assert_eq!(stored.is_some(), last, "{id} at {offset}");
+            offset += len;
+        }
+        let asset = c.asset(id).await.unwrap().unwrap();
+        assert_eq!(
+            (asset.size, asset.chunk_count),
+            (size as u64, expected),
+            "{id}"
+        );
+        assert_eq!(c.read_range(id, 0, size as u64).await.unwrap(), all, "{id}");
+        for (start, end) in [(piece - 1, piece + 1), (1, size - 1), (size - 3, size)] {
+            let end = end.min(size);
+            let start = start.min(end);
+            assert_eq!(
+                c.read_range(id, start as u64, end as u64).await.unwrap(),
+                &all[start..end],
+                "{id} {start}..{end}"
+            );
+        }
+        let blob = c.as_blob(id).await.unwrap();
+        assert_eq!(blob.size() as usize, size, "{id}");
+        // Deleting it removes every piece.
+        assert!(c.delete(id).await.unwrap());
+        assert!(c.asset(id).await.unwrap().is_none());
+    }
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_stale_epoch_cannot_write_and_changes_nothing() {
     let c = fresh("stale").await;
