@@ -519,13 +519,18 @@ pub struct Manager {
     touched: Touched,
 }
 
-/// Which downloads a manager changed since its parts were last compared with what is stored:
-/// [`Manager::changed_parts`] compares only those (or all, after a bulk change). Never part of
-/// the state: two managers are equal whatever they touched.
+/// What a manager changed since its parts were last compared with what is stored — downloads,
+/// packs, pack files newly stored: [`Manager::changed_parts`] compares only those (or all, after
+/// a bulk change, which also covers the declaration). Never part of the state: two managers are
+/// equal whatever they touched.
 #[derive(Debug, Clone, Default)]
 struct Touched {
     ids: BTreeSet<Identifier>,
     all: bool,
+    /// Packs whose part or stored files may have changed in bulk: compared whole.
+    packs: BTreeSet<Identifier>,
+    /// Pack files newly stored, by file identifier: one part each.
+    pack_files: BTreeMap<Identifier, PackFilePart>,
 }
 
 impl PartialEq for Touched {
@@ -1367,6 +1372,7 @@ impl Manager {
         now: Millis,
     ) -> Result<Vec<UrlDownload>> {
         let pack = self.declared_pack(pack_id)?.clone();
+        self.touched.packs.insert(pack.id.clone());
         let store = self.packs.entry(pack.id.clone()).or_default();
         if store
             .complete
@@ -1888,10 +1894,18 @@ impl Manager {
         if pending.files.get(&member.path) != Some(id) {
             return Vec::new();
         }
+        let part = PackFilePart {
+            pack: member.pack_id.clone(),
+            version: pending.version.clone(),
+            path: member.path.clone(),
+        };
         pending.stored.insert(member.path);
         if !pending.is_complete() {
+            self.touched.pack_files.insert(id.clone(), part);
             return Vec::new();
         }
+        // The version is complete and replaces the stored one: the pack changes whole.
+        self.touched.packs.insert(member.pack_id.clone());
         let new = store.pending.take();
         let old = std::mem::replace(&mut store.complete, new);
         let kept: BTreeSet<&Identifier> = store
@@ -2087,7 +2101,12 @@ impl Manager {
                 .push((HEAD_PART.to_string(), part_json(HEAD_PART, &head)?));
             stored.head = Some(head);
         }
-        if stored.declaration.as_ref() != Some(&self.declaration) {
+        let touched = std::mem::take(&mut self.touched);
+        // Only what was touched since the last comparison, unless nothing was compared yet (or
+        // a bulk change touched everything): then every part, and what is gone.
+        let full = !stored.compared || touched.all;
+        // Only bulk changes (a new manifest) change the declaration.
+        if full && stored.declaration.as_ref() != Some(&self.declaration) {
             let value = self.declaration.to_json();
             changes.put.push((
                 DECLARATION_PART.to_string(),
@@ -2095,12 +2114,8 @@ impl Manager {
             ));
             stored.declaration = Some(self.declaration.clone());
         }
-        let touched = std::mem::take(&mut self.touched);
         let slots = self.queue.slots();
         let admitted = self.policy.admitted();
-        // Only the downloads touched since the last comparison, unless nothing was compared yet
-        // (or a bulk change touched them all): then every download, and what is gone.
-        let full = !stored.compared || touched.all;
         let ids: BTreeSet<Identifier> = if full {
             let mut all: BTreeSet<Identifier> = self.records.keys().cloned().collect();
             all.extend(slots.keys().cloned());
@@ -2135,9 +2150,51 @@ impl Manager {
             }
         }
         stored.compared = true;
-        for (id, pack) in &self.packs {
+        if full {
+            let all: BTreeSet<Identifier> = self
+                .packs
+                .keys()
+                .chain(stored.packs.keys())
+                .cloned()
+                .collect();
+            self.pack_changes(&all, stored, &mut changes)?;
+        } else {
+            self.pack_changes(&touched.packs, stored, &mut changes)?;
+            for (file, part) in touched.pack_files {
+                if touched.packs.contains(&part.pack)
+                    || stored.pack_files.contains_key(&file)
+                    || !part.is_stored_in(&self.packs)
+                {
+                    continue;
+                }
+                let key = format!("{PACK_FILE_PART_PREFIX}{file}");
+                changes.put.push((key.clone(), part_json(&key, &part)?));
+                stored.pack_files.insert(file, part);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The parts of the packs `ids` that differ from `stored` (each pack compared whole: its
+    /// part, and its files' parts), into `changes`; `stored` is updated to match.
+    fn pack_changes(
+        &self,
+        ids: &BTreeSet<Identifier>,
+        stored: &mut StoredParts,
+        changes: &mut PartChanges,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            let key = format!("{PACK_PART_PREFIX}{id}");
+            let Some(pack) = self.packs.get(id) else {
+                if stored.packs.remove(id).is_some() {
+                    changes.delete.push(key);
+                }
+                continue;
+            };
             if !stored.packs.get(id).is_some_and(|part| pack.has_view(part)) {
-                let key = format!("{PACK_PART_PREFIX}{id}");
                 let view = pack.view();
                 changes.put.push((key.clone(), part_json(&key, &view)?));
                 stored.packs.insert(id.clone(), view);
@@ -2161,19 +2218,9 @@ impl Manager {
                 }
             }
         }
-        let gone: Vec<Identifier> = stored
-            .packs
-            .keys()
-            .filter(|id| !self.packs.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            stored.packs.remove(&id);
-            changes.delete.push(format!("{PACK_PART_PREFIX}{id}"));
-        }
         let packs = &self.packs;
         stored.pack_files.retain(|file, part| {
-            let kept = part.is_stored_in(packs);
+            let kept = !ids.contains(&part.pack) || part.is_stored_in(packs);
             if !kept {
                 changes
                     .delete
@@ -2181,7 +2228,7 @@ impl Manager {
             }
             kept
         });
-        Ok(changes)
+        Ok(())
     }
 
     /// The manager stored as `parts` (key, JSON text), as [`Manager::changed_parts`] wrote them,
@@ -2251,6 +2298,12 @@ impl Manager {
         // of their own) and the files' parts that name one of its versions and files. A file
         // part that names none is no longer stored: the next save deletes it.
         let mut packs = stored.packs.clone();
+        // A pack part that still holds stored-file sets is rewritten by the next save.
+        let legacy: BTreeSet<Identifier> = packs
+            .iter()
+            .filter(|(_, store)| store.versions().any(|v| !v.stored.is_empty()))
+            .map(|(id, _)| id.clone())
+            .collect();
         for part in stored.pack_files.values() {
             let Some(store) = packs.get_mut(&part.pack) else {
                 continue;
@@ -2272,7 +2325,10 @@ impl Manager {
             events: VecDeque::new(),
             page_delegates: head.page_delegates,
             packs,
-            touched: Touched::default(),
+            touched: Touched {
+                packs: legacy,
+                ..Touched::default()
+            },
         };
         Ok((manager, stored))
     }
