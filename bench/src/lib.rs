@@ -273,6 +273,7 @@ pub async fn manager_many(
     let started = now_ms();
     let outcome = manager.ensure_local_availability("small").await;
     let ms = now_ms() - started;
+    let stats = manager.decision_stats().await.map_err(err)?;
     let last = manager
         .file(&format!("small/{}.bin", count.saturating_sub(1)))
         .await;
@@ -287,7 +288,13 @@ pub async fn manager_many(
             )))
         }
     }
-    Ok(json!({ "ms": ms, "count": count }).to_string())
+    let stats = json!({
+        "batches": stats.batches, "decisions": stats.decisions,
+        "lock_wait_ms": stats.lock_wait_ms, "lock_held_ms": stats.lock_held_ms,
+        "read_ms": stats.read_ms, "compute_ms": stats.compute_ms, "save_ms": stats.save_ms,
+        "starts": stats.starts, "start_ms": stats.start_ms, "report_ms": stats.report_ms,
+    });
+    Ok(json!({ "ms": ms, "count": count, "stats": stats }).to_string())
 }
 
 /// One `len`-byte download through `web::transfer::run` while sampling wasm memory

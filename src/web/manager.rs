@@ -97,6 +97,54 @@ use crate::web::transfer::{run, LockPolicy, RunOptions, TransferControl, DEFAULT
 
 type Result<T> = std::result::Result<T, Error>;
 
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `performance.now()` (pages and workers alike).
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// What this global's decisions and transfer starts cost since its manager opened
+/// ([`DownloadManager::decision_stats`]): how many batches (one state-lock hold and one save
+/// each) held how many decisions, and where the time under and around the state lock went.
+/// Times are `performance.now()` milliseconds, summed.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(m: background_assets::web::manager::DownloadManager) -> Result<(), background_assets::core::error::Error> {
+/// let stats = m.decision_stats().await?;
+/// if stats.batches > 0 {
+///     let per_batch = stats.decisions as f64 / stats.batches as f64;
+///     let _ = (per_batch, stats.lock_held_ms / stats.batches as f64);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecisionStats {
+    /// Batches that held the state lock.
+    pub batches: u64,
+    /// Decisions applied in them.
+    pub decisions: u64,
+    /// Waiting for the state lock.
+    pub lock_wait_ms: f64,
+    /// Holding it (from granted to released).
+    pub lock_held_ms: f64,
+    /// Under it: reading the stored revision (and reloading) with the page-delegate count.
+    pub read_ms: f64,
+    /// Under it: applying the decisions and working out the changed parts (this thread's
+    /// computing, with no wait).
+    pub compute_ms: f64,
+    /// Under it: saving the changed parts (until the commit).
+    pub save_ms: f64,
+    /// Transfers started by this global's claims.
+    pub starts: u64,
+    /// From a download's claim to its transfer's start (its owner lock, the state read, the
+    /// browser-fetch look-up), summed over the starts.
+    pub start_ms: f64,
+    /// From a transfer's end to its result stored (the decision's wait, lock and save).
+    pub report_ms: f64,
+}
+
 /// The Web Lock held while [`DownloadManager::with_exclusive_control`] runs its closure.
 ///
 /// # Example
@@ -867,6 +915,7 @@ struct Engine {
     opened: Cell<bool>,
     /// Downloads the browser runs (Background Fetch) that this global watches for progress.
     handed: RefCell<BTreeMap<Identifier, AbortHandle>>,
+    stats: RefCell<DecisionStats>,
 }
 
 impl Engine {
@@ -911,6 +960,7 @@ impl Engine {
             declaration_url: config.declaration_url.clone(),
             opened: Cell::new(false),
             handed: RefCell::default(),
+            stats: RefCell::default(),
         });
         engine.open_channel();
         let opened = engine.clone();
@@ -1145,6 +1195,7 @@ impl Engine {
                 return;
             }
             let name = state_lock_name(&self.database);
+            let asked = performance_now();
             let guard = match acquire(&name, LockOptions::exclusive()).await {
                 Ok(Some(guard)) => guard,
                 outcome => {
@@ -1162,9 +1213,17 @@ impl Engine {
             };
             self.transacting.set(self.transacting.get() + 1);
             let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+            let granted = performance_now();
+            {
+                let mut stats = self.stats.borrow_mut();
+                stats.batches += 1;
+                stats.decisions += batch.len() as u64;
+                stats.lock_wait_ms += granted - asked;
+            }
             let outcome = self.transact_locked(batch).await;
             self.transacting.set(self.transacting.get() - 1);
             guard.release().await;
+            self.stats.borrow_mut().lock_held_ms += performance_now() - granted;
             match outcome {
                 Ok((settles, started)) => {
                     self.broadcast(Body::Changed);
@@ -1201,12 +1260,15 @@ impl Engine {
         }
         // The revision read and the lock query go out together (two round trips to the browser
         // in the time of one); a reload keeps the count, and a count taken after it sets it.
+        let reading = performance_now();
         let (refreshed, ()) = futures::join!(self.refresh(), self.count_page_delegates());
+        self.stats.borrow_mut().read_ms += performance_now() - reading;
         match refreshed {
             Ok(true) => self.reconcile(),
             Ok(false) => {}
             Err(error) => return Err(fail_all(batch, error)),
         }
+        let computing = performance_now();
         let mut settles = Vec::with_capacity(batch.len());
         let mut decided = false;
         {
@@ -1226,7 +1288,12 @@ impl Engine {
         } else {
             self.core.borrow_mut().poll_start(now())
         };
-        if let Err(error) = self.save().await {
+        let save = self.save();
+        let saving = performance_now();
+        self.stats.borrow_mut().compute_ms += saving - computing;
+        let saved = save.await;
+        self.stats.borrow_mut().save_ms += performance_now() - saving;
+        if let Err(error) = saved {
             // What is stored is unknown now: read it again before the next decision.
             self.loaded.set(false);
             *self.revision.borrow_mut() = None;
@@ -1599,6 +1666,7 @@ impl Engine {
         let claimed = id.clone();
         let defer = self.defers_to_pages(&id);
         let (task, abort) = abortable(async move {
+            let claimed_at = performance_now();
             if defer {
                 // A page may hand it to the browser (which outlives us both): give it the
                 // first chance; if none did, it runs here.
@@ -1639,6 +1707,9 @@ impl Engine {
                 return;
             }
             engine.run_claimed(claimed, guard, None, None).await;
+            let mut stats = engine.stats.borrow_mut();
+            stats.starts += 1;
+            stats.start_ms += performance_now() - claimed_at;
         });
         self.claims.borrow_mut().insert(id, abort);
         spawn_local(async move {
@@ -1827,7 +1898,9 @@ impl Engine {
                     warn(&format!("deleting `{task_id}`"), &error);
                 }
             }
+            let reporting = performance_now();
             engine.report_result(&task_id, result).await;
+            engine.stats.borrow_mut().report_ms += performance_now() - reporting;
             if let Some(done) = done {
                 let _ = done.send(());
             }
@@ -2582,9 +2655,33 @@ impl DownloadManager {
 
     /// Reads the core's state (the latest stored one).
     #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
+    /// What this global's decisions and transfer starts cost since the manager opened: batches,
+    /// decisions, and the time waiting for and holding the state lock, reading, saving, starting
+    /// and reporting ([`DecisionStats`]). A diagnostic for tuning (the benchmark prints it).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(m: background_assets::web::manager::DownloadManager) -> Result<(), background_assets::core::error::Error> {
+    /// let stats = m.decision_stats().await?;
+    /// assert!(stats.decisions >= stats.batches);
+    /// # Ok(()) }
+    /// ```
+    pub async fn decision_stats(&self) -> Result<DecisionStats> {
+        Ok(*self.engine().await?.stats.borrow())
+    }
+
     pub(crate) async fn inspect<T>(&self, f: impl FnOnce(&CoreManager) -> T) -> Result<T> {
         let engine = self.engine().await?;
         engine.read_fresh().await?;
+        let core = engine.core.borrow();
+        Ok(f(&core))
+    }
+
+    /// [`inspect`](Self::inspect) without reading the stored state first: this global's state
+    /// as of the last change it saw (what a watcher of [`changes`](Self::changes) looks at).
+    pub(crate) async fn inspect_current<T>(&self, f: impl FnOnce(&CoreManager) -> T) -> Result<T> {
+        let engine = self.engine().await?;
+        engine.check_open()?;
         let core = engine.core.borrow();
         Ok(f(&core))
     }

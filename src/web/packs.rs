@@ -339,10 +339,16 @@ impl DownloadManager {
         let pack_id = pack.to_string();
         self.decide(move |core| core.schedule_pack(&pack_id, caller, at))
             .await?;
+        let mut first = true;
         loop {
-            let (status, failure) = self
-                .inspect(|core| (core.pack_status(pack), core.pack_failure(pack)))
-                .await?;
+            let look = |core: &CoreManager| (core.pack_status(pack), core.pack_failure(pack));
+            // After a change this global saw (its own decision, or another context's, which it
+            // read before telling), its state is current: no need to read it again.
+            let (status, failure) = if std::mem::take(&mut first) {
+                self.inspect(look).await?
+            } else {
+                self.inspect_current(look).await?
+            };
             match (status?, failure) {
                 (PackStatus::Downloaded, _) => return Ok(()),
                 (_, Some(error)) => return Err(error),
@@ -358,6 +364,8 @@ impl DownloadManager {
                     message: format!("the download manager closed while `{pack}` was fetched"),
                 });
             }
+            // Changes told meanwhile are all seen by one look.
+            while changes.try_recv().is_ok() {}
         }
     }
 

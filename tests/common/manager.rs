@@ -739,6 +739,15 @@ async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own
         "{changed} `changed` messages for {} schedule calls",
         N + 1
     );
+    // The manager's own count agrees: every call was a decision (and the open one), in far
+    // fewer batches, and the time under the lock covers its reads and saves.
+    let stats = manager.decision_stats().await.unwrap();
+    assert!(stats.decisions > N as u64, "{stats:?}");
+    assert!((1..=N as u64 / 4).contains(&stats.batches), "{stats:?}");
+    assert!(
+        stats.lock_held_ms >= stats.read_ms + stats.save_ms - 1.0,
+        "{stats:?}"
+    );
     let close: js_sys::Function = js::get(&changes, "close").into();
     close.call0(&changes).unwrap();
     remove(manager, &database).await;

@@ -197,6 +197,19 @@ pub fn run(options: &Options) -> Result<bool> {
             Value::Array(profile.clone())
         );
     }
+    let decision_stats: Vec<Value> = raw["managerMany"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| run.get("stats").cloned())
+        .collect();
+    if !decision_stats.is_empty() {
+        // DownloadManager::decision_stats after each small-files run through the manager.
+        println!(
+            "bench: small files through the manager, decision stats per run: {}",
+            Value::Array(decision_stats)
+        );
+    }
     let errors: Vec<String> = raw["errors"]
         .as_array()
         .into_iter()
