@@ -197,17 +197,12 @@ pub fn run(options: &Options) -> Result<bool> {
             Value::Array(profile.clone())
         );
     }
-    let decision_stats: Vec<Value> = raw["managerMany"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|run| run.get("stats").cloned())
-        .collect();
+    let decision_stats = decision_stats(&raw);
     if !decision_stats.is_empty() {
         // DownloadManager::decision_stats after each small-files run through the manager.
         println!(
             "bench: small files through the manager, decision stats per run: {}",
-            Value::Array(decision_stats)
+            Value::Array(decision_stats.clone())
         );
     }
     let errors: Vec<String> = raw["errors"]
@@ -227,7 +222,7 @@ pub fn run(options: &Options) -> Result<bool> {
         &machine,
         &errors,
         started.elapsed(),
-        &raw["smallProfile"],
+        &raw,
     );
     if let Some(sections) = only_sections() {
         println!(
@@ -934,6 +929,46 @@ impl Machine {
     }
 }
 
+/// `DownloadManager::decision_stats` after each small-files run through the manager.
+fn decision_stats(raw: &Value) -> Vec<Value> {
+    raw["managerMany"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| run.get("stats").cloned())
+        .collect()
+}
+
+/// The small-files row's `DownloadManager::decision_stats`, per run, as a paragraph of means
+/// (ms per batch under the lock, ms per start and per reported result); `None` without stats.
+fn decision_paragraph(runs: &[Value]) -> Option<String> {
+    let mean = |key: &str, per: &str| -> Option<f64> {
+        let values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| Some(r[key].as_f64()? / r[per].as_f64().filter(|n| *n > 0.0)?))
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let batches = mean("batches", "decisions")?;
+    Some(format!(
+        "Small files through the manager (`DownloadManager::decision_stats`, mean of {} run(s)): \
+         {:.2} batches per decision (1.00 = no group commit); per batch, waiting for the state \
+         lock {:.2} ms and holding it {:.2} ms: reading the revision {:.2}, applying the \
+         decisions and working out the changed parts {:.2}, saving {:.2}; per file, {:.2} ms \
+         from its claim to its transfer's start and {:.2} ms from the transfer's end to its \
+         result stored.\n\n",
+        runs.len(),
+        batches,
+        mean("lock_wait_ms", "batches")?,
+        mean("lock_held_ms", "batches")?,
+        mean("read_ms", "batches")?,
+        mean("compute_ms", "batches")?,
+        mean("save_ms", "batches")?,
+        mean("start_ms", "starts")?,
+        mean("report_ms", "starts")?,
+    ))
+}
+
 fn render_markdown(
     options: &Options,
     plan: &Plan,
@@ -941,8 +976,9 @@ fn render_markdown(
     machine: &Machine,
     errors: &[String],
     took: Duration,
-    profile: &Value,
+    raw: &Value,
 ) -> String {
+    let profile = &raw["smallProfile"];
     let date = command::capture(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
         .map(|d| d.trim().to_string())
         .unwrap_or_default();
@@ -989,6 +1025,9 @@ fn render_markdown(
             ms("write_finish_ms"),
             ms("run_ms"),
         ));
+    }
+    if let Some(paragraph) = decision_paragraph(&decision_stats(raw)) {
+        out.push_str(&paragraph);
     }
     out.push_str(
         "\\* **engine** = `background_assets::web::transfer::run`, the engine the download \
@@ -1066,6 +1105,30 @@ mod tests {
             "{new}"
         );
         assert_eq!(keep_notes("no notes", "fresh".into()), "fresh");
+    }
+
+    #[test]
+    fn decision_stats_are_averaged_per_batch_and_per_file() {
+        let run = |held: f64| {
+            json!({"batches": 4.0, "decisions": 8.0, "lock_wait_ms": 4.0, "lock_held_ms": held,
+                   "read_ms": 2.0, "compute_ms": 1.0, "save_ms": 8.0, "starts": 2.0,
+                   "start_ms": 6.0, "report_ms": 10.0})
+        };
+        let text = decision_paragraph(&[run(20.0), run(40.0)]).unwrap();
+        assert!(
+            text.contains("mean of 2 run(s)): 0.50 batches per decision"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lock 1.00 ms and holding it 7.50 ms"),
+            "{text}"
+        );
+        assert!(text.contains("revision 0.50, applying"), "{text}");
+        assert!(text.contains("parts 0.25, saving 2.00"), "{text}");
+        assert!(text.contains("per file, 3.00 ms from its claim"), "{text}");
+        assert!(text.contains("5.00 ms from the transfer's end"), "{text}");
+        assert_eq!(decision_paragraph(&[]), None);
+        assert_eq!(decision_paragraph(&[json!({"batches": 1.0})]), None);
     }
 
     #[test]
