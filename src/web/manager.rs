@@ -915,6 +915,7 @@ struct Engine {
     opened: Cell<bool>,
     /// Downloads the browser runs (Background Fetch) that this global watches for progress.
     handed: RefCell<BTreeMap<Identifier, AbortHandle>>,
+    /// What this global's decisions and starts cost ([`DownloadManager::decision_stats`]).
     stats: RefCell<DecisionStats>,
 }
 
@@ -2653,11 +2654,10 @@ impl DownloadManager {
         engine.transact(f).await
     }
 
-    /// Reads the core's state (the latest stored one).
-    #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
     /// What this global's decisions and transfer starts cost since the manager opened: batches,
-    /// decisions, and the time waiting for and holding the state lock, reading, saving, starting
-    /// and reporting ([`DecisionStats`]). A diagnostic for tuning (the benchmark prints it).
+    /// decisions, and the time waiting for and holding the state lock, reading, computing,
+    /// saving, starting and reporting ([`DecisionStats`]). A diagnostic for tuning (the benchmark
+    /// prints it).
     ///
     /// # Example
     /// ```no_run
@@ -2670,11 +2670,11 @@ impl DownloadManager {
         Ok(*self.engine().await?.stats.borrow())
     }
 
+    /// Reads the core's state (the latest stored one).
+    #[allow(dead_code)] // the asset-pack API (packs.rs) is its user
     pub(crate) async fn inspect<T>(&self, f: impl FnOnce(&CoreManager) -> T) -> Result<T> {
-        let engine = self.engine().await?;
-        engine.read_fresh().await?;
-        let core = engine.core.borrow();
-        Ok(f(&core))
+        self.engine().await?.read_fresh().await?;
+        self.inspect_current(f).await
     }
 
     /// [`inspect`](Self::inspect) without reading the stored state first: this global's state

@@ -339,20 +339,13 @@ impl DownloadManager {
         let pack_id = pack.to_string();
         self.decide(move |core| core.schedule_pack(&pack_id, caller, at))
             .await?;
-        let mut first = true;
+        let look = |core: &CoreManager| (core.pack_status(pack), core.pack_failure(pack));
+        let mut seen = self.inspect(look).await?;
         loop {
-            let look = |core: &CoreManager| (core.pack_status(pack), core.pack_failure(pack));
-            // After a change this global saw (its own decision, or another context's, which it
-            // read before telling), its state is current: no need to read it again.
-            let (status, failure) = if std::mem::take(&mut first) {
-                self.inspect(look).await?
-            } else {
-                self.inspect_current(look).await?
-            };
-            match (status?, failure) {
-                (PackStatus::Downloaded, _) => return Ok(()),
-                (_, Some(error)) => return Err(error),
-                (PackStatus::Downloading, None) => {}
+            match seen {
+                (Ok(PackStatus::Downloaded), _) => return Ok(()),
+                (Err(error), _) | (_, Some(error)) => return Err(error),
+                (Ok(PackStatus::Downloading), None) => {}
                 _ => {
                     return Err(Error::Cancelled {
                         identifier: pack.to_string(),
@@ -364,8 +357,11 @@ impl DownloadManager {
                     message: format!("the download manager closed while `{pack}` was fetched"),
                 });
             }
-            // Changes told meanwhile are all seen by one look.
+            // Changes told meanwhile are all seen by one look. After a change this global saw
+            // (its own decision, or another context's, which it read before telling), its state
+            // is current: no need to read it again.
             while changes.try_recv().is_ok() {}
+            seen = self.inspect_current(look).await?;
         }
     }
 
