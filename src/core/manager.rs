@@ -514,7 +514,7 @@ pub struct Manager {
     events: VecDeque<RoutedEvent>,
     page_delegates: usize,
     packs: BTreeMap<Identifier, PackStore>,
-    /// The downloads changed since the last [`Manager::changed_parts`] (not part of the state).
+    /// What changed since the last [`Manager::changed_parts`] (not part of the state).
     #[serde(skip)]
     touched: Touched,
 }
@@ -2061,6 +2061,19 @@ fn part_json(what: &str, value: &impl Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| part_error(what, e))
 }
 
+/// Stores the part of the pack file `file` (newly stored) into `changes` and `stored`.
+fn put_pack_file(
+    file: Identifier,
+    part: PackFilePart,
+    stored: &mut StoredParts,
+    changes: &mut PartChanges,
+) -> Result<()> {
+    let key = format!("{PACK_FILE_PART_PREFIX}{file}");
+    changes.put.push((key.clone(), part_json(&key, &part)?));
+    stored.pack_files.insert(file, part);
+    Ok(())
+}
+
 impl Manager {
     /// The parts of the state that differ from `stored` — the manager's own fields, the
     /// declaration, one part per download (its record, queue slot and admission) and one per
@@ -2167,9 +2180,7 @@ impl Manager {
                 {
                     continue;
                 }
-                let key = format!("{PACK_FILE_PART_PREFIX}{file}");
-                changes.put.push((key.clone(), part_json(&key, &part)?));
-                stored.pack_files.insert(file, part);
+                put_pack_file(file, part, stored, &mut changes)?;
             }
         }
         Ok(changes)
@@ -2207,14 +2218,12 @@ impl Manager {
                     if stored.pack_files.contains_key(file) {
                         continue;
                     }
-                    let key = format!("{PACK_FILE_PART_PREFIX}{file}");
                     let part = PackFilePart {
                         pack: id.clone(),
                         version: version.version.clone(),
                         path: path.clone(),
                     };
-                    changes.put.push((key.clone(), part_json(&key, &part)?));
-                    stored.pack_files.insert(file.clone(), part);
+                    put_pack_file(file.clone(), part, stored, changes)?;
                 }
             }
         }
