@@ -202,7 +202,7 @@ pub fn run(options: &Options) -> Result<bool> {
         // DownloadManager::decision_stats after each small-files run through the manager.
         println!(
             "bench: small files through the manager, decision stats per run: {}",
-            Value::Array(decision_stats.clone())
+            Value::Array(decision_stats)
         );
     }
     let errors: Vec<String> = raw["errors"]
