@@ -274,6 +274,7 @@ pub async fn manager_many(
     let outcome = manager.ensure_local_availability("small").await;
     let ms = now_ms() - started;
     let stats = manager.decision_stats().await.map_err(err)?;
+    let data = manager.container().await.map_err(err)?.batch_stats();
     let last = manager
         .file(&format!("small/{}.bin", count.saturating_sub(1)))
         .await;
@@ -293,6 +294,7 @@ pub async fn manager_many(
         "lock_wait_ms": stats.lock_wait_ms, "lock_held_ms": stats.lock_held_ms,
         "read_ms": stats.read_ms, "compute_ms": stats.compute_ms, "save_ms": stats.save_ms,
         "starts": stats.starts, "start_ms": stats.start_ms, "report_ms": stats.report_ms,
+        "data_transactions": data.transactions, "data_operations": data.operations,
     });
     Ok(json!({ "ms": ms, "count": count, "stats": stats }).to_string())
 }

@@ -51,6 +51,9 @@ use web_sys::{IdbDatabase, IdbTransaction};
 use super::js;
 use crate::core::error::Error;
 
+mod batch;
+pub use batch::{BatchStats, MAX_BATCH};
+
 /// The schema version this code writes; [`migrate`] brings older databases up to it.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -153,6 +156,8 @@ pub struct ChunkWindow {
 pub struct Container {
     name: String,
     db: IdbDatabase,
+    /// Group commit of begins and whole small-file writes (see [`BatchStats`]).
+    batcher: Rc<RefCell<batch::Batcher>>,
     _on_version_change: Closure<dyn FnMut(JsValue)>,
 }
 
@@ -343,21 +348,21 @@ fn put_chunk(
     at: (&str, u64, u64),
     bytes: &Uint8Array,
     whole_file: bool,
-) -> Result<(), idb::Error> {
+) -> Result<u32, idb::Error> {
     let (identifier, generation, offset) = at;
     let len = bytes.length();
     if !whole_file || len <= INLINE_PIECE || len > INLINE_MAX {
         chunks.put(bytes, Some(&chunk_key(identifier, generation, offset)))?;
-        return Ok(());
+        return Ok(1);
     }
-    let mut start = 0;
+    let (mut start, mut pieces) = (0, 0);
     while start < len {
         let end = (start + INLINE_PIECE).min(len);
         let key = chunk_key(identifier, generation, offset + u64::from(start));
         chunks.put(&bytes.slice(start, end), Some(&key))?;
-        start = end;
+        (start, pieces) = (end, pieces + 1);
     }
-    Ok(())
+    Ok(pieces)
 }
 
 fn chunk_key(identifier: &str, generation: u64, offset: u64) -> JsValue {
@@ -681,6 +686,7 @@ impl Container {
         Ok(Container {
             name: name.to_string(),
             db,
+            batcher: Rc::default(),
             _on_version_change: on_version_change,
         })
     }
@@ -738,55 +744,34 @@ impl Container {
     /// [`Container::begin_epoch_record`], unless `identifier` has no download record and its
     /// finished asset is one that `keep` accepts: then that asset, and nothing is written. One
     /// transaction where a run would first look up whether the file is already there.
+    ///
+    /// Begins (and whole small-file writes) that arrive while an earlier batch of them runs share
+    /// the next transaction (group commit, [`Container::batch_stats`]); each is checked and
+    /// answered on its own.
     pub async fn begin_unless_finished(
         &self,
         identifier: &str,
-        keep: impl FnOnce(&StoredAsset) -> bool,
+        keep: impl FnOnce(&StoredAsset) -> bool + 'static,
     ) -> Result<Began, Error> {
-        let op = "begin_epoch";
-        // Relaxed like the data: durability only matters across a power loss, which every
-        // context shares; ordering and visibility are the same.
-        let tx = self.transaction(&[DOWNLOADS, ASSETS], true, true, op, identifier)?;
-        let key = JsValue::from_str(identifier);
-        let existing = tx
-            .store(DOWNLOADS)?
-            .get(Query::from(key.clone()))
-            .map_err(|e| storage(op, e))?
-            .await
-            .map_err(|e| storage(op, e))?;
-        let record = match existing {
-            Some(value) => {
-                let mut record = download_record(&value);
-                record.epoch += 1;
-                record
-            }
-            None => {
-                let asset = tx
-                    .store(ASSETS)?
-                    .get(Query::from(key.clone()))
-                    .map_err(|e| storage(op, e))?
-                    .await
-                    .map_err(|e| storage(op, e))?
-                    .map(|a| stored_asset(&a));
-                if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
-                    let asset = asset.clone();
-                    tx.commit().await?;
-                    return Ok(Began::Finished(asset));
-                }
-                DownloadRecord {
-                    identifier: identifier.to_string(),
-                    epoch: 1,
-                    stored: 0,
-                    generation: asset.map(|a| a.generation + 1).unwrap_or(1),
-                    checkpoint: JsValue::NULL,
-                }
-            }
+        let (reply, answer) = futures::channel::oneshot::channel();
+        let op = batch::Op::Begin {
+            identifier: identifier.to_string(),
+            keep: Box::new(keep),
+            reply,
         };
-        tx.store(DOWNLOADS)?
-            .put(&download_value(&record), Some(&key))
-            .map_err(|e| storage(op, e))?;
-        tx.commit().await?;
-        Ok(Began::Download(record))
+        batch::submit(&self.db, &self.batcher, op);
+        answer.await.unwrap_or_else(|_| {
+            Err(storage(
+                &format!("begin_epoch `{identifier}`"),
+                "the batch ended without an answer",
+            ))
+        })
+    }
+
+    /// How many group-commit transactions this connection ran for begins and whole small-file
+    /// writes, and how many of those operations they carried (see [`MAX_BATCH`]).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batcher.borrow().stats()
     }
 
     /// Appends one chunk and its checkpoint in ONE transaction, fenced like
@@ -800,8 +785,11 @@ impl Container {
     /// [`Error::DownloadDoesNotExist`], or [`Error::Storage`] for an offset that is not the end of
     /// the stored bytes or a `generation` that is not the record's — nothing changes then.
     ///
-    /// A small file written and finished by this one call is stored as inline pieces
-    /// ([`INLINE_MAX`]); readers see the same bytes.
+    /// A whole small file — written at offset 0 and finished by this one call, at most
+    /// [`INLINE_MAX`] bytes — is stored as inline pieces (readers see the same bytes), and goes
+    /// with the group commit of [`Container::begin_unless_finished`]: `bytes` are copied at once,
+    /// its checks run before its writes in the batch's transaction, and nothing is written when
+    /// they fail or when the future is dropped before its batch starts.
     pub fn append_chunk(
         &self,
         at: ChunkAt<'_>,
@@ -827,6 +815,31 @@ impl Container {
         };
         let identifier = identifier.to_string();
         let len = bytes.length() as u64;
+        if let Some(finish) = finish
+            .as_ref()
+            .filter(|f| offset == 0 && f.size == len && len <= u64::from(INLINE_MAX))
+        {
+            // A whole small file: its only write goes with the next group commit. A copy, as
+            // the caller may reuse `bytes` at once.
+            let (reply, answer) = futures::channel::oneshot::channel();
+            let op = batch::Op::Whole {
+                identifier: identifier.clone(),
+                epoch,
+                generation,
+                bytes: bytes.slice(0, bytes.length()),
+                finish: finish.clone(),
+                reply,
+            };
+            batch::submit(&self.db, &self.batcher, op);
+            return futures::future::Either::Left(async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(storage(
+                        &format!("write_chunk+finish `{identifier}`"),
+                        "the batch ended without an answer",
+                    ))
+                })
+            });
+        }
         let issued = self
             .transaction(stores, true, true, op, &identifier)
             .and_then(|tx| {
@@ -837,10 +850,9 @@ impl Container {
                         .get(Query::from(key))
                         .map_err(|e| storage(op, e))?,
                 );
-                // The whole file in one write: when small, inline pieces (see INLINE_MAX).
-                let whole_file = offset == 0 && finish.as_ref().is_some_and(|f| f.size == len);
+                // (A whole small file went to the batch above: this is one value.)
                 let at = (identifier.as_str(), generation, offset);
-                put_chunk(&tx.store(CHUNKS)?, at, bytes, whole_file)
+                put_chunk(&tx.store(CHUNKS)?, at, bytes, false)
                     .map_err(|e| storage(&format!("{op} `{identifier}`"), e))?;
                 Ok((tx, record))
             });
@@ -862,7 +874,7 @@ impl Container {
             };
             let _ = sender.send(outcome);
         });
-        async move {
+        futures::future::Either::Right(async move {
             // Dropped before the end (a killed run): abort, so the chunk is not left behind.
             let mut guard = AbortOnDrop(raw);
             let outcome = receiver.await.unwrap_or_else(|_| {
@@ -873,7 +885,7 @@ impl Container {
             });
             guard.0 = None;
             outcome
-        }
+        })
     }
 }
 

@@ -304,11 +304,11 @@ fn checkpoint_value(checkpoint: &Checkpoint) -> Result<JsValue, Error> {
         })
 }
 
-/// Whether a finished asset already matches the declaration (only when a SHA-256 is declared):
-/// then the run keeps it instead of downloading.
-fn matches_declaration(spec: &TransferSpec, asset: &StoredAsset) -> bool {
-    spec.sha256.is_some_and(|sha256| {
-        asset.sha256 == hex(&sha256) && spec.expected_size.map_or(true, |s| s == asset.size)
+/// Whether a finished asset already matches the declared `sha256` and `size` (only when a
+/// SHA-256 is declared): then the run keeps it instead of downloading.
+fn matches_declaration(sha256: Option<[u8; 32]>, size: Option<u64>, asset: &StoredAsset) -> bool {
+    sha256.is_some_and(|sha256| {
+        asset.sha256 == hex(&sha256) && size.map_or(true, |s| s == asset.size)
     })
 }
 
@@ -356,7 +356,10 @@ pub async fn run(
     let identifier = spec.identifier.clone();
     let guard = take_lock(&identifier, options.lock).await?;
     let record = match container
-        .begin_unless_finished(&identifier, |asset| matches_declaration(&spec, asset))
+        .begin_unless_finished(&identifier, {
+            let (sha256, size) = (spec.sha256, spec.expected_size);
+            move |asset| matches_declaration(sha256, size, asset)
+        })
         .await?
     {
         Began::Download(record) => record,

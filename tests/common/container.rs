@@ -197,6 +197,126 @@ async fn a_small_whole_file_is_stored_as_inline_pieces_and_reads_back_exactly() 
     remove(c).await;
 }
 
+/// Begins and whole small-file writes that arrive together share one transaction (group
+/// commit), and each keeps its own checks and answer: a stale writer in the batch gets
+/// `StaleEpoch` and stores nothing while the others store their bytes.
+#[wasm_bindgen_test]
+async fn begins_and_small_writes_together_share_transactions_each_with_its_own_answer() {
+    use background_assets::web::container::ChunkAt;
+    use futures::future::join_all;
+    let c = fresh("batch").await;
+    let ids: Vec<String> = (0..12).map(|i| format!("file-{i}")).collect();
+    let records = join_all(ids.iter().map(|id| c.begin_epoch_record(id))).await;
+    let records: Vec<_> = records.into_iter().map(Result::unwrap).collect();
+    assert!(records.iter().all(|r| (r.epoch, r.generation) == (1, 1)));
+    let stats = c.batch_stats();
+    assert_eq!(stats.operations, 12, "{stats:?}");
+    assert!(stats.transactions < 12, "no group commit: {stats:?}");
+    // file-0 is taken over: its first writer's epoch is stale now.
+    assert_eq!(c.begin_epoch("file-0").await.unwrap(), 2);
+    let sizes: Vec<usize> = (0..12).map(|i| 1000 + i * 9000).collect();
+    let writes = ids
+        .iter()
+        .zip(&records)
+        .zip(&sizes)
+        .map(|((id, record), &size)| {
+            let at = ChunkAt {
+                identifier: id,
+                epoch: record.epoch,
+                generation: record.generation,
+                offset: 0,
+            };
+            let bytes = js_sys::Uint8Array::from(&pattern(3, 0, size)[..]);
+            let finish = FinishedAsset {
+                size: size as u64,
+                sha256: "0".repeat(64),
+                content_type: None,
+            };
+            c.append_chunk(at, &bytes, &checkpoint(size as u64), Some(finish))
+        });
+    let before = c.batch_stats();
+    let outcomes = join_all(writes).await;
+    let after = c.batch_stats();
+    assert_eq!(after.operations - before.operations, 12, "{after:?}");
+    assert!(
+        after.transactions - before.transactions < 12,
+        "no group commit: {before:?} → {after:?}"
+    );
+    for ((id, outcome), &size) in ids.iter().zip(outcomes).zip(&sizes) {
+        if id == "file-0" {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(Error::StaleEpoch {
+                        held: 1,
+                        current: 2,
+                        ..
+                    })
+                ),
+                "{outcome:?}"
+            );
+            assert!(c.asset(id).await.unwrap().is_none());
+            let record = c.load_checkpoint(id).await.unwrap().unwrap();
+            assert_eq!((record.epoch, record.stored), (2, 0));
+            continue;
+        }
+        let stored = outcome.unwrap().expect("finished");
+        assert_eq!((stored.size, stored.generation), (size as u64, 1), "{id}");
+        assert_eq!(c.asset(id).await.unwrap(), Some(stored), "{id}");
+        assert_eq!(
+            c.read_range(id, 0, size as u64).await.unwrap(),
+            pattern(3, 0, size),
+            "{id}"
+        );
+        assert!(c.load_checkpoint(id).await.unwrap().is_none(), "{id}");
+    }
+    remove(c).await;
+}
+
+/// Two begins of the same download at once never share a batch: the second sees the first's
+/// epoch. More than `MAX_BATCH` at once take more than one transaction. A whole small-file write
+/// whose future is dropped before its batch starts writes nothing.
+#[wasm_bindgen_test]
+async fn the_same_download_twice_at_once_gets_two_epochs_and_a_dropped_write_stores_nothing() {
+    use background_assets::web::container::{ChunkAt, MAX_BATCH};
+    use futures::future::join_all;
+    let c = fresh("batch-same").await;
+    let (a, b) = futures::join!(c.begin_epoch("same"), c.begin_epoch("same"));
+    let mut epochs = [a.unwrap(), b.unwrap()];
+    epochs.sort();
+    assert_eq!(epochs, [1, 2]);
+
+    let many: Vec<String> = (0..MAX_BATCH + 6).map(|i| format!("many-{i}")).collect();
+    let before = c.batch_stats();
+    let began = join_all(many.iter().map(|id| c.begin_epoch(id))).await;
+    assert!(began.into_iter().all(|e| e == Ok(1)));
+    let after = c.batch_stats();
+    assert_eq!(after.operations - before.operations, many.len() as u64);
+    assert_eq!(after.transactions - before.transactions, 2, "{after:?}");
+
+    let record = c.begin_epoch_record("dropped").await.unwrap();
+    let at = ChunkAt {
+        identifier: "dropped",
+        epoch: record.epoch,
+        generation: record.generation,
+        offset: 0,
+    };
+    let finish = FinishedAsset {
+        size: 3,
+        sha256: "0".repeat(64),
+        content_type: None,
+    };
+    let bytes = js_sys::Uint8Array::from(&b"abc"[..]);
+    drop(c.append_chunk(at, &bytes, &checkpoint(3), Some(finish)));
+    // Anything queued after it runs after it: once this begin answers, the dropped write's turn
+    // has passed.
+    c.begin_epoch("after-the-drop").await.unwrap();
+    assert!(c.asset("dropped").await.unwrap().is_none());
+    let record = c.load_checkpoint("dropped").await.unwrap().unwrap();
+    assert_eq!((record.epoch, record.stored), (1, 0));
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_stale_epoch_cannot_write_and_changes_nothing() {
     let c = fresh("stale").await;

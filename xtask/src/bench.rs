@@ -956,7 +956,7 @@ fn decision_paragraph(runs: &[Value]) -> Option<String> {
          lock {:.2} ms and holding it {:.2} ms: reading the revision {:.2}, applying the \
          decisions and working out the changed parts {:.2}, saving {:.2}; per file, {:.2} ms \
          from its claim to its transfer's start and {:.2} ms from the transfer's end to its \
-         result stored.\n\n",
+         result stored.{}\n\n",
         runs.len(),
         batches,
         mean("lock_wait_ms", "batches")?,
@@ -966,6 +966,12 @@ fn decision_paragraph(runs: &[Value]) -> Option<String> {
         mean("save_ms", "batches")?,
         mean("start_ms", "starts")?,
         mean("report_ms", "starts")?,
+        mean("data_operations", "data_transactions")
+            .map(|n| format!(
+                " The container's group commit (`Container::batch_stats`) carried {n:.2} begins \
+                 and whole-file writes per transaction."
+            ))
+            .unwrap_or_default(),
     ))
 }
 
@@ -1127,6 +1133,12 @@ mod tests {
         assert!(text.contains("parts 0.25, saving 2.00"), "{text}");
         assert!(text.contains("per file, 3.00 ms from its claim"), "{text}");
         assert!(text.contains("5.00 ms from the transfer's end"), "{text}");
+        assert!(!text.contains("group commit (`Container"), "{text}");
+        let mut with_data = run(20.0);
+        with_data["data_transactions"] = json!(100.0);
+        with_data["data_operations"] = json!(450.0);
+        let text = decision_paragraph(&[with_data]).unwrap();
+        assert!(text.contains("carried 4.50 begins"), "{text}");
         assert_eq!(decision_paragraph(&[]), None);
         assert_eq!(decision_paragraph(&[json!({"batches": 1.0})]), None);
     }

@@ -1,0 +1,404 @@
+//! Group commit for the two readwrite transactions that every download makes once: its begin
+//! (the epoch bump) and, for a small file, the one write that stores and finishes it whole.
+//!
+//! IndexedDB runs readwrite transactions over the same stores one at a time, and each of these
+//! needs a round trip through this thread between its read and its writes. With many runs at
+//! once (an asset pack of many small files) they queue behind each other, and a busy thread holds
+//! every queued one up. Here, operations that arrive while one batch's transaction runs wait, and
+//! go together into the next one: one transaction, one round trip and one commit for all of them.
+//! An operation that arrives when no batch runs starts one at once.
+//!
+//! Each operation keeps its own checks and its own answer: one whose check fails writes nothing,
+//! and the others in its batch go on. Two operations on the same identifier never share a batch
+//! (the later one waits for the next), so each sees the other's writes. An operation whose caller
+//! has gone (a dropped future) before its batch starts is skipped; once started, it commits with
+//! its batch, like a write that committed just before its context died.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use idb::Query;
+use js_sys::Uint8Array;
+use wasm_bindgen::JsValue;
+use web_sys::IdbDatabase;
+
+use super::{
+    asset_value, download_record, download_value, generation_range, put_chunk, storage,
+    stored_asset, transaction, Began, DownloadRecord, FinishedAsset, StoredAsset, Tx, ASSETS,
+    CHUNKS, DOWNLOADS,
+};
+use crate::core::error::Error;
+
+/// At most this many operations share one transaction (a bound on its size and on how long the
+/// first of them waits for the last).
+pub const MAX_BATCH: usize = 64;
+
+/// How many batch transactions ran and how many operations they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Transactions started.
+    pub transactions: u64,
+    /// Operations carried by them.
+    pub operations: u64,
+}
+
+/// One operation waiting for its batch.
+pub(super) enum Op {
+    /// [`super::Container::begin_unless_finished`].
+    Begin {
+        identifier: String,
+        keep: Box<dyn FnOnce(&StoredAsset) -> bool>,
+        reply: oneshot::Sender<Result<Began, Error>>,
+    },
+    /// [`super::Container::append_chunk`] of a whole file that fits [`super::INLINE_MAX`]: its
+    /// only write, at offset 0, finishing it.
+    Whole {
+        identifier: String,
+        epoch: u64,
+        generation: u64,
+        bytes: Uint8Array,
+        finish: FinishedAsset,
+        reply: oneshot::Sender<Result<Option<StoredAsset>, Error>>,
+    },
+}
+
+impl Op {
+    fn identifier(&self) -> &str {
+        match self {
+            Op::Begin { identifier, .. } | Op::Whole { identifier, .. } => identifier,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        match self {
+            Op::Begin { reply, .. } => reply.is_canceled(),
+            Op::Whole { reply, .. } => reply.is_canceled(),
+        }
+    }
+}
+
+/// The queue of one connection.
+#[derive(Default)]
+pub(super) struct Batcher {
+    queue: Vec<Op>,
+    running: bool,
+    stats: BatchStats,
+}
+
+impl Batcher {
+    pub(super) fn stats(&self) -> BatchStats {
+        self.stats
+    }
+}
+
+/// Queues `op`; starts a batch now unless one is running (its end starts the next).
+pub(super) fn submit(db: &IdbDatabase, batcher: &Rc<RefCell<Batcher>>, op: Op) {
+    let mut queued = batcher.borrow_mut();
+    queued.queue.push(op);
+    if !queued.running {
+        queued.running = true;
+        wasm_bindgen_futures::spawn_local(drain(db.clone(), batcher.clone()));
+    }
+}
+
+/// Runs batches until the queue is empty.
+async fn drain(db: IdbDatabase, batcher: Rc<RefCell<Batcher>>) {
+    loop {
+        let ops = {
+            let mut queued = batcher.borrow_mut();
+            let waiting = std::mem::take(&mut queued.queue);
+            let mut identifiers = HashSet::new();
+            let mut ops = Vec::new();
+            for op in waiting {
+                if op.abandoned() {
+                    continue;
+                }
+                if ops.len() < MAX_BATCH && identifiers.insert(op.identifier().to_string()) {
+                    ops.push(op);
+                } else {
+                    queued.queue.push(op);
+                }
+            }
+            if ops.is_empty() {
+                queued.running = false;
+                return;
+            }
+            queued.stats.transactions += 1;
+            queued.stats.operations += ops.len() as u64;
+            ops
+        };
+        run_batch(&db, ops).await;
+    }
+}
+
+/// What one operation decided, answered once its batch's transaction ended.
+enum Decided {
+    Begin(oneshot::Sender<Result<Began, Error>>, Result<Began, Error>),
+    Whole(
+        oneshot::Sender<Result<Option<StoredAsset>, Error>>,
+        Result<Option<StoredAsset>, Error>,
+    ),
+}
+
+impl Decided {
+    /// Sends the answer: the decision if the transaction committed or the operation wrote
+    /// nothing, else the transaction's error (as this operation's).
+    fn answer(self, identifier: &str, committed: &Result<(), Error>, wrote: bool) {
+        let failure = match committed {
+            Err(error) if wrote => Some(own_error(error, identifier)),
+            _ => None,
+        };
+        match self {
+            Decided::Begin(reply, outcome) => {
+                let _ = reply.send(failure.map_or(outcome, Err));
+            }
+            Decided::Whole(reply, outcome) => {
+                let _ = reply.send(failure.map_or(outcome, Err));
+            }
+        }
+    }
+}
+
+/// A batch transaction's error, named for one of its operations.
+fn own_error(error: &Error, identifier: &str) -> Error {
+    match error {
+        Error::QuotaExceeded { .. } => Error::QuotaExceeded {
+            identifier: identifier.to_string(),
+        },
+        other => other.clone(),
+    }
+}
+
+type Get = idb::request::futures::GetStoreRequestFuture;
+
+/// One transaction for `ops` (distinct identifiers): every read issued at once, then each
+/// operation's checks and writes in order, then one commit.
+async fn run_batch(db: &IdbDatabase, ops: Vec<Op>) {
+    let first = ops[0].identifier().to_string();
+    let tx = match transaction(
+        db,
+        &[DOWNLOADS, CHUNKS, ASSETS],
+        true,
+        true,
+        "batch",
+        &first,
+    ) {
+        Ok(tx) => tx,
+        Err(error) => {
+            for op in ops {
+                let identifier = op.identifier().to_string();
+                let (decided, _) = decline(op, own_error(&error, &identifier));
+                decided.answer(&identifier, &Ok(()), false);
+            }
+            return;
+        }
+    };
+    // Every read first: the answers come back together, in one round trip.
+    let reads: Vec<_> = ops
+        .into_iter()
+        .map(|op| {
+            let issued = issue_reads(&tx, op.identifier());
+            (op, issued)
+        })
+        .collect();
+    let mut decided = Vec::with_capacity(reads.len());
+    let mut broken: Option<Error> = None;
+    for (op, issued) in reads {
+        let identifier = op.identifier().to_string();
+        let (decision, wrote) = match &broken {
+            Some(error) => decline(op, own_error(error, &identifier)),
+            None => decide(&tx, op, issued).await,
+        };
+        match wrote {
+            Ok(wrote) => decided.push((identifier, decision, wrote)),
+            Err(error) => {
+                // A request failed: some of this batch's writes may be issued, so none commits.
+                let _ = tx.raw.abort();
+                decided.push((identifier, decision, false));
+                broken.get_or_insert(error);
+            }
+        }
+    }
+    let committed = match broken {
+        Some(error) => Err(error),
+        None => tx.commit().await,
+    };
+    for (identifier, decision, wrote) in decided {
+        decision.answer(&identifier, &committed, wrote);
+    }
+}
+
+/// `op` answered with `error`, nothing written.
+fn decline(op: Op, error: Error) -> (Decided, Result<bool, Error>) {
+    let decided = match op {
+        Op::Begin { reply, .. } => Decided::Begin(reply, Err(error.clone())),
+        Op::Whole { reply, .. } => Decided::Whole(reply, Err(error.clone())),
+    };
+    (decided, Err(error))
+}
+
+/// The download record and the finished asset of `identifier`, both requested now.
+fn issue_reads(tx: &Tx, identifier: &str) -> Result<(Get, Get), Error> {
+    let key = JsValue::from_str(identifier);
+    let fail = |e: idb::Error| storage(&format!("batch `{identifier}`"), e);
+    let record = tx
+        .store(DOWNLOADS)?
+        .get(Query::from(key.clone()))
+        .map_err(fail)?;
+    let asset = tx.store(ASSETS)?.get(Query::from(key)).map_err(fail)?;
+    // The success handlers are attached now: the answers may come before a first poll.
+    Ok((
+        std::future::IntoFuture::into_future(record),
+        std::future::IntoFuture::into_future(asset),
+    ))
+}
+
+/// One operation's checks and writes, once its reads answer: its decision, and whether it issued
+/// writes (`Err` when a request failed: the batch is aborted then).
+async fn decide(
+    tx: &Tx,
+    op: Op,
+    issued: Result<(Get, Get), Error>,
+) -> (Decided, Result<bool, Error>) {
+    let identifier = op.identifier().to_string();
+    let fail = |e: idb::Error| storage(&format!("batch `{identifier}`"), e);
+    let read = async {
+        let (record, asset) = issued?;
+        let record = record.await.map_err(fail)?.map(|r| download_record(&r));
+        let asset = asset.await.map_err(fail)?.map(|a| stored_asset(&a));
+        Ok::<_, Error>((record, asset))
+    };
+    let (record, asset) = match read.await {
+        Ok(read) => read,
+        Err(error) => return decline(op, error),
+    };
+    match op {
+        Op::Begin {
+            identifier,
+            keep,
+            reply,
+        } => {
+            let record = match record {
+                Some(mut record) => {
+                    record.epoch += 1;
+                    record
+                }
+                None => {
+                    if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
+                        let began = Ok(Began::Finished(asset.clone()));
+                        return (Decided::Begin(reply, began), Ok(false));
+                    }
+                    DownloadRecord {
+                        identifier: identifier.clone(),
+                        epoch: 1,
+                        stored: 0,
+                        generation: asset.map(|a| a.generation + 1).unwrap_or(1),
+                        checkpoint: JsValue::NULL,
+                    }
+                }
+            };
+            let key = JsValue::from_str(&identifier);
+            let put = tx
+                .store(DOWNLOADS)
+                .and_then(|s| s.put(&download_value(&record), Some(&key)).map_err(fail));
+            match put {
+                Ok(_) => (Decided::Begin(reply, Ok(Began::Download(record))), Ok(true)),
+                Err(error) => (Decided::Begin(reply, Err(error.clone())), Err(error)),
+            }
+        }
+        Op::Whole {
+            identifier,
+            epoch,
+            generation,
+            bytes,
+            finish,
+            reply,
+            ..
+        } => {
+            let mut record = match check_whole(&identifier, record, epoch, generation) {
+                Ok(record) => record,
+                Err(error) => return (Decided::Whole(reply, Err(error)), Ok(false)),
+            };
+            record.stored = bytes.length() as u64;
+            match write_whole(tx, &record, &bytes, asset, finish) {
+                Ok(stored) => (Decided::Whole(reply, Ok(Some(stored))), Ok(true)),
+                Err(error) => (Decided::Whole(reply, Err(error.clone())), Err(error)),
+            }
+        }
+    }
+}
+
+/// The checks of [`super::Container::append_chunk`] for a first and only write at offset 0.
+fn check_whole(
+    identifier: &str,
+    record: Option<DownloadRecord>,
+    epoch: u64,
+    generation: u64,
+) -> Result<DownloadRecord, Error> {
+    let Some(record) = record else {
+        return Err(Error::DownloadDoesNotExist {
+            identifier: identifier.to_string(),
+        });
+    };
+    if record.epoch != epoch {
+        return Err(Error::StaleEpoch {
+            identifier: identifier.to_string(),
+            held: epoch,
+            current: record.epoch,
+        });
+    }
+    if record.stored != 0 || generation != record.generation {
+        let why = format!(
+            "a chunk at 0 of generation {generation}, but {} bytes of generation {} are stored \
+             (chunks are appended)",
+            record.stored, record.generation
+        );
+        return Err(storage(&format!("write_chunk+finish `{identifier}`"), why));
+    }
+    Ok(record)
+}
+
+/// Stores `bytes` as the whole of `record`'s generation and finishes it (what
+/// [`super::Container::append_chunk`] with `finish` does): anything left in that generation is
+/// deleted first (no bytes of it are recorded as stored), an older asset's chunks are deleted,
+/// the asset record is written and the download record removed.
+fn write_whole(
+    tx: &Tx,
+    record: &DownloadRecord,
+    bytes: &Uint8Array,
+    old: Option<StoredAsset>,
+    finish: FinishedAsset,
+) -> Result<StoredAsset, Error> {
+    let identifier = record.identifier.as_str();
+    let fail = |e: idb::Error| storage(&format!("write_chunk+finish `{identifier}`"), e);
+    let key = JsValue::from_str(identifier);
+    let chunks = tx.store(CHUNKS)?;
+    chunks
+        .delete(generation_range(identifier, record.generation)?)
+        .map_err(fail)?;
+    let pieces =
+        put_chunk(&chunks, (identifier, record.generation, 0), bytes, true).map_err(fail)?;
+    if let Some(old) = old.filter(|old| old.generation != record.generation) {
+        chunks
+            .delete(generation_range(identifier, old.generation)?)
+            .map_err(fail)?;
+    }
+    let stored = StoredAsset {
+        identifier: identifier.to_string(),
+        size: finish.size,
+        sha256: finish.sha256,
+        content_type: finish.content_type,
+        finished_at: js_sys::Date::now(),
+        generation: record.generation,
+        chunk_count: pieces,
+    };
+    tx.store(ASSETS)?
+        .put(&asset_value(&stored), Some(&key))
+        .map_err(fail)?;
+    tx.store(DOWNLOADS)?
+        .delete(Query::from(key))
+        .map_err(fail)?;
+    Ok(stored)
+}
