@@ -141,6 +141,13 @@ pub struct DecisionStats {
     /// From a download's claim to its transfer's start (its owner lock, the state read, the
     /// browser-fetch look-up), summed over the starts.
     pub start_ms: f64,
+    /// Of `start_ms`: waiting for the owner locks.
+    pub claim_lock_ms: f64,
+    /// Of `start_ms`: after the owner lock, reading the stored revision (not after this
+    /// global's own decision when the lock was free) together with the browser-fetch look-up.
+    pub claim_read_ms: f64,
+    /// Of `start_ms`: from there to the transfer started (or handed to the browser fetch).
+    pub claim_spawn_ms: f64,
     /// From a transfer's end to its result stored (the decision's wait, lock and save).
     pub report_ms: f64,
 }
@@ -894,6 +901,9 @@ struct Engine {
     delegate: DelegateSlot,
     wakeup: RefCell<Option<Timeout>>,
     pump_queued: Cell<bool>,
+    /// A sweep of the browser fetches runs; `true` inside: the state changed since it began,
+    /// so it sweeps again when done.
+    sweeping: Cell<Option<bool>>,
     closed: Cell<bool>,
     /// Transfers that finished after the core had already paused or pre-empted them: reported
     /// when the core starts them again (nothing is fetched twice).
@@ -949,6 +959,7 @@ impl Engine {
             delegate,
             wakeup: RefCell::default(),
             pump_queued: Cell::new(false),
+            sweeping: Cell::new(None),
             closed: Cell::new(false),
             unreported: RefCell::default(),
             watchers: RefCell::default(),
@@ -1229,7 +1240,7 @@ impl Engine {
                 Ok((settles, started)) => {
                     self.broadcast(Body::Changed);
                     for id in started {
-                        self.claim(id);
+                        self.claim_after(id, true);
                     }
                     self.reconcile();
                     self.arm_wakeup();
@@ -1379,37 +1390,54 @@ impl Engine {
                 watcher.abort();
             }
         }
+        // One sweep at a time: the decisions made meanwhile are swept once, after it.
+        if self.sweeping.get().is_some() {
+            self.sweeping.set(Some(true));
+            return;
+        }
+        self.sweeping.set(Some(false));
         let engine = self.clone();
         spawn_local(async move {
-            for fetch_id in background_fetch::ids().await {
-                let Some((database, id)) = background_fetch::parse_fetch_id(&fetch_id) else {
-                    continue;
-                };
-                let Ok(id) = Identifier::new(id) else {
-                    continue;
-                };
-                let downloading = engine
-                    .core
-                    .borrow()
-                    .download(&id)
-                    .is_some_and(|d| d.state == DownloadState::Downloading);
-                if database != engine.database || downloading || engine.closed.get() {
-                    continue;
-                }
-                if let Ok(Some(fetch)) = background_fetch::get(&fetch_id).await {
-                    if fetch.result() == BrowserFetchResult::Running {
-                        // Marked first: the worker's `backgroundfetchabort` then knows it was
-                        // not the user (who cancels the download that way).
-                        let marker = aborted_marker(&fetch_id);
-                        if let Err(error) = engine.container.put_meta(&marker, &JsValue::TRUE).await
-                        {
-                            warn(&format!("marking `{fetch_id}` as aborted"), &error);
-                        }
-                        fetch.abort().await;
-                    }
+            loop {
+                engine.sweep_once().await;
+                if engine.sweeping.replace(Some(false)) != Some(true) {
+                    break;
                 }
             }
+            engine.sweeping.set(None);
         });
+    }
+
+    /// Aborts the browser fetches of this database whose downloads are no longer
+    /// `downloading`.
+    async fn sweep_once(&self) {
+        for fetch_id in background_fetch::ids().await {
+            let Some((database, id)) = background_fetch::parse_fetch_id(&fetch_id) else {
+                continue;
+            };
+            let Ok(id) = Identifier::new(id) else {
+                continue;
+            };
+            let downloading = self
+                .core
+                .borrow()
+                .download(&id)
+                .is_some_and(|d| d.state == DownloadState::Downloading);
+            if database != self.database || downloading || self.closed.get() {
+                continue;
+            }
+            if let Ok(Some(fetch)) = background_fetch::get(&fetch_id).await {
+                if fetch.result() == BrowserFetchResult::Running {
+                    // Marked first: the worker's `backgroundfetchabort` then knows it was
+                    // not the user (who cancels the download that way).
+                    let marker = aborted_marker(&fetch_id);
+                    if let Err(error) = self.container.put_meta(&marker, &JsValue::TRUE).await {
+                        warn(&format!("marking `{fetch_id}` as aborted"), &error);
+                    }
+                    fetch.abort().await;
+                }
+            }
+        }
     }
 
     /// Whether the app declares `backgroundFetch` and `id` is a scheduled (not foreground)
@@ -1453,18 +1481,13 @@ impl Engine {
         self: &Rc<Self>,
         id: Identifier,
         owner: LockGuard,
-        known: Option<BrowserFetch>,
+        known: Option<Option<BrowserFetch>>,
         done: Option<oneshot::Sender<()>>,
     ) {
         let fetch_id = background_fetch::fetch_id(&self.database, id.as_str());
         let existing = match known {
-            Some(fetch) => Some(fetch),
-            None => background_fetch::get(&fetch_id)
-                .await
-                .unwrap_or_else(|error| {
-                    warn(&format!("looking up the browser fetch of `{id}`"), &error);
-                    None
-                }),
+            Some(found) => found,
+            None => self.look_up_browser_fetch(&id).await,
         };
         match existing.as_ref().map(|f| (f.result(), f)) {
             Some((BrowserFetchResult::Running, fetch)) => {
@@ -1507,6 +1530,17 @@ impl Engine {
             None => {}
         }
         self.spawn_transfer(id, owner, None, done);
+    }
+
+    /// The browser fetch of `id`, if there is one (a failed look-up is warned about: none).
+    async fn look_up_browser_fetch(&self, id: &Identifier) -> Option<BrowserFetch> {
+        let fetch_id = background_fetch::fetch_id(&self.database, id.as_str());
+        background_fetch::get(&fetch_id)
+            .await
+            .unwrap_or_else(|error| {
+                warn(&format!("looking up the browser fetch of `{id}`"), &error);
+                None
+            })
     }
 
     /// Starts the browser fetch of `id` (its URL allowed by the declaration, its headers).
@@ -1638,7 +1672,7 @@ impl Engine {
                 watcher.abort();
             }
             let (done, stored) = oneshot::channel();
-            self.run_claimed(id.clone(), owner, Some(fetch.clone()), Some(done))
+            self.run_claimed(id.clone(), owner, Some(Some(fetch.clone())), Some(done))
                 .await;
             if stored.await.is_err() {
                 // Not run here (the browser still runs it?): look again shortly.
@@ -1651,6 +1685,15 @@ impl Engine {
     /// Runs `id` here once this global holds its owner lock and the state still says it is
     /// `downloading` (resumes it if this global has it paused).
     fn claim(self: &Rc<Self>, id: Identifier) {
+        self.claim_after(id, false);
+    }
+
+    /// [`claim`](Self::claim) of a download this global's own decision just started: its state
+    /// is as fresh as that decision's save, so when the owner lock is free at once (nobody ran it
+    /// since) the stored state is not read again. Another context's later change reaches this
+    /// global as a "changed" message, and [`reconcile`](Self::reconcile) then pauses or stops
+    /// the transfer.
+    fn claim_after(self: &Rc<Self>, id: Identifier, own_decision: bool) {
         if self.closed.get() {
             return;
         }
@@ -1674,7 +1717,18 @@ impl Engine {
                 gloo_timers::future::TimeoutFuture::new(HAND_OFF_GRACE_MS).await;
             }
             let name = owner_lock_name(&engine.database, &claimed);
-            let granted = acquire(&name, LockOptions::exclusive()).await;
+            let asked = performance_now();
+            // (After a grace for the pages, another context may have had it: read again.)
+            let free = if own_decision && !defer {
+                acquire(&name, LockOptions::exclusive().if_available()).await
+            } else {
+                Ok(None)
+            };
+            let (granted, reload) = match free {
+                Ok(Some(guard)) => (Ok(Some(guard)), false),
+                _ => (acquire(&name, LockOptions::exclusive()).await, true),
+            };
+            let locked = performance_now();
             engine.claims.borrow_mut().remove(&claimed);
             let guard = match granted {
                 Ok(Some(guard)) => guard,
@@ -1687,7 +1741,17 @@ impl Engine {
             if engine.closed.get() {
                 return;
             }
-            match engine.refresh().await {
+            // The browser-fetch look-up goes out with the state read (both after the lock).
+            let refresh = async {
+                if reload {
+                    engine.refresh().await
+                } else {
+                    Ok(false)
+                }
+            };
+            let (refreshed, found) =
+                futures::join!(refresh, engine.look_up_browser_fetch(&claimed));
+            match refreshed {
                 // The reload may be this global's first sight of the other context's change
                 // (its "changed" message then finds nothing newer): wake the watchers here.
                 Ok(true) => {
@@ -1707,10 +1771,15 @@ impl Engine {
                 guard.release().await;
                 return;
             }
-            engine.run_claimed(claimed, guard, None, None).await;
+            let read = performance_now();
+            engine.run_claimed(claimed, guard, Some(found), None).await;
+            let started = performance_now();
             let mut stats = engine.stats.borrow_mut();
             stats.starts += 1;
-            stats.start_ms += performance_now() - claimed_at;
+            stats.start_ms += started - claimed_at;
+            stats.claim_lock_ms += locked - asked;
+            stats.claim_read_ms += read - locked;
+            stats.claim_spawn_ms += started - read;
         });
         self.claims.borrow_mut().insert(id, abort);
         spawn_local(async move {

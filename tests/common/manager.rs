@@ -748,6 +748,9 @@ async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own
         stats.lock_held_ms >= stats.read_ms + stats.save_ms - 1.0,
         "{stats:?}"
     );
+    // A claim's time splits into its owner lock, its read and its hand-over.
+    let parts = stats.claim_lock_ms + stats.claim_read_ms + stats.claim_spawn_ms;
+    assert!(parts <= stats.start_ms + 0.5, "{stats:?}");
     let close: js_sys::Function = js::get(&changes, "close").into();
     close.call0(&changes).unwrap();
     remove(manager, &database).await;
