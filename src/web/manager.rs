@@ -1914,7 +1914,9 @@ impl Engine {
                 let options = RunOptions {
                     allow,
                     page_origin: Some(engine.page_origin.clone()),
-                    lock: LockPolicy::Wait,
+                    // The owner lock, held until the result is stored, makes this global the
+                    // download's only runner: no second lock per file.
+                    lock: LockPolicy::Caller,
                     read_buffer: DEFAULT_READ_BUFFER,
                     control: Some(last.clone()),
                     on_progress: Some(Box::new(move |progress: &Progress| {
