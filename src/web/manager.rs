@@ -1914,9 +1914,7 @@ impl Engine {
                 let options = RunOptions {
                     allow,
                     page_origin: Some(engine.page_origin.clone()),
-                    // The owner lock, held until the result is stored, makes this global the
-                    // download's only runner: no second lock per file.
-                    lock: LockPolicy::Caller,
+                    lock: LockPolicy::Wait,
                     read_buffer: DEFAULT_READ_BUFFER,
                     control: Some(last.clone()),
                     on_progress: Some(Box::new(move |progress: &Progress| {

@@ -105,10 +105,6 @@ pub enum LockPolicy {
     /// Take the lock from its holder. The holder's guard reports the loss and its writes are
     /// refused by the epoch this run starts.
     Steal,
-    /// Take no lock: the caller holds one of its own that makes it the download's only runner
-    /// (the download manager's owner lock, held until the result is stored). The epoch this run
-    /// begins still fences it against any other writer.
-    Caller,
 }
 
 /// A command for a running transfer, sent through a [`TransferControl`].
@@ -316,32 +312,22 @@ fn matches_declaration(sha256: Option<[u8; 32]>, size: Option<u64>, asset: &Stor
     })
 }
 
-async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<Option<LockGuard>, Error> {
+async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Error> {
     let name = lock_name(identifier);
     let options = match policy {
         LockPolicy::Wait => LockOptions::exclusive(),
         LockPolicy::IfAvailable => LockOptions::exclusive().if_available(),
         LockPolicy::Steal => LockOptions::exclusive().steal(),
-        LockPolicy::Caller => return Ok(None),
     };
     acquire(&name, options)
         .await?
         .ok_or_else(|| Error::DownloadAlreadyScheduled {
             identifier: identifier.to_string(),
         })
-        .map(Some)
-}
-
-/// Lets the run's lock go (if it took one).
-async fn release(guard: Option<LockGuard>) {
-    if let Some(guard) = guard {
-        guard.release().await;
-    }
 }
 
 /// Runs the download `spec` into `container` until it is finished or fails, under the Web Lock
-/// [`lock_name`]`(identifier)` (unless [`LockPolicy::Caller`]), continuing from the stored
-/// checkpoint if there is one.
+/// [`lock_name`]`(identifier)`, continuing from the stored checkpoint if there is one.
 ///
 /// Returns the finished [`StoredAsset`]. Errors: whatever the transfer fails with
 /// ([`Error::RetriesExhausted`], [`Error::IntegrityMismatch`], [`Error::HttpStatus`], ...);
@@ -378,7 +364,7 @@ pub async fn run(
     {
         Began::Download(record) => record,
         Began::Finished(asset) => {
-            release(guard).await;
+            guard.release().await;
             return Ok(asset);
         }
     };
@@ -430,7 +416,7 @@ pub async fn run(
     let outcome = driver.drive().await;
     let Driver { guard, io, .. } = driver;
     drop(io); // abort any open fetch before letting the lock go
-    release(guard).await;
+    guard.release().await;
     outcome
 }
 
@@ -464,8 +450,7 @@ struct Driver<'c> {
     epoch: u64,
     /// The download record's chunk generation (the chunks' key space).
     generation: u64,
-    /// The run's lock (none with [`LockPolicy::Caller`]).
-    guard: Option<LockGuard>,
+    guard: LockGuard,
     allow: DomainAllowList,
     page: url::Origin,
     read_buffer: usize,
@@ -499,7 +484,7 @@ impl Driver<'_> {
                 return done;
             }
             self.report();
-            if self.lock_lost() {
+            if self.guard.is_lost() {
                 return Err(self.stale().await);
             }
             // A paused transfer holding its response reads no more of it: the browser's buffers
@@ -540,7 +525,7 @@ impl Driver<'_> {
 
     /// Waits for the first of: a command, the lock lost, the fetch, the timer.
     async fn wait(&mut self, timer: &mut Option<TimeoutFuture>) -> Wake {
-        let mut lost = self.guard.as_ref().map(LockGuard::lost);
+        let mut lost = self.guard.lost();
         let control = self.control.clone();
         let io = &mut self.io;
         let write = &mut self.write;
@@ -548,10 +533,7 @@ impl Driver<'_> {
             if let Some(command) = control.as_ref().and_then(|c| c.poll_command(cx)) {
                 return Poll::Ready(Wake::Command(command));
             }
-            if lost
-                .as_mut()
-                .is_some_and(|l| Pin::new(l).poll(cx).is_ready())
-            {
+            if Pin::new(&mut lost).poll(cx).is_ready() {
                 return Poll::Ready(Wake::LockLost);
             }
             match io {
@@ -894,15 +876,11 @@ impl Driver<'_> {
 
     /// [`Error::StaleEpoch`] once the lock was stolen: a holder that lost its lock writes nothing.
     async fn stop_if_lost(&self) -> Result<(), Error> {
-        if self.lock_lost() {
+        if self.guard.is_lost() {
             Err(self.stale().await)
         } else {
             Ok(())
         }
-    }
-
-    fn lock_lost(&self) -> bool {
-        self.guard.as_ref().is_some_and(LockGuard::is_lost)
     }
 
     /// The error of a holder whose lock was stolen. The thief begins a newer epoch (if it has

@@ -508,53 +508,6 @@ async fn racing_runs_one_runs_the_other_observes_or_waits() {
     remove(c).await;
 }
 
-/// `LockPolicy::Caller` takes no lock (the caller holds its own): it runs while another holder
-/// has the download's lock, which stays held; the epoch still fences it — a run that began later
-/// overtakes it, and its next write is refused with `StaleEpoch`.
-#[wasm_bindgen_test]
-async fn a_caller_held_run_takes_no_lock_and_is_still_fenced_by_its_epoch() {
-    const LEN: u64 = 2 * MIB;
-    let seed = 9_500 + probe() % 1000;
-    let path = gen_path(LEN, seed, "");
-    let c = fresh("run-caller").await;
-    let id = unique_id("caller");
-    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
-    let holder = acquire(&lock_name(&id), LockOptions::exclusive())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut caller = options(&tracker(), None);
-    caller.lock = LockPolicy::Caller;
-    let asset = run(&c, spec, caller).await.unwrap();
-    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
-    assert!(!holder.is_lost());
-    let probe_lock = acquire(&lock_name(&id), LockOptions::exclusive().if_available())
-        .await
-        .unwrap();
-    assert!(probe_lock.is_none(), "the holder's lock is still held");
-    holder.release().await;
-
-    // Fenced: a run stalled after its first chunk is overtaken by a newer epoch.
-    let fault = format!("fault=stall:{}&stall-ms=1500&times=1", MIB + 5);
-    let stalled = gen_path(4 * MIB, seed + 1, &fault);
-    let id = unique_id("caller-fenced");
-    let spec = spec_for(&id, &stalled, 4 * MIB, seed + 1, CHUNK).await;
-    let progress = tracker();
-    let mut first = options(&progress, None);
-    first.lock = LockPolicy::Caller;
-    let seen = progress.clone();
-    let (outcome, ()) = join(run(&c, spec, first), async {
-        wait_until("a chunk is stored", || seen.borrow().bytes_written >= MIB).await;
-        assert_eq!(c.begin_epoch(&id).await.unwrap(), 2);
-    })
-    .await;
-    assert!(
-        matches!(outcome, Err(Error::StaleEpoch { held: 1, .. })),
-        "{outcome:?}"
-    );
-    remove(c).await;
-}
-
 /// Starts a run that stalls after 2 chunks and 5 bytes; returns once it stored both chunks.
 async fn stalled_run_setup(label: &str) -> (Container, String, TransferSpec) {
     const LEN: u64 = 4 * MIB;
