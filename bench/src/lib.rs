@@ -295,7 +295,7 @@ pub async fn manager_many(
         "read_ms": stats.read_ms, "compute_ms": stats.compute_ms, "save_ms": stats.save_ms,
         "starts": stats.starts, "start_ms": stats.start_ms, "report_ms": stats.report_ms,
         "claim_lock_ms": stats.claim_lock_ms, "claim_read_ms": stats.claim_read_ms,
-        "claim_spawn_ms": stats.claim_spawn_ms,
+        "claim_spawn_ms": stats.claim_spawn_ms, "kept_batches": stats.kept_batches,
         "data_transactions": data.transactions, "data_operations": data.operations,
     });
     Ok(json!({ "ms": ms, "count": count, "stats": stats }).to_string())

@@ -127,7 +127,8 @@ pub struct DecisionStats {
     pub decisions: u64,
     /// Waiting for the state lock.
     pub lock_wait_ms: f64,
-    /// Holding it (from granted to released).
+    /// Holding it for the batches (each batch's time under it; the lock kept between two
+    /// batches of this global's is counted once per batch).
     pub lock_held_ms: f64,
     /// Under it: reading the stored revision (and reloading) with the page-delegate count.
     pub read_ms: f64,
@@ -136,6 +137,9 @@ pub struct DecisionStats {
     pub compute_ms: f64,
     /// Under it: saving the changed parts (until the commit).
     pub save_ms: f64,
+    /// Of `batches`: those that kept the state lock from the batch before (no lock request,
+    /// no read of the stored state).
+    pub kept_batches: u64,
     /// Transfers started by this global's claims.
     pub starts: u64,
     /// From a download's claim to its transfer's start (its owner lock, the state read, the
@@ -654,6 +658,14 @@ fn aborted_marker(fetch_id: &str) -> String {
 /// How long the worker waits before claiming a download a page may hand to Background Fetch.
 const HAND_OFF_GRACE_MS: u32 = 2_000;
 
+/// A batch's end: how to settle each decision and what started, or how to settle them after
+/// the save failed.
+type BatchOutcome = std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)>;
+
+/// How long a global keeps the state lock for batch after batch of its own decisions (while
+/// more are waiting) before it lets other contexts have it.
+const KEEP_STATE_LOCK_MS: f64 = 100.0;
+
 /// The Web Lock every decision on the shared state of `database` holds: it reloads the stored
 /// state if another context changed it, applies the decision, saves.
 ///
@@ -1161,7 +1173,9 @@ impl Engine {
     ///
     /// Decisions are group-committed: the ones this global makes while a batch holds the lock
     /// (`Promise.all` over many `schedule` calls, say) are applied in order in the next batch,
-    /// under one lock acquisition and one save. Each one's result arrives after the save that
+    /// under one lock acquisition and one save. While more are waiting after a batch, the lock
+    /// is kept for the next one (up to [`KEEP_STATE_LOCK_MS`]), which then does not read the
+    /// stored state: nobody else can have saved. Each one's result arrives after the save that
     /// holds it committed; a failed save fails every decision of its batch.
     async fn transact<T: 'static>(
         self: &Rc<Self>,
@@ -1196,65 +1210,112 @@ impl Engine {
 
     /// Runs the queued decisions, a batch at a time, until none is left.
     async fn decide_batches(self: Rc<Self>) {
+        // The state lock kept from the last batch, and since when it is held.
+        let mut kept: Option<(LockGuard, f64)> = None;
         loop {
             // (While opening, a delegate's lock update waits for the open to finish.)
             let syncing = self.delegate.syncing.borrow().clone();
-            if let (true, Some(syncing)) = (self.opened.get(), syncing) {
-                syncing.await;
+            if let (true, Some(mut syncing)) = (self.opened.get(), syncing) {
+                if futures::poll!(&mut syncing).is_pending() {
+                    if let Some((guard, _)) = kept.take() {
+                        guard.release().await;
+                    }
+                    syncing.await;
+                }
             }
             if self.decisions.borrow().is_empty() {
+                if let Some((guard, _)) = kept.take() {
+                    guard.release().await;
+                }
                 self.deciding.set(false);
                 return;
             }
-            let name = state_lock_name(&self.database);
-            let asked = performance_now();
-            let guard = match acquire(&name, LockOptions::exclusive()).await {
-                Ok(Some(guard)) => guard,
-                outcome => {
-                    let error = outcome.err().unwrap_or_else(|| Error::LockTimeout {
-                        name: name.clone(),
-                        timeout_ms: 0,
-                    });
-                    let batch = std::mem::take(&mut *self.decisions.borrow_mut());
-                    for settle in refuse(batch, &error) {
-                        settle(None);
+            let (guard, since, ours) = match kept.take() {
+                // Held since this global's last save: the stored state is this global's.
+                Some((guard, since)) => (guard, since, true),
+                None => {
+                    let name = state_lock_name(&self.database);
+                    let asked = performance_now();
+                    match acquire(&name, LockOptions::exclusive()).await {
+                        Ok(Some(guard)) => {
+                            let granted = performance_now();
+                            self.stats.borrow_mut().lock_wait_ms += granted - asked;
+                            (guard, granted, false)
+                        }
+                        outcome => {
+                            let error = outcome.err().unwrap_or_else(|| Error::LockTimeout {
+                                name: name.clone(),
+                                timeout_ms: 0,
+                            });
+                            let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+                            for settle in refuse(batch, &error) {
+                                settle(None);
+                            }
+                            self.dispatch();
+                            continue;
+                        }
                     }
-                    self.dispatch();
-                    continue;
                 }
             };
             self.transacting.set(self.transacting.get() + 1);
             let batch = std::mem::take(&mut *self.decisions.borrow_mut());
-            let granted = performance_now();
+            let started = performance_now();
             {
                 let mut stats = self.stats.borrow_mut();
                 stats.batches += 1;
+                stats.kept_batches += u64::from(ours);
                 stats.decisions += batch.len() as u64;
-                stats.lock_wait_ms += granted - asked;
             }
-            let outcome = self.transact_locked(batch).await;
+            let outcome = self.transact_locked(batch, ours).await;
             self.transacting.set(self.transacting.get() - 1);
-            guard.release().await;
-            self.stats.borrow_mut().lock_held_ms += performance_now() - granted;
-            match outcome {
-                Ok((settles, started)) => {
-                    self.broadcast(Body::Changed);
-                    for id in started {
-                        self.claim_after(id, true);
-                    }
-                    self.reconcile();
-                    self.arm_wakeup();
-                    self.dispatch();
-                    self.notify_changed();
-                    for settle in settles {
-                        settle(None);
-                    }
+            self.stats.borrow_mut().lock_held_ms += performance_now() - started;
+            kept = self.keep_lock(guard, since, outcome.is_ok()).await;
+            self.settle_batch(outcome);
+        }
+    }
+
+    /// After a batch: keeps the state lock for the next one when decisions are already waiting
+    /// and it has been held for less than [`KEEP_STATE_LOCK_MS`] (then the next batch need not
+    /// read the stored state: nobody else can have saved); else releases it. Not after a failed
+    /// save (what is stored is unknown then).
+    async fn keep_lock(
+        &self,
+        guard: LockGuard,
+        since: f64,
+        saved: bool,
+    ) -> Option<(LockGuard, f64)> {
+        let keep = saved
+            && !self.closed.get()
+            && !self.decisions.borrow().is_empty()
+            && performance_now() - since < KEEP_STATE_LOCK_MS;
+        if keep {
+            return Some((guard, since));
+        }
+        guard.release().await;
+        None
+    }
+
+    /// Tells the other contexts and the watchers about a batch, starts what it started, and
+    /// settles its decisions.
+    fn settle_batch(self: &Rc<Self>, outcome: BatchOutcome) {
+        match outcome {
+            Ok((settles, started)) => {
+                self.broadcast(Body::Changed);
+                for id in started {
+                    self.claim_after(id, true);
                 }
-                Err((settles, error)) => {
-                    self.dispatch();
-                    for settle in settles {
-                        settle(Some(&error));
-                    }
+                self.reconcile();
+                self.arm_wakeup();
+                self.dispatch();
+                self.notify_changed();
+                for settle in settles {
+                    settle(None);
+                }
+            }
+            Err((settles, error)) => {
+                self.dispatch();
+                for settle in settles {
+                    settle(Some(&error));
                 }
             }
         }
@@ -1262,18 +1323,24 @@ impl Engine {
 
     /// One batch under the state lock: the decisions in order, then one save (none when every
     /// decision failed). Gives back how to settle each decision and what started.
-    async fn transact_locked(
-        self: &Rc<Self>,
-        batch: Vec<Decision>,
-    ) -> std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)> {
+    async fn transact_locked(self: &Rc<Self>, batch: Vec<Decision>, ours: bool) -> BatchOutcome {
         let fail_all = |batch: Vec<Decision>, error: Error| (refuse(batch, &error), error);
         if let Err(error) = self.check_open() {
             return Err(fail_all(batch, error));
         }
         // The revision read and the lock query go out together (two round trips to the browser
         // in the time of one); a reload keeps the count, and a count taken after it sets it.
+        // With the lock kept since this global's own save (`ours`), the stored state is this
+        // global's: no read, and the page delegates are counted again only now and then.
         let reading = performance_now();
-        let (refreshed, ()) = futures::join!(self.refresh(), self.count_page_delegates());
+        let refreshed = if ours && self.loaded.get() {
+            if now().saturating_sub(self.counted_at.get()) > 1000 {
+                self.count_page_delegates().await;
+            }
+            Ok(false)
+        } else {
+            futures::join!(self.refresh(), self.count_page_delegates()).0
+        };
         self.stats.borrow_mut().read_ms += performance_now() - reading;
         match refreshed {
             Ok(true) => self.reconcile(),

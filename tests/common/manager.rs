@@ -687,6 +687,57 @@ fn count_changes(database: &str) -> js_sys::Object {
     .into()
 }
 
+/// Decisions that arrive while a batch runs go into the next batch under the same state lock,
+/// which then does not read the stored state again; what every batch saved is there for a
+/// manager opened afresh, and a decision of another context made after the streak is kept too.
+#[wasm_bindgen_test]
+async fn waves_of_decisions_keep_the_state_lock_and_lose_nothing() {
+    const WAVES: usize = 20;
+    let (manager, _recorder, database) = open_with("keep", |config| {
+        config.limits = QueueLimits {
+            max_concurrent: 1,
+            bandwidth: None,
+        };
+    })
+    .await;
+    let planned: Vec<Planned> = (0..WAVES * 3)
+        .map(|i| Planned::new(&format!("wave-{i}"), MIB, 62_000, &stall(0)))
+        .collect();
+    let mut calls = Vec::new();
+    for wave in planned.chunks(3) {
+        let downloads: Vec<UrlDownload> = wave.iter().map(Planned::download).collect();
+        let m = manager.clone();
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        wasm_bindgen_futures::spawn_local(async move {
+            let calls = downloads.into_iter().map(|d| m.schedule(d));
+            let _ = sender.send(futures::future::join_all(calls).await);
+        });
+        calls.push(receiver);
+        gloo_timers::future::TimeoutFuture::new(1).await;
+    }
+    for outcome in futures::future::join_all(calls).await {
+        assert!(outcome.unwrap().iter().all(Result::is_ok));
+    }
+    let stats = manager.decision_stats().await.unwrap();
+    assert!(
+        (1..stats.batches).contains(&stats.kept_batches),
+        "{stats:?}"
+    );
+    // Another context decides after the streak; then everything is stored.
+    let mut other = config(&database);
+    other.caller = Some(Caller::Page);
+    let page = DownloadManager::open(other).await.unwrap();
+    let late = Planned::new("late", MIB, 62_000, &stall(0));
+    page.schedule(late.download()).await.unwrap();
+    let listed = page.fetch_current_downloads().await.unwrap();
+    assert_eq!(listed.len(), planned.len() + 1, "{} listed", listed.len());
+    page.close().await;
+    drop(page);
+    let mine = manager.fetch_current_downloads().await.unwrap();
+    assert!(mine.iter().any(|d| d.identifier.as_str() == late.id));
+    remove(manager, &database).await;
+}
+
 #[wasm_bindgen_test]
 async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own() {
     const N: usize = 120;
