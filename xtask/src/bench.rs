@@ -952,19 +952,32 @@ fn decision_paragraph(runs: &[Value]) -> Option<String> {
     let batches = mean("batches", "decisions")?;
     Some(format!(
         "Small files through the manager (`DownloadManager::decision_stats`, mean of {} run(s)): \
-         {:.2} batches per decision (1.00 = no group commit); per batch, waiting for the state \
+         {:.2} batches per decision (1.00 = no group commit){}; per batch, waiting for the state \
          lock {:.2} ms and holding it {:.2} ms: reading the revision {:.2}, applying the \
          decisions and working out the changed parts {:.2}, saving {:.2}; per file, {:.2} ms \
-         from its claim to its transfer's start and {:.2} ms from the transfer's end to its \
+         from its claim to its transfer's start{} and {:.2} ms from the transfer's end to its \
          result stored.{}\n\n",
         runs.len(),
         batches,
+        mean("kept_batches", "batches")
+            .map(|kept| format!(
+                ", {:.0}% of the batches kept the state lock from the one before (no read)",
+                kept * 100.0
+            ))
+            .unwrap_or_default(),
         mean("lock_wait_ms", "batches")?,
         mean("lock_held_ms", "batches")?,
         mean("read_ms", "batches")?,
         mean("compute_ms", "batches")?,
         mean("save_ms", "batches")?,
         mean("start_ms", "starts")?,
+        mean("claim_lock_ms", "starts")
+            .zip(mean("claim_read_ms", "starts"))
+            .map(|(lock, read)| format!(
+                " (the owner lock {lock:.2}, then the state read and the browser-fetch look-up \
+                 {read:.2})"
+            ))
+            .unwrap_or_default(),
         mean("report_ms", "starts")?,
         mean("data_operations", "data_transactions")
             .map(|n| format!(
@@ -1022,9 +1035,10 @@ fn render_markdown(
             "Small-file diagnostic (100 × 64 KiB one after another, mean ms per file of each \
              phase of a run, timed apart): Web Lock acquire + release {}, \
              begin_epoch with the finished-asset lookup (readwrite) {}, fetch (head + body) {}, chunk write + finish (one \
-             readwrite transaction) {}; a whole `run` {}. The readwrite transactions of \
-             concurrent runs share the `downloads`/`chunks` stores, so IndexedDB runs them one \
-             at a time: their sum per file bounds the many-files rate whatever the concurrency.\n\n",
+             readwrite transaction) {}; a whole `run` {}. IndexedDB runs readwrite \
+             transactions over the same stores one at a time; with runs side by side, the \
+             container group-commits their begins and whole small-file writes (several per \
+             transaction).\n\n",
             ms("lock_ms"),
             ms("begin_epoch_ms"),
             ms("fetch_ms"),
@@ -1134,11 +1148,21 @@ mod tests {
         assert!(text.contains("per file, 3.00 ms from its claim"), "{text}");
         assert!(text.contains("5.00 ms from the transfer's end"), "{text}");
         assert!(!text.contains("group commit (`Container"), "{text}");
+        assert!(!text.contains("kept the state lock"), "{text}");
         let mut with_data = run(20.0);
         with_data["data_transactions"] = json!(100.0);
         with_data["data_operations"] = json!(450.0);
+        with_data["kept_batches"] = json!(1.0);
+        with_data["claim_lock_ms"] = json!(2.0);
+        with_data["claim_read_ms"] = json!(1.0);
         let text = decision_paragraph(&[with_data]).unwrap();
         assert!(text.contains("carried 4.50 begins"), "{text}");
+        assert!(
+            text.contains("group commit), 25% of the batches kept"),
+            "{text}"
+        );
+        assert!(text.contains("(the owner lock 1.00, then"), "{text}");
+        assert!(text.contains("look-up 0.50) and"), "{text}");
         assert_eq!(decision_paragraph(&[]), None);
         assert_eq!(decision_paragraph(&[json!({"batches": 1.0})]), None);
     }
