@@ -296,13 +296,27 @@ async fn finish_in(
     let old =
         std::future::IntoFuture::into_future(assets.get(Query::from(key.clone())).map_err(fail)?);
     let keys = keys.await.map_err(fail)?;
-    if let Some(old) = old.await.map_err(fail)? {
-        let old = stored_asset(&old);
-        if old.generation != record.generation {
-            chunks
-                .delete(generation_range(identifier, old.generation)?)
-                .map_err(fail)?;
-        }
+    let old = old.await.map_err(fail)?.map(|old| stored_asset(&old));
+    record_finished(tx, record, old, asset, keys.len() as u32)
+}
+
+/// In `tx` (over DOWNLOADS, CHUNKS and ASSETS), once `record`'s generation holds all of its
+/// `chunk_count` chunks: an older asset's (`old`) chunks are deleted, the asset record is
+/// written and the download record removed. Gives the stored asset.
+fn record_finished(
+    tx: &Tx,
+    record: &DownloadRecord,
+    old: Option<StoredAsset>,
+    asset: FinishedAsset,
+    chunk_count: u32,
+) -> Result<StoredAsset, Error> {
+    let identifier = record.identifier.as_str();
+    let fail = |e: idb::Error| storage(&format!("finish `{identifier}`"), e);
+    let key = JsValue::from_str(identifier);
+    if let Some(old) = old.filter(|old| old.generation != record.generation) {
+        tx.store(CHUNKS)?
+            .delete(generation_range(identifier, old.generation)?)
+            .map_err(fail)?;
     }
     let stored = StoredAsset {
         identifier: identifier.to_string(),
@@ -311,9 +325,9 @@ async fn finish_in(
         content_type: asset.content_type,
         finished_at: js_sys::Date::now(),
         generation: record.generation,
-        chunk_count: keys.len() as u32,
+        chunk_count,
     };
-    assets
+    tx.store(ASSETS)?
         .put(&asset_value(&stored), Some(&key))
         .map_err(fail)?;
     tx.store(DOWNLOADS)?

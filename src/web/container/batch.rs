@@ -25,7 +25,7 @@ use wasm_bindgen::JsValue;
 use web_sys::IdbDatabase;
 
 use super::{
-    asset_value, download_record, download_value, generation_range, put_chunk, storage,
+    download_record, download_value, generation_range, put_chunk, record_finished, storage,
     stored_asset, transaction, Began, DownloadRecord, FinishedAsset, StoredAsset, Tx, ASSETS,
     CHUNKS, DOWNLOADS,
 };
@@ -373,32 +373,11 @@ fn write_whole(
 ) -> Result<StoredAsset, Error> {
     let identifier = record.identifier.as_str();
     let fail = |e: idb::Error| storage(&format!("write_chunk+finish `{identifier}`"), e);
-    let key = JsValue::from_str(identifier);
     let chunks = tx.store(CHUNKS)?;
     chunks
         .delete(generation_range(identifier, record.generation)?)
         .map_err(fail)?;
     let pieces =
         put_chunk(&chunks, (identifier, record.generation, 0), bytes, true).map_err(fail)?;
-    if let Some(old) = old.filter(|old| old.generation != record.generation) {
-        chunks
-            .delete(generation_range(identifier, old.generation)?)
-            .map_err(fail)?;
-    }
-    let stored = StoredAsset {
-        identifier: identifier.to_string(),
-        size: finish.size,
-        sha256: finish.sha256,
-        content_type: finish.content_type,
-        finished_at: js_sys::Date::now(),
-        generation: record.generation,
-        chunk_count: pieces,
-    };
-    tx.store(ASSETS)?
-        .put(&asset_value(&stored), Some(&key))
-        .map_err(fail)?;
-    tx.store(DOWNLOADS)?
-        .delete(Query::from(key))
-        .map_err(fail)?;
-    Ok(stored)
+    record_finished(tx, record, old, finish, pieces)
 }
