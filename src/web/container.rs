@@ -353,26 +353,24 @@ pub const INLINE_MAX: u32 = 192 * 1024;
 /// serialization's header.
 pub const INLINE_PIECE: u32 = 60 * 1024;
 
-/// In `chunks`, puts `bytes` (an exact-length array: IndexedDB stores a view's whole buffer) at
-/// `offset` of `identifier`'s `generation`: as one value, or — a whole file
-/// (`whole_file`) of at most [`INLINE_MAX`] bytes — as pieces of at most [`INLINE_PIECE`] bytes
-/// at their own offsets (readers find chunks by offset).
-fn put_chunk(
+/// In `chunks`, puts a whole small file `bytes` (at most [`INLINE_MAX`]) as `identifier`'s
+/// `generation`: pieces of at most [`INLINE_PIECE`] bytes at their own offsets (readers find
+/// chunks by offset), one value when it fits in one. Gives the number of pieces.
+fn put_pieces(
     chunks: &idb::ObjectStore,
-    at: (&str, u64, u64),
+    identifier: &str,
+    generation: u64,
     bytes: &Uint8Array,
-    whole_file: bool,
 ) -> Result<u32, idb::Error> {
-    let (identifier, generation, offset) = at;
     let len = bytes.length();
-    if !whole_file || len <= INLINE_PIECE || len > INLINE_MAX {
-        chunks.put(bytes, Some(&chunk_key(identifier, generation, offset)))?;
+    if len <= INLINE_PIECE {
+        chunks.put(bytes, Some(&chunk_key(identifier, generation, 0)))?;
         return Ok(1);
     }
     let (mut start, mut pieces) = (0, 0);
     while start < len {
         let end = (start + INLINE_PIECE).min(len);
-        let key = chunk_key(identifier, generation, offset + u64::from(start));
+        let key = chunk_key(identifier, generation, u64::from(start));
         chunks.put(&bytes.slice(start, end), Some(&key))?;
         (start, pieces) = (end, pieces + 1);
     }
@@ -774,12 +772,7 @@ impl Container {
             reply,
         };
         batch::submit(&self.db, &self.batcher, op);
-        answer.await.unwrap_or_else(|_| {
-            Err(storage(
-                &format!("begin_epoch `{identifier}`"),
-                "the batch ended without an answer",
-            ))
-        })
+        batch::answered(answer, "begin_epoch", identifier.to_string()).await
     }
 
     /// How many group-commit transactions this connection ran for begins and whole small-file
@@ -845,14 +838,11 @@ impl Container {
                 reply,
             };
             batch::submit(&self.db, &self.batcher, op);
-            return futures::future::Either::Left(async move {
-                answer.await.unwrap_or_else(|_| {
-                    Err(storage(
-                        &format!("write_chunk+finish `{identifier}`"),
-                        "the batch ended without an answer",
-                    ))
-                })
-            });
+            return futures::future::Either::Left(batch::answered(
+                answer,
+                "write_chunk+finish",
+                identifier,
+            ));
         }
         let issued = self
             .transaction(stores, true, true, op, &identifier)
@@ -864,9 +854,8 @@ impl Container {
                         .get(Query::from(key))
                         .map_err(|e| storage(op, e))?,
                 );
-                // (A whole small file went to the batch above: this is one value.)
-                let at = (identifier.as_str(), generation, offset);
-                put_chunk(&tx.store(CHUNKS)?, at, bytes, false)
+                tx.store(CHUNKS)?
+                    .put(bytes, Some(&chunk_key(&identifier, generation, offset)))
                     .map_err(|e| storage(&format!("{op} `{identifier}`"), e))?;
                 Ok((tx, record))
             });

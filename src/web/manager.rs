@@ -662,6 +662,10 @@ const HAND_OFF_GRACE_MS: u32 = 2_000;
 /// the save failed.
 type BatchOutcome = std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)>;
 
+/// How old the page-delegate count may get before progress reports and batches that kept the
+/// state lock count again (a page that sets or drops its delegate also says so at once).
+const PAGE_COUNT_MAX_AGE_MS: Millis = 1000;
+
 /// How long a global keeps the state lock for batch after batch of its own decisions (while
 /// more are waiting) before it lets other contexts have it.
 const KEEP_STATE_LOCK_MS: f64 = 100.0;
@@ -1121,6 +1125,11 @@ impl Engine {
         Ok(true)
     }
 
+    /// Whether the page delegates were last counted more than [`PAGE_COUNT_MAX_AGE_MS`] ago.
+    fn page_count_is_old(&self) -> bool {
+        now().saturating_sub(self.counted_at.get()) > PAGE_COUNT_MAX_AGE_MS
+    }
+
     /// Counts the holders of the page-delegate lock (`navigator.locks.query()`) and tells the
     /// core, which routes the events that happen from now on.
     async fn count_page_delegates(&self) {
@@ -1334,7 +1343,7 @@ impl Engine {
         // global's: no read, and the page delegates are counted again only now and then.
         let reading = performance_now();
         let refreshed = if ours && self.loaded.get() {
-            if now().saturating_sub(self.counted_at.get()) > 1000 {
+            if self.page_count_is_old() {
                 self.count_page_delegates().await;
             }
             Ok(false)
@@ -2082,7 +2091,7 @@ impl Engine {
                 }
             });
         }
-        if now().saturating_sub(self.counted_at.get()) > 1000 {
+        if self.page_count_is_old() {
             // A page that closed stops counting at once: count again now and then.
             self.counted_at.set(now());
             let engine = self.clone();

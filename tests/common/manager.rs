@@ -157,6 +157,17 @@ async fn open(label: &str) -> (DownloadManager, Rc<Recorder>, String) {
     open_with(label, |_| {}).await
 }
 
+/// [`open_with`] limited to one download at a time.
+async fn open_one_at_a_time(label: &str) -> (DownloadManager, Rc<Recorder>, String) {
+    open_with(label, |config| {
+        config.limits = QueueLimits {
+            max_concurrent: 1,
+            bandwidth: None,
+        };
+    })
+    .await
+}
+
 /// [`open`] with the [`config`] changed by `adjust` first.
 async fn open_with(
     label: &str,
@@ -693,13 +704,7 @@ fn count_changes(database: &str) -> js_sys::Object {
 #[wasm_bindgen_test]
 async fn waves_of_decisions_keep_the_state_lock_and_lose_nothing() {
     const WAVES: usize = 20;
-    let (manager, _recorder, database) = open_with("keep", |config| {
-        config.limits = QueueLimits {
-            max_concurrent: 1,
-            bandwidth: None,
-        };
-    })
-    .await;
+    let (manager, _recorder, database) = open_one_at_a_time("keep").await;
     let planned: Vec<Planned> = (0..WAVES * 3)
         .map(|i| Planned::new(&format!("wave-{i}"), MIB, 62_000, &stall(0)))
         .collect();
@@ -741,13 +746,7 @@ async fn waves_of_decisions_keep_the_state_lock_and_lose_nothing() {
 #[wasm_bindgen_test]
 async fn schedules_made_together_are_group_committed_and_each_settles_on_its_own() {
     const N: usize = 120;
-    let (manager, _recorder, database) = open_with("batch", |config| {
-        config.limits = QueueLimits {
-            max_concurrent: 1,
-            bandwidth: None,
-        };
-    })
-    .await;
+    let (manager, _recorder, database) = open_one_at_a_time("batch").await;
     let changes = count_changes(&database);
     let planned: Vec<Planned> = (0..N)
         .map(|i| Planned::new(&format!("batch-{i}"), MIB, 60_000, &stall(0)))

@@ -25,7 +25,7 @@ use wasm_bindgen::JsValue;
 use web_sys::IdbDatabase;
 
 use super::{
-    download_record, download_value, generation_range, put_chunk, record_finished, storage,
+    download_record, download_value, generation_range, put_pieces, record_finished, storage,
     stored_asset, transaction, Began, DownloadRecord, FinishedAsset, StoredAsset, Tx, ASSETS,
     CHUNKS, DOWNLOADS,
 };
@@ -101,6 +101,21 @@ pub(super) fn submit(db: &IdbDatabase, batcher: &Rc<RefCell<Batcher>>, op: Op) {
         queued.running = true;
         wasm_bindgen_futures::spawn_local(drain(db.clone(), batcher.clone()));
     }
+}
+
+/// The answer to an operation submitted with its `reply` sender (`operation` on `identifier`
+/// names it in the error if its batch ended without answering).
+pub(super) async fn answered<T>(
+    answer: oneshot::Receiver<Result<T, Error>>,
+    operation: &str,
+    identifier: String,
+) -> Result<T, Error> {
+    answer.await.unwrap_or_else(|_| {
+        Err(storage(
+            &format!("{operation} `{identifier}`"),
+            "the batch ended without an answer",
+        ))
+    })
 }
 
 /// Runs batches until the queue is empty.
@@ -377,7 +392,6 @@ fn write_whole(
     chunks
         .delete(generation_range(identifier, record.generation)?)
         .map_err(fail)?;
-    let pieces =
-        put_chunk(&chunks, (identifier, record.generation, 0), bytes, true).map_err(fail)?;
+    let pieces = put_pieces(&chunks, identifier, record.generation, bytes).map_err(fail)?;
     record_finished(tx, record, old, finish, pieces)
 }
