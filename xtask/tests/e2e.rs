@@ -380,13 +380,21 @@ async fn lifecycle_steps(
     assert_eq!(installs.len(), 1, "one didInstall: {entries:#?}");
     let info = &installs[0]["args"][0];
     assert_eq!(info["event"], "install");
-    assert_eq!(
-        info["remainingAllowance"],
-        json!({
-            "total": DOWNLOAD_ALLOWANCE - EXTRA_LEN,
-            "essential": ESSENTIAL_ALLOWANCE - CORE_LEN - FLAKY_LEN,
-        }),
-        "didInstall sees what the declared packs left of the initial allowance"
+    // The allowance is read live when didInstall is called. The flaky essential file's 404 may
+    // already be recorded by then (its run starts as soon as it is scheduled): re-queued as
+    // non-essential, it is charged to the total instead of the essential allowance.
+    let before_requeue = json!({
+        "total": DOWNLOAD_ALLOWANCE - EXTRA_LEN,
+        "essential": ESSENTIAL_ALLOWANCE - CORE_LEN - FLAKY_LEN,
+    });
+    let after_requeue = json!({
+        "total": DOWNLOAD_ALLOWANCE - EXTRA_LEN - FLAKY_LEN,
+        "essential": ESSENTIAL_ALLOWANCE - CORE_LEN,
+    });
+    assert!(
+        info["remainingAllowance"] == before_requeue || info["remainingAllowance"] == after_requeue,
+        "didInstall sees what the declared packs left of the initial allowance: {}",
+        info["remainingAllowance"]
     );
 
     // --- restrictions before the first launch: typed refusals, reported to didFail.
