@@ -125,6 +125,9 @@ fn run() -> Result<bool> {
             return test_runner::run(&options);
         }
         "bench" => {
+            if let Some(code) = bench::run_optimized(&flags.0)? {
+                return Ok(code);
+            }
             let command_line = std::iter::once("cargo xtask bench".to_string())
                 .chain(flags.0.iter().cloned())
                 .collect::<Vec<_>>()
