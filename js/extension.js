@@ -1,9 +1,11 @@
 // background-assets: the service worker entry (Apple's BADownloaderExtension for the web).
 //
-// A classic script: load it with importScripts after the worker glue, then call
+// A classic script: load it with importScripts after the worker glue (or load
+// background_assets_worker.js, the two in one file: one fetch fewer at install), then call
 // BackgroundAssets.extension(handlers) at the top level of your sw.js:
 //
-//   importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
+//   importScripts('/pkg/worker/background_assets_worker.js');
+//   // or: importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
 //   BackgroundAssets.extension({
 //     wasm: '/pkg/worker/background_assets_bg.wasm',   // the default
 //     skipWaiting: false, clientsClaim: false,          // lifecycle options (default false)
@@ -19,7 +21,9 @@
 // Every listener is added synchronously inside extension(), during the script's first
 // evaluation (browsers ignore listeners added later); the wasm loads asynchronously and each
 // event waits for it inside waitUntil / respondWith. The wasm is kept in Cache Storage so the
-// worker also starts offline (it serves stored assets without network).
+// worker also starts offline (it serves stored assets without network). On a worker's first
+// evaluation (before its install event) extension() starts loading the wasm at once, so its fetch
+// and compile overlap the install event's dispatch.
 (function (global) {
   'use strict';
 
@@ -40,6 +44,7 @@
     if (typeof glue !== 'function') {
       throw new Error(
         'background-assets: import the worker glue first: ' +
+          "importScripts('/pkg/worker/background_assets_worker.js') (the glue and this entry in one), or " +
           "importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js')",
       );
     }
@@ -70,17 +75,43 @@
     }
   }
 
-  /** Initialises the worker's wasm once; every event waits for it. */
+  // Whether the load in flight (or done) also put the wasm into Cache Storage.
+  let wasmStored = false;
+
+  /**
+   * Initialises the worker's wasm once; every event waits for it. `store`: also keep the wasm in
+   * Cache Storage (install); a load already started without it stores a copy of its own.
+   */
   function loadWasm(store) {
     if (!wasmReady) {
-      wasmReady = wasmResponse(Boolean(store))
+      wasmStored = Boolean(store);
+      wasmReady = wasmResponse(wasmStored)
         .then((response) => bindgen()({ module_or_path: response }))
         .then(() => bindgen());
       wasmReady.catch(() => {
         wasmReady = null; // try again on the next event
       });
+    } else if (store && !wasmStored) {
+      wasmStored = true;
+      const loaded = wasmReady;
+      return global.caches
+        ? global.caches
+            .open(WASM_CACHE)
+            .then((cache) => cache.add(new Request(wasmUrl(), { cache: 'no-cache' })))
+            .catch(report('storing the wasm'))
+            .then(() => loaded)
+        : loaded;
     }
     return wasmReady;
+  }
+
+  /**
+   * True during a worker's first evaluation: its install event comes next. (`self.serviceWorker`
+   * is the worker's own ServiceWorker; its state is 'parsed' until install starts.)
+   */
+  function firstEvaluation() {
+    const me = global.serviceWorker;
+    return Boolean(me && me.state === 'parsed');
   }
 
   // An extension event's step failed: the console, and `handlers.eventFailed(event, error)`.
@@ -121,6 +152,10 @@
   function extension(handlers) {
     if (options) throw new Error('background-assets: BackgroundAssets.extension() was already called');
     options = handlers || {};
+    if (firstEvaluation()) {
+      // Install needs the wasm: fetch and compile it while the install event is dispatched.
+      loadWasm(true).catch(() => {}); // a failure is reported by the event that waits for it
+    }
 
     global.addEventListener('install', (event) => {
       event.waitUntil(

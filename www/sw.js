@@ -1,7 +1,8 @@
 // The demo's service worker: a classic script (no import() in a service worker, and Firefox may
 // lack module workers). It does three things:
 //
-//   1. runs the background-assets extension (pkg/worker/extension.js): the install / activate /
+//   1. runs the background-assets extension (pkg/worker/background_assets_worker.js: the worker
+//      glue and the entry, js/extension.js, in one script): the install / activate /
 //      periodicsync / fetch / message listeners, with this app's hooks passed in. The extension
 //      serves stored assets at /background-assets/file/<path> and /background-assets/id/<id>
 //      straight from the IndexedDB container (with Range), online or offline;
@@ -12,7 +13,7 @@
 //      hook call, and each request for a stored asset with its Range header.
 //
 // Every listener is added synchronously during the first evaluation, as service workers require.
-importScripts('/pkg/worker/background_assets.js', '/pkg/worker/extension.js');
+importScripts('/pkg/worker/background_assets_worker.js');
 
 /** Bump after changing any shell file: a changed sw.js installs a fresh cache. */
 const SHELL_VERSION = 1;

@@ -28,12 +28,13 @@ pub fn pkg_dir() -> PathBuf {
 }
 
 /// The files of a built wasm package (relative to it) that a page and a service worker load.
-pub const PKG_FILES: [&str; 5] = [
+pub const PKG_FILES: [&str; 6] = [
     "background_assets.js",
     "background_assets_bg.wasm",
     "worker/background_assets.js",
     "worker/background_assets_bg.wasm",
     "worker/extension.js",
+    "worker/background_assets_worker.js",
 ];
 
 /// Checks that `pkg` holds every one of [`PKG_FILES`]; the error names the first one missing
