@@ -353,6 +353,46 @@ pub const INLINE_MAX: u32 = 192 * 1024;
 /// serialization's header.
 pub const INLINE_PIECE: u32 = 60 * 1024;
 
+/// What a chunk of `bytes` is stored as: the `Uint8Array` itself up to [`INLINE_PIECE`] bytes, a
+/// `Blob` of them above.
+///
+/// Chromium stores a value whose serialization exceeds 64 KiB as a blob file either way, but from
+/// a `Uint8Array` it first serializes and wraps the bytes on the calling thread: a 4 MiB chunk
+/// took ~11 ms of the worker's thread that way and ~5 ms as a `Blob` (`cargo xtask bench`,
+/// Chromium 156), and the transfer reads and hashes on that thread. Readers take both forms
+/// ([`chunk_bytes`]), so chunks stored before are read as they were.
+fn chunk_value(bytes: &Uint8Array, op: &str) -> Result<JsValue, Error> {
+    if bytes.length() <= INLINE_PIECE {
+        return Ok(bytes.clone().into());
+    }
+    web_sys::Blob::new_with_u8_array_sequence(&Array::of1(bytes))
+        .map(Into::into)
+        .map_err(|e| storage_js(op, &e))
+}
+
+/// The length of a stored chunk value (`Uint8Array` or `Blob`); `None` for anything else.
+fn chunk_len(value: &JsValue) -> Option<u64> {
+    if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+        return Some(u64::from(bytes.length()));
+    }
+    value
+        .dyn_ref::<web_sys::Blob>()
+        .map(|blob| blob.size() as u64)
+}
+
+/// A stored chunk's bytes: a `Uint8Array` as it is, a `Blob` read into memory.
+async fn chunk_bytes(value: JsValue, op: &str) -> Result<Uint8Array, Error> {
+    if let Some(blob) = value.dyn_ref::<web_sys::Blob>() {
+        let buffer = JsFuture::from(blob.array_buffer())
+            .await
+            .map_err(|e| storage_js(op, &e))?;
+        return Ok(Uint8Array::new(&buffer));
+    }
+    value
+        .dyn_into::<Uint8Array>()
+        .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))
+}
+
 /// In `chunks`, puts a whole small file `bytes` (at most [`INLINE_MAX`]) as `identifier`'s
 /// `generation`: pieces of at most [`INLINE_PIECE`] bytes at their own offsets (readers find
 /// chunks by offset), one value when it fits in one. Gives the number of pieces.
@@ -621,9 +661,7 @@ impl ChunkReader {
                     format!("no chunk at {offset} (generation {generation})"),
                 )
             })?;
-        value
-            .dyn_into::<Uint8Array>()
-            .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))
+        chunk_bytes(value, op).await
     }
 }
 
@@ -848,6 +886,7 @@ impl Container {
             .transaction(stores, true, true, op, &identifier)
             .and_then(|tx| {
                 let key = JsValue::from_str(&identifier);
+                let value = chunk_value(bytes, op)?;
                 // The success handler is attached now: the result may come before a first poll.
                 let record = std::future::IntoFuture::into_future(
                     tx.store(DOWNLOADS)?
@@ -855,7 +894,7 @@ impl Container {
                         .map_err(|e| storage(op, e))?,
                 );
                 tx.store(CHUNKS)?
-                    .put(bytes, Some(&chunk_key(&identifier, generation, offset)))
+                    .put(&value, Some(&chunk_key(&identifier, generation, offset)))
                     .map_err(|e| storage(&format!("{op} `{identifier}`"), e))?;
                 Ok((tx, record))
             });
@@ -1213,7 +1252,7 @@ impl Container {
         };
         // Copy the chunk into JS before the transaction starts (no work between requests).
         let chunk = match &action {
-            Fenced::Chunk { bytes, .. } => Some(Uint8Array::from(*bytes)),
+            Fenced::Chunk { bytes, .. } => Some(chunk_value(&Uint8Array::from(*bytes), op)?),
             _ => None,
         };
         let tx = self.transaction(stores, true, relaxed, op, identifier)?;
@@ -1361,16 +1400,33 @@ impl Container {
         start: u64,
         end: u64,
     ) -> Result<ChunkWindow, Error> {
+        let (values, first_offset, asset) = self.stored_window(identifier, start, end).await?;
+        let mut chunks = Vec::with_capacity(values.len());
+        for value in values {
+            chunks.push(chunk_bytes(value, "read").await?);
+        }
+        Ok(ChunkWindow {
+            chunks,
+            first_offset,
+            asset,
+        })
+    }
+
+    /// The stored values (`Uint8Array`s or `Blob`s, see [`chunk_value`]) of the chunks covering
+    /// bytes `start..end` of the finished asset `identifier`, the offset of the first one and
+    /// the asset, read in one transaction.
+    async fn stored_window(
+        &self,
+        identifier: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(Vec<JsValue>, u64, StoredAsset), Error> {
         let op = "read";
         let tx = self.transaction(&[ASSETS, CHUNKS], false, false, op, identifier)?;
         let fail = |e: idb::Error| storage(&format!("{op} `{identifier}`"), e);
         let (asset, offsets) = covering_chunks(&tx, identifier, start, end, op).await?;
         let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
-            return Ok(ChunkWindow {
-                chunks: Vec::new(),
-                first_offset: start,
-                asset,
-            });
+            return Ok((Vec::new(), start, asset));
         };
         let chunks = tx.store(CHUNKS)?;
         let range = KeyRange::bound(
@@ -1385,23 +1441,19 @@ impl Container {
             .map_err(fail)?
             .await
             .map_err(fail)?;
-        let chunks: Vec<Uint8Array> = values
-            .into_iter()
-            .map(|v| v.dyn_into::<Uint8Array>())
-            .collect::<Result<_, _>>()
-            .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))?;
-        let covered = first + chunks.iter().map(|c| c.length() as u64).sum::<u64>();
+        let mut covered = first;
+        for value in &values {
+            covered += chunk_len(value).ok_or_else(|| {
+                storage(op, format!("a chunk is not bytes: {}", js::describe(value)))
+            })?;
+        }
         if covered < end {
             return Err(storage(
                 &format!("{op} `{identifier}`"),
                 format!("stored chunks end at {covered}, before {end}"),
             ));
         }
-        Ok(ChunkWindow {
-            chunks,
-            first_offset: first,
-            asset,
-        })
+        Ok((values, first, asset))
     }
 
     /// Which chunks hold bytes `start..end` (`end` exclusive, `start <= end <= size`) of the
@@ -1459,17 +1511,18 @@ impl Container {
         start: u64,
         end: u64,
     ) -> Result<(web_sys::Blob, StoredAsset), Error> {
-        let window = self.chunk_window(identifier, start, end).await?;
-        let parts: Array = window.chunks.iter().collect();
+        // Stored `Blob`s go in as they are: nothing is read into memory.
+        let (values, first_offset, asset) = self.stored_window(identifier, start, end).await?;
+        let parts: Array = values.iter().collect();
         let options = web_sys::BlobPropertyBag::new();
-        if let Some(content_type) = &window.asset.content_type {
+        if let Some(content_type) = &asset.content_type {
             options.set_type(content_type);
         }
         let op = format!("blob `{identifier}`");
         let whole = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
             .map_err(|e| storage_js(&op, &e))?;
-        let from = (start - window.first_offset) as f64;
-        let to = (end - window.first_offset) as f64;
+        let from = (start - first_offset) as f64;
+        let to = (end - first_offset) as f64;
         let blob = if from == 0.0 && to == whole.size() {
             whole
         } else {
@@ -1477,11 +1530,11 @@ impl Container {
                 .slice_with_f64_and_f64_and_content_type(
                     from,
                     to,
-                    window.asset.content_type.as_deref().unwrap_or(""),
+                    asset.content_type.as_deref().unwrap_or(""),
                 )
                 .map_err(|e| storage_js(&op, &e))?
         };
-        Ok((blob, window.asset))
+        Ok((blob, asset))
     }
 
     /// The whole finished asset as a `Blob` (typed with its content type), built from the stored

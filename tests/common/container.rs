@@ -4,7 +4,7 @@
 use background_assets::core::error::Error;
 use background_assets::web::container::{Container, FinishedAsset};
 use background_assets::web::js;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -194,6 +194,147 @@ async fn a_small_whole_file_is_stored_as_inline_pieces_and_reads_back_exactly() 
         assert!(c.delete(id).await.unwrap());
         assert!(c.asset(id).await.unwrap().is_none());
     }
+    remove(c).await;
+}
+
+/// The raw values of the container's `chunks` store, in key order (another connection).
+async fn raw_chunks(c: &Container) -> (idb::Database, Vec<JsValue>, Vec<JsValue>) {
+    let factory = idb::Factory::new().expect("indexedDB");
+    let db = factory
+        .open(c.name(), None)
+        .expect("indexedDB.open")
+        .await
+        .expect("open the container's database");
+    let tx = db
+        .transaction(&["chunks"], idb::TransactionMode::ReadOnly)
+        .expect("readonly transaction");
+    let store = tx.object_store("chunks").expect("chunks store");
+    let keys = store.get_all_keys(None, None).unwrap().await.unwrap();
+    let values = store.get_all(None, None).unwrap().await.unwrap();
+    tx.await.expect("readonly transaction end");
+    (db, keys, values)
+}
+
+/// Chunks over 60 KiB are stored as `Blob`s (both write paths: the fenced `write_chunk` and
+/// `append_chunk`), smaller ones as bytes; every reader gives the same bytes. A chunk stored as
+/// a large `Uint8Array` (as before) still reads back: readers take both forms.
+#[wasm_bindgen_test]
+async fn large_chunks_are_stored_as_blobs_and_every_reader_takes_both_forms() {
+    use background_assets::web::container::ChunkAt;
+    let c = fresh("blobs").await;
+    // write_chunk: 200 000 + 200 000 + 40 000 bytes.
+    store(&c, "fenced", 3, 440_000, 200_000).await;
+    // append_chunk: 150 000 + 150 000 + 20 000 bytes (not a whole small file: three writes).
+    let size = 320_000usize;
+    let all = pattern(5, 0, size);
+    let record = c.begin_epoch_record("appended").await.unwrap();
+    let mut offset = 0;
+    while offset < size {
+        let len = 150_000.min(size - offset);
+        let at = ChunkAt {
+            identifier: "appended",
+            epoch: record.epoch,
+            generation: record.generation,
+            offset: offset as u64,
+        };
+        let finish = (offset + len == size).then(|| FinishedAsset {
+            size: size as u64,
+            sha256: "0".repeat(64),
+            content_type: Some("application/x-test".into()),
+        });
+        let array = js_sys::Uint8Array::from(&all[offset..offset + len]);
+        let done = checkpoint((offset + len) as u64);
+        c.append_chunk(at, &array, &done, finish).await.unwrap();
+        offset += len;
+    }
+
+    let (db, keys, values) = raw_chunks(&c).await;
+    let kinds: Vec<(String, &'static str, f64)> = keys
+        .iter()
+        .zip(&values)
+        .map(|(key, value)| {
+            let key = js_sys::Array::from(key);
+            let id = key.get(0).as_string().unwrap();
+            match value.dyn_ref::<web_sys::Blob>() {
+                Some(blob) => (id, "blob", blob.size()),
+                None => (
+                    id,
+                    "bytes",
+                    f64::from(js_sys::Uint8Array::new(value).length()),
+                ),
+            }
+        })
+        .collect();
+    let expected = [
+        ("appended", "blob", 150_000.0),
+        ("appended", "blob", 150_000.0),
+        ("appended", "bytes", 20_000.0),
+        ("fenced", "blob", 200_000.0),
+        ("fenced", "blob", 200_000.0),
+        ("fenced", "bytes", 40_000.0),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(id, kind, len)| (id.to_string(), *kind, *len))
+        .collect();
+    assert_eq!(kinds, expected);
+
+    // Every reader: whole, across chunk boundaries, inside one blob chunk, as a Blob, and served.
+    let fenced = pattern(3, 0, 440_000);
+    for (id, all) in [("fenced", &fenced), ("appended", &all)] {
+        let size = all.len();
+        assert_eq!(
+            c.read_range(id, 0, size as u64).await.unwrap(),
+            *all,
+            "{id}"
+        );
+        for (start, end) in [(149_990, 150_010), (199_999, 300_001), (10, 20)] {
+            assert_eq!(
+                c.read_range(id, start, end).await.unwrap(),
+                &all[start as usize..end as usize],
+                "{id} {start}..{end}"
+            );
+        }
+        let (blob, _) = c.blob_range(id, 100, size as u64 - 100).await.unwrap();
+        let buffer = JsFuture::from(blob.array_buffer()).await.unwrap();
+        assert_eq!(
+            js_sys::Uint8Array::new(&buffer).to_vec(),
+            &all[100..size - 100],
+            "{id} as a blob"
+        );
+        let generation = c.asset(id).await.unwrap().unwrap().generation;
+        let chunk = c
+            .chunk_reader()
+            .read(id, generation, 0)
+            .await
+            .map(|bytes| bytes.to_vec());
+        let first = if id == "fenced" { 200_000 } else { 150_000 };
+        assert_eq!(chunk.unwrap(), &all[..first], "{id} chunk 0");
+    }
+
+    // The form stored before: the first "fenced" chunk as one large Uint8Array.
+    let tx = db
+        .transaction(&["chunks"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    tx.object_store("chunks")
+        .unwrap()
+        .put(
+            &js_sys::Uint8Array::from(&fenced[..200_000]),
+            Some(&keys[3]),
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    tx.commit().unwrap().await.unwrap();
+    db.close();
+    let (db, _, values) = raw_chunks(&c).await;
+    db.close();
+    assert!(values[3].is_instance_of::<js_sys::Uint8Array>());
+    assert_eq!(c.read_range("fenced", 0, 440_000).await.unwrap(), fenced);
+    assert_eq!(
+        c.read_range("fenced", 199_990, 200_010).await.unwrap(),
+        &fenced[199_990..200_010]
+    );
     remove(c).await;
 }
 
