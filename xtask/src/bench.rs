@@ -56,6 +56,9 @@ pub struct Options {
 }
 
 /// The sizes and counts one bench run uses.
+/// Cold starts measured per `--runs` (each one ours and one empty worker).
+const COLD_RUNS_PER_RUN: u32 = 5;
+
 #[derive(Clone, Debug)]
 struct Plan {
     runs: u32,
@@ -81,7 +84,9 @@ impl Plan {
             small_count: if quick { 100 } else { 1000 },
             small_size: 64 << 10,
             concurrency: 6,
-            cold_runs: if quick { 2 } else { runs.max(5) },
+            // A start takes ~0.1 s and its time swings by ±20 ms on a busy machine: many more
+            // runs than the other rows, for a steadier median.
+            cold_runs: if quick { 2 } else { runs.max(5) * COLD_RUNS_PER_RUN },
             scale_count: if quick { 1_000 } else { 10_000 },
         }
     }
@@ -1054,12 +1059,14 @@ fn render_markdown(
     ));
     out.push_str(&format!(
         "- Sizes: {} MiB asset, {} run(s) per measure (median), memory measure {} MiB × {}, \
-         {} × 64 KiB small files, chunk {} MiB, loopback CDN (`xtask::cdn`)\n\n",
+         {} × 64 KiB small files, {} cold starts of each worker, chunk {} MiB, loopback CDN \
+         (`xtask::cdn`, built optimized: the `{BENCH_PROFILE}` profile)\n\n",
         plan.len >> 20,
         plan.runs,
         plan.memory_len >> 20,
         plan.memory_runs,
         plan.small_count,
+        plan.cold_runs,
         CHUNK >> 20
     ));
     out.push_str(table);
@@ -1134,9 +1141,10 @@ fn render_markdown(
          - Size: `pkg/background_assets_bg.wasm` from `cargo xtask build` (release), raw and \
          `gzip -9`.\n\
          - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
-         first message answered, `bench/www/ours-sw.js` (the library's worker glue and extension entry, its wasm instantiated in `install`) \
-         vs a worker that does nothing; each run registers a new scope and script URL and \
-         unregisters after.\n",
+         first message answered, `bench/www/ours-sw.js` (the library's worker script \
+         `pkg/worker/background_assets_worker.js`, its wasm loaded from the top level and \
+         instantiated before install completes) vs a worker that does nothing, alternately; each \
+         run registers a new scope and script URL and unregisters after.\n",
     );
     if !errors.is_empty() {
         out.push_str("\nRuns that failed (left out of the medians):\n\n");
