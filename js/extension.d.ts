@@ -81,6 +81,10 @@ declare namespace BackgroundAssets {
   function extension(handlers?: ExtensionHandlers): void;
   /** Loads (once) and returns the worker's wasm glue. */
   function loadWasm(): Promise<unknown>;
-  /** The last install / activate / periodicsync reports. */
+  /**
+   * The last install / activate / periodicsync reports (`install`, `activate`, ...), and
+   * `wasmLoadStarted: 'first evaluation'` when extension() started loading the wasm during the
+   * worker's first evaluation (before its install event).
+   */
   const reports: Record<string, unknown>;
 }

@@ -106,12 +106,18 @@
   }
 
   /**
-   * True during a worker's first evaluation: its install event comes next. (`self.serviceWorker`
-   * is the worker's own ServiceWorker; its state is 'parsed' until install starts.)
+   * True during a worker's first evaluation: its install event comes next. `self.serviceWorker`
+   * is the worker's own ServiceWorker, 'parsed' until install starts (Chromium). Without it
+   * (Firefox 153 has none), only a first install is recognised: a registration that has no
+   * worker at all yet is evaluating its first one.
    */
   function firstEvaluation() {
     const me = global.serviceWorker;
-    return Boolean(me && me.state === 'parsed');
+    if (me) return me.state === 'parsed';
+    const registration = global.registration;
+    return Boolean(
+      registration && !registration.installing && !registration.waiting && !registration.active,
+    );
   }
 
   // An extension event's step failed: the console, and `handlers.eventFailed(event, error)`.
@@ -146,7 +152,10 @@
     return url.pathname.startsWith(SERVE_PREFIX + 'id/') || url.pathname.startsWith(SERVE_PREFIX + 'file/');
   }
 
-  /** The last install/activate/periodic-sync reports, for the app's own diagnostics. */
+  /**
+   * The last install/activate/periodic-sync reports, for the app's own diagnostics;
+   * `wasmLoadStarted: 'first evaluation'` when extension() started the wasm before install.
+   */
   const reports = {};
 
   function extension(handlers) {
@@ -154,6 +163,7 @@
     options = handlers || {};
     if (firstEvaluation()) {
       // Install needs the wasm: fetch and compile it while the install event is dispatched.
+      reports.wasmLoadStarted = 'first evaluation';
       loadWasm(true).catch(() => {}); // a failure is reported by the event that waits for it
     }
 

@@ -735,6 +735,7 @@ async fn worker_restarts_offline(engine: Engine) -> Result<()> {
         open(&client, &site.url()).await?;
         fixture(&client, "register()").await?;
         let before = fixture(&client, "hello()").await?;
+        let installed_reports = fixture(&client, "reports()").await?;
         site.page.take();
         site.cdn.take();
         match engine {
@@ -748,11 +749,28 @@ async fn worker_restarts_offline(engine: Engine) -> Result<()> {
         }
         let served_offline = served(&client, &core_url(), Some("bytes=100000-100099")).await?;
         let after = fixture(&client, "hello()").await?;
-        Ok::<_, anyhow::Error>((before, served_offline, after))
+        let restarted_reports = fixture(&client, "reports()").await?;
+        Ok::<_, anyhow::Error>((
+            before,
+            served_offline,
+            after,
+            installed_reports,
+            restarted_reports,
+        ))
     }
     .await;
     let _ = client.close().await;
-    let (before, offline, after) = outcome?;
+    let (before, offline, after, installed, restarted) = outcome?;
+    // The worker's first evaluation started the wasm before install (and stored it: the
+    // restarted worker below loads it from Cache Storage, offline); a restart does not.
+    assert_eq!(
+        installed["wasmLoadStarted"], "first evaluation",
+        "installed worker: {installed}"
+    );
+    assert!(
+        restarted["wasmLoadStarted"].is_null(),
+        "restarted worker: {restarted}"
+    );
     assert_ne!(
         before["started"], after["started"],
         "a new worker answered: {before} {after}"
