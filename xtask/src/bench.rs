@@ -86,7 +86,11 @@ impl Plan {
             concurrency: 6,
             // A start takes ~0.1 s and its time swings by ±20 ms on a busy machine: many more
             // runs than the other rows, for a steadier median.
-            cold_runs: if quick { 2 } else { runs.max(5) * COLD_RUNS_PER_RUN },
+            cold_runs: if quick {
+                2
+            } else {
+                runs.max(5) * COLD_RUNS_PER_RUN
+            },
             scale_count: if quick { 1_000 } else { 10_000 },
         }
     }
