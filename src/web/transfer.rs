@@ -25,9 +25,9 @@
 //!   }
 //! ```
 //!
-//! Memory stays about two chunks (`chunk_size`: the one the core fills, the one being committed,
-//! held by IndexedDB's clone) plus one read buffer (`read_buffer`); full chunks go to the store
-//! through one reused JS array. The body is read with [`ResponseStream::read_into`] (a BYOB reader
+//! Memory stays about three chunks (`chunk_size`: the one the core fills and up to
+//! [`WRITES_IN_FLIGHT`] being committed, held by IndexedDB as `Blob`s) plus one read buffer
+//! (`read_buffer`); full chunks go to the store through one reused JS array. The body is read with [`ResponseStream::read_into`] (a BYOB reader
 //! into one reused `ArrayBuffer` where the body is a byte stream: no new JS array per read) into
 //! a bounded buffer and never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
 //! container call is its own transaction. A pending body read is never dropped while its response
@@ -408,7 +408,7 @@ pub async fn run(
         buffer: None,
         content_type: None,
         last_progress: None,
-        write: None,
+        writes: VecDeque::new(),
         write_failed: false,
         finished: None,
         js_chunk: None,
@@ -425,6 +425,11 @@ type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Erro
 /// A chunk write in flight: its offset, length, and the commit's outcome (with the finished
 /// asset when the write also finished the download).
 type WriteJob = LocalBoxFuture<'static, (u64, u64, Result<Option<StoredAsset>, Error>)>;
+
+/// Chunk writes a running transfer keeps in flight while it reads on. IndexedDB commits them in
+/// the order they were issued; a second one lets the body be read and hashed while the browser
+/// still stores the chunk before (its commit can take longer than reading a whole chunk).
+pub const WRITES_IN_FLIGHT: usize = 2;
 
 /// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
 /// a command) never drops a pending read.
@@ -465,8 +470,9 @@ struct Driver<'c> {
     buffer: Option<Vec<u8>>,
     content_type: Option<String>,
     last_progress: Option<Progress>,
-    /// The one chunk write in flight: body reads (and hashing) go on while it commits.
-    write: Option<WriteJob>,
+    /// The chunk writes in flight, oldest first (at most [`WRITES_IN_FLIGHT`]): body reads (and
+    /// hashing) go on while they commit.
+    writes: VecDeque<WriteJob>,
     /// A write failed: later writes of this run are not issued (the transfer has failed).
     write_failed: bool,
     /// The asset a write that also finished the download stored.
@@ -501,7 +507,7 @@ impl Driver<'_> {
             }
             let timeout = self.transfer.poll_timeout();
             if matches!(self.io, Io::Idle)
-                && self.write.is_none()
+                && self.writes.is_empty()
                 && timeout.is_none()
                 && self.control.is_none()
             {
@@ -528,7 +534,7 @@ impl Driver<'_> {
         let mut lost = self.guard.lost();
         let control = self.control.clone();
         let io = &mut self.io;
-        let write = &mut self.write;
+        let writes = &mut self.writes;
         poll_fn(move |cx| {
             if let Some(command) = control.as_ref().and_then(|c| c.poll_command(cx)) {
                 return Poll::Ready(Wake::Command(command));
@@ -551,9 +557,10 @@ impl Driver<'_> {
                     }
                 }
             }
-            if let Some(job) = write {
+            // The oldest write commits first: only it is awaited (the others keep their outcome).
+            if let Some(job) = writes.front_mut() {
                 if let Poll::Ready((offset, len, result)) = job.as_mut().poll(cx) {
-                    *write = None;
+                    writes.pop_front();
                     return Poll::Ready(Wake::Wrote(offset, len, result));
                 }
             }
@@ -657,6 +664,11 @@ impl Driver<'_> {
 
     /// Hands a write's outcome to the transfer.
     fn on_written(&mut self, offset: u64, len: u64, result: Result<Option<StoredAsset>, Error>) {
+        if self.write_failed && result.is_err() {
+            // A write issued behind the one that failed fails its append check too: the first
+            // failure is the transfer's.
+            return;
+        }
         let event = match result {
             Ok(finished) => {
                 if finished.is_some() {
@@ -670,23 +682,36 @@ impl Driver<'_> {
             }
         };
         self.transfer.handle(event, now());
-        self.report(); // every committed write is its own progress step
+        // Every committed write is its own progress step, even with a later write in flight:
+        // writes commit in order, so what is reported as written never goes back.
+        self.publish();
     }
 
-    /// Waits for the write in flight, if any, and hands its outcome to the transfer: storage
-    /// actions are performed in order, one at a time.
+    /// Waits for every write in flight, oldest first, and hands each outcome to the transfer:
+    /// storage actions are performed in order.
     async fn settle_write(&mut self) {
-        if let Some(job) = self.write.take() {
-            let (offset, len, result) = job.await;
-            self.on_written(offset, len, result);
-        }
+        while self.settle_oldest_write().await {}
     }
 
-    /// Issues the chunk write `offset..offset+data.len()` with its checkpoint (after the write
-    /// before it committed), without waiting for it to commit. When every byte is received and
-    /// verified and this is the last write, the same transaction also finishes the download.
+    /// Waits for the oldest write in flight and hands its outcome to the transfer; `false` when
+    /// none was in flight.
+    async fn settle_oldest_write(&mut self) -> bool {
+        let Some(job) = self.writes.pop_front() else {
+            return false;
+        };
+        let (offset, len, result) = job.await;
+        self.on_written(offset, len, result);
+        true
+    }
+
+    /// Issues the chunk write `offset..offset+data.len()` with its checkpoint, without waiting
+    /// for it to commit (once fewer than [`WRITES_IN_FLIGHT`] are in flight). When every byte is
+    /// received and verified and this is the last write, the same transaction also finishes the
+    /// download.
     async fn start_write(&mut self, offset: u64, data: Vec<u8>, checkpoint: Checkpoint) {
-        self.settle_write().await;
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            self.settle_oldest_write().await;
+        }
         let len = data.len() as u64;
         if self.write_failed {
             return; // the transfer failed on the write before: it ends with that error
@@ -717,7 +742,8 @@ impl Driver<'_> {
             offset,
         };
         let job = self.container.append_chunk(at, &array, &value, finish);
-        self.write = Some(Box::pin(async move { (offset, len, job.await) }));
+        self.writes
+            .push_back(Box::pin(async move { (offset, len, job.await) }));
         // Only a running transfer reads on while a write commits: a paused (or ending) one
         // reports its state once what arrived is stored, as before.
         if !matches!(
@@ -863,8 +889,8 @@ impl Driver<'_> {
                 Action::Fail(error) => {
                     self.io = Io::Idle;
                     self.stream = None;
-                    // A write in flight still commits (a next run continues after it).
-                    if let Some(job) = self.write.take() {
+                    // Writes in flight still commit (a next run continues after them).
+                    for job in std::mem::take(&mut self.writes) {
                         let _ = job.await;
                     }
                     return Some(Err(error));
@@ -900,11 +926,16 @@ impl Driver<'_> {
     /// Tells the control handle and the progress callback, when progress changed.
     ///
     /// Not while a write is in flight: bytes received after a chunk are reported once that chunk
-    /// is stored, so progress never runs ahead of a write a pause would still report after.
+    /// is stored, so progress never runs ahead of a write a pause would still report after. (A
+    /// committed write reports itself, see [`Driver::on_written`].)
     fn report(&mut self) {
-        if self.write.is_some() {
-            return;
+        if self.writes.is_empty() {
+            self.publish();
         }
+    }
+
+    /// Tells the control handle and the progress callback, when progress changed.
+    fn publish(&mut self) {
         if let Some(control) = &self.control {
             control.observe(&self.transfer);
         }
