@@ -428,7 +428,9 @@ type WriteJob = LocalBoxFuture<'static, (u64, u64, Result<Option<StoredAsset>, E
 
 /// Chunk writes a running transfer keeps in flight while it reads on. IndexedDB commits them in
 /// the order they were issued; a second one lets the body be read and hashed while the browser
-/// still stores the chunk before (its commit can take longer than reading a whole chunk).
+/// still stores the chunk before (its commit can take longer than reading a whole chunk). A killed
+/// run loses what is in flight, so with bounded `Range` windows (`range_window_chunks`, chosen to
+/// waste little after a kill) only one write is.
 pub const WRITES_IN_FLIGHT: usize = 2;
 
 /// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
@@ -709,7 +711,7 @@ impl Driver<'_> {
     /// received and verified and this is the last write, the same transaction also finishes the
     /// download.
     async fn start_write(&mut self, offset: u64, data: Vec<u8>, checkpoint: Checkpoint) {
-        while self.writes.len() >= WRITES_IN_FLIGHT {
+        while self.writes.len() >= self.writes_in_flight() {
             self.settle_oldest_write().await;
         }
         let len = data.len() as u64;
@@ -751,6 +753,17 @@ impl Driver<'_> {
             TransferState::Receiving | TransferState::Connecting
         ) {
             self.settle_write().await;
+        }
+    }
+
+    /// How many chunk writes may be in flight: [`WRITES_IN_FLIGHT`], or one with bounded `Range`
+    /// windows (`range_window_chunks`), which are there to bound what a killed run fetches
+    /// twice (a kill loses the writes in flight).
+    fn writes_in_flight(&self) -> usize {
+        if self.transfer.spec().config.range_window_chunks > 0 {
+            1
+        } else {
+            WRITES_IN_FLIGHT
         }
     }
 
