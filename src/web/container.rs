@@ -380,6 +380,11 @@ fn chunk_len(value: &JsValue) -> Option<u64> {
         .map(|blob| blob.size() as u64)
 }
 
+/// The error for a stored chunk value that is neither a `Uint8Array` nor a `Blob`.
+fn not_a_chunk(op: &str, value: &JsValue) -> Error {
+    storage(op, format!("a chunk is not bytes: {}", js::describe(value)))
+}
+
 /// A stored chunk's bytes: a `Uint8Array` as it is, a `Blob` read into memory.
 async fn chunk_bytes(value: JsValue, op: &str) -> Result<Uint8Array, Error> {
     if let Some(blob) = value.dyn_ref::<web_sys::Blob>() {
@@ -390,7 +395,7 @@ async fn chunk_bytes(value: JsValue, op: &str) -> Result<Uint8Array, Error> {
     }
     value
         .dyn_into::<Uint8Array>()
-        .map_err(|v| storage(op, format!("a chunk is not bytes: {}", js::describe(&v))))
+        .map_err(|v| not_a_chunk(op, &v))
 }
 
 /// In `chunks`, puts a whole small file `bytes` (at most [`INLINE_MAX`]) as `identifier`'s
@@ -1443,9 +1448,7 @@ impl Container {
             .map_err(fail)?;
         let mut covered = first;
         for value in &values {
-            covered += chunk_len(value).ok_or_else(|| {
-                storage(op, format!("a chunk is not bytes: {}", js::describe(value)))
-            })?;
+            covered += chunk_len(value).ok_or_else(|| not_a_chunk(op, value))?;
         }
         if covered < end {
             return Err(storage(

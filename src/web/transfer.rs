@@ -27,10 +27,11 @@
 //!
 //! Memory stays about three chunks (`chunk_size`: the one the core fills and up to
 //! [`WRITES_IN_FLIGHT`] being committed, held by IndexedDB as `Blob`s) plus one read buffer
-//! (`read_buffer`); full chunks go to the store through one reused JS array. The body is read with [`ResponseStream::read_into`] (a BYOB reader
-//! into one reused `ArrayBuffer` where the body is a byte stream: no new JS array per read) into
-//! a bounded buffer and never held whole. No IndexedDB transaction is open while a fetch or a timer is awaited: each
-//! container call is its own transaction. A pending body read is never dropped while its response
+//! (`read_buffer`); full chunks go to the store through one reused JS array. The body is read
+//! with [`ResponseStream::read_into`] (a BYOB reader into one reused `ArrayBuffer` where the body
+//! is a byte stream: no new JS array per read) into a bounded buffer and never held whole. No
+//! IndexedDB transaction is open while a fetch or a timer is awaited: each container call is its
+//! own transaction. A pending body read is never dropped while its response
 //! is still wanted (a dropped `reader.read()` would lose its bytes): the read future lives across
 //! wake-ups and is dropped only together with its response.
 //!
@@ -479,8 +480,9 @@ struct Driver<'c> {
     write_failed: bool,
     /// The asset a write that also finished the download stored.
     finished: Option<StoredAsset>,
-    /// A JS array of one chunk's size, reused for every full chunk: IndexedDB clones the value
-    /// when the `put` is issued, so one array serves every write without new garbage.
+    /// A JS array of one chunk's size, reused for every full chunk: the container copies it
+    /// (into a `Blob`, or IndexedDB's clone) when the write is issued, so one array serves every
+    /// write without new garbage.
     js_chunk: Option<Uint8Array>,
 }
 

@@ -55,10 +55,10 @@ pub struct Options {
     pub command_line: String,
 }
 
-/// The sizes and counts one bench run uses.
 /// Cold starts measured per `--runs` (each one ours and one empty worker).
 const COLD_RUNS_PER_RUN: u32 = 5;
 
+/// The sizes and counts one bench run uses.
 #[derive(Clone, Debug)]
 struct Plan {
     runs: u32,
