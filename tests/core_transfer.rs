@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use background_assets::core::error::Error;
-use background_assets::core::integrity::Sha256Stream;
+use background_assets::core::integrity::{ChunkDigests, Sha256Stream};
 use background_assets::core::transfer::{
     Action, Checkpoint, Event, ResponseHeaders, Transfer, TransferConfig, TransferSpec,
     TransferState, Validator,
@@ -271,7 +271,12 @@ impl Store {
                 // The contract: writes are contiguous and carry the checkpoint that is true after them.
                 assert_eq!(offset, self.checkpoint.bytes, "write not contiguous");
                 assert_eq!(checkpoint.bytes, offset + data.len() as u64);
-                assert_eq!(checkpoint.hash.length(), checkpoint.bytes);
+                if checkpoint.chunks_verified {
+                    // Verified chunk by chunk: no whole-file hash state is kept.
+                    assert_eq!(checkpoint.hash.length(), 0);
+                } else {
+                    assert_eq!(checkpoint.hash.length(), checkpoint.bytes);
+                }
                 let len = data.len() as u64;
                 self.chunks.insert(offset, data);
                 self.checkpoint = checkpoint;
@@ -310,12 +315,23 @@ impl Store {
 enum Logged {
     Fetch(Request),
     Abort,
-    Write { offset: u64, len: u64 },
-    Discard { wasted: u64 },
+    Write {
+        offset: u64,
+        len: u64,
+    },
+    Discard {
+        wasted: u64,
+    },
     Save,
     RetryAt(Millis),
-    Finish { size: u64 },
+    Finish {
+        size: u64,
+    },
     Fail(Error),
+    /// A chunk write refused by its declared digest (not stored).
+    Mismatch {
+        offset: u64,
+    },
 }
 
 struct Sim {
@@ -335,6 +351,8 @@ struct Sim {
     /// Body bytes handed to the transfer.
     delivered: u64,
     steps: u32,
+    /// A chunk failed its digest: no later write of this context is stored (as the web driver).
+    refused_chunk: bool,
 }
 
 const STALL_CLOSE_MS: Millis = 600_000;
@@ -374,6 +392,7 @@ impl Sim {
             log: Vec::new(),
             delivered: 0,
             steps: 0,
+            refused_chunk: false,
         }
     }
 
@@ -414,6 +433,28 @@ impl Sim {
                     data,
                     checkpoint,
                 } => {
+                    if self.refused_chunk {
+                        continue;
+                    }
+                    if let Some(digests) = &self.spec.chunk_digests {
+                        // The driver's side of the contract: every write is a whole chunk (or
+                        // the file's last) with a declared digest, checked before it is stored.
+                        let expected = self
+                            .t
+                            .expected_chunk_digest(offset)
+                            .expect("a write with chunk digests starts a chunk");
+                        let whole = data.len() == digests.chunk_size as usize;
+                        let last = Some(offset + data.len() as u64) == self.spec.expected_size;
+                        assert!(whole || last, "a partial chunk was written at {offset}");
+                        let actual = sha(&data);
+                        if actual != expected {
+                            self.log.push(Logged::Mismatch { offset });
+                            self.refused_chunk = true;
+                            self.t
+                                .handle(Event::ChunkMismatch { offset, actual }, self.now);
+                            continue;
+                        }
+                    }
                     self.log.push(Logged::Write {
                         offset,
                         len: data.len() as u64,
@@ -554,6 +595,7 @@ impl Sim {
         self.reply = None;
         self.now += 1_000;
         self.outcome = None;
+        self.refused_chunk = false;
         let checkpoint = self.store.checkpoint.clone();
         let refetch = if checkpoint.restarts == before.restarts {
             before.bytes_received - checkpoint.bytes
@@ -1177,6 +1219,182 @@ fn digest_mismatch_is_never_reported_finished() {
     assert!(sim.store.chunks.is_empty(), "the bad file is discarded");
 }
 
+// --- chunk digests ----------------------------------------------------------------------------
+
+/// A sim whose spec declares the body's chunk digests (chunks of 1,000 bytes).
+fn with_digests(len: usize) -> Sim {
+    Sim::new(len, |s| {
+        s.chunk_digests = Some(ChunkDigests::of(&source(len, 7), 1_000));
+    })
+}
+
+#[test]
+fn chunk_digests_verify_whole_chunks_and_finish_with_the_declared_digest() {
+    let mut sim = with_digests(3_500);
+    sim.assert_finished_exact();
+    let writes: Vec<_> = sim
+        .log
+        .iter()
+        .filter_map(|l| match l {
+            Logged::Write { offset, len } => Some((*offset, *len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [(0, 1_000), (1_000, 1_000), (2_000, 1_000), (3_000, 500)]
+    );
+    assert!(sim.store.checkpoint.chunks_verified);
+    // The chunk size is the list's, whatever the config said.
+    let mut sim = Sim::new(2_500, |s| {
+        s.config.chunk_size = 64;
+        s.chunk_digests = Some(ChunkDigests::of(&source(2_500, 7), 1_000));
+    });
+    sim.assert_finished_exact();
+    assert_eq!(sim.t.spec().config.chunk_size, 1_000);
+}
+
+#[test]
+fn a_corrupt_chunk_fails_typed_and_keeps_the_verified_chunks_before_it() {
+    let len = 4_000;
+    let mut served = source(len, 7);
+    served[2_345] ^= 0xff; // the server's chunk 2 is not the declared one
+    let declared = ChunkDigests::of(&source(len, 7), 1_000);
+    let mut sim = Sim::new(len, |s| s.chunk_digests = Some(declared.clone()));
+    sim.server.body = served.clone();
+    sim.run();
+    match &sim.outcome {
+        Some(Err(Error::ChunkIntegrityMismatch {
+            offset,
+            expected,
+            actual,
+            ..
+        })) => {
+            assert_eq!(*offset, 2_000);
+            assert_eq!(
+                *expected,
+                background_assets::core::error::hex(&declared.sha256[2])
+            );
+            assert_eq!(
+                *actual,
+                background_assets::core::error::hex(&sha(&served[2_000..3_000]))
+            );
+        }
+        other => panic!("expected ChunkIntegrityMismatch, got {other:?}"),
+    }
+    assert!(sim.log.contains(&Logged::Mismatch { offset: 2_000 }));
+    // The two verified chunks stay; nothing of the bad one or after it was stored.
+    assert_eq!(sim.store.bytes(), source(len, 7)[..2_000]);
+    // A next context continues after them (and meets the same bad chunk again).
+    sim.kill_and_resume(true);
+    assert_eq!(sim.fetches().last().unwrap().range_start, Some(2_000));
+    sim.run();
+    assert!(matches!(
+        &sim.outcome,
+        Some(Err(Error::ChunkIntegrityMismatch { offset: 2_000, .. }))
+    ));
+    // Once the server has the declared file, it finishes.
+    sim.server.body = source(len, 7);
+    sim.kill_and_resume(true);
+    sim.assert_finished_exact();
+}
+
+#[test]
+fn with_chunk_digests_a_pause_keeps_a_partial_chunk_in_memory_and_fetches_nothing_twice() {
+    let mut sim = with_digests(3_000);
+    sim.run_until(|s| s.delivered >= 1_500);
+    let received = sim.t.progress().bytes_received;
+    assert!(received % 1_000 != 0, "paused mid-chunk ({received})");
+    sim.handle(Event::Pause);
+    sim.commit();
+    assert_eq!(sim.t.state(), TransferState::Paused);
+    assert_eq!(
+        sim.store.checkpoint.bytes, 1_000,
+        "only whole chunks are stored"
+    );
+    sim.now += 60_000;
+    sim.handle(Event::Resume);
+    assert_eq!(sim.fetches().last().unwrap().range_start, Some(received));
+    sim.assert_finished_exact();
+    assert_eq!(sim.delivered, 3_000, "not one byte fetched twice");
+}
+
+#[test]
+fn with_chunk_digests_a_broken_response_resumes_from_the_received_byte() {
+    let mut sim = with_digests(3_000).faults([Some(Fault::Drop(1_700))]);
+    sim.assert_finished_exact();
+    assert_eq!(sim.fetches()[1].range_start, Some(1_700));
+    assert_eq!(sim.delivered, 3_000);
+}
+
+#[test]
+fn checkpoints_continue_only_under_the_same_kind_of_verification() {
+    // Written with chunk digests, resumed without them: no hash state covers the stored bytes.
+    let mut sim = with_digests(3_000);
+    sim.run_until(|s| s.store.checkpoint.bytes >= 2_000);
+    sim.spec.chunk_digests = None;
+    sim.kill_and_resume(true);
+    assert!(sim.log.contains(&Logged::Discard { wasted: 2_000 }));
+    sim.assert_finished_exact();
+
+    // Written without them, resumed with them: the stored bytes were never checked chunk by chunk.
+    let mut sim = Sim::new(3_000, |_| {});
+    sim.run_until(|s| s.store.checkpoint.bytes >= 2_000);
+    sim.spec.chunk_digests = Some(ChunkDigests::of(&source(3_000, 7), 1_000));
+    sim.kill_and_resume(true);
+    assert!(sim.log.contains(&Logged::Discard { wasted: 2_000 }));
+    assert_eq!(sim.fetches().last().unwrap().range_start, None);
+    sim.assert_finished_exact();
+
+    // With them both times: continued after the stored chunks.
+    let mut sim = with_digests(3_000);
+    sim.run_until(|s| s.store.checkpoint.bytes >= 2_000);
+    sim.kill_and_resume(true);
+    assert_eq!(sim.fetches().last().unwrap().range_start, Some(2_000));
+    sim.assert_finished_exact();
+    assert!(!sim.log.iter().any(|l| matches!(l, Logged::Discard { .. })));
+}
+
+#[test]
+fn chunk_digests_that_do_not_fit_the_declaration_are_refused_typed() {
+    let body = source(3_000, 7);
+    type Configure<'a> = Box<dyn Fn(&mut TransferSpec) + 'a>;
+    let cases: [(&str, Configure); 3] = [
+        (
+            "2 chunk digests given; 3 are needed",
+            Box::new(|s| s.chunk_digests = Some(ChunkDigests::of(&body[..2_000], 1_000))),
+        ),
+        (
+            "declare the size and the SHA-256",
+            Box::new(|s| {
+                s.chunk_digests = Some(ChunkDigests::of(&body, 1_000));
+                s.sha256 = None;
+            }),
+        ),
+        (
+            "declare the size and the SHA-256",
+            Box::new(|s| {
+                s.chunk_digests = Some(ChunkDigests::of(&body, 1_000));
+                s.expected_size = None;
+            }),
+        ),
+    ];
+    for (want, configure) in cases {
+        let mut sim = Sim::new(3_000, configure);
+        sim.run();
+        match &sim.outcome {
+            Some(Err(Error::DownloadInvalid { reason })) => {
+                assert!(
+                    reason.contains(want) && reason.contains("`asset`"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected DownloadInvalid, got {other:?}"),
+        }
+        assert!(sim.fetches().is_empty());
+    }
+}
+
 #[test]
 fn quota_and_stale_epoch_fail_with_their_error_without_retry() {
     let mut sim = Sim::new(5_000, |_| {});
@@ -1348,13 +1566,17 @@ proptest! {
         chunk in 64u32..1_500,
         piece_fraction in 1u32..=4,
         declare_size in any::<bool>(),
+        digests in any::<bool>(),
         faults in prop::collection::vec(fault(), 0..10),
         mut interventions in prop::collection::vec(intervention(), 0..4),
     ) {
         let piece = (chunk / piece_fraction).max(1) as usize;
         let mut sim = Sim::new(len, |s| {
             s.config.chunk_size = chunk;
-            if !declare_size {
+            if digests {
+                // Chunk digests need the size declared.
+                s.chunk_digests = Some(ChunkDigests::of(&source(len, 7), chunk));
+            } else if !declare_size {
                 s.expected_size = None;
             }
         }).faults(faults.clone());
@@ -1374,8 +1596,14 @@ proptest! {
                             sim.drain();
                             if sim.t.state() == TransferState::Paused {
                                 let received = sim.t.progress().bytes_received;
-                                prop_assert_eq!(sim.store.checkpoint.bytes, received,
-                                    "a pause stores every received byte");
+                                // With chunk digests a partial chunk stays in memory.
+                                let stored = if digests && received != len as u64 {
+                                    received - received % u64::from(chunk)
+                                } else {
+                                    received
+                                };
+                                prop_assert_eq!(sim.store.checkpoint.bytes, stored,
+                                    "a pause stores every received byte (whole chunks with digests)");
                                 let fetches_before = sim.fetches().len();
                                 sim.now += 60_000;
                                 sim.handle(Event::Resume);

@@ -155,7 +155,9 @@ async fn spec_for(
 
 /// One `len`-byte download CDN → container through `web::transfer::run`, verified (declared
 /// size and SHA-256), asking for at most `window_chunks` chunks per request (`0`: the default
-/// config, one request). Returns `{"ms", "bytes", "mib_s", "chunk_bytes"}`.
+/// config, one request); with `chunk_digests` the spec also declares the file's chunk digests
+/// (fetched before the clock starts), so each chunk is verified by `crypto.subtle.digest`
+/// instead of the whole file in wasm. Returns `{"ms", "bytes", "mib_s", "chunk_bytes"}`.
 #[wasm_bindgen(js_name = engineThroughput)]
 pub async fn engine_throughput(
     cdn: String,
@@ -163,11 +165,18 @@ pub async fn engine_throughput(
     seed: f64,
     chunk: f64,
     window_chunks: f64,
+    chunk_digests: bool,
 ) -> Result<String, JsValue> {
     let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
     let path = format!("/gen/{len}/{seed}?probe={}", probe());
     let mut spec = spec_for(&cdn, format!("tp-{}", probe()), &path, len, seed, chunk).await?;
     spec.config.range_window_chunks = window_chunks.max(0.0) as u32;
+    if chunk_digests {
+        let list = fetch_bytes(&format!("{cdn}/gen/{len}/{seed}.chunks/{chunk}"))
+            .await
+            .map_err(err)?;
+        spec.chunk_digests = Some(serde_json::from_slice(&list).map_err(err)?);
+    }
     let container = fresh_container("tp").await?;
     let started = now_ms();
     let outcome = run(&container, spec, options()).await;

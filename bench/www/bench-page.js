@@ -10,7 +10,7 @@ const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
   managerMany: [], fetchMany: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
-  engineWindow: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [] };
+  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -89,6 +89,8 @@ async function main() {
     const n = `${i + 1}/${c.runs}`;
     const big = { cdn: c.cdn, len: c.len, seed, chunk: c.chunk };
     await record(results.engine, `engine throughput ${n}`, run('engine', big));
+    await record(results.engineChunks, `engine throughput, declared chunk digests ${n}`,
+      run('engine', { ...big, chunkDigests: true }));
     await record(results.engineWindow, `engine throughput, 1-chunk Range windows ${n}`,
       run('engine', { ...big, window: 1 }));
     await record(results.fetchDrain, `fetch drain ${n}`, run('fetchDrain', big));

@@ -135,7 +135,7 @@ async function measure(data) {
     case 'ping':
       return { ok: true };
     case 'engine':
-      return JSON.parse(await wasm_bindgen.engineThroughput(a.cdn, a.len, a.seed, a.chunk, a.window || 0));
+      return JSON.parse(await wasm_bindgen.engineThroughput(a.cdn, a.len, a.seed, a.chunk, a.window || 0, !!a.chunkDigests));
     case 'engineMany':
       return JSON.parse(await wasm_bindgen.engineMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
     case 'managerMany':

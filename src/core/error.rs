@@ -111,6 +111,18 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    /// A chunk's SHA-256 differs from the one the declaration lists for it (see
+    /// [`ChunkDigests`](crate::core::integrity::ChunkDigests)): the chunk was not stored; the
+    /// chunks before it were, each verified.
+    #[error(
+        "`{identifier}` failed integrity check at byte {offset}: expected the chunk's sha256 {expected}, got {actual}"
+    )]
+    ChunkIntegrityMismatch {
+        identifier: String,
+        offset: u64,
+        expected: String,
+        actual: String,
+    },
     /// The finished file's size differs from the declared one.
     #[error("`{identifier}` has {actual} bytes, {expected} were declared")]
     SizeMismatch {
@@ -210,6 +222,7 @@ impl Error {
             QuotaExceeded { .. } => 1100,
             InsufficientStorage { .. } => 1101,
             IntegrityMismatch { .. } => 1200,
+            ChunkIntegrityMismatch { .. } => 1202,
             SizeMismatch { .. } => 1201,
             ServerRefusedRange { .. } => 1300,
             HttpStatus { .. } => 1301,
@@ -257,6 +270,7 @@ impl Error {
             QuotaExceeded { .. } => "QuotaExceeded",
             InsufficientStorage { .. } => "InsufficientStorage",
             IntegrityMismatch { .. } => "IntegrityMismatch",
+            ChunkIntegrityMismatch { .. } => "ChunkIntegrityMismatch",
             SizeMismatch { .. } => "SizeMismatch",
             ServerRefusedRange { .. } => "ServerRefusedRange",
             HttpStatus { .. } => "HttpStatus",
@@ -361,6 +375,12 @@ mod tests {
             },
             Error::IntegrityMismatch {
                 identifier: id(),
+                expected: id(),
+                actual: id(),
+            },
+            Error::ChunkIntegrityMismatch {
+                identifier: id(),
+                offset: 4,
                 expected: id(),
                 actual: id(),
             },

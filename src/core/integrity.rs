@@ -318,6 +318,118 @@ impl TryFrom<HashStateJson> for HashState {
     }
 }
 
+/// The declared SHA-256 of each consecutive `chunk_size` bytes of a file, the last chunk
+/// possibly shorter: the file's chunk list, declared beside its whole-file SHA-256.
+///
+/// With it a download verifies each chunk before storing it, with the browser's
+/// `crypto.subtle.digest` (native code, off the worker's thread) instead of hashing every byte
+/// in wasm on the thread that reads the body; a corrupt chunk is refused before it is stored and
+/// the verified chunks before it are kept. The list is as trustworthy as the declaration it came
+/// in, like the whole-file digest beside it.
+///
+/// In JSON (the declaration's `chunks`): `{"size": <chunk bytes>, "sha256": ["<64 hex>", ...]}`.
+///
+/// # Example
+/// ```
+/// use background_assets::core::integrity::ChunkDigests;
+/// let file = vec![7u8; 10];
+/// let digests = ChunkDigests::of(&file, 4);
+/// assert_eq!(digests.sha256.len(), 3); // 4 + 4 + 2 bytes
+/// assert!(digests.check(10).is_ok());
+/// assert!(digests.check(13).unwrap_err().contains("4 are needed"));
+/// let json = serde_json::to_string(&digests).unwrap();
+/// assert!(json.starts_with(r#"{"size":4,"sha256":[""#));
+/// assert_eq!(serde_json::from_str::<ChunkDigests>(&json).unwrap(), digests);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ChunkDigestsJson", into = "ChunkDigestsJson")]
+pub struct ChunkDigests {
+    /// Bytes per chunk (the last one may be shorter); at least 1.
+    pub chunk_size: u32,
+    /// One SHA-256 per chunk, in file order.
+    pub sha256: Vec<[u8; 32]>,
+}
+
+impl ChunkDigests {
+    /// The digests of `data` cut into `chunk_size` chunks (a tool's or a test's side: the
+    /// download verifies, it does not compute the list).
+    pub fn of(data: &[u8], chunk_size: u32) -> ChunkDigests {
+        use sha2::Digest;
+        let sha256 = data
+            .chunks(chunk_size.max(1) as usize)
+            .map(|c| sha2::Sha256::digest(c).into())
+            .collect();
+        ChunkDigests { chunk_size, sha256 }
+    }
+
+    /// Whether the list fits a file of `size` bytes: a chunk size of at least 1 and one digest
+    /// per chunk. The error says what is wrong, for the caller to name where.
+    pub fn check(&self, size: u64) -> Result<(), String> {
+        if self.chunk_size == 0 {
+            return Err("the chunk size must be at least 1".into());
+        }
+        let needed = size.div_ceil(u64::from(self.chunk_size));
+        if self.sha256.len() as u64 != needed {
+            return Err(format!(
+                "{} chunk digests given; {needed} are needed for {size} bytes in chunks of {}",
+                self.sha256.len(),
+                self.chunk_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The declared digest of the chunk starting at `offset`, if `offset` starts one.
+    pub fn at(&self, offset: u64) -> Option<[u8; 32]> {
+        let size = u64::from(self.chunk_size);
+        if size == 0 || offset % size != 0 {
+            return None;
+        }
+        self.sha256
+            .get(usize::try_from(offset / size).ok()?)
+            .copied()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunkDigestsJson {
+    size: u32,
+    sha256: Vec<String>,
+}
+
+impl From<ChunkDigests> for ChunkDigestsJson {
+    fn from(d: ChunkDigests) -> Self {
+        ChunkDigestsJson {
+            size: d.chunk_size,
+            sha256: d.sha256.iter().map(|s| hex(s)).collect(),
+        }
+    }
+}
+
+impl TryFrom<ChunkDigestsJson> for ChunkDigests {
+    type Error = String;
+
+    fn try_from(j: ChunkDigestsJson) -> Result<Self, String> {
+        let sha256 = j
+            .sha256
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                parse_sha256(s).ok_or_else(|| format!("sha256[{i}] is not 64 hex digits"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ChunkDigests {
+            chunk_size: j.size,
+            sha256,
+        })
+    }
+}
+
+/// A SHA-256 written as 64 hex digits (either case).
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    unhex(s)?.try_into().ok()
+}
+
 /// Decodes lowercase or uppercase hex; `None` on odd length or a non-hex character.
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {

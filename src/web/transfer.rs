@@ -14,7 +14,10 @@
 //!                         Write → append_chunk(epoch) issued, NOT awaited: reads go on while it
 //!                                 commits (one write in flight; the next Write, Discard,
 //!                                 SaveCheckpoint or Finish waits for it) → Written | WriteFailed
-//!                                 (the last Write of a verified file also finishes it)
+//!                                 (the last Write of a verified file also finishes it;
+//!                                 with declared chunk digests the chunk is first checked by
+//!                                 `crypto.subtle.digest`, off this thread: a mismatch is
+//!                                 ChunkMismatch and nothing from it on is stored)
 //!                         Discard → discard_chunks(epoch)    SaveCheckpoint → save_checkpoint
 //!                         Finish → container.finish(epoch) → Ok(StoredAsset)
 //!                         Fail(e) → Err(e)
@@ -739,6 +742,17 @@ impl Driver<'_> {
         };
         let array = self.chunk_array(&data);
         drop(data);
+        if let Some(expected) = self.transfer.expected_chunk_digest(offset) {
+            // Declared chunk digests: the chunk is checked off this thread before it is stored
+            // (the array is not touched until the digest has copied it).
+            let actual = js::sha256(&array).await;
+            if actual != expected {
+                self.write_failed = true; // nothing after the bad chunk is stored
+                self.transfer
+                    .handle(Event::ChunkMismatch { offset, actual }, now());
+                return;
+            }
+        }
         let at = ChunkAt {
             identifier: &self.identifier,
             epoch: self.epoch,
@@ -786,10 +800,18 @@ impl Driver<'_> {
     /// What the finished asset will be, from the checkpoint of its last write (which hashes
     /// every byte): `None` if that state is unreadable (the download is then finished apart).
     fn finished_asset(&self, size: u64, checkpoint: &Checkpoint) -> Option<FinishedAsset> {
-        if checkpoint.bytes != size || checkpoint.hash.length() != size {
+        if checkpoint.bytes != size {
             return None;
         }
-        let sha256 = Sha256Stream::restore(&checkpoint.hash).ok()?.finalize();
+        let sha256 = if checkpoint.chunks_verified {
+            // Every chunk, this last one too, is checked against its declared digest before it
+            // is stored: the file is the declared one.
+            self.transfer.spec().sha256?
+        } else if checkpoint.hash.length() == size {
+            Sha256Stream::restore(&checkpoint.hash).ok()?.finalize()
+        } else {
+            return None;
+        };
         if self.transfer.spec().sha256.is_some_and(|s| s != sha256) {
             return None;
         }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 use background_assets::core::error::{hex, Error};
+use background_assets::core::integrity::ChunkDigests;
 use background_assets::core::policy::DomainAllowList;
 use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
 use background_assets::web::container::Container;
@@ -811,5 +812,67 @@ async fn an_asset_stored_by_run_is_served_with_ranges() {
             .as_deref(),
         Some(format!("bytes */{LEN}").as_str())
     );
+    remove(c).await;
+}
+
+/// The CDN's chunk digests of `/gen/<len>/<seed>` (the declaration's `chunks` JSON).
+async fn chunk_digests_of(len: u64, seed: u64, chunk: u64) -> ChunkDigests {
+    let url = format!("{}/gen/{len}/{seed}.chunks/{chunk}", cdn());
+    serde_json::from_slice(&fetch_all(&url).await).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn the_browser_digest_is_sha256() {
+    for len in [0usize, 3, 64, 1_000_003] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let array = js_sys::Uint8Array::from(&data[..]);
+        let expected: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(js::sha256(&array).await, expected, "{len} bytes");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn declared_chunk_digests_refuse_a_wrong_chunk_and_keep_the_verified_ones() {
+    const LEN: u64 = 3 * MIB + 4_321;
+    let seed = 14_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-chunks").await;
+    let id = unique_id("chunks");
+    let good = chunk_digests_of(LEN, seed, CHUNK).await;
+    assert_eq!(good.sha256.len(), 4);
+    // The declaration lists another body's digest for chunk 2: the server's chunk 2 is wrong.
+    let mut wrong = good.clone();
+    wrong.sha256[2] = chunk_digests_of(LEN, seed + 1, CHUNK).await.sha256[2];
+    // The config's chunk size gives way to the list's.
+    let mut spec = spec_for(&id, &path, LEN, seed, 64 * 1024).await;
+    spec.chunk_digests = Some(wrong.clone());
+    match run(&c, spec.clone(), options(&tracker(), None)).await {
+        Err(Error::ChunkIntegrityMismatch {
+            offset,
+            expected,
+            actual,
+            ..
+        }) => {
+            assert_eq!(offset, 2 * CHUNK);
+            assert_eq!(expected, hex(&wrong.sha256[2]));
+            assert_eq!(actual, hex(&good.sha256[2]));
+        }
+        other => panic!("expected ChunkIntegrityMismatch, got {other:?}"),
+    }
+    assert_eq!(stored(&c, &id).await, 2 * CHUNK, "the verified chunks stay");
+
+    // With the right list the next run continues after them and finishes.
+    spec.chunk_digests = Some(good);
+    let asset = run(&c, spec, options(&tracker(), None)).await.unwrap();
+    assert_eq!(asset.size, LEN);
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(
+        logged[1].range.as_deref(),
+        Some(format!("bytes={}-", 2 * CHUNK).as_str())
+    );
+    let original = fetch_all(&format!("{}/gen/{LEN}/{seed}", cdn())).await;
+    assert_eq!(c.read_range(&id, 0, LEN).await.unwrap(), original);
     remove(c).await;
 }

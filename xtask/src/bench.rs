@@ -548,6 +548,10 @@ impl Numbers {
             "diag_engine_window_mib_s",
             rate(median(field(raw, "engineWindow", "ms"))),
         );
+        set(
+            "diag_engine_chunks_mib_s",
+            rate(median(field(raw, "engineChunks", "ms"))),
+        );
         // Only when every planned download was scheduled.
         let scaled = |name: &str| -> Vec<Option<f64>> {
             field(raw, "managerScale", name)
@@ -642,6 +646,11 @@ impl Numbers {
             Row::info(
                 "  diagnostic: engine* with 1-chunk Range windows (opt-in range_window_chunks = 1) (MiB/s)",
                 g("diag_engine_window_mib_s"),
+                1,
+            ),
+            Row::info(
+                "  engine* with declared chunk digests (each chunk checked by crypto.subtle.digest) (MiB/s)",
+                g("diag_engine_chunks_mib_s"),
                 1,
             ),
         ];

@@ -178,7 +178,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::core::error::{hex, Error};
-use crate::core::integrity::{HashState, Sha256Stream};
+use crate::core::integrity::{ChunkDigests, HashState, Sha256Stream};
 use crate::core::Millis;
 
 use headers::ContentRange;
@@ -292,6 +292,13 @@ pub struct TransferSpec {
     pub expected_size: Option<u64>,
     /// The declared SHA-256, if any: a file with any other digest is never reported finished.
     pub sha256: Option<[u8; 32]>,
+    /// The declared SHA-256 of each chunk, if any (then `expected_size` and `sha256` must be
+    /// declared too). Each chunk is verified by the driver before it is stored
+    /// ([`Transfer::expected_chunk_digest`]) and the whole file is not hashed again: the file is
+    /// finished with its declared `sha256` once every chunk matched. The chunks are the list's:
+    /// its chunk size replaces `config.chunk_size`, and only whole chunks (and the file's last)
+    /// are written, so a pause or a broken response keeps a partial chunk in memory.
+    pub chunk_digests: Option<ChunkDigests>,
     /// Tuning.
     pub config: TransferConfig,
     /// Extra request headers sent with every fetch of this transfer (name, value): the app's
@@ -316,6 +323,7 @@ impl TransferSpec {
             url: url.into(),
             expected_size: None,
             sha256: None,
+            chunk_digests: None,
             config: TransferConfig::default(),
             headers: Vec::new(),
         }
@@ -388,6 +396,9 @@ pub struct Checkpoint {
     pub wasted_bytes: u64,
     /// Restarts from zero.
     pub restarts: u32,
+    /// Every stored byte was verified against declared chunk digests (and `hash` is not kept):
+    /// only a transfer with the same [`TransferSpec::chunk_digests`] continues from it.
+    pub chunks_verified: bool,
 }
 
 /// The response headers the transfer needs, as raw strings (the transfer parses them).
@@ -442,6 +453,16 @@ pub enum Event<'a> {
     /// A `Write` (or `Discard`/`SaveCheckpoint`) failed, e.g. [`Error::QuotaExceeded`] or
     /// [`Error::StaleEpoch`]: the transfer fails with this error.
     WriteFailed(Error),
+    /// A chunk `Write` was not stored because the chunk's SHA-256 (`actual`) is not the one
+    /// [`Transfer::expected_chunk_digest`] gave: the transfer fails with
+    /// [`Error::ChunkIntegrityMismatch`], the verified chunks before it stay stored. The driver
+    /// stores none of the writes after it.
+    ChunkMismatch {
+        /// The chunk's offset.
+        offset: u64,
+        /// The SHA-256 of the bytes that arrived.
+        actual: [u8; 32],
+    },
     /// The driver refuses to go on, e.g. `response.url` after a redirect is outside the domain
     /// allow-list ([`Error::SessionDownloadDisallowedByDomain`]) or the response is opaque: the
     /// fetch is aborted and the transfer fails with this error. Stored bytes are left as they are.
@@ -703,9 +724,17 @@ impl Transfer {
         t.high_water = checkpoint.high_water.max(checkpoint.bytes);
         t.final_url = checkpoint.final_url.clone();
         let expected = t.spec.expected_size;
-        let hasher = Sha256Stream::restore(&checkpoint.hash)
-            .ok()
-            .filter(|h| h.bytes_hashed() == checkpoint.bytes);
+        let hasher = match &t.spec.chunk_digests {
+            // Verified chunk by chunk: whole chunks (or the whole file) of this chunk list.
+            Some(d) => ((checkpoint.chunks_verified || checkpoint.bytes == 0)
+                && (checkpoint.bytes % u64::from(d.chunk_size) == 0
+                    || expected == Some(checkpoint.bytes)))
+            .then(Sha256Stream::new),
+            None => Sha256Stream::restore(&checkpoint.hash).ok().filter(|h| {
+                h.bytes_hashed() == checkpoint.bytes
+                    && (!checkpoint.chunks_verified || checkpoint.bytes == 0)
+            }),
+        };
         let consistent = match (expected, checkpoint.total) {
             (Some(e), Some(total)) => e == total && checkpoint.bytes <= e,
             (Some(e), None) => checkpoint.bytes <= e,
@@ -735,7 +764,10 @@ impl Transfer {
         t
     }
 
-    fn blank(spec: TransferSpec) -> Transfer {
+    fn blank(mut spec: TransferSpec) -> Transfer {
+        if let Some(digests) = &spec.chunk_digests {
+            spec.config.chunk_size = digests.chunk_size;
+        }
         Transfer {
             spec,
             phase: Phase::Connecting,
@@ -766,14 +798,29 @@ impl Transfer {
     }
 
     fn refuse_bad_spec(&mut self) -> bool {
-        let problem = self.spec.config.validate().err().or_else(|| {
-            self.spec
-                .identifier
-                .is_empty()
-                .then(|| Error::DownloadInvalid {
-                    reason: "transfer identifier is empty".into(),
+        let problem = self
+            .spec
+            .config
+            .validate()
+            .err()
+            .or_else(|| {
+                self.spec
+                    .identifier
+                    .is_empty()
+                    .then(|| Error::DownloadInvalid {
+                        reason: "transfer identifier is empty".into(),
+                    })
+            })
+            .or_else(|| {
+                let digests = self.spec.chunk_digests.as_ref()?;
+                let reason = match (self.spec.expected_size, self.spec.sha256) {
+                    (Some(size), Some(_)) => digests.check(size).err()?,
+                    _ => "declare the size and the SHA-256 of a file with chunk digests".into(),
+                };
+                Some(Error::DownloadInvalid {
+                    reason: format!("`{}` chunk digests: {reason}", self.spec.identifier),
                 })
-        });
+            });
         match problem {
             Some(e) => {
                 self.fail(e);
@@ -850,6 +897,16 @@ impl Transfer {
                 }
             }
             Event::Written { offset, len } => self.on_written(offset, len),
+            Event::ChunkMismatch { offset, actual } => {
+                let expected = self.expected_chunk_digest(offset).unwrap_or_default();
+                self.abort_fetch();
+                self.fail(Error::ChunkIntegrityMismatch {
+                    identifier: self.identifier(),
+                    offset,
+                    expected: hex(&expected),
+                    actual: hex(&actual),
+                });
+            }
             Event::WriteFailed(error) | Event::Refused(error) => {
                 self.abort_fetch();
                 self.fail(error);
@@ -1010,6 +1067,28 @@ impl Transfer {
             && self.window_has_more()
     }
 
+    /// The declared SHA-256 the chunk `Write` at `offset` must have, when the spec declares
+    /// [`TransferSpec::chunk_digests`]: the driver checks it before storing the chunk and reports
+    /// a mismatch with [`Event::ChunkMismatch`] instead of storing it. `None` without chunk
+    /// digests.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::integrity::ChunkDigests;
+    /// use background_assets::core::transfer::*;
+    /// let file = b"0123456789".to_vec();
+    /// let mut spec = TransferSpec::new("a", "https://cdn.example/a");
+    /// spec.expected_size = Some(10);
+    /// spec.sha256 = Some([0; 32]); // the declared whole-file digest (not checked again)
+    /// spec.chunk_digests = Some(ChunkDigests::of(&file, 4));
+    /// let t = Transfer::new(spec, 0);
+    /// assert_eq!(t.spec().config.chunk_size, 4);
+    /// assert_eq!(t.expected_chunk_digest(8), Some(ChunkDigests::of(b"89", 4).sha256[0]));
+    /// ```
+    pub fn expected_chunk_digest(&self, offset: u64) -> Option<[u8; 32]> {
+        self.spec.chunk_digests.as_ref()?.at(offset)
+    }
+
     /// The spec this transfer runs.
     pub fn spec(&self) -> &TransferSpec {
         &self.spec
@@ -1052,6 +1131,7 @@ impl Transfer {
             high_water: self.high_water,
             wasted_bytes: self.wasted_bytes,
             restarts: self.restarts,
+            chunks_verified: self.spec.chunk_digests.is_some(),
         }
     }
 
@@ -1060,17 +1140,20 @@ impl Transfer {
     }
 
     fn start_fetch(&mut self, now: Millis) {
-        if self.emitted > 0 && self.validator.is_none() {
+        if self.received() > 0 && self.validator.is_none() {
             // Nothing proves the server still has the same file: start over.
             self.restart_from_zero();
         }
         self.attempts = self.attempts.saturating_add(1);
+        // From what arrived: the stored bytes, and with chunk digests a partial chunk kept in
+        // memory (without them the buffer is always written before a new fetch).
+        let from = self.received();
         let range_end = self.window_end();
-        let range_start = (self.emitted > 0 || range_end.is_some()).then_some(self.emitted);
+        let range_start = (from > 0 || range_end.is_some()).then_some(from);
         let if_range = range_start
             .and(self.validator.as_ref())
             .map(|v| v.if_range().to_string());
-        self.requested_start = self.emitted;
+        self.requested_start = from;
         self.requested_end = range_end;
         self.ended_while_held = false;
         self.high_water_at_attempt_start = self.high_water;
@@ -1109,7 +1192,7 @@ impl Transfer {
             return None;
         }
         let end = self
-            .emitted
+            .received()
             .saturating_add(chunks.saturating_mul(u64::from(self.spec.config.chunk_size)));
         match self.total() {
             Some(total) if end >= total => None,
@@ -1202,7 +1285,7 @@ impl Transfer {
                 self.abort_fetch();
                 let whole = self.spec.expected_size.or(self.server_total);
                 if let Some(Ok(ContentRange::Unsatisfied { complete })) = complete {
-                    if complete == self.emitted && whole.unwrap_or(complete) == complete {
+                    if complete == self.received() && whole.unwrap_or(complete) == complete {
                         // Everything was already stored (the context died before finishing).
                         self.server_total = Some(complete);
                         return self.verify_complete();
@@ -1324,7 +1407,7 @@ impl Transfer {
         };
         if let Some(reason) = problem {
             self.abort_fetch();
-            if self.emitted > 0 {
+            if self.received() > 0 {
                 self.restart_from_zero();
             }
             return self.failed_attempt(reason, FailureKind::Immediate, now);
@@ -1392,13 +1475,23 @@ impl Transfer {
         }
     }
 
-    /// Turns the buffer into a `Write` (hashing it), if it holds anything.
+    /// Turns the buffer into a `Write` (hashing it), if it holds anything. With chunk digests
+    /// only a whole chunk, or the file's last, is written (the driver verifies it against its
+    /// digest); a partial chunk stays in the buffer.
     fn cut_write(&mut self) -> bool {
         if self.buffer.is_empty() {
             return false;
         }
+        if self.spec.chunk_digests.is_some() {
+            let whole = self.buffer.len() == self.spec.config.chunk_size as usize;
+            if !whole && self.spec.expected_size != Some(self.received()) {
+                return false;
+            }
+        }
         let data = std::mem::take(&mut self.buffer);
-        self.hasher.update(&data);
+        if self.spec.chunk_digests.is_none() {
+            self.hasher.update(&data);
+        }
         let offset = self.emitted;
         self.emitted += data.len() as u64;
         let checkpoint = self.checkpoint_of_emitted();
@@ -1452,7 +1545,12 @@ impl Transfer {
     /// Every byte is received: check size and digest, then finish once all writes are stored.
     fn verify_complete(&mut self) {
         let size = self.emitted;
-        let sha256 = self.hasher.finalize();
+        let sha256 = match (&self.spec.chunk_digests, self.spec.sha256) {
+            // Every chunk is verified by the driver before it is stored (and `Finish` waits for
+            // every write): the declared whole-file digest is the file's.
+            (Some(_), Some(declared)) => declared,
+            _ => self.hasher.finalize(),
+        };
         if let Some(expected) = self.spec.expected_size {
             if expected != size {
                 return self.fail_and_discard(Error::SizeMismatch {

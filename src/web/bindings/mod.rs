@@ -164,7 +164,7 @@ export type BackgroundAssetsErrorName =
   | 'SessionDownloadAllowanceExceeded' | 'SessionDownloadNotPermittedBeforeAppLaunch'
   | 'InvalidDeclaration' | 'InvalidIdentifier' | 'InvalidTransition' | 'AssetPackDoesNotExist'
   | 'MaxInstallSizeExceeded' | 'QuotaExceeded' | 'InsufficientStorage' | 'IntegrityMismatch'
-  | 'SizeMismatch' | 'ServerRefusedRange' | 'HttpStatus' | 'AuthenticationRequired' | 'Network'
+  | 'ChunkIntegrityMismatch' | 'SizeMismatch' | 'ServerRefusedRange' | 'HttpStatus' | 'AuthenticationRequired' | 'Network'
   | 'RetriesExhausted' | 'Stalled' | 'OpaqueResponseRefused' | 'CrossOriginCredentials'
   | 'LockTimeout' | 'StaleEpoch' | 'Storage' | 'Cancelled' | 'Unsupported' | 'InvalidArgument';
 "#;

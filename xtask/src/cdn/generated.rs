@@ -89,6 +89,23 @@ pub fn generated_sha256(len: u64, seed: u64) -> String {
     hex(&hasher.finalize())
 }
 
+/// The generated body's chunk digests as the declaration's `chunks` JSON,
+/// `{"size":<chunk>,"sha256":["<hex>",...]}`: one SHA-256 per `chunk` bytes, the last chunk
+/// possibly shorter (`chunk` is at least 1).
+pub fn generated_chunk_digests(len: u64, seed: u64, chunk: u64) -> String {
+    let chunk = chunk.max(1);
+    let mut digests = Vec::new();
+    let mut buf = vec![0u8; chunk.min(len).max(1) as usize];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = chunk.min(len - offset) as usize;
+        generated_bytes(len, seed, offset, &mut buf[..n]);
+        digests.push(hex(&Sha256::digest(&buf[..n])));
+        offset += n as u64;
+    }
+    serde_json::json!({ "size": chunk, "sha256": digests }).to_string()
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -112,6 +129,23 @@ mod tests {
         generated_bytes(256, 2, 0, &mut b);
         assert!(a.iter().any(|&x| x != 0));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn chunk_digests_hash_each_chunk_of_the_body() {
+        let mut whole = vec![0u8; 2500];
+        generated_bytes(2500, 4, 0, &mut whole);
+        let json: serde_json::Value =
+            serde_json::from_str(&generated_chunk_digests(2500, 4, 1000)).unwrap();
+        assert_eq!(json["size"], 1000);
+        let expected: Vec<String> = whole
+            .chunks(1000)
+            .map(|c| hex(&Sha256::digest(c)))
+            .collect();
+        assert_eq!(json["sha256"], serde_json::json!(expected));
+        let empty: serde_json::Value =
+            serde_json::from_str(&generated_chunk_digests(0, 4, 1000)).unwrap();
+        assert_eq!(empty["sha256"], serde_json::json!([]));
     }
 
     #[test]

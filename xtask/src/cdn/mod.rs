@@ -27,7 +27,9 @@
 //! bytes`, a strong `ETag: "g-<len>-<seed>-v<version>"` (version 0 unless `fault=etag-change`),
 //! `Last-Modified: Wed, 01 Jan 2025 00:00:00 GMT`, `Content-Type: application/octet-stream` and
 //! `Cache-Control: no-store`. `GET /gen/<len>/<seed>.sha256` answers [`generated_sha256`] as
-//! `text/plain` (64 hex digits, no newline; faults do not apply to it).
+//! `text/plain` (64 hex digits, no newline; faults do not apply to it), and
+//! `GET /gen/<len>/<seed>.chunks/<chunk>` its chunk digests ([`generated_chunk_digests`], the
+//! declaration's `chunks` JSON).
 //!
 //! Static files (see [`ServerConfig::mounts`]) get the same treatment with `ETag:
 //! "f-<len hex>-<mtime ns hex>-v<version>"`, the file's `Last-Modified` and no `Cache-Control`.
@@ -110,7 +112,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use body::{ClosableIo, CloseFlag, OutageClock, ResponseBody, Source, ABORT};
 use faults::FaultPlan;
 use files::Lookup;
-pub use generated::{generated_bytes, generated_sha256};
+pub use generated::{generated_bytes, generated_chunk_digests, generated_sha256};
 use respond::{preflight, redirect, serve, text, Representation};
 
 /// `Last-Modified` of every generated body: 2025-01-01T00:00:00Z.
@@ -624,6 +626,18 @@ async fn generated(
         Some(rest) => (rest, true),
         None => (rest, false),
     };
+    // `/gen/<len>/<seed>.chunks/<chunk>`: the body's chunk digests (the declaration's `chunks`).
+    let (rest, chunks) =
+        match rest.split_once(".chunks/") {
+            Some((rest, chunk)) => match chunk.parse::<u64>() {
+                Ok(chunk) if chunk > 0 => (rest, Some(chunk)),
+                _ => return text(
+                    StatusCode::NOT_FOUND,
+                    "expected /gen/<len>/<seed>.chunks/<chunk bytes> (a decimal number above 0)\n",
+                ),
+            },
+            None => (rest, None),
+        };
     let parsed = rest
         .split_once('/')
         .and_then(|(len, seed)| Some((len.parse::<u64>().ok()?, seed.parse::<u64>().ok()?)));
@@ -635,6 +649,16 @@ async fn generated(
     };
     if wants_digest {
         return digest(shared, len, seed).await;
+    }
+    if let Some(chunk) = chunks {
+        let Ok(json) = tokio::task::spawn_blocking(move || {
+            generated::generated_chunk_digests(len, seed, chunk)
+        })
+        .await
+        else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "digests failed\n");
+        };
+        return json_no_store(json);
     }
     let plan = match FaultPlan::parse(req.uri().query()) {
         Ok(plan) => plan,
