@@ -19,6 +19,14 @@ fn file(path: &str, size: u64) -> Value {
     json!({ "path": path, "url": format!("https://cdn.example.com/{path}"), "size": size, "sha256": DIGEST })
 }
 
+/// `file` with `chunks` declared: 16 KiB chunks, each listed with `DIGEST`.
+fn chunked(mut file: Value) -> Value {
+    let size = file["size"].as_u64().unwrap();
+    let count = size.div_ceil(16384) as usize;
+    file["chunks"] = json!({ "size": 16384, "sha256": vec![DIGEST; count] });
+    file
+}
+
 fn valid() -> Value {
     json!({
         "$schema": "https://example.com/pkg.schema.json",
@@ -34,7 +42,7 @@ fn valid() -> Value {
         "assetPacks": [
             { "id": "levels", "version": "3", "downloadPolicy": "essential",
               "installationEventTypes": ["firstInstallation", "subsequentUpdate"],
-              "files": [file("levels/1.bin", 67108864), file("levels/2.bin", 10)] },
+              "files": [file("levels/1.bin", 67108864), chunked(file("levels/2.bin", 10))] },
             { "id": "music", "version": "1", "downloadPolicy": "prefetch",
               "installationEventTypes": ["subsequentUpdate"],
               "files": [file("music/a.ogg", 5)] },
@@ -117,6 +125,13 @@ fn parses_the_full_schema() {
     assert_eq!(levels.files[0].size, 67108864);
     assert_eq!(levels.files[0].sha256[0], 0xe3);
     assert_eq!(levels.files[0].sha256[31], 0x55);
+    assert_eq!(levels.files[0].chunks, None);
+    let chunks = levels.files[1]
+        .chunks
+        .as_ref()
+        .expect("levels/2.bin declares chunks");
+    assert_eq!(chunks.chunk_size, 16384);
+    assert_eq!(chunks.sha256, [levels.files[0].sha256]); // 10 bytes: one chunk
     assert_eq!(levels.file("levels/2.bin").unwrap().size, 10);
     let music = d.pack("music").unwrap();
     assert!(!music.installation_event_types.first_installation);
@@ -238,7 +253,42 @@ fn whole_valued_floats_are_byte_counts() {
 /// (document, expected path, a word the reason must contain)
 fn bad_cases() -> Vec<(Value, &'static str, &'static str)> {
     let f0 = "/assetPacks/0/files/0";
+    let chunks = "/assetPacks/0/files/1/chunks";
+    let at = "$.assetPacks[0].files[1].chunks";
     vec![
+        // A file's chunk digests.
+        (with(chunks, json!([])), at, "object"),
+        (
+            with(&format!("{chunks}/size"), json!(1000)),
+            "$.assetPacks[0].files[1].chunks.size",
+            "16 KiB to 64 MiB",
+        ),
+        (
+            with(&format!("{chunks}/size"), json!(128 << 20)),
+            "$.assetPacks[0].files[1].chunks.size",
+            "16 KiB to 64 MiB",
+        ),
+        (
+            with(&format!("{chunks}/sha256"), json!([DIGEST, DIGEST])),
+            "$.assetPacks[0].files[1].chunks.sha256",
+            "it needs 1",
+        ),
+        (
+            with(&format!("{chunks}/sha256"), json!("abc")),
+            "$.assetPacks[0].files[1].chunks.sha256",
+            "array",
+        ),
+        (
+            with(&format!("{chunks}/sha256/0"), json!("zz")),
+            "$.assetPacks[0].files[1].chunks.sha256[0]",
+            "64 hex digits",
+        ),
+        (
+            insert(chunks, "sizes", json!(1)),
+            "$.assetPacks[0].files[1].chunks.sizes",
+            "unknown key",
+        ),
+        (without(chunks, "size"), at, "missing required key `size`"),
         // Wrong types.
         (json!([]), "$", "object"),
         (

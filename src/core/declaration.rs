@@ -44,6 +44,7 @@
 //! | pack `installationEventTypes` | — | `firstInstallation`, `subsequentUpdate` | both |
 //! | pack `files` | — | array of files | required |
 //! | file `path`, `url`, `size`, `sha256` | — | relative path, URL, bytes, hex digest | required |
+//! | file `chunks` | — | `{"size": <bytes, 16 KiB–64 MiB>, "sha256": [<hex digest of each chunk>]}`: each chunk is verified by the browser as it arrives (see [`ChunkDigests`]) | none: the whole file is hashed in wasm |
 //!
 //! Bytes are JSON integers in `0..=2^53-1` (a whole-valued float such as `1e3` is accepted).
 //! The manifest is `{ "version"?: string, "assetPacks": [...] }` with the same pack shape; its
@@ -91,6 +92,7 @@ use url::Url;
 
 use super::download::{check_download_url, printable, Identifier, MAX_SAFE_INTEGER};
 use super::error::{hex, Error, Result};
+use super::integrity::ChunkDigests;
 use super::policy::{DomainAllowList, InitialDownloadRestrictions};
 
 /// Largest accepted input, in bytes (16 MiB).
@@ -245,6 +247,9 @@ pub struct PackFile {
     pub size: u64,
     /// Expected SHA-256 of the whole file.
     pub sha256: [u8; 32],
+    /// The SHA-256 of each of its chunks, if declared (`chunks`): each chunk is then verified
+    /// as it arrives, by the browser, before it is stored (see [`ChunkDigests`]).
+    pub chunks: Option<ChunkDigests>,
 }
 
 impl AssetPack {
@@ -289,12 +294,16 @@ impl AssetPack {
             .files
             .iter()
             .map(|f| {
-                serde_json::json!({
+                let mut file = serde_json::json!({
                     "path": f.path,
                     "url": f.url.as_str(),
                     "size": f.size,
                     "sha256": hex(&f.sha256),
-                })
+                });
+                if let Some(chunks) = &f.chunks {
+                    file["chunks"] = serde_json::to_value(chunks).unwrap_or(Value::Null);
+                }
+                file
             })
             .collect();
         pack.insert("files".into(), Value::Array(files));
@@ -629,7 +638,13 @@ const PACK_KEYS: &[Key] = &[
     EVENT_TYPES,
     &["files"],
 ];
-const FILE_KEYS: &[Key] = &[&["path"], &["url"], &["size"], &["sha256"]];
+const FILE_KEYS: &[Key] = &[&["path"], &["url"], &["size"], &["sha256"], &["chunks"]];
+const CHUNKS_KEYS: &[Key] = &[&["size"], &["sha256"]];
+/// The smallest chunk size a file's `chunks` may declare (16 KiB).
+pub const MIN_CHUNK_SIZE: u64 = 16 << 10;
+/// The largest chunk size a file's `chunks` may declare (64 MiB): a download holds about three
+/// chunks in memory.
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
 const POLICY_OBJECT_KEYS: &[Key] = &[EVENT_TYPES];
 
 // ---------------------------------------------------------------------------------------------
@@ -1157,10 +1172,54 @@ fn file(value: &Value, path: &JsonPath, base: &Url) -> Result<PackFile> {
     let size = bytes(v, &p)?;
     let (v, p) = obj.require(&["sha256"])?;
     let sha256 = sha256(v, &p)?;
+    let chunks = match obj.take(&["chunks"])? {
+        Some((v, p)) => Some(chunk_digests(v, &p, size)?),
+        None => None,
+    };
     Ok(PackFile {
         path: file_path,
         url,
         size,
+        sha256,
+        chunks,
+    })
+}
+
+/// A file's `chunks`: `{"size": <bytes per chunk>, "sha256": [<one digest per chunk>]}` for a
+/// file of `file_size` bytes.
+fn chunk_digests(value: &Value, path: &JsonPath, file_size: u64) -> Result<ChunkDigests> {
+    let mut obj = Obj::new(value, path, CHUNKS_KEYS)?;
+    let (v, p) = obj.require(&["size"])?;
+    let chunk_size = bytes(v, &p)?;
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err(invalid(
+            &p,
+            format!(
+                "a chunk size is {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes (16 KiB to 64 MiB); found {chunk_size}"
+            ),
+        ));
+    }
+    let (v, p) = obj.require(&["sha256"])?;
+    let Value::Array(items) = v else {
+        return Err(expected(&p, "an array of SHA-256 digests", v));
+    };
+    let needed = file_size.div_ceil(chunk_size);
+    if items.len() as u64 != needed {
+        return Err(invalid(
+            &p,
+            format!(
+                "{} digests for a {file_size}-byte file in chunks of {chunk_size}: it needs {needed}",
+                items.len()
+            ),
+        ));
+    }
+    let sha256 = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| sha256(item, &p.index(i)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ChunkDigests {
+        chunk_size: chunk_size as u32,
         sha256,
     })
 }

@@ -1895,7 +1895,7 @@ impl Engine {
         *self.wakeup.borrow_mut() = timer;
     }
 
-    /// The transfer spec of `id` from the state: its URL, declared size and digest, the app's
+    /// The transfer spec of `id` from the state: its URL, declared size and digests, the app's
     /// request headers and any credentials the delegate gave.
     fn transfer_spec(
         &self,
@@ -1905,7 +1905,10 @@ impl Engine {
         let download = core.description(id)?;
         let mut spec = TransferSpec::new(id.as_str(), download.request.url.as_str());
         spec.expected_size = download.file_size;
-        spec.sha256 = core.pack_file(id).map(|file| file.sha256);
+        let file = core.pack_file(id);
+        spec.sha256 = file.map(|file| file.sha256);
+        // Declared chunk digests: each chunk is checked by the browser as it arrives.
+        spec.chunk_digests = file.and_then(|file| file.chunks.clone());
         spec.config = self.transfer.clone();
         spec.headers = download.request.headers.clone();
         if let Some(credentials) = self.credentials.borrow().get(id) {

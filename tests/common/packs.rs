@@ -631,3 +631,70 @@ async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_fil
         .await
         .unwrap();
 }
+
+/// `file`'s pack entry with `chunks` (the CDN's chunk digests, `chunk` bytes each) declared.
+fn chunked_file_json(file: &GenFile, chunks: &str) -> String {
+    format!(
+        r#"{{ "path": "{}", "url": "{}", "size": {}, "sha256": "{}", "chunks": {chunks} }}"#,
+        file.path, file.url, file.len, file.sha256
+    )
+}
+
+#[wasm_bindgen_test]
+async fn pack_files_with_chunk_digests_are_verified_chunk_by_chunk() {
+    const CHUNK: u64 = 16_384;
+    let good = gen_file("maps/eu.map", 7 * CHUNK + 100, "").await;
+    let bad = gen_file("maps/us.map", 5 * CHUNK, "").await;
+    let chunks_of = |f: &GenFile| format!("{}/gen/{}/{}.chunks/{CHUNK}", cdn(), f.len, f.seed);
+    let good_chunks = String::from_utf8(fetch_all(&chunks_of(&good)).await).unwrap();
+    // `us.map`'s chunk 3 is declared as another body's: the server's chunk 3 is wrong.
+    let mut bad_chunks: serde_json::Value =
+        serde_json::from_slice(&fetch_all(&chunks_of(&bad)).await).unwrap();
+    let other: serde_json::Value = serde_json::from_slice(
+        &fetch_all(&format!(
+            "{}/gen/{}/{}.chunks/{CHUNK}",
+            cdn(),
+            bad.len,
+            bad.seed + 1
+        ))
+        .await,
+    )
+    .unwrap();
+    bad_chunks["sha256"][3] = other["sha256"][3].clone();
+    let pack = |id: &str, file: String| {
+        format!(
+            r#"{{ "id": "{id}", "version": "1", "downloadPolicy": "onDemand", "files": [{file}] }}"#
+        )
+    };
+    let json = declaration_json(
+        "",
+        &[
+            pack("eu", chunked_file_json(&good, &good_chunks)),
+            pack("us", chunked_file_json(&bad, &bad_chunks.to_string())),
+        ],
+    );
+    let (manager, database) = open("chunks", &json, Caller::Page).await;
+
+    within("ensure eu", manager.ensure_local_availability("eu"))
+        .await
+        .unwrap();
+    let stored = manager.file("maps/eu.map").await.unwrap().unwrap();
+    assert_eq!(stored.sha256, good.sha256);
+    assert_eq!(bytes_of(&stored).await, source_bytes(&good).await);
+
+    match within("ensure us", manager.ensure_local_availability("us")).await {
+        Err(Error::ChunkIntegrityMismatch {
+            offset,
+            expected,
+            actual,
+            ..
+        }) => {
+            assert_eq!(offset, 3 * CHUNK);
+            assert_eq!(Some(expected.as_str()), other["sha256"][3].as_str());
+            assert_ne!(expected, actual);
+        }
+        other => panic!("expected ChunkIntegrityMismatch, got {other:?}"),
+    }
+    assert!(manager.file("maps/us.map").await.unwrap().is_none());
+    remove(manager, &database).await;
+}

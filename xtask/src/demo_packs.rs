@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  pack      policy     files                                   full      small
-//!  world-1   essential  levels/world-1.bin      /gen/<len>/1     64 MiB     4 MiB
+//!  world-1   essential  levels/world-1.bin      /gen/<len>/1     64 MiB     4 MiB   + chunk digests
 //!  world-2   prefetch   levels/world-2a.bin     /gen/<len>/2     64 MiB     4 MiB
 //!                       levels/world-2b.bin     /gen/<len>/3     64 MiB     4 MiB
 //!  trailer   onDemand   movies/trailer.webm     /assets/demo.webm  (a 10 s VP9 video, both sizes)
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use xtask::cdn::{generated_bytes, generated_sha256};
+use xtask::cdn::{generated_bytes, generated_chunk_digests, generated_sha256};
 use xtask::workspace;
 
 /// Bytes in a mebibyte.
@@ -28,6 +28,8 @@ const MIB: u64 = 1 << 20;
 const SMALL_DIVISOR: u64 = 16;
 /// Full size of each generated file.
 const GENERATED_FILE_SIZE: u64 = 64 * MIB;
+/// The chunk size world-1's chunk digests are declared at, full size (1/16 of it `--small`).
+const DEMO_CHUNK: u64 = 4 * MIB;
 /// SHA-256 of `/gen/67108864/<seed>` for seeds 1, 2, 3 (checked by `xtask/tests/pkg_json.rs`).
 const FULL_DIGESTS: [(u64, &str); 3] = [
     (
@@ -96,6 +98,8 @@ pub struct DemoFile {
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
+    /// The declaration's `chunks` (each chunk's SHA-256), when the file declares them.
+    pub chunks: Option<Value>,
     pub source: FileSource,
 }
 
@@ -149,9 +153,19 @@ pub fn demo_packs(scale: PackScale) -> Result<Vec<DemoPack>> {
             path,
             size,
             sha256,
+            chunks: None,
             source: FileSource::Generated { seed },
         }
     };
+    // The essential pack declares its chunks' digests (each chunk verified by the browser as it
+    // arrives); the prefetch pack's files are verified whole, in wasm: the demo shows both.
+    let mut world_1 = generated("levels/world-1.bin", 1);
+    let chunk = DEMO_CHUNK / scale.divisor();
+    world_1.chunks = Some(serde_json::from_str(&generated_chunk_digests(
+        world_1.size,
+        1,
+        chunk,
+    ))?);
     let video = video_path();
     let video_bytes =
         std::fs::read(&video).with_context(|| format!("reading {}", video.display()))?;
@@ -160,7 +174,7 @@ pub fn demo_packs(scale: PackScale) -> Result<Vec<DemoPack>> {
             id: "world-1",
             version: "1",
             policy: "essential",
-            files: vec![generated("levels/world-1.bin", 1)],
+            files: vec![world_1],
         },
         DemoPack {
             id: "world-2",
@@ -179,6 +193,7 @@ pub fn demo_packs(scale: PackScale) -> Result<Vec<DemoPack>> {
                 path: "movies/trailer.webm",
                 size: video_bytes.len() as u64,
                 sha256: hex(&Sha256::digest(&video_bytes)),
+                chunks: None,
                 source: FileSource::Asset { name: VIDEO_ASSET },
             }],
         },
@@ -236,12 +251,16 @@ pub fn declaration(packs: &[DemoPack], scale: PackScale, location: &FileLocation
                 .files
                 .iter()
                 .map(|f| {
-                    json!({
+                    let mut file = json!({
                         "path": f.path,
                         "url": file_url(f, location),
                         "size": f.size,
                         "sha256": f.sha256,
-                    })
+                    });
+                    if let Some(chunks) = &f.chunks {
+                        file["chunks"] = chunks.clone();
+                    }
+                    file
                 })
                 .collect();
             let mut value = json!({

@@ -55,7 +55,7 @@ fn demo_declaration_has_one_pack_of_each_policy() {
 #[test]
 fn demo_files_match_what_the_cdn_serves() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut checked = 0;
+    let (mut checked, mut chunked) = (0, 0);
     for pack in declaration().asset_packs {
         for file in &pack.files {
             let segments: Vec<_> = file.url.path_segments().unwrap().collect();
@@ -71,6 +71,22 @@ fn demo_files_match_what_the_cdn_serves() {
                         "sha256 of {}",
                         file.path
                     );
+                    if let Some(chunks) = &file.chunks {
+                        let served: serde_json::Value =
+                            serde_json::from_str(&xtask::cdn::generated_chunk_digests(
+                                len,
+                                seed,
+                                u64::from(chunks.chunk_size),
+                            ))
+                            .unwrap();
+                        assert_eq!(
+                            serde_json::to_value(chunks).unwrap(),
+                            served,
+                            "chunk digests of {}",
+                            file.path
+                        );
+                        chunked += 1;
+                    }
                 }
                 // A committed file the demo CDN serves from xtask/assets/ at /assets/.
                 "assets" => {
@@ -90,6 +106,7 @@ fn demo_files_match_what_the_cdn_serves() {
         }
     }
     assert_eq!(checked, 4, "every declared file was checked");
+    assert_eq!(chunked, 1, "world-1 declares its chunk digests");
 }
 
 #[test]
