@@ -1123,7 +1123,10 @@ fn render_markdown(
          into a fresh IndexedDB container with its declared size and SHA-256 (verified); the \
          baselines in the same worker are a `fetch` whose body stream is read and discarded, \
          IndexedDB `put`s of the same chunk size from memory (one relaxed transaction per chunk), \
-         and a Workbox-style `cache.put(url, response)` of the whole response.\n\
+         and a Workbox-style `cache.put(url, response)` of the whole response. The chunk-digests \
+         row is the same download with the file's chunk digests also declared (the CDN's \
+         `/gen/<len>/<seed>.chunks/<chunk>`, fetched before the clock starts): each chunk is \
+         checked by `crypto.subtle.digest` instead of the whole file hashed in wasm.\n\
          - Small files: the N files are one on-demand asset pack (declared size and SHA-256 \
          each) and `DownloadManager::ensure_local_availability` fetches it: the manager \
          schedules them, runs them with bounded concurrency (each with its own lock, epoch, \
