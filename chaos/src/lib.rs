@@ -296,8 +296,8 @@ pub async fn chaos_status(plan: String) -> Result<String, JsValue> {
 }
 
 /// Page: for every planned download, what the container holds — the delegate's recorded end,
-/// the state the stored manager gives it, and the stored asset's size and the SHA-256 of its
-/// bytes as read back. Returns a JSON array; the driver classifies it.
+/// the state the stored manager gives it (and its failure, if it failed), and the stored asset's
+/// size and the SHA-256 of its bytes as read back. Returns a JSON array; the driver classifies it.
 #[wasm_bindgen]
 pub async fn chaos_verify(plan: String) -> Result<String, JsValue> {
     let plan = parse_plan(&plan)?;
@@ -313,10 +313,17 @@ pub async fn chaos_verify(plan: String) -> Result<String, JsValue> {
             .map_err(err)?
             .and_then(|v| v.as_string())
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-        let state = Identifier::new(run.id.as_str())
-            .ok()
-            .and_then(|id| known.as_ref()?.download(&id))
+        let id = Identifier::new(run.id.as_str()).ok();
+        let state = id
+            .as_ref()
+            .and_then(|id| known.as_ref()?.download(id))
             .map(|info| format!("{:?}", info.state));
+        // Why it failed, as the shared state keeps it (the delegate's record may be missing
+        // when the worker was killed right after the failure was saved).
+        let failure = id
+            .as_ref()
+            .and_then(|id| known.as_ref()?.failure(id))
+            .map(|e| json!({ "name": e.name(), "code": e.code(), "message": e.to_string() }));
         let stored = match container.asset(&run.id).await.map_err(err)? {
             Some(asset) => {
                 let blob = container.as_blob(&run.id).await.map_err(err)?;
@@ -327,7 +334,10 @@ pub async fn chaos_verify(plan: String) -> Result<String, JsValue> {
             }
             None => serde_json::Value::Null,
         };
-        out.push(json!({ "id": run.id, "outcome": outcome, "state": state, "stored": stored }));
+        out.push(
+            json!({ "id": run.id, "outcome": outcome, "state": state, "stored": stored,
+                         "failure": failure }),
+        );
     }
     // Anything stored that the plan never asked for is corruption too.
     let strays: Vec<String> = container

@@ -18,7 +18,10 @@
 //! the CDN's, or the stored record disagrees with its bytes, or something is stored that the plan
 //! never asked for; **lost** when it neither finished nor failed; **failed-typed** when it failed
 //! with the typed error its fault explains; **untyped** when it failed any other way (a fault that
-//! the library should have recovered from, or an error the fault does not explain). The last line
+//! the library should have recovered from, or an error the fault does not explain). Its end is the
+//! delegate's record, or, when a kill came between the manager's decision and that record (the
+//! delegate is called once, by the context that decided), what the container holds: the stored
+//! asset, or the failure the shared state keeps. The last line
 //! is `chaos: N runs, C corrupt, L lost, F failed-typed, U untyped, seed S`; the run passes only
 //! when C, L and U are 0.
 
@@ -67,8 +70,9 @@ pub struct Verdict {
     pub kills: u32,
     /// Worker instances that ran the plan (the first one, and one more after each kill).
     pub starts: u32,
-    /// Finished intact, but the delegate's `did_finish` was never recorded (the worker was
-    /// killed between the manager's decision and the delegate's write).
+    /// Ended, but the delegate's `did_finish` / `did_fail` was never recorded (the worker was
+    /// killed between the manager's decision and the delegate's write): the end is read from
+    /// what the container holds (the stored asset, or the failure the shared state keeps).
     pub unrecorded: u32,
     pub seed: u64,
 }
@@ -309,7 +313,7 @@ pub fn run(options: &Options) -> Result<Verdict> {
     verdict.kills = session.kills;
     verdict.starts = session.starts;
     println!(
-        "chaos: {} finished ({} without a recorded did_finish), {} kills, {} worker starts, \
+        "chaos: {} finished ({} ends without a recorded delegate call), {} kills, {} worker starts, \
          {:.1} s",
         verdict.finished,
         verdict.unrecorded,
@@ -561,8 +565,19 @@ pub fn classify(planned: &[PlannedRun], verify: &Value, seed: u64) -> Verdict {
         .collect();
     for run in planned {
         let seen = by_id.get(run.id.as_str()).copied().unwrap_or(&Value::Null);
-        let outcome = &seen["outcome"];
         let stored = &seen["stored"];
+        // Delegate callbacks are delivered once, by the context that made the decision: a kill
+        // right after the failure was saved loses the delegate's record of it, not the failure,
+        // which the shared state keeps (as an app reads it after a restart).
+        let from_state =
+            seen["outcome"].is_null() && stored.is_null() && !seen["failure"].is_null();
+        let outcome = &if from_state {
+            let mut failed = seen["failure"].clone();
+            failed["kind"] = json!("failed");
+            failed
+        } else {
+            seen["outcome"].clone()
+        };
         let describe = || {
             format!(
                 "{} ({} bytes, fault {}, {}): outcome {outcome}, state {}, stored {stored}",
@@ -601,6 +616,13 @@ pub fn classify(planned: &[PlannedRun], verify: &Value, seed: u64) -> Verdict {
                 );
             }
             continue;
+        }
+        if from_state {
+            verdict.unrecorded += 1;
+            println!(
+                "chaos: note: failed, its did_fail never recorded (the stored state's failure): {}",
+                describe()
+            );
         }
         match outcome["kind"].as_str() {
             Some("failed") => {
@@ -685,6 +707,27 @@ mod tests {
     fn verify(outcome: Value, stored: Value) -> Value {
         json!({ "runs": [{ "id": "chaos-0", "outcome": outcome, "state": null, "stored": stored }],
                 "strays": [] })
+    }
+
+    #[test]
+    fn a_failure_the_delegate_never_recorded_is_read_from_the_stored_state() {
+        let with_failure = |name: &str| {
+            json!({ "runs": [{ "id": "chaos-0", "outcome": null, "state": "Failed", "stored": null,
+                               "failure": { "name": name, "code": 1301 } }], "strays": [] })
+        };
+        let typed = Expect::Fail(&["HttpStatus"]);
+        let v = classify(&[run_of(typed.clone())], &with_failure("HttpStatus"), 1);
+        assert_eq!(
+            (v.failed_typed, v.unrecorded, v.lost, v.passed()),
+            (1, 1, 0, true)
+        );
+        // The stored failure is classified like a recorded one: a wrong type is still untyped.
+        let v = classify(&[run_of(typed)], &with_failure("Storage"), 1);
+        assert_eq!((v.untyped, v.passed()), (1, false));
+        // No recorded end and no stored failure: lost.
+        let none = json!({ "runs": [{ "id": "chaos-0", "outcome": null, "state": "Failed",
+                                      "stored": null, "failure": null }], "strays": [] });
+        assert_eq!(classify(&[run_of(Expect::Finish)], &none, 1).lost, 1);
     }
 
     #[test]
