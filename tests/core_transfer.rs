@@ -617,6 +617,17 @@ impl Sim {
             .collect()
     }
 
+    /// The `(offset, len)` of every write the transfer asked for, in order.
+    fn writes(&self) -> Vec<(u64, u64)> {
+        self.log
+            .iter()
+            .filter_map(|l| match l {
+                Logged::Write { offset, len } => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn retry_delays(&self) -> Vec<Millis> {
         // Delay = RetryAt minus the time it was scheduled; recomputed from the log's order.
         self.log
@@ -660,14 +671,7 @@ fn clean_download_has_no_range_and_coalesces_pieces_into_chunks() {
             if_range: None
         }]
     );
-    let writes: Vec<_> = sim
-        .log
-        .iter()
-        .filter_map(|l| match l {
-            Logged::Write { offset, len } => Some((*offset, *len)),
-            _ => None,
-        })
-        .collect();
+    let writes = sim.writes();
     assert_eq!(
         writes,
         vec![
@@ -1232,14 +1236,7 @@ fn with_digests(len: usize) -> Sim {
 fn chunk_digests_verify_whole_chunks_and_finish_with_the_declared_digest() {
     let mut sim = with_digests(3_500);
     sim.assert_finished_exact();
-    let writes: Vec<_> = sim
-        .log
-        .iter()
-        .filter_map(|l| match l {
-            Logged::Write { offset, len } => Some((*offset, *len)),
-            _ => None,
-        })
-        .collect();
+    let writes = sim.writes();
     assert_eq!(
         writes,
         [(0, 1_000), (1_000, 1_000), (2_000, 1_000), (3_000, 500)]

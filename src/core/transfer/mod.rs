@@ -98,6 +98,14 @@
 //! A mismatch discards the stored bytes and fails with [`Error::IntegrityMismatch`] /
 //! [`Error::SizeMismatch`]. There is no separate "verify" action: verification is inline.
 //!
+//! With declared chunk digests ([`TransferSpec::chunk_digests`]) nothing is hashed here: the
+//! chunks are the list's, only whole chunks (and the file's last) are written, and the driver
+//! checks each against [`Transfer::expected_chunk_digest`] before storing it (a mismatch is
+//! [`Event::ChunkMismatch`]: [`Error::ChunkIntegrityMismatch`], the chunks before it kept). A
+//! pause or a broken response keeps a partial chunk in memory, and the next request starts after
+//! it; a killed context loses it (less than one chunk). The checkpoints say so
+//! ([`Checkpoint::chunks_verified`]) and the file finishes with its declared SHA-256.
+//!
 //! # Example
 //! A whole download from an in-memory server, with a dropped connection in the middle:
 //! ```
