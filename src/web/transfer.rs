@@ -434,7 +434,8 @@ type WriteJob = LocalBoxFuture<'static, (u64, u64, Result<Option<StoredAsset>, E
 /// the order they were issued; a second one lets the body be read and hashed while the browser
 /// still stores the chunk before (its commit can take longer than reading a whole chunk). A killed
 /// run loses what is in flight, so with bounded `Range` windows (`range_window_chunks`, chosen to
-/// waste little after a kill) only one write is.
+/// waste little after a kill) only one write is, and the next window is asked for only once the
+/// one before is stored: a kill then re-fetches at most the window being read.
 pub const WRITES_IN_FLIGHT: usize = 2;
 
 /// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
@@ -620,8 +621,8 @@ impl Driver<'_> {
                 self.on_connect_failed(error);
             }
             Wake::Read(stream, buffer, result) => {
-                // A bounded window read whole only asks for the next one: its write commits
-                // while that request goes out.
+                // A bounded window read whole only asks for the next one (which waits for this
+                // window's write: see `Action::Fetch`).
                 let window_end = matches!(result, Ok(0)) && self.transfer.window_read_whole();
                 if !matches!(result, Ok(n) if n > 0) && !window_end {
                     // The body ended or broke: the resume (or finish) the transfer decides next
@@ -833,6 +834,13 @@ impl Driver<'_> {
                     if_range,
                 } => {
                     self.stream = None;
+                    if self.transfer.spec().config.range_window_chunks > 0 {
+                        // Bounded windows exist to bound what a kill re-fetches: the next window
+                        // is asked for once everything before it is stored, so a killed run
+                        // loses at most the window it was reading (and what the server had
+                        // sent of it), never a chunk still being committed as well.
+                        self.settle_write().await;
+                    }
                     if let Some(response) = self.first_response.take() {
                         self.io = Io::Connecting(Box::pin(async move {
                             ResponseStream::from_response(response)

@@ -717,6 +717,40 @@ async fn bounded_range_windows_fetch_the_file_window_by_window() {
 }
 
 #[wasm_bindgen_test]
+async fn with_bounded_windows_a_killed_run_refetches_at_most_the_window_it_was_reading() {
+    const LEN: u64 = 4 * MIB;
+    let seed = 12_700 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-window-kill").await;
+    let id = unique_id("window-kill");
+    let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    spec.config.range_window_chunks = 1;
+    let first = tracker();
+    let seen = first.clone();
+    kill_when(run(&c, spec.clone(), options(&first, None)), async move {
+        wait_until("the third window is being read", || {
+            seen.borrow().bytes_received >= 2 * CHUNK + 64 * 1024
+        })
+        .await
+    })
+    .await;
+    // Each window was asked for only once the ones before it were stored.
+    let kept = stored(&c, &id).await;
+    assert!(kept >= 2 * CHUNK && kept % CHUNK == 0, "kept {kept}");
+    let asset = run(&c, spec, options(&tracker(), None)).await.unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    let logged = gets(&path).await;
+    let fetched: u64 = logged.iter().map(|l| l.sent).sum();
+    console_log!("windows killed at {kept}: fetched twice {}", fetched - LEN);
+    assert!(
+        fetched - LEN <= CHUNK,
+        "fetched twice {} ({logged:?})",
+        fetched - LEN
+    );
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
 async fn cancel_fails_and_discards_the_stored_chunks() {
     let (c, id, spec) = stalled_run_setup("run-cancel").await;
     let control = TransferControl::new();

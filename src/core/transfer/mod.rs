@@ -223,9 +223,10 @@ pub struct TransferConfig {
     /// aborts at once on every pause.
     pub pause_hold_ms: u64,
     /// Ask for at most this many chunks per request (`Range: bytes=a-b`, the next window asked
-    /// for once one is read), so that a context killed mid-download leaves at most the rest of
-    /// one window in the server's and the browser's buffers (bytes fetched twice by the next
-    /// context). `0` (the default): one open-ended request for the whole file.
+    /// for once one is read and, by the web driver, stored), so that a context killed
+    /// mid-download re-fetches at most one window: what it had received of it and the rest the
+    /// server had sent into its and the browser's buffers. `0` (the default): one open-ended
+    /// request for the whole file.
     pub range_window_chunks: u32,
 }
 
