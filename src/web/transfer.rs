@@ -621,13 +621,11 @@ impl Driver<'_> {
                 self.on_connect_failed(error);
             }
             Wake::Read(stream, buffer, result) => {
-                // A bounded window read whole only asks for the next one (which waits for this
-                // window's write: see `Action::Fetch`).
-                let window_end = matches!(result, Ok(0)) && self.transfer.window_read_whole();
-                if !matches!(result, Ok(n) if n > 0) && !window_end {
-                    // The body ended or broke: the resume (or finish) the transfer decides next
-                    // starts from the bytes stored, so the write in flight is settled first (a
-                    // short body would otherwise resume from before its last chunk, or from 0).
+                if !matches!(result, Ok(n) if n > 0) {
+                    // The body ended or broke: the resume, next window or finish the transfer
+                    // decides next starts from the bytes stored, so the writes in flight are
+                    // settled first (a short body would otherwise resume from before its last
+                    // chunk, or from 0).
                     self.settle_write().await;
                 }
                 self.on_read(stream, buffer, result);

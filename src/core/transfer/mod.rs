@@ -1046,36 +1046,6 @@ impl Transfer {
         matches!(self.phase, Phase::Held { .. }) && self.fetch_open
     }
 
-    /// Whether the open response is a bounded window whose every byte arrived and after which the
-    /// file goes on: its end only asks for the next window (the driver need not wait for the
-    /// writes in flight before reporting [`Event::End`]).
-    ///
-    /// # Example
-    /// ```
-    /// use background_assets::core::transfer::*;
-    /// let mut spec = TransferSpec::new("a", "https://cdn.example/a");
-    /// spec.config.chunk_size = 4;
-    /// spec.config.range_window_chunks = 1;
-    /// let mut t = Transfer::new(spec, 0);
-    /// let _ = t.poll_action(); // Fetch bytes=0-3
-    /// let headers = ResponseHeaders {
-    ///     etag: Some("\"v1\"".into()),
-    ///     content_range: Some("bytes 0-3/10".into()),
-    ///     ..Default::default()
-    /// };
-    /// t.handle(Event::ResponseHead { status: 206, headers }, 0);
-    /// assert!(!t.window_read_whole());
-    /// t.handle(Event::Body(b"abcd"), 1);
-    /// assert!(t.window_read_whole());
-    /// ```
-    pub fn window_read_whole(&self) -> bool {
-        self.phase == Phase::Receiving
-            && self.fetch_open
-            && self.requested_end.is_some()
-            && self.body_limit == Some(self.received())
-            && self.window_has_more()
-    }
-
     /// The declared SHA-256 the chunk `Write` at `offset` must have, when the spec declares
     /// [`TransferSpec::chunk_digests`]: the driver checks it before storing the chunk and reports
     /// a mismatch with [`Event::ChunkMismatch`] instead of storing it. `None` without chunk
