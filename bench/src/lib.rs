@@ -81,14 +81,8 @@ async fn cdn_sha256(cdn: &str, len: u64, seed: u64) -> Result<[u8; 32], JsValue>
         .await
         .map_err(err)?;
     let text = String::from_utf8(text).map_err(err)?;
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = text
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or_else(|| err(format!("bad digest {text:?} from the CDN")))?;
-    }
-    Ok(out)
+    background_assets::core::integrity::parse_sha256(&text)
+        .ok_or_else(|| err(format!("bad digest {text:?} from the CDN")))
 }
 
 /// Sum of `body_bytes_sent` over the CDN's logged `GET`s of exactly `path_and_query`, and their

@@ -80,6 +80,13 @@ fn parse_plan(plan: &str) -> Result<Plan, JsValue> {
     serde_json::from_str(plan).map_err(|e| err(format!("chaos plan: {e}")))
 }
 
+/// A download's typed failure as an outcome record: `{"kind": "failed", "name", "code",
+/// "message"}`.
+fn failed_outcome(error: &Error) -> serde_json::Value {
+    json!({ "kind": "failed", "name": error.name(), "code": error.code(),
+            "message": error.to_string() })
+}
+
 /// Writes each download's end into `meta` (idempotent: a re-delivered event writes the same).
 struct OutcomeRecorder {
     container: Rc<Container>,
@@ -114,11 +121,7 @@ impl DownloadManagerDelegate for OutcomeRecorder {
         );
     }
     fn did_fail(&self, id: &Identifier, error: &Error) {
-        self.record(
-            id,
-            json!({ "kind": "failed", "name": error.name(), "code": error.code(),
-                    "message": error.to_string() }),
-        );
+        self.record(id, failed_outcome(error));
     }
 }
 
@@ -252,8 +255,7 @@ pub async fn chaos_run(plan: String) -> Result<String, JsValue> {
             Ok(()) | Err(Error::DownloadAlreadyScheduled { .. }) => {}
             Err(error) => {
                 // Refused when scheduling: that is its end, typed.
-                let value = json!({ "kind": "failed", "name": error.name(),
-                                    "code": error.code(), "message": error.to_string() });
+                let value = failed_outcome(&error);
                 container
                     .put_meta(
                         &outcome_key(&run.id),
@@ -323,7 +325,7 @@ pub async fn chaos_verify(plan: String) -> Result<String, JsValue> {
         let failure = id
             .as_ref()
             .and_then(|id| known.as_ref()?.failure(id))
-            .map(|e| json!({ "name": e.name(), "code": e.code(), "message": e.to_string() }));
+            .map(failed_outcome);
         let stored = match container.asset(&run.id).await.map_err(err)? {
             Some(asset) => {
                 let blob = container.as_blob(&run.id).await.map_err(err)?;

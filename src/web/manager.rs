@@ -282,15 +282,7 @@ fn decode_sha256(hex: &str) -> Result<[u8; 32]> {
     let bad = || Error::Storage {
         message: format!("stored SHA-256 `{hex}` is not 64 hex digits"),
     };
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(out)
+    crate::core::integrity::parse_sha256(hex).ok_or_else(bad)
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -74,6 +74,17 @@ pub async fn cdn_sha256(len: u64, seed: u64) -> String {
     String::from_utf8(fetch_all(&url).await).unwrap()
 }
 
+/// The CDN's chunk digests of `/gen/<len>/<seed>` in `chunk`-byte chunks (the declaration's
+/// `chunks` JSON, parsed).
+pub async fn cdn_chunk_digests(
+    len: u64,
+    seed: u64,
+    chunk: u64,
+) -> background_assets::core::integrity::ChunkDigests {
+    let url = format!("{}/gen/{len}/{seed}.chunks/{chunk}", cdn_origin());
+    serde_json::from_slice(&fetch_all(&url).await).unwrap()
+}
+
 /// One `GET` the CDN logged.
 #[derive(Debug, Clone)]
 pub struct Logged {

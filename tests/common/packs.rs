@@ -6,7 +6,8 @@
 
 use background_assets::core::declaration::parse_declaration;
 use background_assets::core::download::Identifier;
-use background_assets::core::error::Error;
+use background_assets::core::error::{hex, Error};
+use background_assets::core::integrity::ChunkDigests;
 use background_assets::core::manager::{Caller, ExtensionEvent, PackStatus};
 use background_assets::web::container::Container;
 use background_assets::web::js;
@@ -18,7 +19,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use super::common::{cdn_sha256, fetch_all, gen_path, probe, unique_name};
+use super::common::{cdn_chunk_digests, cdn_sha256, fetch_all, gen_path, probe, unique_name};
 
 const INSTALL: Caller = Caller::Extension {
     event: Some(ExtensionEvent::Install),
@@ -632,11 +633,15 @@ async fn another_contexts_pack_decisions_reach_this_contexts_stream_gate_and_fil
         .unwrap();
 }
 
-/// `file`'s pack entry with `chunks` (the CDN's chunk digests, `chunk` bytes each) declared.
-fn chunked_file_json(file: &GenFile, chunks: &str) -> String {
+/// `file`'s pack entry with `chunks` declared.
+fn chunked_file_json(file: &GenFile, chunks: &ChunkDigests) -> String {
     format!(
-        r#"{{ "path": "{}", "url": "{}", "size": {}, "sha256": "{}", "chunks": {chunks} }}"#,
-        file.path, file.url, file.len, file.sha256
+        r#"{{ "path": "{}", "url": "{}", "size": {}, "sha256": "{}", "chunks": {} }}"#,
+        file.path,
+        file.url,
+        file.len,
+        file.sha256,
+        serde_json::to_string(chunks).unwrap()
     )
 }
 
@@ -645,22 +650,11 @@ async fn pack_files_with_chunk_digests_are_verified_chunk_by_chunk() {
     const CHUNK: u64 = 16_384;
     let good = gen_file("maps/eu.map", 7 * CHUNK + 100, "").await;
     let bad = gen_file("maps/us.map", 5 * CHUNK, "").await;
-    let chunks_of = |f: &GenFile| format!("{}/gen/{}/{}.chunks/{CHUNK}", cdn(), f.len, f.seed);
-    let good_chunks = String::from_utf8(fetch_all(&chunks_of(&good)).await).unwrap();
+    let good_chunks = cdn_chunk_digests(good.len, good.seed, CHUNK).await;
     // `us.map`'s chunk 3 is declared as another body's: the server's chunk 3 is wrong.
-    let mut bad_chunks: serde_json::Value =
-        serde_json::from_slice(&fetch_all(&chunks_of(&bad)).await).unwrap();
-    let other: serde_json::Value = serde_json::from_slice(
-        &fetch_all(&format!(
-            "{}/gen/{}/{}.chunks/{CHUNK}",
-            cdn(),
-            bad.len,
-            bad.seed + 1
-        ))
-        .await,
-    )
-    .unwrap();
-    bad_chunks["sha256"][3] = other["sha256"][3].clone();
+    let mut bad_chunks = cdn_chunk_digests(bad.len, bad.seed, CHUNK).await;
+    let other = cdn_chunk_digests(bad.len, bad.seed + 1, CHUNK).await;
+    bad_chunks.sha256[3] = other.sha256[3];
     let pack = |id: &str, file: String| {
         format!(
             r#"{{ "id": "{id}", "version": "1", "downloadPolicy": "onDemand", "files": [{file}] }}"#
@@ -670,7 +664,7 @@ async fn pack_files_with_chunk_digests_are_verified_chunk_by_chunk() {
         "",
         &[
             pack("eu", chunked_file_json(&good, &good_chunks)),
-            pack("us", chunked_file_json(&bad, &bad_chunks.to_string())),
+            pack("us", chunked_file_json(&bad, &bad_chunks)),
         ],
     );
     let (manager, database) = open("chunks", &json, Caller::Page).await;
@@ -690,7 +684,7 @@ async fn pack_files_with_chunk_digests_are_verified_chunk_by_chunk() {
             ..
         }) => {
             assert_eq!(offset, 3 * CHUNK);
-            assert_eq!(Some(expected.as_str()), other["sha256"][3].as_str());
+            assert_eq!(expected, hex(&other.sha256[3]));
             assert_ne!(expected, actual);
         }
         other => panic!("expected ChunkIntegrityMismatch, got {other:?}"),

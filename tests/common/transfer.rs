@@ -12,7 +12,6 @@ use std::future::Future;
 use std::rc::Rc;
 
 use background_assets::core::error::{hex, Error};
-use background_assets::core::integrity::ChunkDigests;
 use background_assets::core::policy::DomainAllowList;
 use background_assets::core::transfer::{Progress, TransferSpec, TransferState};
 use background_assets::web::container::Container;
@@ -27,7 +26,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
-use super::common::{cdn_sha256, fetch_all, gen_path, gets, probe, unique_id};
+use super::common::{cdn_chunk_digests, cdn_sha256, fetch_all, gen_path, gets, probe, unique_id};
 use super::container::{fresh, remove};
 
 const MIB: u64 = 1 << 20;
@@ -41,11 +40,7 @@ fn cdn() -> &'static str {
 }
 
 fn digest_bytes(hex: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
+    background_assets::core::integrity::parse_sha256(hex).unwrap()
 }
 
 /// A spec for `path` with the CDN's size and digest declared, 1 MiB chunks (or `chunk`) and
@@ -849,12 +844,6 @@ async fn an_asset_stored_by_run_is_served_with_ranges() {
     remove(c).await;
 }
 
-/// The CDN's chunk digests of `/gen/<len>/<seed>` (the declaration's `chunks` JSON).
-async fn chunk_digests_of(len: u64, seed: u64, chunk: u64) -> ChunkDigests {
-    let url = format!("{}/gen/{len}/{seed}.chunks/{chunk}", cdn());
-    serde_json::from_slice(&fetch_all(&url).await).unwrap()
-}
-
 #[wasm_bindgen_test]
 async fn the_browser_digest_is_sha256() {
     for len in [0usize, 3, 64, 1_000_003] {
@@ -872,11 +861,11 @@ async fn declared_chunk_digests_refuse_a_wrong_chunk_and_keep_the_verified_ones(
     let path = gen_path(LEN, seed, "");
     let c = fresh("run-chunks").await;
     let id = unique_id("chunks");
-    let good = chunk_digests_of(LEN, seed, CHUNK).await;
+    let good = cdn_chunk_digests(LEN, seed, CHUNK).await;
     assert_eq!(good.sha256.len(), 4);
     // The declaration lists another body's digest for chunk 2: the server's chunk 2 is wrong.
     let mut wrong = good.clone();
-    wrong.sha256[2] = chunk_digests_of(LEN, seed + 1, CHUNK).await.sha256[2];
+    wrong.sha256[2] = cdn_chunk_digests(LEN, seed + 1, CHUNK).await.sha256[2];
     // The config's chunk size gives way to the list's.
     let mut spec = spec_for(&id, &path, LEN, seed, 64 * 1024).await;
     spec.chunk_digests = Some(wrong.clone());
