@@ -271,7 +271,7 @@ fn bad_cases() -> Vec<(Value, &'static str, &'static str)> {
         (
             with(&format!("{chunks}/sha256"), json!([DIGEST, DIGEST])),
             "$.assetPacks[0].files[1].chunks.sha256",
-            "it needs 1",
+            "2 chunk digests given, 1 expected",
         ),
         (
             with(&format!("{chunks}/sha256"), json!("abc")),

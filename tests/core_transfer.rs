@@ -1358,7 +1358,7 @@ fn chunk_digests_that_do_not_fit_the_declaration_are_refused_typed() {
     type Configure<'a> = Box<dyn Fn(&mut TransferSpec) + 'a>;
     let cases: [(&str, Configure); 3] = [
         (
-            "2 chunk digests given; 3 are needed",
+            "2 chunk digests given, 3 expected",
             Box::new(|s| s.chunk_digests = Some(ChunkDigests::of(&body[..2_000], 1_000))),
         ),
         (

@@ -1203,16 +1203,8 @@ fn chunk_digests(value: &Value, path: &JsonPath, file_size: u64) -> Result<Chunk
     let Value::Array(items) = v else {
         return Err(expected(&p, "an array of SHA-256 digests", v));
     };
-    let needed = file_size.div_ceil(chunk_size);
-    if items.len() as u64 != needed {
-        return Err(invalid(
-            &p,
-            format!(
-                "{} digests for a {file_size}-byte file in chunks of {chunk_size}: it needs {needed}",
-                items.len()
-            ),
-        ));
-    }
+    ChunkDigests::check_count(chunk_size as u32, items.len(), file_size)
+        .map_err(|reason| invalid(&p, reason))?;
     let sha256 = items
         .iter()
         .enumerate()

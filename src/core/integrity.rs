@@ -336,7 +336,7 @@ impl TryFrom<HashStateJson> for HashState {
 /// let digests = ChunkDigests::of(&file, 4);
 /// assert_eq!(digests.sha256.len(), 3); // 4 + 4 + 2 bytes
 /// assert!(digests.check(10).is_ok());
-/// assert!(digests.check(13).unwrap_err().contains("4 are needed"));
+/// assert!(digests.check(13).unwrap_err().contains("4 expected"));
 /// let json = serde_json::to_string(&digests).unwrap();
 /// assert!(json.starts_with(r#"{"size":4,"sha256":[""#));
 /// assert_eq!(serde_json::from_str::<ChunkDigests>(&json).unwrap(), digests);
@@ -365,15 +365,27 @@ impl ChunkDigests {
     /// Whether the list fits a file of `size` bytes: a chunk size of at least 1 and one digest
     /// per chunk. The error says what is wrong, for the caller to name where.
     pub fn check(&self, size: u64) -> Result<(), String> {
-        if self.chunk_size == 0 {
+        Self::check_count(self.chunk_size, self.sha256.len(), size)
+    }
+
+    /// Whether `given` digests of `chunk_size`-byte chunks fit a file of `size` bytes (what
+    /// [`check`](Self::check) asks, for a list not read yet).
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::integrity::ChunkDigests;
+    /// assert!(ChunkDigests::check_count(4, 3, 10).is_ok());
+    /// assert!(ChunkDigests::check_count(4, 2, 10).unwrap_err().contains("3 expected"));
+    /// assert!(ChunkDigests::check_count(0, 0, 0).is_err());
+    /// ```
+    pub fn check_count(chunk_size: u32, given: usize, size: u64) -> Result<(), String> {
+        if chunk_size == 0 {
             return Err("the chunk size must be at least 1".into());
         }
-        let needed = size.div_ceil(u64::from(self.chunk_size));
-        if self.sha256.len() as u64 != needed {
+        let needed = size.div_ceil(u64::from(chunk_size));
+        if given as u64 != needed {
             return Err(format!(
-                "{} chunk digests given; {needed} are needed for {size} bytes in chunks of {}",
-                self.sha256.len(),
-                self.chunk_size
+                "{given} chunk digests given, {needed} expected for {size} bytes in chunks of {chunk_size}"
             ));
         }
         Ok(())
