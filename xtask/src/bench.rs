@@ -120,13 +120,37 @@ impl Plan {
 /// kept when a run rewrites the rest (the profiles and what limits each missed target).
 const NOTES_HEADING: &str = "## Notes (written by hand, kept by `cargo xtask bench`)";
 
-/// `generated`, followed by the hand-written notes of `old` (the file before), if it had any.
-fn keep_notes(old: &str, generated: String) -> String {
-    match old.find(NOTES_HEADING) {
-        Some(at) => format!("{}\n\n{}", generated.trim_end(), &old[at..]),
-        None => generated,
-    }
+/// The heading of BENCHMARKS.md's Firefox section, which a run with `--engine firefox` writes
+/// (between the Chromium part and the notes) and a Chromium run keeps.
+const FIREFOX_HEADING: &str = "## Firefox (written by `cargo xtask bench --engine firefox`)";
+
+/// BENCHMARKS.md after a run in `engine` that `generated` its part: a Chromium run replaces the
+/// top of the file, a Firefox run its own section; the other engine's part and the hand-written
+/// notes of `old` (the file before) are kept.
+fn merge_markdown(old: &str, engine: Engine, generated: &str) -> String {
+    let notes_at = old.find(NOTES_HEADING);
+    let firefox_at = old
+        .find(FIREFOX_HEADING)
+        .filter(|&at| notes_at.is_none_or(|notes| at < notes));
+    let top = &old[..firefox_at.or(notes_at).unwrap_or(old.len())];
+    let firefox = firefox_at.map_or("", |at| &old[at..notes_at.unwrap_or(old.len())]);
+    let notes = notes_at.map_or("", |at| &old[at..]);
+    let (top, firefox) = match engine {
+        Engine::Chromium => (generated, firefox),
+        Engine::Firefox if top.trim().is_empty() => (TITLE, generated),
+        Engine::Firefox => (top, generated),
+    };
+    let parts: Vec<&str> = [top, firefox, notes]
+        .iter()
+        .map(|part| part.trim())
+        .filter(|part| !part.is_empty())
+        .collect();
+    parts.join("\n\n") + "\n"
 }
+
+/// The top of BENCHMARKS.md.
+const TITLE: &str =
+    "# Benchmarks\n\nWritten by `cargo xtask bench` (issue 7); rerun it to refresh this file.\n";
 
 /// The sections named in `BA_BENCH_ONLY` (comma-separated: cold, throughput, small, resume,
 /// scale, memory), for quick iterations on one measure; `None` (every section) when unset.
@@ -280,7 +304,7 @@ pub fn run(options: &Options) -> Result<bool> {
     } else {
         let md_path = workspace::root().join("BENCHMARKS.md");
         let old = std::fs::read_to_string(&md_path).unwrap_or_default();
-        let markdown = keep_notes(&old, markdown);
+        let markdown = merge_markdown(&old, options.engine, &markdown);
         std::fs::write(&md_path, markdown)
             .with_context(|| format!("bench: writing {}", md_path.display()))?;
         println!("bench: wrote {}", md_path.display());
@@ -1059,8 +1083,13 @@ fn render_markdown(
         .map(|d| d.trim().to_string())
         .unwrap_or_default();
     let mut out = String::new();
-    out.push_str("# Benchmarks\n\n");
-    out.push_str("Written by `cargo xtask bench` (issue 7); rerun it to refresh this file.\n\n");
+    match options.engine {
+        Engine::Chromium => {
+            out.push_str(TITLE);
+            out.push('\n');
+        }
+        Engine::Firefox => out.push_str(&format!("{FIREFOX_HEADING}\n\n")),
+    }
     out.push_str(&format!("- Command: `{}`\n", options.command_line));
     out.push_str(&format!(
         "- Date: {date} (took {:.0} s)\n",
@@ -1084,6 +1113,15 @@ fn render_markdown(
     ));
     out.push_str(table);
     out.push_str("\n\n");
+    if options.engine == Engine::Firefox {
+        out.push_str(
+            "Each number is taken as in Chromium (above, \"How each number is taken\"). Firefox \
+             has no `performance.memory`, so the JS heap row is empty; it has no Background \
+             Fetch, so the manager never looks one up.\n",
+        );
+        push_errors(&mut out, errors);
+        return out;
+    }
     if let Some(p) = profile
         .as_array()
         .and_then(|p| p.first())
@@ -1162,13 +1200,18 @@ fn render_markdown(
          instantiated before install completes) vs a worker that does nothing, alternately; each \
          run registers a new scope and script URL and unregisters after.\n",
     );
+    push_errors(&mut out, errors);
+    out
+}
+
+/// The runs that failed, if any, as a list after the text.
+fn push_errors(out: &mut String, errors: &[String]) {
     if !errors.is_empty() {
         out.push_str("\nRuns that failed (left out of the medians):\n\n");
         for error in errors {
             out.push_str(&format!("- {error}\n"));
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -1176,18 +1219,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rewrite_keeps_the_hand_written_notes() {
-        let old = format!("# Benchmarks\n\n| old table |\n\n{NOTES_HEADING}\n\nWhy X is slow.\n");
-        let new = keep_notes(&old, "# Benchmarks\n\n| new table |\n".to_string());
+    fn a_rewrite_keeps_the_hand_written_notes_and_the_other_engines_part() {
+        let notes = format!("{NOTES_HEADING}\n\nWhy X is slow.\n");
+        let old = format!("# Benchmarks\n\n| old table |\n\n{notes}");
+        let new = merge_markdown(&old, Engine::Chromium, "# Benchmarks\n\n| new table |\n");
+        assert_eq!(new, format!("# Benchmarks\n\n| new table |\n\n{notes}"));
+        let firefox = format!("{FIREFOX_HEADING}\n\n| fx table |\n");
+        let both = merge_markdown(&new, Engine::Firefox, &firefox);
+        assert_eq!(
+            both,
+            format!("# Benchmarks\n\n| new table |\n\n{firefox}\n{notes}")
+        );
+        // A Chromium run keeps the Firefox section; a Firefox run replaces only it.
+        let again = merge_markdown(&both, Engine::Chromium, "# Benchmarks\n\n| third |\n");
+        assert_eq!(
+            again,
+            format!("# Benchmarks\n\n| third |\n\n{firefox}\n{notes}")
+        );
+        let fx2 = format!("{FIREFOX_HEADING}\n\n| fx 2 |\n");
+        let again = merge_markdown(&again, Engine::Firefox, &fx2);
         assert!(
-            new.contains("| new table |") && !new.contains("| old table |"),
-            "{new}"
+            again.contains("| third |") && again.contains("| fx 2 |"),
+            "{again}"
         );
         assert!(
-            new.ends_with(&format!("{NOTES_HEADING}\n\nWhy X is slow.\n")),
-            "{new}"
+            !again.contains("| fx table |") && again.ends_with(&notes),
+            "{again}"
         );
-        assert_eq!(keep_notes("no notes", "fresh".into()), "fresh");
+        assert_eq!(
+            merge_markdown("no notes", Engine::Chromium, "fresh"),
+            "fresh\n"
+        );
+        let first = merge_markdown("", Engine::Firefox, &firefox);
+        assert!(
+            first.starts_with("# Benchmarks") && first.ends_with(&firefox),
+            "{first}"
+        );
     }
 
     #[test]
