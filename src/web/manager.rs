@@ -912,6 +912,11 @@ struct Engine {
     /// A sweep of the browser fetches runs; `true` inside: the state changed since it began,
     /// so it sweeps again when done.
     sweeping: Cell<Option<bool>>,
+    /// Whether a browser fetch of this database was seen (when opening, by a sweep, or handed
+    /// off here). Only under a declaration that declares `backgroundFetch` does a page hand a
+    /// download to the browser; while the state's declaration does not and none was seen, a
+    /// claim does not look one up (a round trip to the browser per claim in Chromium).
+    browser_fetch_seen: Cell<bool>,
     closed: Cell<bool>,
     /// Transfers that finished after the core had already paused or pre-empted them: reported
     /// when the core starts them again (nothing is fetched twice).
@@ -968,6 +973,7 @@ impl Engine {
             wakeup: RefCell::default(),
             pump_queued: Cell::new(false),
             sweeping: Cell::new(None),
+            browser_fetch_seen: Cell::new(false),
             closed: Cell::new(false),
             unreported: RefCell::default(),
             watchers: RefCell::default(),
@@ -983,6 +989,13 @@ impl Engine {
             stats: RefCell::default(),
         });
         engine.open_channel();
+        // Before the first claim: a browser fetch handed off under an earlier declaration (one
+        // that declared `backgroundFetch`, replaced by an update since) keeps claims looking up.
+        let seen = background_fetch::ids()
+            .await
+            .iter()
+            .any(|fetch_id| engine.is_ours(fetch_id));
+        engine.browser_fetch_seen.set(seen);
         let opened = engine.clone();
         engine
             .transact(move |core| {
@@ -1483,6 +1496,9 @@ impl Engine {
             let Some((database, id)) = background_fetch::parse_fetch_id(&fetch_id) else {
                 continue;
             };
+            if database == self.database {
+                self.browser_fetch_seen.set(true);
+            }
             let Ok(id) = Identifier::new(id) else {
                 continue;
             };
@@ -1586,6 +1602,7 @@ impl Engine {
             Some((BrowserFetchResult::Failure, _)) => {}
             None if self.may_hand_off(&id) => match self.hand_off(&id, &fetch_id).await {
                 Ok(fetch) => {
+                    self.browser_fetch_seen.set(true);
                     owner.release().await;
                     self.watch_browser_fetch(id, fetch);
                     return;
@@ -1600,8 +1617,19 @@ impl Engine {
         self.spawn_transfer(id, owner, None, done);
     }
 
+    /// Whether `fetch_id` names a browser fetch of this database.
+    fn is_ours(&self, fetch_id: &str) -> bool {
+        background_fetch::parse_fetch_id(fetch_id)
+            .is_some_and(|(database, _)| database == self.database)
+    }
+
     /// The browser fetch of `id`, if there is one (a failed look-up is warned about: none).
+    /// Not looked up while none can exist: the declaration does not declare `backgroundFetch`
+    /// and no browser fetch of this database was seen.
     async fn look_up_browser_fetch(&self, id: &Identifier) -> Option<BrowserFetch> {
+        if !self.core.borrow().declaration().background_fetch && !self.browser_fetch_seen.get() {
+            return None;
+        }
         let fetch_id = background_fetch::fetch_id(&self.database, id.as_str());
         background_fetch::get(&fetch_id)
             .await

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -1075,6 +1075,70 @@ async fn background_fetch_pause_resume() -> Result<()> {
     outcome
 }
 
+/// A browser fetch handed off under a declaration with `backgroundFetch` goes on after an update
+/// whose declaration drops it: the new worker's manager, whose claim of the download would skip
+/// the Background Fetch look-up under that declaration alone, still finds the fetch (it saw it
+/// when it opened) and leaves it to the browser. The CDN sends the body once, and the download
+/// finishes with the exact bytes. Chromium only (Firefox has no Background Fetch).
+async fn background_fetch_survives_an_update() -> Result<()> {
+    let site = Fixture::start()?;
+    site.enable_background_fetch()?;
+    let driver = WebDriver::start(Engine::Chromium)?;
+    let client = connect(&driver).await?;
+    let downloads = ScratchDir::new("update-downloads")?;
+    allow_downloads(&driver, &client, downloads.path()).await?;
+    let outcome = survives_an_update_steps(&site, &client).await;
+    let _ = client.close().await;
+    outcome
+}
+
+async fn survives_an_update_steps(site: &Fixture, client: &Client) -> Result<()> {
+    const LEN: u64 = 6_291_456;
+    const SEED: u64 = 47;
+    const ID: &str = "handed-before-update";
+    open_installed(client, site).await?;
+    schedule_slow(client, site, ID, LEN, SEED).await?;
+    wait_for_library_fetch(client, ID, "the hand-off", |s| {
+        s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
+    })
+    .await?;
+    // Version 2's `pkg.json` (written afresh) does not declare `backgroundFetch`.
+    site.publish_version(2)?;
+    fixture(client, "update()").await?;
+    wait_for_entry(client, "didUpdate", |e| is_call(e, "didUpdate", None)).await?;
+    let state = fixture(client, &format!("libraryFetch('{ID}')")).await?;
+    ensure!(
+        state["fetch"]["result"] == "",
+        "the browser fetch ended before the update activated (too fast to test): {state}"
+    );
+    let finished = wait_for_entry_within(client, "didFinish", HAND_OFF_TIMEOUT, |e| {
+        is_call(e, "didFinish", Some(ID))
+    })
+    .await?;
+    assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
+    let entries = log(client).await?;
+    assert!(
+        !entries.iter().any(|e| is_call(e, "didFail", Some(ID))),
+        "{entries:#?}"
+    );
+    let body = served(client, &format!("/background-assets/id/{ID}"), None).await?;
+    assert_eq!(
+        body["sha256"],
+        generated_sha256(LEN, SEED),
+        "exact bytes: {body}"
+    );
+    let cdn = site.cdn.as_ref().context("the CDN runs")?;
+    let gets: Vec<_> = cdn
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/{SEED}"))
+        })
+        .collect();
+    assert_eq!(gets.len(), 1, "one GET, the browser's: {gets:?}");
+    Ok(())
+}
+
 /// Polls `libraryFetch(id)` until `done` holds for it; returns it.
 async fn wait_for_library_fetch(
     client: &Client,
@@ -1367,6 +1431,12 @@ async fn firefox_background_fetch_hand_off() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn chromium_background_fetch_pause_resume() -> Result<()> {
     background_fetch_pause_resume().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_background_fetch_survives_an_update() -> Result<()> {
+    background_fetch_survives_an_update().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
