@@ -650,9 +650,12 @@ fn aborted_marker(fetch_id: &str) -> String {
 /// How long the worker waits before claiming a download a page may hand to Background Fetch.
 const HAND_OFF_GRACE_MS: u32 = 2_000;
 
-/// A batch's end: how to settle each decision and what started, or how to settle them after
-/// the save failed.
-type BatchOutcome = std::result::Result<(Vec<Settle>, Vec<Identifier>), (Vec<Settle>, Error)>;
+/// A batch's end: how to settle each decision and what started (each with its owner lock if it
+/// was free while the save committed), or how to settle them after the save failed.
+type BatchOutcome = std::result::Result<(Vec<Settle>, Started), (Vec<Settle>, Error)>;
+
+/// The downloads a batch started, each with its owner lock if this global got it at once.
+type Started = Vec<(Identifier, Option<LockGuard>)>;
 
 /// How old the page-delegate count may get before progress reports and batches that kept the
 /// state lock count again (a page that sets or drops its delegate also says so at once).
@@ -1315,8 +1318,8 @@ impl Engine {
         match outcome {
             Ok((settles, started)) => {
                 self.broadcast(Body::Changed);
-                for id in started {
-                    self.claim_after(id, true);
+                for (id, owner) in started {
+                    self.claim_after(id, Some(owner));
                 }
                 self.reconcile();
                 self.arm_wakeup();
@@ -1381,10 +1384,24 @@ impl Engine {
         } else {
             self.core.borrow_mut().poll_start(now())
         };
+        // The owner locks of what this batch starts are asked for while its save commits: no
+        // other context starts these before the save, and one still running a download holds
+        // its lock (not free: the claim then waits for it). A failed save drops them.
+        let owners = futures::future::join_all(started.iter().map(|id| {
+            let name = (!self.defers_to_pages(id)).then(|| owner_lock_name(&self.database, id));
+            async move {
+                let name = name?;
+                acquire(&name, LockOptions::exclusive().if_available())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        }));
         let save = self.save();
         let saving = performance_now();
         self.stats.borrow_mut().compute_ms += saving - computing;
-        let saved = save.await;
+        let (saved, owners) = futures::join!(save, owners);
+        let started = started.into_iter().zip(owners).collect();
         self.stats.borrow_mut().save_ms += performance_now() - saving;
         if let Err(error) = saved {
             // What is stored is unknown now: read it again before the next decision.
@@ -1781,15 +1798,15 @@ impl Engine {
     /// Runs `id` here once this global holds its owner lock and the state still says it is
     /// `downloading` (resumes it if this global has it paused).
     fn claim(self: &Rc<Self>, id: Identifier) {
-        self.claim_after(id, false);
+        self.claim_after(id, None);
     }
 
-    /// [`claim`](Self::claim) of a download this global's own decision just started: its state
-    /// is as fresh as that decision's save, so when the owner lock is free at once (nobody ran it
-    /// since) the stored state is not read again. Another context's later change reaches this
-    /// global as a "changed" message, and [`reconcile`](Self::reconcile) then pauses or stops
-    /// the transfer.
-    fn claim_after(self: &Rc<Self>, id: Identifier, own_decision: bool) {
+    /// [`claim`](Self::claim); `own` for a download this global's own decision just started,
+    /// with its owner lock if that was free while the decision's save committed. The state is
+    /// then as fresh as that save, so with the lock (nobody ran it since) the stored state is not
+    /// read again. Another context's later change reaches this global as a "changed" message,
+    /// and [`reconcile`](Self::reconcile) then pauses or stops the transfer.
+    fn claim_after(self: &Rc<Self>, id: Identifier, own: Option<Option<LockGuard>>) {
         if self.closed.get() {
             return;
         }
@@ -1815,13 +1832,8 @@ impl Engine {
             let name = owner_lock_name(&engine.database, &claimed);
             let asked = performance_now();
             // (After a grace for the pages, another context may have had it: read again.)
-            let free = if own_decision && !defer {
-                acquire(&name, LockOptions::exclusive().if_available()).await
-            } else {
-                Ok(None)
-            };
-            let (granted, reload) = match free {
-                Ok(Some(guard)) => (Ok(Some(guard)), false),
+            let (granted, reload) = match own.flatten() {
+                Some(guard) if !defer => (Ok(Some(guard)), false),
                 _ => (acquire(&name, LockOptions::exclusive()).await, true),
             };
             let locked = performance_now();
