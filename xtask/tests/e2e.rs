@@ -19,7 +19,7 @@ use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use xtask::cdn::{generated_bytes, generated_sha256, Server, ServerConfig};
+use xtask::cdn::{generated_bytes, generated_sha256, RequestRecord, Server, ServerConfig};
 use xtask::webdriver::{Engine, ScratchDir, WebDriver};
 use xtask::workspace;
 
@@ -99,6 +99,17 @@ impl Fixture {
         declaration["backgroundFetch"] = json!(true);
         std::fs::write(&path, serde_json::to_string_pretty(&declaration)?)
             .context("writing pkg.json")
+    }
+
+    /// The CDN's `GET`s of the generated body `/gen/{len}/{seed}` so far.
+    fn gets_of(&self, len: u64, seed: u64) -> Result<Vec<RequestRecord>> {
+        let cdn = self.cdn.as_ref().context("the CDN runs")?;
+        let path = format!("/gen/{len}/{seed}");
+        Ok(cdn
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path_and_query.starts_with(&path))
+            .collect())
     }
 
     fn page(&self) -> &Server {
@@ -940,12 +951,7 @@ async fn background_fetch_steps(
         generated_sha256(LEN, 33),
         "{done}"
     );
-    let cdn = site.cdn.as_ref().context("the CDN runs")?;
-    let gets: Vec<_> = cdn
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/33")))
-        .collect();
+    let gets = site.gets_of(LEN, 33)?;
     assert_eq!(gets.len(), 1, "{gets:?}");
     assert_eq!(gets[0].body_bytes_sent, LEN, "{gets:?}");
     Ok(())
@@ -1046,14 +1052,7 @@ async fn hand_off_steps(
         let settled = fixture(client, &format!("libraryFetch('{ID}')")).await?;
         assert_eq!(settled["fetch"], Value::Null, "settled: {settled}");
     }
-    let cdn = site.cdn.as_ref().context("the CDN runs")?;
-    let gets: Vec<_> = cdn
-        .requests()
-        .into_iter()
-        .filter(|r| {
-            r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/{SEED}"))
-        })
-        .collect();
+    let gets = site.gets_of(LEN, SEED)?;
     assert_eq!(gets.len(), 1, "one GET: {gets:?}");
     assert_eq!(gets[0].body_bytes_sent, LEN, "{gets:?}");
     Ok(())
@@ -1064,13 +1063,23 @@ async fn hand_off_steps(
 /// and it finishes with the exact bytes, no `didFail`. Chromium only (Firefox has no Background
 /// Fetch; pause/resume are covered in both engines by the wasm suites).
 async fn background_fetch_pause_resume() -> Result<()> {
+    in_chromium_with_background_fetch("pause-downloads", pause_resume_steps).await
+}
+
+/// Runs `steps` on a fresh site whose `pkg.json` declares `backgroundFetch`, in Chromium with
+/// the automatic-downloads permission granted (downloads go to the scratch dir `downloads`);
+/// the browser session closes after.
+async fn in_chromium_with_background_fetch(
+    downloads: &str,
+    steps: impl AsyncFnOnce(&Fixture, &Client) -> Result<()>,
+) -> Result<()> {
     let site = Fixture::start()?;
     site.enable_background_fetch()?;
     let driver = WebDriver::start(Engine::Chromium)?;
     let client = connect(&driver).await?;
-    let downloads = ScratchDir::new("pause-downloads")?;
+    let downloads = ScratchDir::new(downloads)?;
     allow_downloads(&driver, &client, downloads.path()).await?;
-    let outcome = pause_resume_steps(&site, &client).await;
+    let outcome = steps(&site, &client).await;
     let _ = client.close().await;
     outcome
 }
@@ -1081,15 +1090,7 @@ async fn background_fetch_pause_resume() -> Result<()> {
 /// when it opened) and leaves it to the browser. The CDN sends the body once, and the download
 /// finishes with the exact bytes. Chromium only (Firefox has no Background Fetch).
 async fn background_fetch_survives_an_update() -> Result<()> {
-    let site = Fixture::start()?;
-    site.enable_background_fetch()?;
-    let driver = WebDriver::start(Engine::Chromium)?;
-    let client = connect(&driver).await?;
-    let downloads = ScratchDir::new("update-downloads")?;
-    allow_downloads(&driver, &client, downloads.path()).await?;
-    let outcome = survives_an_update_steps(&site, &client).await;
-    let _ = client.close().await;
-    outcome
+    in_chromium_with_background_fetch("update-downloads", survives_an_update_steps).await
 }
 
 async fn survives_an_update_steps(site: &Fixture, client: &Client) -> Result<()> {
@@ -1127,14 +1128,7 @@ async fn survives_an_update_steps(site: &Fixture, client: &Client) -> Result<()>
         generated_sha256(LEN, SEED),
         "exact bytes: {body}"
     );
-    let cdn = site.cdn.as_ref().context("the CDN runs")?;
-    let gets: Vec<_> = cdn
-        .requests()
-        .into_iter()
-        .filter(|r| {
-            r.method == "GET" && r.path_and_query.starts_with(&format!("/gen/{LEN}/{SEED}"))
-        })
-        .collect();
+    let gets = site.gets_of(LEN, SEED)?;
     assert_eq!(gets.len(), 1, "one GET, the browser's: {gets:?}");
     Ok(())
 }
