@@ -1097,12 +1097,7 @@ async fn survives_an_update_steps(site: &Fixture, client: &Client) -> Result<()>
     const LEN: u64 = 6_291_456;
     const SEED: u64 = 47;
     const ID: &str = "handed-before-update";
-    open_installed(client, site).await?;
-    schedule_slow(client, site, ID, LEN, SEED).await?;
-    wait_for_library_fetch(client, ID, "the hand-off", |s| {
-        s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
-    })
-    .await?;
+    hand_off_slow(client, site, ID, LEN, SEED).await?;
     // Version 2's `pkg.json` (written afresh) does not declare `backgroundFetch`.
     site.publish_version(2)?;
     fixture(client, "update()").await?;
@@ -1112,22 +1107,7 @@ async fn survives_an_update_steps(site: &Fixture, client: &Client) -> Result<()>
         state["fetch"]["result"] == "",
         "the browser fetch ended before the update activated (too fast to test): {state}"
     );
-    let finished = wait_for_entry_within(client, "didFinish", HAND_OFF_TIMEOUT, |e| {
-        is_call(e, "didFinish", Some(ID))
-    })
-    .await?;
-    assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
-    let entries = log(client).await?;
-    assert!(
-        !entries.iter().any(|e| is_call(e, "didFail", Some(ID))),
-        "{entries:#?}"
-    );
-    let body = served(client, &format!("/background-assets/id/{ID}"), None).await?;
-    assert_eq!(
-        body["sha256"],
-        generated_sha256(LEN, SEED),
-        "exact bytes: {body}"
-    );
+    finishes_exactly(client, ID, LEN, SEED).await?;
     let gets = site.gets_of(LEN, SEED)?;
     assert_eq!(gets.len(), 1, "one GET, the browser's: {gets:?}");
     Ok(())
@@ -1154,16 +1134,29 @@ async fn wait_for_library_fetch(
     }
 }
 
+/// Opens the installed site, schedules `id` from the page (paced, see [`schedule_slow`]) and
+/// waits until the page has handed it to Background Fetch and the browser is receiving it.
+async fn hand_off_slow(
+    client: &Client,
+    site: &Fixture,
+    id: &str,
+    len: u64,
+    seed: u64,
+) -> Result<()> {
+    open_installed(client, site).await?;
+    schedule_slow(client, site, id, len, seed).await?;
+    wait_for_library_fetch(client, id, "the hand-off", |s| {
+        s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
+    })
+    .await
+    .map(drop)
+}
+
 async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
     const LEN: u64 = 4_194_304;
     const SEED: u64 = 43;
     const ID: &str = "paused-handed";
-    open_installed(client, site).await?;
-    schedule_slow(client, site, ID, LEN, SEED).await?;
-    wait_for_library_fetch(client, ID, "the hand-off", |s| {
-        s["fetch"]["result"] == "" && s["fetch"]["downloaded"].as_u64().unwrap_or(0) > 0
-    })
-    .await?;
+    hand_off_slow(client, site, ID, LEN, SEED).await?;
     fixture(client, &format!("control('pause', '{ID}')")).await?;
     wait_for_library_fetch(client, ID, "the abort", |s| {
         s["fetch"].is_null() || s["fetch"]["failureReason"] == "aborted"
@@ -1174,20 +1167,32 @@ async fn pause_resume_steps(site: &Fixture, client: &Client) -> Result<()> {
     })
     .await?;
     fixture(client, &format!("control('resume', '{ID}')")).await?;
+    // No didFail after the library's own abort.
+    finishes_exactly(client, ID, LEN, SEED).await
+}
+
+/// Waits (up to [`HAND_OFF_TIMEOUT`]) for the extension's `didFinish` of `id`, then checks its
+/// size, that no `didFail` of `id` was logged, and that the file served is exactly the generated
+/// body `len`/`seed`.
+async fn finishes_exactly(client: &Client, id: &str, len: u64, seed: u64) -> Result<()> {
     let finished =
-        wait_for_entry_within(client, "didFinish(paused-handed)", HAND_OFF_TIMEOUT, |e| {
-            is_call(e, "didFinish", Some(ID))
+        wait_for_entry_within(client, &format!("didFinish({id})"), HAND_OFF_TIMEOUT, |e| {
+            is_call(e, "didFinish", Some(id))
         })
         .await?;
-    assert_eq!(finished["args"][1]["size"], LEN, "{finished}");
+    assert_eq!(finished["args"][1]["size"], len, "{finished}");
     let entries = log(client).await?;
     assert!(
-        !entries.iter().any(|e| is_call(e, "didFail", Some(ID))),
-        "no didFail after the library's own abort: {entries:#?}"
+        !entries.iter().any(|e| is_call(e, "didFail", Some(id))),
+        "no didFail of `{id}`: {entries:#?}"
     );
-    let body = served(client, &format!("/background-assets/id/{ID}"), None).await?;
-    assert_eq!(body["length"], LEN, "{body}");
-    assert_eq!(body["sha256"], generated_sha256(LEN, SEED), "exact bytes");
+    let body = served(client, &format!("/background-assets/id/{id}"), None).await?;
+    assert_eq!(body["length"], len, "{body}");
+    assert_eq!(
+        body["sha256"],
+        generated_sha256(len, seed),
+        "exact bytes: {body}"
+    );
     Ok(())
 }
 
