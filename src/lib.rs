@@ -27,6 +27,7 @@
 //! ```
 
 pub mod core;
+mod platform;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -854,7 +854,7 @@ fn array<'a>(value: &'a Value, path: &JsonPath) -> Result<&'a [Value]> {
 
 fn url(value: &Value, path: &JsonPath, base: &Url) -> Result<Url> {
     let text = string(value, path)?;
-    let parsed = base.join(text).map_err(|e| {
+    let parsed = crate::core::urls::join(base, text).map_err(|e| {
         invalid(
             path,
             format!("URL {:?} does not parse: {e}", printable(text)),

@@ -330,7 +330,7 @@ impl DownloadRequest {
 
     /// A `GET` request for `url` (parsed and checked with [`check_download_url`]).
     pub fn get(url: &str) -> Result<Self> {
-        let parsed = Url::parse(url).map_err(|e| Error::DownloadInvalid {
+        let parsed = crate::core::urls::parse(url).map_err(|e| Error::DownloadInvalid {
             reason: format!("URL {:?} does not parse: {e}", printable(url)),
         })?;
         Self::from_url(parsed)
@@ -458,7 +458,7 @@ mod url_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
         let text = String::deserialize(d)?;
-        Url::parse(&text).map_err(serde::de::Error::custom)
+        crate::core::urls::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! Nothing here uses web-sys, js-sys, wasm-bindgen or idb, nothing is async, and nothing reads a
 //! clock: time comes in as [`Millis`] from the driver. Everything builds and is tested on the host.
+//! The one thing borrowed from the platform is a pure function: in a browser, [`urls`] asks its
+//! `URL` parser for the ASCII form of an international domain name.
 //!
 //! | module | job |
 //! |---|---|
@@ -14,6 +16,7 @@
 //! | [`integrity`] | incremental SHA-256 whose state survives a checkpoint |
 //! | [`range`] | HTTP byte ranges: `Range` answers (200/206/416), `Content-Range` parsing |
 //! | [`error`] | the error enum and its stable codes |
+//! | [`urls`] | URL and host parsing; international domain names through the platform's `URL` parser |
 
 pub mod declaration;
 pub mod download;
@@ -24,6 +27,7 @@ pub mod policy;
 pub mod queue;
 pub mod range;
 pub mod transfer;
+pub mod urls;
 
 /// Milliseconds on the driver's clock (e.g. `performance.now()` or `Date.now()`). The core never
 /// reads a clock itself; only differences between two `Millis` are meaningful.

@@ -112,7 +112,8 @@ impl DomainPattern {
         if !is_bracketed && rest.split('.').any(str::is_empty) {
             return Err("empty label (leading, trailing or doubled `.`)".into());
         }
-        let host = Host::parse(rest).map_err(|e| format!("not a valid host name: {e}"))?;
+        let host = crate::core::urls::parse_host(rest)
+            .map_err(|e| format!("not a valid host name: {e}"))?;
         match host {
             Host::Domain(domain) => {
                 if domain.split('.').any(str::is_empty) {

@@ -486,7 +486,7 @@ pub fn extension_background_fetch(registration: JsValue, handlers: JsValue) -> P
 
 /// The served path of `url` under [`SERVE_PREFIX`]: `("id", identifier)` or `("file", path)`.
 fn served_target(url: &str) -> Option<(&'static str, String)> {
-    let parsed = url::Url::parse(url).ok()?;
+    let parsed = crate::core::urls::parse(url).ok()?;
     let rest = parsed.path().strip_prefix(SERVE_PREFIX)?;
     let (kind, tail) = rest.split_once('/')?;
     let kind = match kind {

@@ -199,7 +199,7 @@ fn network(error: &JsValue) -> Error {
 }
 
 fn origin_of(url: &str) -> Option<String> {
-    url::Url::parse(url)
+    crate::core::urls::parse(url)
         .ok()
         .map(|u| u.origin().ascii_serialization())
 }
@@ -213,7 +213,7 @@ impl Fetcher {
     /// another origin than the page's and [`FetchOptions::credentials_origin`], [`Error::Network`] when the fetch fails (connection refused, CORS...),
     /// [`Error::OpaqueResponseRefused`] for an opaque response.
     pub async fn start(url: &str, options: FetchOptions) -> Result<ResponseStream, Error> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::DownloadInvalid {
+        let parsed = crate::core::urls::parse(url).map_err(|e| Error::DownloadInvalid {
             reason: format!("url `{url}`: {e}"),
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {

@@ -1663,7 +1663,7 @@ impl Engine {
             .ok_or_else(|| Error::DownloadDoesNotExist {
                 identifier: id.to_string(),
             })?;
-        let url = url::Url::parse(&spec.url).map_err(|e| Error::DownloadInvalid {
+        let url = crate::core::urls::parse(&spec.url).map_err(|e| Error::DownloadInvalid {
             reason: format!("url `{}`: {e}", spec.url),
         })?;
         if !allow.allows(&url, &self.page_origin) {

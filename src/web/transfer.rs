@@ -287,7 +287,7 @@ fn now() -> Millis {
 
 /// [`Error::SessionDownloadDisallowedByDomain`] unless `url` is allowed.
 fn check_allowed(allow: &DomainAllowList, page: &url::Origin, url: &str) -> Result<(), Error> {
-    let parsed = url::Url::parse(url).map_err(|e| Error::DownloadInvalid {
+    let parsed = crate::core::urls::parse(url).map_err(|e| Error::DownloadInvalid {
         reason: format!("url `{url}`: {e}"),
     })?;
     if allow.allows(&parsed, page) {
@@ -849,7 +849,7 @@ impl Driver<'_> {
                     // The app gave these headers for its download URL: credentials among them
                     // may go to that URL's origin (and only there).
                     let credentials_origin = (!spec.headers.is_empty())
-                        .then(|| url::Url::parse(&spec.url).ok())
+                        .then(|| crate::core::urls::parse(&spec.url).ok())
                         .flatten()
                         .map(|u| u.origin().ascii_serialization());
                     let options = FetchOptions {

@@ -30,3 +30,5 @@ mod serve;
 mod stack;
 #[path = "../common/transfer.rs"]
 mod transfer;
+#[path = "../common/urls.rs"]
+mod urls;
