@@ -110,19 +110,13 @@ impl Sha256Stream {
             self.pending = 0;
         }
         let full = data.len() / BLOCK * BLOCK;
-        if full > 0 {
-            // Compress in bounded batches so no large temporary is ever allocated.
-            let mut batch: Vec<GenericArray<u8, _>> = Vec::with_capacity(64);
-            for block in data[..full].chunks_exact(BLOCK) {
-                batch.push(GenericArray::clone_from_slice(block));
-                if batch.len() == batch.capacity() {
-                    sha2::compress256(&mut self.state, &batch);
-                    batch.clear();
-                }
-            }
-            if !batch.is_empty() {
-                sha2::compress256(&mut self.state, &batch);
-            }
+        // Each block is compressed where it lies (no copy): this crate is size-optimised, and
+        // copying the blocks into a batch first (opt-level "z") cost as long as hashing them.
+        for block in data[..full].chunks_exact(BLOCK) {
+            sha2::compress256(
+                &mut self.state,
+                std::slice::from_ref(GenericArray::from_slice(block)),
+            );
         }
         let rest = &data[full..];
         self.block[..rest.len()].copy_from_slice(rest);
