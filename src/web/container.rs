@@ -205,7 +205,10 @@ pub fn migrate(db: &idb::Database, old_version: u32) -> Result<(), Error> {
 /// One raw transaction and the promise of its end.
 struct Tx {
     raw: IdbTransaction,
-    done: Promise,
+    /// The end: `complete` resolves it, `abort` rejects it with the abort event. Awaited from
+    /// its creation (a `JsFuture` handles the promise at once), so a transaction that aborts
+    /// while nobody awaits its end (a refused write, a killed run) leaves no unhandled rejection.
+    done: JsFuture,
     operation: String,
     identifier: String,
 }
@@ -226,7 +229,7 @@ impl Tx {
 
     /// Waits for the transaction to commit; maps an abort to the typed error.
     async fn commit(self) -> Result<(), Error> {
-        match JsFuture::from(self.done).await {
+        match self.done.await {
             Ok(_) => Ok(()),
             Err(event) => {
                 let error = self.raw.error();
@@ -550,7 +553,7 @@ fn transaction(
     });
     Ok(Tx {
         raw,
-        done,
+        done: JsFuture::from(done),
         operation: operation.to_string(),
         identifier: identifier.to_string(),
     })

@@ -543,17 +543,16 @@ impl ResponseStream {
         if let Some(controller) = &self.abort.0 {
             controller.abort();
         }
-        match &self.reader {
-            Reader::Default(reader) => {
-                let _ = reader.cancel();
-            }
-            Reader::Byob(reader, _) => {
-                let _ = reader.cancel_byob();
-            }
-            Reader::Unopened(Some(body)) => {
-                let _ = body.cancel();
-            }
-            Reader::Unopened(None) => {}
+        // `cancel()` of a stream the abort already errored rejects: handled, so the app sees no
+        // unhandled rejection.
+        let cancelled = match &self.reader {
+            Reader::Default(reader) => Some(reader.cancel()),
+            Reader::Byob(reader, _) => Some(reader.cancel_byob()),
+            Reader::Unopened(Some(body)) => Some(body.cancel()),
+            Reader::Unopened(None) => None,
+        };
+        if let Some(cancelled) = cancelled {
+            let _handled = JsFuture::from(cancelled);
         }
     }
 }

@@ -147,3 +147,45 @@ pub fn cdn_download(id: &str, path: &str, len: Option<u64>) -> UrlDownload {
 pub fn ident(id: &str) -> Identifier {
     Identifier::new(id).unwrap()
 }
+
+/// Records this global's `unhandledrejection` events (each reason described) while it lives: a
+/// library that leaves a rejected promise without a handler shows up in the app's error reports.
+pub struct UnhandledRejections {
+    seen: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    listener: Closure<dyn FnMut(JsValue)>,
+}
+
+impl UnhandledRejections {
+    /// Starts listening on `globalThis`.
+    pub fn watch() -> UnhandledRejections {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let sink = seen.clone();
+        let listener = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let reason = background_assets::web::js::get(&event, "reason");
+            sink.borrow_mut()
+                .push(background_assets::web::js::describe(&reason));
+        });
+        Self::call("addEventListener", listener.as_ref());
+        UnhandledRejections { seen, listener }
+    }
+
+    /// The reasons seen so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.borrow().clone()
+    }
+
+    fn call(method: &str, listener: &JsValue) {
+        let global = js_sys::global();
+        let function: js_sys::Function = background_assets::web::js::get(&global, method).into();
+        must(
+            method,
+            function.call2(&global, &JsValue::from_str("unhandledrejection"), listener),
+        );
+    }
+}
+
+impl Drop for UnhandledRejections {
+    fn drop(&mut self) {
+        Self::call("removeEventListener", self.listener.as_ref());
+    }
+}

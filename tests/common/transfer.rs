@@ -453,6 +453,97 @@ async fn a_killed_run_is_continued_from_its_checkpoint() {
     remove(c).await;
 }
 
+/// A run dropped mid-body, with chunk writes in flight and the body arriving faster than it is
+/// read (as a killed context in the bench), leaves no rejected promise without a handler: the
+/// aborted fetch, its cancelled body and the aborted writes are all handled.
+#[wasm_bindgen_test]
+async fn a_killed_run_leaves_no_unhandled_rejection() {
+    const LEN: u64 = 24 * MIB;
+    for windows in [0, 1] {
+        let seed = 8_500 + probe() % 1000;
+        let path = gen_path(LEN, seed, "");
+        let c = fresh("run-kill-clean").await;
+        let id = unique_id("kill-clean");
+        let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+        spec.config.range_window_chunks = windows;
+        let watch = super::common::UnhandledRejections::watch();
+        for _ in 0..3 {
+            let first = tracker();
+            let seen = first.clone();
+            let half = LEN / 2 + CHUNK / 2;
+            kill_when(run(&c, spec.clone(), options(&first, None)), async move {
+                wait_until("half of the body arrived", || {
+                    seen.borrow().bytes_received >= half
+                })
+                .await
+            })
+            .await;
+            // The rejections of what the drop aborted arrive within a few tasks.
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            let progress = tracker();
+            let asset = run(&c, spec.clone(), options(&progress, None))
+                .await
+                .unwrap();
+            assert_eq!(asset.size, LEN);
+            c.delete(&id).await.unwrap();
+        }
+        gloo_timers::future::TimeoutFuture::new(300).await;
+        assert_eq!(watch.seen(), Vec::<String>::new(), "windows: {windows}");
+        drop(watch);
+        remove(c).await;
+    }
+}
+
+/// Pausing mid-body (the fetch aborted, its body cancelled), resuming, and cancelling mid-body
+/// (the stored chunks discarded) leave no rejected promise without a handler either.
+#[wasm_bindgen_test]
+async fn pause_resume_and_cancel_leave_no_unhandled_rejection() {
+    const LEN: u64 = 24 * MIB;
+    let seed = 8_700 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-pause-clean").await;
+    let id = unique_id("pause-clean");
+    let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    let watch = super::common::UnhandledRejections::watch();
+    for cancel in [false, true] {
+        let control = TransferControl::new();
+        let progress = tracker();
+        let seen = progress.clone();
+        let steer = control.clone();
+        let (result, ()) = join(
+            run(&c, spec.clone(), options(&progress, Some(&control))),
+            async {
+                wait_until("a third of the body arrived", || {
+                    seen.borrow().bytes_received >= LEN / 3 + CHUNK / 2
+                })
+                .await;
+                if cancel {
+                    steer.cancel();
+                    return;
+                }
+                steer.pause();
+                wait_until("the run is paused", || {
+                    steer.state() == Some(TransferState::Paused)
+                })
+                .await;
+                gloo_timers::future::TimeoutFuture::new(300).await;
+                steer.resume();
+            },
+        )
+        .await;
+        match (cancel, result) {
+            // Deleted, so that the next run downloads it again.
+            (false, Ok(asset)) => assert!(asset.size == LEN && c.delete(&id).await.unwrap()),
+            (true, Err(Error::Cancelled { .. })) => {}
+            (cancel, other) => panic!("cancel: {cancel}: {other:?}"),
+        }
+    }
+    gloo_timers::future::TimeoutFuture::new(300).await;
+    assert_eq!(watch.seen(), Vec::<String>::new());
+    drop(watch);
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn racing_runs_one_runs_the_other_observes_or_waits() {
     const LEN: u64 = 4 * MIB;
