@@ -354,6 +354,7 @@ async fn a_duplicate_schedule_is_refused() {
 
 #[wasm_bindgen_test]
 async fn cancel_reports_cancelled_and_leaves_nothing_stored() {
+    let unhandled = super::common::UnhandledRejections::watch();
     let (manager, recorder, database) = open("cancel").await;
     let Planned { id, .. } = Planned::new("cancel", 3 * MIB, 23_000, &stall(2 * MIB + 5))
         .schedule_on(&manager)
@@ -379,11 +380,17 @@ async fn cancel_reports_cancelled_and_leaves_nothing_stored() {
         .of(&id)
         .iter()
         .any(|s| matches!(s, Seen::Finish { .. })));
+    assert_eq!(
+        unhandled.seen(),
+        Vec::<String>::new(),
+        "unhandled rejections"
+    );
     remove(manager, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn pause_and_resume_finish_with_zero_wasted_bytes() {
+    let unhandled = super::common::UnhandledRejections::watch();
     const STALL_AT: u64 = MIB + MIB / 2 + 777;
     let (manager, recorder, database) = open("pause").await;
     let paused = Planned::new("pause", 3 * MIB, 24_000, &stall(STALL_AT))
@@ -419,11 +426,17 @@ async fn pause_and_resume_finish_with_zero_wasted_bytes() {
         paused.len,
         "not one byte sent twice"
     );
+    assert_eq!(
+        unhandled.seen(),
+        Vec::<String>::new(),
+        "unhandled rejections"
+    );
     remove(manager, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn start_foreground_promotes_a_scheduled_download_and_preempted_ones_continue() {
+    let unhandled = super::common::UnhandledRejections::watch();
     const LEN: u64 = 3 * MIB;
     const STALL_AT: u64 = MIB + MIB / 2 + 333;
     let (manager, recorder, database) = open("fg").await;
@@ -494,11 +507,17 @@ async fn start_foreground_promotes_a_scheduled_download_and_preempted_ones_conti
     wait_until("promoted one finished", || recorder.finished(&again.id)).await;
     assert_finished_in_order(&recorder, &again).await;
     assert_eq!(resumed_once_from(&again.path, STALL_AT).await, LEN);
+    assert_eq!(
+        unhandled.seen(),
+        Vec::<String>::new(),
+        "unhandled rejections"
+    );
     remove(manager, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn exclusive_control_with_a_deadline_times_out_while_another_holds_the_lock() {
+    let unhandled = super::common::UnhandledRejections::watch();
     let (manager, _recorder, database) = open("lock").await;
     let holder = acquire(EXCLUSIVE_LOCK, LockOptions::exclusive())
         .await
@@ -533,6 +552,11 @@ async fn exclusive_control_with_a_deadline_times_out_while_another_holds_the_loc
         .unwrap();
     assert_eq!(value, 7);
     assert!(!query().await.unwrap().is_held(EXCLUSIVE_LOCK), "released");
+    assert_eq!(
+        unhandled.seen(),
+        Vec::<String>::new(),
+        "unhandled rejections"
+    );
     remove(manager, &database).await;
 }
 

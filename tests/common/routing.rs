@@ -255,6 +255,7 @@ where
 
 #[wasm_bindgen_test]
 async fn a_download_whose_context_closes_is_continued_by_another_from_its_checkpoint() {
+    let unhandled = super::common::UnhandledRejections::watch();
     const LEN: u64 = 5 * CHUNK;
     const STALL_AT: u64 = 2 * CHUNK + 777;
     let database = unique_name("ba-routing-handover");
@@ -309,6 +310,11 @@ async fn a_download_whose_context_closes_is_continued_by_another_from_its_checkp
     );
     assert_eq!(page_delegates(&database).await, 0);
     assert!(worker.fetch_current_downloads().await.unwrap().is_empty());
+    assert_eq!(
+        unhandled.seen(),
+        Vec::<String>::new(),
+        "unhandled rejections"
+    );
     close_all(vec![worker], &database).await;
 }
 
