@@ -16,6 +16,21 @@ function activated(worker) {
   });
 }
 
+// Unhandled promise rejections, the worker's (it posts them here) and this page's own.
+const unhandled = [];
+function recordUnhandled(reason) {
+  if (unhandled.length < 100) unhandled.push(reason);
+}
+navigator.serviceWorker.addEventListener('message', (event) => {
+  const data = event.data || {};
+  if (data.type === 'unhandledrejection') recordUnhandled(`worker: ${data.reason}`);
+});
+navigator.serviceWorker.startMessages();
+window.addEventListener('unhandledrejection', (event) => {
+  const reason = event.reason;
+  recordUnhandled(`page: ${reason && reason.name ? `${reason.name}: ${reason.message}` : String(reason)}`);
+});
+
 async function main() {
   await init({ module_or_path: '/chaos-pkg/web/background_assets_chaos_bg.wasm' });
   const registration = await navigator.serviceWorker.register('/chaos/chaos-sw.js', { scope: '/chaos/' });
@@ -23,6 +38,7 @@ async function main() {
   window.chaos = {
     plan: null,
     wakes: 0,
+    unhandled,
     wake() {
       this.wakes += 1;
       registration.active.postMessage({ type: 'run', plan: this.plan });

@@ -11,6 +11,16 @@ function loadWasm() {
   return wasmReady;
 }
 
+// A promise rejection nothing handled (in the library or here) is reported to the pages, where the
+// driver counts it: a library must leave none, even in a worker killed mid-download.
+self.addEventListener('unhandledrejection', (event) => {
+  const reason = event.reason;
+  const text = reason && reason.name ? `${reason.name}: ${reason.message}` : String(reason);
+  self.clients
+    .matchAll({ includeUncontrolled: true })
+    .then((clients) => clients.forEach((client) => client.postMessage({ type: 'unhandledrejection', reason: text })));
+});
+
 self.addEventListener('install', (event) => {
   event.waitUntil(loadWasm().then(() => self.skipWaiting()));
 });

@@ -22,8 +22,9 @@
 //! delegate's record, or, when a kill came between the manager's decision and that record (the
 //! delegate is called once, by the context that decided), what the container holds: the stored
 //! asset, or the failure the shared state keeps. The last line
-//! is `chaos: N runs, C corrupt, L lost, F failed-typed, U untyped, seed S`; the run passes only
-//! when C, L and U are 0.
+//! is `chaos: N runs, C corrupt, L lost, F failed-typed, U untyped, R unhandled rejections, seed
+//! S`; the run passes only when C, L, U and R are 0 (R: promise rejections nothing handled, in
+//! the worker, which posts them to the page, or in the page).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,20 +75,29 @@ pub struct Verdict {
     /// killed between the manager's decision and the delegate's write): the end is read from
     /// what the container holds (the stored asset, or the failure the shared state keeps).
     pub unrecorded: u32,
+    /// Promise rejections nothing handled, in the worker or the page (each reason).
+    pub unhandled: Vec<String>,
     pub seed: u64,
 }
 
 impl Verdict {
-    /// Nothing corrupt, nothing lost, nothing failed untyped.
+    /// Nothing corrupt, nothing lost, nothing failed untyped, no unhandled promise rejection.
     pub fn passed(&self) -> bool {
-        self.corrupt == 0 && self.lost == 0 && self.untyped == 0
+        self.corrupt == 0 && self.lost == 0 && self.untyped == 0 && self.unhandled.is_empty()
     }
 
     /// The issue's last line.
     pub fn line(&self) -> String {
         format!(
-            "chaos: {} runs, {} corrupt, {} lost, {} failed-typed, {} untyped, seed {}",
-            self.runs, self.corrupt, self.lost, self.failed_typed, self.untyped, self.seed
+            "chaos: {} runs, {} corrupt, {} lost, {} failed-typed, {} untyped, {} unhandled \
+             rejections, seed {}",
+            self.runs,
+            self.corrupt,
+            self.lost,
+            self.failed_typed,
+            self.untyped,
+            self.unhandled.len(),
+            self.seed
         )
     }
 }
@@ -312,6 +322,10 @@ pub fn run(options: &Options) -> Result<Verdict> {
     let mut verdict = classify(&planned, &session.verify, options.seed);
     verdict.kills = session.kills;
     verdict.starts = session.starts;
+    verdict.unhandled = session.unhandled;
+    for reason in &verdict.unhandled {
+        println!("chaos: unhandled promise rejection: {reason}");
+    }
     println!(
         "chaos: {} finished ({} ends without a recorded delegate call), {} kills, {} worker starts, \
          {:.1} s",
@@ -367,6 +381,7 @@ fn build_chaos_package() -> Result<PathBuf> {
 /// What the browser session produced.
 struct Session {
     verify: Value,
+    unhandled: Vec<String>,
     kills: u32,
     starts: u32,
 }
@@ -503,6 +518,16 @@ async fn session(
     let verify = call(client, "verify").await?;
     let verify: Value = serde_json::from_str(verify.as_str().unwrap_or("null"))
         .context("parsing the page's verification")?;
+    let unhandled = client
+        .execute("return window.chaos.unhandled;", vec![])
+        .await
+        .context("reading the unhandled rejections")?;
+    let unhandled = unhandled
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|reason| reason.as_str().unwrap_or("?").to_string())
+        .collect();
     let starts = status_starts(&last_status);
     let kills = match options.engine {
         Engine::Chromium => kills,
@@ -511,6 +536,7 @@ async fn session(
     };
     Ok(Session {
         verify,
+        unhandled,
         kills,
         starts,
     })
@@ -781,7 +807,16 @@ mod tests {
                 ..Verdict::default()
             }
             .line(),
-            "chaos: 3 runs, 0 corrupt, 1 lost, 0 failed-typed, 0 untyped, seed 9"
+            "chaos: 3 runs, 0 corrupt, 1 lost, 0 failed-typed, 0 untyped, 0 unhandled \
+             rejections, seed 9"
         );
+        let rejected = Verdict {
+            runs: 3,
+            finished: 3,
+            unhandled: vec!["worker: AbortError: aborted".into()],
+            ..Verdict::default()
+        };
+        assert!(!rejected.passed());
+        assert!(rejected.line().contains("1 unhandled rejections"));
     }
 }
