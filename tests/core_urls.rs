@@ -40,7 +40,7 @@ fn panicking_platform(input: &str, _: Option<&str>) -> Option<String> {
 
 #[test]
 fn the_lockfile_keeps_the_idna_back_end_without_unicode_tables() {
-    // `cargo update` would move idna_adapter to 1.2 (ICU4X): the wasm would grow by ~110 KB and
+    // `cargo update` would move idna_adapter to 1.2 (ICU4X): the wasm would grow by ~106 KB and
     // these tests would no longer exercise the platform path.
     let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
     let entry = lock

@@ -3,8 +3,8 @@
 //!
 //! The `url` crate converts a non-ASCII host (`bücher.example`) to its ASCII form
 //! (`xn--bcher-kva.example`) with the Unicode tables of its IDNA back end. This workspace's
-//! `Cargo.lock` selects `idna_adapter` 1.0, the back end without tables (about 110 KB less
-//! wasm, 43 KB gzip): then the `url` crate refuses such a host with
+//! `Cargo.lock` selects `idna_adapter` 1.0, the back end without tables (about 106 KB less
+//! wasm, 41 KB gzipped): then the `url` crate refuses such a host with
 //! [`ParseError::IdnaError`], and these functions ask the browser's `URL` parser (the same
 //! standard, with the browser's own tables) for the ASCII form and parse that. On the host there
 //! is no browser: a non-ASCII host is refused there unless the build has a Unicode back end
