@@ -198,7 +198,8 @@ fn network(error: &JsValue) -> Error {
     }
 }
 
-fn origin_of(url: &str) -> Option<String> {
+/// The ASCII serialization of `url`'s origin, if it parses.
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     crate::core::urls::parse(url)
         .ok()
         .map(|u| u.origin().ascii_serialization())

@@ -1663,14 +1663,7 @@ impl Engine {
             .ok_or_else(|| Error::DownloadDoesNotExist {
                 identifier: id.to_string(),
             })?;
-        let url = crate::core::urls::parse(&spec.url).map_err(|e| Error::DownloadInvalid {
-            reason: format!("url `{}`: {e}", spec.url),
-        })?;
-        if !allow.allows(&url, &self.page_origin) {
-            return Err(Error::SessionDownloadDisallowedByDomain {
-                host: url.host_str().unwrap_or_default().to_string(),
-            });
-        }
+        crate::web::transfer::check_allowed(&allow, &self.page_origin, &spec.url)?;
         background_fetch::start(
             fetch_id,
             &spec.url,

@@ -285,8 +285,13 @@ fn now() -> Millis {
     js_sys::Date::now().max(0.0) as Millis
 }
 
-/// [`Error::SessionDownloadDisallowedByDomain`] unless `url` is allowed.
-fn check_allowed(allow: &DomainAllowList, page: &url::Origin, url: &str) -> Result<(), Error> {
+/// [`Error::SessionDownloadDisallowedByDomain`] unless `url` is allowed ([`Error::DownloadInvalid`]
+/// when it does not parse).
+pub(crate) fn check_allowed(
+    allow: &DomainAllowList,
+    page: &url::Origin,
+    url: &str,
+) -> Result<(), Error> {
     let parsed = crate::core::urls::parse(url).map_err(|e| Error::DownloadInvalid {
         reason: format!("url `{url}`: {e}"),
     })?;
@@ -849,9 +854,8 @@ impl Driver<'_> {
                     // The app gave these headers for its download URL: credentials among them
                     // may go to that URL's origin (and only there).
                     let credentials_origin = (!spec.headers.is_empty())
-                        .then(|| crate::core::urls::parse(&spec.url).ok())
-                        .flatten()
-                        .map(|u| u.origin().ascii_serialization());
+                        .then(|| crate::web::fetcher::origin_of(&spec.url))
+                        .flatten();
                     let options = FetchOptions {
                         range_start,
                         range_end,
