@@ -165,6 +165,29 @@ fn only_sections() -> Option<Vec<String>> {
     (!sections.is_empty()).then_some(sections)
 }
 
+/// Extra Chromium switches for a profiling run, one per line, e.g.
+/// `BA_BENCH_CHROMIUM_ARGS='--js-flags=--prof --logfile=/tmp/v8/v8.log'` (V8's sampling profiler:
+/// one log per isolate; `node --prof-process --range=START_MS,END_MS LOG` reads them). A run with
+/// them measures a different browser: it leaves BENCHMARKS.md alone, as a partial run does.
+const CHROMIUM_ARGS_ENV: &str = "BA_BENCH_CHROMIUM_ARGS";
+
+/// The switches in `value` (one per line; blank lines and surrounding spaces dropped).
+fn extra_chromium_args(value: &str) -> Vec<String> {
+    value
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`CHROMIUM_ARGS_ENV`]'s switches; empty when it is unset.
+fn profiling_args() -> Vec<String> {
+    std::env::var(CHROMIUM_ARGS_ENV)
+        .map(|value| extra_chromium_args(&value))
+        .unwrap_or_default()
+}
+
 /// Set in the environment of the optimized bench process that [`run_optimized`] starts.
 const OPTIMIZED_ENV: &str = "BA_BENCH_OPTIMIZED";
 
@@ -301,6 +324,8 @@ pub fn run(options: &Options) -> Result<bool> {
             "bench: BA_BENCH_ONLY={} (partial run): BENCHMARKS.md left as it is",
             sections.join(",")
         );
+    } else if !profiling_args().is_empty() {
+        println!("bench: {CHROMIUM_ARGS_ENV} set (profiling run): BENCHMARKS.md left as it is");
     } else {
         let md_path = workspace::root().join("BENCHMARKS.md");
         let old = std::fs::read_to_string(&md_path).unwrap_or_default();
@@ -370,6 +395,7 @@ async fn drive(driver: &WebDriver, url: &str, timeout: Duration) -> Result<Value
             .and_then(Value::as_array_mut)
         {
             args.push(json!("--enable-precise-memory-info"));
+            args.extend(profiling_args().into_iter().map(Value::from));
         }
     }
     let client = ClientBuilder::new(HttpConnector::new())
@@ -1339,6 +1365,21 @@ mod tests {
         assert_eq!(object["fetch_drain_mib_s"], Value::Null);
         let table = render_table(&numbers.rows(&plan));
         assert!(table.contains("schedule 1000 downloads"), "{table}");
+    }
+
+    #[test]
+    fn profiling_switches_are_one_per_line_and_may_hold_spaces() {
+        let args = extra_chromium_args(
+            "--js-flags=--prof --logfile=/tmp/v8/v8.log\n\n  --enable-logging=stderr \n",
+        );
+        assert_eq!(
+            args,
+            [
+                "--js-flags=--prof --logfile=/tmp/v8/v8.log",
+                "--enable-logging=stderr"
+            ]
+        );
+        assert!(extra_chromium_args(" \n").is_empty());
     }
 
     #[test]
