@@ -89,6 +89,22 @@ fn priority_clamps_and_orders() {
         Priority::DEFAULT
     );
     assert!(serde_json::from_str::<Priority>("\"urgent\"").is_err());
+    assert_eq!(
+        serde_json::from_str::<Priority>("-3").unwrap(),
+        Priority::MIN
+    );
+    assert_eq!(
+        serde_json::from_str::<Priority>("18446744073709551615").unwrap(),
+        Priority::MAX
+    );
+    assert_eq!(
+        serde_json::from_str::<Priority>("\"min\"").unwrap(),
+        Priority::MIN
+    );
+    for bad in ["1.5", "true", "null", "[1]", "{}"] {
+        let err = serde_json::from_str::<Priority>(bad).unwrap_err();
+        assert!(err.to_string().contains("min/default/max"), "{bad}: {err}");
+    }
     assert_eq!(serde_json::to_string(&Priority::new(7)).unwrap(), "7");
 }
 

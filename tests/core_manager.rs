@@ -1643,3 +1643,105 @@ fn update_downloads_fetch_new_versions_of_stored_packs_only() {
     assert_eq!(update.cancelled, vec![id("maps.2.maps_2feu_2emap")]);
     assert!(m.scheduled_pack_files("maps").is_empty());
 }
+
+/// The stored form of every event, as earlier builds wrote it (serde's internally tagged enum:
+/// the kind in camelCase, the fields as named), reads back to the same event and writes back to
+/// the same JSON.
+#[test]
+fn stored_events_keep_their_json_form() {
+    let sha = [7u8; 32];
+    let sha_json = serde_json::to_string(&sha).unwrap();
+    let cases: Vec<(ManagerEvent, String)> = vec![
+        (
+            ManagerEvent::DidBegin { id: id("a") },
+            r#"{"kind":"didBegin","id":"a"}"#.into(),
+        ),
+        (
+            ManagerEvent::DidPause { id: id("a") },
+            r#"{"kind":"didPause","id":"a"}"#.into(),
+        ),
+        (
+            ManagerEvent::Progress {
+                id: id("a"),
+                bytes_written: 3,
+                total_written: 10,
+                total_expected: Some(20),
+            },
+            r#"{"kind":"progress","id":"a","bytes_written":3,"total_written":10,"total_expected":20}"#
+                .into(),
+        ),
+        (
+            ManagerEvent::Progress {
+                id: id("a"),
+                bytes_written: 3,
+                total_written: 10,
+                total_expected: None,
+            },
+            r#"{"kind":"progress","id":"a","bytes_written":3,"total_written":10,"total_expected":null}"#
+                .into(),
+        ),
+        (
+            ManagerEvent::Failed {
+                id: id("a"),
+                error: Error::DownloadNotScheduled {
+                    identifier: "a".into(),
+                },
+            },
+            r#"{"kind":"failed","id":"a","error":{"DownloadNotScheduled":{"identifier":"a"}}}"#
+                .into(),
+        ),
+        (
+            ManagerEvent::Finished {
+                id: id("a"),
+                size: 5,
+                sha256: sha,
+            },
+            format!(r#"{{"kind":"finished","id":"a","size":5,"sha256":{sha_json}}}"#),
+        ),
+        (
+            ManagerEvent::EssentialRequeued { id: id("a") },
+            r#"{"kind":"essentialRequeued","id":"a"}"#.into(),
+        ),
+    ];
+    for (event, json) in cases {
+        assert_eq!(serde_json::to_string(&event).unwrap(), json);
+        let back: ManagerEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, event, "{json}");
+    }
+    // Fields in another order, and fields that are not the kind's, still read.
+    let back: ManagerEvent =
+        serde_json::from_str(r#"{"id":"b","size":1,"kind":"didBegin","extra":true}"#).unwrap();
+    assert_eq!(back, ManagerEvent::DidBegin { id: id("b") });
+    // A missing total is no total.
+    let back: ManagerEvent =
+        serde_json::from_str(r#"{"kind":"progress","id":"a","bytes_written":1,"total_written":1}"#)
+            .unwrap();
+    assert!(matches!(
+        back,
+        ManagerEvent::Progress {
+            total_expected: None,
+            ..
+        }
+    ));
+}
+
+/// A stored event missing what its kind needs, or of an unknown kind, or with a bad identifier,
+/// is refused with an error naming what was wrong.
+#[test]
+fn malformed_stored_events_are_refused_by_name() {
+    for (json, named) in [
+        (r#"{"kind":"failed","id":"a"}"#, "error"),
+        (r#"{"kind":"finished","id":"a","size":1}"#, "sha256"),
+        (
+            r#"{"kind":"progress","id":"a","total_written":1}"#,
+            "bytes_written",
+        ),
+        (r#"{"kind":"didBegin"}"#, "id"),
+        (r#"{"kind":"didExplode","id":"a"}"#, "didExplode"),
+        (r#"{"id":"a"}"#, "kind"),
+        (r#"{"kind":"didBegin","id":"../x"}"#, "../x"),
+    ] {
+        let err = serde_json::from_str::<ManagerEvent>(json).unwrap_err();
+        assert!(err.to_string().contains(named), "{json}: {err}");
+    }
+}

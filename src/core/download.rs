@@ -244,16 +244,25 @@ impl FromStr for Priority {
 
 impl<'de> Deserialize<'de> for Priority {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Name(String),
+        // A visitor, not an untagged enum: those buffer the value through serde's private
+        // content type, which costs wasm size.
+        struct PriorityVisitor;
+        impl serde::de::Visitor<'_> for PriorityVisitor {
+            type Value = Priority;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or one of min/default/max")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Priority, E> {
+                Ok(Priority::new(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Priority, E> {
+                Ok(Priority::new(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Priority, E> {
+                name.parse().map_err(E::custom)
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Int(v) => Ok(Priority::new(v)),
-            Raw::Name(name) => name.parse().map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(PriorityVisitor)
     }
 }
 

@@ -129,8 +129,10 @@ pub enum Route {
 }
 
 /// A delegate callback to deliver (Apple's `BADownloadManagerDelegate` methods).
+///
+/// Stored and sent as one object tagged by `kind` (`{"kind":"progress","id":…,"bytes_written":…}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", tag = "kind", try_from = "EventFields")]
 pub enum ManagerEvent {
     /// The download started (or restarted after a pause or pre-emption).
     DidBegin {
@@ -174,6 +176,61 @@ pub enum ManagerEvent {
         /// The download.
         id: Identifier,
     },
+}
+
+/// [`ManagerEvent`]'s kinds, the `kind` of its stored form.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum EventKind {
+    DidBegin,
+    DidPause,
+    Progress,
+    Failed,
+    Finished,
+    EssentialRequeued,
+}
+
+/// Every field of a stored [`ManagerEvent`], read flat and checked against its `kind`. Serde's own
+/// internally tagged form buffers each value and deserializes every nested type (all of [`Error`])
+/// a second time, which costs wasm size; this reads the same JSON in one pass.
+#[derive(Deserialize)]
+struct EventFields {
+    kind: EventKind,
+    id: Identifier,
+    bytes_written: Option<u64>,
+    total_written: Option<u64>,
+    total_expected: Option<u64>,
+    error: Option<Error>,
+    size: Option<u64>,
+    sha256: Option<[u8; 32]>,
+}
+
+impl TryFrom<EventFields> for ManagerEvent {
+    type Error = String;
+    fn try_from(f: EventFields) -> std::result::Result<Self, String> {
+        let missing = |field: &str| format!("missing field `{field}`");
+        let id = f.id;
+        Ok(match f.kind {
+            EventKind::DidBegin => ManagerEvent::DidBegin { id },
+            EventKind::DidPause => ManagerEvent::DidPause { id },
+            EventKind::EssentialRequeued => ManagerEvent::EssentialRequeued { id },
+            EventKind::Progress => ManagerEvent::Progress {
+                id,
+                bytes_written: f.bytes_written.ok_or_else(|| missing("bytes_written"))?,
+                total_written: f.total_written.ok_or_else(|| missing("total_written"))?,
+                total_expected: f.total_expected,
+            },
+            EventKind::Failed => ManagerEvent::Failed {
+                id,
+                error: f.error.ok_or_else(|| missing("error"))?,
+            },
+            EventKind::Finished => ManagerEvent::Finished {
+                id,
+                size: f.size.ok_or_else(|| missing("size"))?,
+                sha256: f.sha256.ok_or_else(|| missing("sha256"))?,
+            },
+        })
+    }
 }
 
 /// An event and who receives it.

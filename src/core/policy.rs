@@ -315,7 +315,7 @@ pub enum Pool {
 
 /// The outcome of [`Policy::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", tag = "kind", try_from = "AdmissionFields")]
 pub enum Admission {
     /// After first launch: nothing charged, no byte limit.
     Unrestricted,
@@ -326,6 +326,35 @@ pub enum Admission {
         /// Bytes charged (the download's declared size).
         bytes: u64,
     },
+}
+
+/// [`Admission`]'s kinds, the `kind` of its stored form.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum AdmissionKind {
+    Unrestricted,
+    Charged,
+}
+
+/// A stored [`Admission`] read flat (see `EventFields` in `core::manager` for why).
+#[derive(Deserialize)]
+struct AdmissionFields {
+    kind: AdmissionKind,
+    pool: Option<Pool>,
+    bytes: Option<u64>,
+}
+
+impl TryFrom<AdmissionFields> for Admission {
+    type Error = String;
+    fn try_from(f: AdmissionFields) -> Result<Self, String> {
+        Ok(match f.kind {
+            AdmissionKind::Unrestricted => Admission::Unrestricted,
+            AdmissionKind::Charged => Admission::Charged {
+                pool: f.pool.ok_or("missing field `pool`")?,
+                bytes: f.bytes.ok_or("missing field `bytes`")?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

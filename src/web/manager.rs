@@ -736,18 +736,15 @@ fn owner_lock_name(database: &str, id: &Identifier) -> String {
 pub const MESSAGE_TYPE: &str = "background-assets";
 
 /// A message between contexts (see [`DownloadManager::deliver_remote`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Envelope {
-    #[serde(rename = "type")]
     message_type: String,
     database: String,
     from: String,
-    #[serde(flatten)]
     body: Body,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 enum Body {
     /// An event for the pages with a delegate, or for the extension.
     Event {
@@ -763,8 +760,84 @@ enum Body {
     Closed,
 }
 
+/// [`Body`]'s `kind` on the wire.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Kind {
+    Event,
+    Changed,
+    Delegates,
+    Closed,
+}
+
+/// An [`Envelope`] as sent: one flat object, `{type, database, from, kind}` and, for an event,
+/// `route`, `eid` and `event`. Flat fields rather than serde's `flatten` and internally tagged
+/// enum: those buffer the message and deserialize every nested type a second time through serde's
+/// buffered form, about 100 KB of the wasm (see BENCHMARKS.md's size notes).
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    #[serde(rename = "type")]
+    message_type: String,
+    database: String,
+    from: String,
+    kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<Route>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<ManagerEvent>,
+}
+
+impl Envelope {
+    fn to_wire(&self) -> Wire {
+        let (kind, route, eid, event) = match &self.body {
+            Body::Event { route, eid, event } => (
+                Kind::Event,
+                Some(*route),
+                Some(eid.clone()),
+                Some(event.clone()),
+            ),
+            Body::Changed => (Kind::Changed, None, None, None),
+            Body::Delegates => (Kind::Delegates, None, None, None),
+            Body::Closed => (Kind::Closed, None, None, None),
+        };
+        Wire {
+            message_type: self.message_type.clone(),
+            database: self.database.clone(),
+            from: self.from.clone(),
+            kind,
+            route,
+            eid,
+            event,
+        }
+    }
+
+    fn from_wire(wire: Wire) -> std::result::Result<Self, String> {
+        let body = match wire.kind {
+            Kind::Event => {
+                let missing = |field: &str| format!("missing field `{field}` of an event");
+                Body::Event {
+                    route: wire.route.ok_or_else(|| missing("route"))?,
+                    eid: wire.eid.ok_or_else(|| missing("eid"))?,
+                    event: wire.event.ok_or_else(|| missing("event"))?,
+                }
+            }
+            Kind::Changed => Body::Changed,
+            Kind::Delegates => Body::Delegates,
+            Kind::Closed => Body::Closed,
+        };
+        Ok(Envelope {
+            message_type: wire.message_type,
+            database: wire.database,
+            from: wire.from,
+            body,
+        })
+    }
+}
+
 fn to_js(envelope: &Envelope) -> Option<JsValue> {
-    let text = serde_json::to_string(envelope).ok()?;
+    let text = serde_json::to_string(&envelope.to_wire()).ok()?;
     js_sys::JSON::parse(&text).ok()
 }
 
@@ -776,8 +849,8 @@ fn from_js(message: &JsValue) -> Result<Envelope> {
         .map_err(|e| bad(js::describe(&e)))?
         .as_string()
         .ok_or_else(|| bad("not JSON".into()))?;
-    let envelope: Envelope =
-        serde_json::from_str(&text).map_err(|e| bad(format!("{e}: {text}")))?;
+    let wire: Wire = serde_json::from_str(&text).map_err(|e| bad(format!("{e}: {text}")))?;
+    let envelope = Envelope::from_wire(wire).map_err(|why| bad(format!("{why}: {text}")))?;
     if envelope.message_type != MESSAGE_TYPE {
         return Err(bad(format!("type `{}`", envelope.message_type)));
     }

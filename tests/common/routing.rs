@@ -605,3 +605,70 @@ async fn request_headers_reach_the_cdn_and_forbidden_ones_are_refused() {
         );
     }
 }
+
+/// The message another context sends is one flat JSON object (`type`, `database`, `from`,
+/// `kind`, and for an event `route`, `eid` and `event`): one written by hand is delivered to the
+/// delegate, a repeated `eid` is not delivered twice, and a malformed one is refused with a typed
+/// error naming what was wrong.
+#[wasm_bindgen_test]
+async fn a_remote_message_is_one_flat_object_and_a_malformed_one_is_refused() {
+    let database = unique_name("ba-routing-wire");
+    let (page, seen) = context(&database, Caller::Page).await;
+    let id = unique_id("wire");
+    let message = |rest: String| {
+        js_sys::JSON::parse(&format!(
+            r#"{{"type":"background-assets","database":"{database}","from":"elsewhere",{rest}}}"#
+        ))
+        .unwrap()
+    };
+    let failed = format!(
+        r#""kind":"event","route":"pages","eid":"e-{id}","event":{{"kind":"failed","id":"{id}","error":{{"DownloadNotScheduled":{{"identifier":"{id}"}}}}}}"#
+    );
+    page.deliver_remote(message(failed.clone())).await.unwrap();
+    page.deliver_remote(message(failed)).await.unwrap();
+    assert_eq!(
+        seen.of(&id),
+        vec![Seen::Fail(
+            id.clone(),
+            Error::DownloadNotScheduled {
+                identifier: id.clone()
+            }
+        )],
+        "delivered once"
+    );
+
+    for (rest, named) in [
+        (
+            r#""kind":"event","route":"pages","eid":"x""#.to_string(),
+            "missing field `event`",
+        ),
+        (
+            r#""kind":"event","eid":"x","event":{"kind":"didBegin","id":"a"}"#.to_string(),
+            "missing field `route`",
+        ),
+        (r#""kind":"shout""#.to_string(), "shout"),
+        (
+            r#""kind":"event","route":"pages","eid":"y","event":{"kind":"didBegin"}"#.to_string(),
+            "missing field `id`",
+        ),
+    ] {
+        let err = page
+            .deliver_remote(message(rest.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Unsupported { .. }) && err.to_string().contains(named),
+            "{rest}: {err}"
+        );
+    }
+    let err = page
+        .deliver_remote(
+            js_sys::JSON::parse(r#"{"type":"other","kind":"changed","database":"d","from":"f"}"#)
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("type `other`"), "{err}");
+    assert_eq!(seen.of(&id).len(), 1);
+    close_all(vec![page], &database).await;
+}
