@@ -277,5 +277,17 @@ mod extension {
         assert_eq!(get("code").as_f64(), Some(f64::from(error.code())));
         assert_eq!(get("transient").as_bool(), Some(error.is_transient()));
         assert!(get("message").as_string().unwrap().contains('x'));
+        assert_eq!(get("identifier").as_string().as_deref(), Some("x"));
+
+        // Each field of the variant, in camelCase; `name` is `lockName` (not the error's name).
+        let value = error_to_js(&Error::LockTimeout {
+            name: "ba-lock".into(),
+            timeout_ms: 250,
+        });
+        let get = |k: &str| js_sys::Reflect::get(&value, &JsValue::from_str(k)).unwrap();
+        assert_eq!(get("name").as_string().as_deref(), Some("LockTimeout"));
+        assert_eq!(get("lockName").as_string().as_deref(), Some("ba-lock"));
+        assert_eq!(get("timeoutMs").as_f64(), Some(250.0));
+        assert!(get("timeout_ms").is_undefined());
     }
 }

@@ -11,7 +11,7 @@
 //! catch (e) { if (e.name === 'DownloadAlreadyScheduled') console.log(e.code, e.identifier); }
 //! ```
 
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::error::Error;
 use crate::web::js;
@@ -36,19 +36,31 @@ pub fn error_to_js(error: &Error) -> JsValue {
         "transient",
         &JsValue::from_bool(error.is_transient()),
     );
-    if let Ok(serde_json::Value::Object(outer)) = serde_json::to_value(error) {
-        for (_, fields) in outer {
-            let serde_json::Value::Object(fields) = fields else {
+    // The variant's fields, from its JSON form `{"Variant":{"field":…}}` (as text, then parsed by
+    // the browser: serde_json's own `Value` serializer would be more wasm for no gain).
+    let fields = serde_json::to_string(error)
+        .ok()
+        .and_then(|text| js_sys::JSON::parse(&text).ok())
+        .and_then(|outer| outer.dyn_into::<js_sys::Object>().ok())
+        .and_then(|outer| {
+            js_sys::Object::values(&outer)
+                .get(0)
+                .dyn_into::<js_sys::Object>()
+                .ok()
+        })
+        .filter(|fields| !js_sys::Array::is_array(fields));
+    if let Some(fields) = fields {
+        for entry in js_sys::Object::entries(&fields).iter() {
+            let entry: js_sys::Array = entry.into();
+            let Some(key) = entry.get(0).as_string() else {
                 continue;
             };
-            for (key, field) in fields {
-                let key = match key.as_str() {
-                    "name" => "lockName".to_string(),
-                    "message" => "detail".to_string(),
-                    other => camel_case(other),
-                };
-                js::set(&value, &key, &json_to_js(&field));
-            }
+            let key = match key.as_str() {
+                "name" => "lockName".to_string(),
+                "message" => "detail".to_string(),
+                other => camel_case(other),
+            };
+            js::set(&value, &key, &entry.get(1));
         }
     }
     value
@@ -99,10 +111,6 @@ pub(crate) fn describe_type(value: &JsValue) -> String {
         return "an array".into();
     }
     "an object".into()
-}
-
-pub(crate) fn json_to_js(value: &serde_json::Value) -> JsValue {
-    js_sys::JSON::parse(&value.to_string()).unwrap_or(JsValue::UNDEFINED)
 }
 
 fn camel_case(snake: &str) -> String {

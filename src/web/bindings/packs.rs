@@ -28,7 +28,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::core::error::Error;
-use crate::web::bindings::errors::{describe_type, invalid_argument, json_to_js};
+use crate::web::bindings::errors::{describe_type, invalid_argument};
 use crate::web::bindings::finished::FinishedDownloadJs;
 use crate::web::bindings::manager::{promise, DownloadManagerJs};
 use crate::web::js;
@@ -48,11 +48,12 @@ fn string_argument(argument: &str, value: &JsValue) -> Result<String> {
 
 /// A serde value (camelCase) as a plain JS object.
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue> {
-    serde_json::to_value(value)
-        .map(|v| json_to_js(&v))
-        .map_err(|e| Error::Storage {
-            message: format!("converting to JavaScript: {e}"),
-        })
+    let text = serde_json::to_string(value).map_err(|e| Error::Storage {
+        message: format!("converting to JavaScript: {e}"),
+    })?;
+    js_sys::JSON::parse(&text).map_err(|e| Error::Storage {
+        message: format!("converting to JavaScript: {}", crate::web::js::describe(&e)),
+    })
 }
 
 #[wasm_bindgen(js_class = DownloadManager)]
