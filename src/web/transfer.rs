@@ -304,13 +304,20 @@ pub(crate) fn check_allowed(
     }
 }
 
+/// The checkpoint as stored in its chunk record: a plain object (its JSON form, parsed by the
+/// browser; one JSON codec in the wasm rather than a second serde format).
 fn checkpoint_value(checkpoint: &Checkpoint) -> Result<JsValue, Error> {
-    use serde::Serialize;
-    checkpoint
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| Error::Storage {
-            message: format!("serializing the checkpoint: {e}"),
-        })
+    let failed = |e: String| Error::Storage {
+        message: format!("serializing the checkpoint: {e}"),
+    };
+    let text = serde_json::to_string(checkpoint).map_err(|e| failed(e.to_string()))?;
+    js_sys::JSON::parse(&text).map_err(|e| failed(js::describe(&e)))
+}
+
+/// A stored checkpoint object read back (see [`checkpoint_value`]).
+fn checkpoint_from_value(value: &JsValue) -> Option<Checkpoint> {
+    let text = js_sys::JSON::stringify(value).ok()?.as_string()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Whether a finished asset already matches the declared `sha256` and `size` (only when a
@@ -382,11 +389,10 @@ pub async fn run(
         Some(record) if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() => {
             // An unreadable checkpoint still names the stored bytes: resume() then sees a hash
             // that does not cover them and restarts from zero with a Discard.
-            let checkpoint = serde_wasm_bindgen::from_value::<Checkpoint>(record.checkpoint)
-                .unwrap_or(Checkpoint {
-                    bytes: record.stored,
-                    ..Checkpoint::default()
-                });
+            let checkpoint = checkpoint_from_value(&record.checkpoint).unwrap_or(Checkpoint {
+                bytes: record.stored,
+                ..Checkpoint::default()
+            });
             Transfer::resume(spec, checkpoint, now())
         }
         Some(record) if record.stored > 0 => Transfer::resume(
