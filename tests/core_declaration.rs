@@ -514,6 +514,17 @@ fn bad_cases() -> Vec<(Value, &'static str, &'static str)> {
             "$.initialDownloadRestrictions.downloadAllowence",
             "downloadAllowance",
         ),
+        // Case does not count, and a non-ASCII letter is one edit.
+        (
+            insert("", "MAXINSTALSIZE", json!(1)),
+            "$.MAXINSTALSIZE",
+            "did you mean `maxInstallSize`",
+        ),
+        (
+            insert("", "maxInstallSizé", json!(1)),
+            "$[\"maxInstallSizé\"]",
+            "did you mean `maxInstallSize`",
+        ),
         (
             insert("/assetPacks/0", "fles", json!([])),
             "$.assetPacks[0].fles",

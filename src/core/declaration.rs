@@ -785,8 +785,10 @@ impl<'a> Obj<'a> {
 /// The accepted name closest to `key` (case-insensitive edit distance ≤ 2), if any.
 fn suggest(key: &str, keys: &[Key]) -> Option<&'static str> {
     fn distance(a: &str, b: &str) -> usize {
-        let a: Vec<char> = a.to_lowercase().chars().collect();
-        let b: Vec<char> = b.to_lowercase().chars().collect();
+        // The accepted keys are ASCII, so ASCII case folding is enough (and keeps Unicode's case
+        // tables out of the wasm).
+        let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
+        let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
         let mut row: Vec<usize> = (0..=b.len()).collect();
         for (i, ca) in a.iter().enumerate() {
             let mut prev = row[0];
