@@ -51,7 +51,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures::future::FutureExt;
 use futures::StreamExt;
 use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::prelude::*;
@@ -107,14 +106,14 @@ fn notify(handlers: &JsValue, name: &str, args: &[JsValue]) {
                 if let Some(promise) = value.dyn_ref::<Promise>() {
                     let promise = promise.clone();
                     let name = name.to_string();
-                    wasm_bindgen_futures::spawn_local(async move {
+                    crate::web::js::spawn(Box::pin(async move {
                         if let Err(e) = JsFuture::from(promise).await {
                             console_error(&format!(
                                 "background-assets extension: {name}: {}",
                                 js::describe(&e)
                             ));
                         }
-                    });
+                    }));
                 }
             }
             Err(e) => console_error(&format!(
@@ -348,7 +347,7 @@ async fn report(
 }
 
 fn to_promise(future: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
-    wasm_bindgen_futures::future_to_promise(future.map(|r| r.map_err(|e| error_to_js(&e))))
+    crate::web::bindings::typed_promise(Box::pin(future))
 }
 
 fn registration() -> JsValue {

@@ -136,3 +136,20 @@ pub async fn sha256(data: &js_sys::Uint8Array) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data.to_vec()).into()
 }
+
+/// A `Promise` of a boxed future. Every promise the library hands to JavaScript goes through this
+/// one function, so `future_to_promise` and its task code are in the wasm once, not once per
+/// future type (about 60 KB over the exported methods).
+#[inline(never)]
+pub(crate) fn promise_of(
+    future: futures::future::LocalBoxFuture<'static, Result<JsValue, JsValue>>,
+) -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(future)
+}
+
+/// Runs a boxed future to completion on the current thread (`spawn_local`), through this one
+/// function for the same reason as [`promise_of`].
+#[inline(never)]
+pub(crate) fn spawn(future: futures::future::LocalBoxFuture<'static, ()>) {
+    wasm_bindgen_futures::spawn_local(future)
+}

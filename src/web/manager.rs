@@ -75,7 +75,6 @@ use gloo_timers::callback::Timeout;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::spawn_local;
 
 use crate::core::declaration::{parse_declaration, Declaration};
 use crate::core::download::{DownloadState, Identifier, UrlDownload};
@@ -912,7 +911,7 @@ fn post_to_worker(message: &JsValue) {
         return;
     };
     let message = message.clone();
-    spawn_local(async move {
+    crate::web::js::spawn(Box::pin(async move {
         if let Ok(registration) =
             wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await
         {
@@ -926,7 +925,7 @@ fn post_to_worker(message: &JsValue) {
                 }
             }
         }
-    });
+    }));
 }
 
 /// Settles one decision of a batch once its save is known (`Some`: the save failed).
@@ -1104,11 +1103,11 @@ impl Engine {
         let handler = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             if let Some(engine) = engine.upgrade() {
                 let data = js::get(&event, "data");
-                spawn_local(async move {
+                crate::web::js::spawn(Box::pin(async move {
                     if let Err(error) = engine.receive(data).await {
                         warn("a message from another context", &error);
                     }
-                });
+                }));
             }
         });
         channel.set_onmessage(Some(handler.as_ref().unchecked_ref()));
@@ -1289,7 +1288,7 @@ impl Engine {
         ));
         if !self.deciding.replace(true) {
             let engine = self.clone();
-            spawn_local(async move { engine.decide_batches().await });
+            crate::web::js::spawn(Box::pin(async move { engine.decide_batches().await }));
         }
         receiver.await.unwrap_or_else(|_| {
             Err(Error::Storage {
@@ -1568,7 +1567,7 @@ impl Engine {
         }
         self.sweeping.set(Some(false));
         let engine = self.clone();
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             loop {
                 engine.sweep_once().await;
                 if engine.sweeping.replace(Some(false)) != Some(true) {
@@ -1576,7 +1575,7 @@ impl Engine {
                 }
             }
             engine.sweeping.set(None);
-        });
+        }));
     }
 
     /// Aborts the browser fetches of this database whose downloads are no longer
@@ -1816,9 +1815,9 @@ impl Engine {
         });
         self.handed.borrow_mut().insert(id, abort);
         let _ = fetch;
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             let _ = task.await;
-        });
+        }));
     }
 
     /// Stores what the browser fetch `fetch` of `id` delivered (the worker's
@@ -1956,9 +1955,9 @@ impl Engine {
             stats.claim_spawn_ms += started - read;
         });
         self.claims.borrow_mut().insert(id, abort);
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             let _ = task.await;
-        });
+        }));
     }
 
     /// Starts what the queue allows (a decision of its own), re-arms the wake-up timer.
@@ -1967,7 +1966,7 @@ impl Engine {
             return;
         }
         let engine = self.clone();
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             engine.pump_queued.set(false);
             if engine.closed.get() {
                 return;
@@ -1975,7 +1974,7 @@ impl Engine {
             if let Err(error) = engine.transact(|_| Ok(())).await {
                 warn("starting downloads", &error);
             }
-        });
+        }));
     }
 
     fn arm_wakeup(self: &Rc<Self>) {
@@ -2058,13 +2057,13 @@ impl Engine {
         let finished = self.unreported.borrow_mut().remove(&id);
         if let Some(asset) = finished {
             let engine = self.clone();
-            spawn_local(async move {
+            crate::web::js::spawn(Box::pin(async move {
                 engine.report_result(&id, Ok(asset)).await;
                 owner.release().await;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
-            });
+            }));
             return;
         }
         let mut first_response = first_response;
@@ -2161,9 +2160,9 @@ impl Engine {
                 paused: Cell::new(false),
             },
         );
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             let _ = task.await;
-        });
+        }));
     }
 
     fn report_progress(self: &Rc<Self>, id: &Identifier, progress: &Progress) {
@@ -2180,7 +2179,7 @@ impl Engine {
             let engine = self.clone();
             let id = id.clone();
             let progress = progress.clone();
-            spawn_local(async move {
+            crate::web::js::spawn(Box::pin(async move {
                 let stored = engine
                     .transact(move |core| {
                         let _ = core.on_progress(&id, &progress);
@@ -2190,13 +2189,13 @@ impl Engine {
                 if let Err(error) = stored {
                     warn("storing a failure", &error);
                 }
-            });
+            }));
         }
         if self.page_count_is_old() {
             // A page that closed stops counting at once: count again now and then.
             self.counted_at.set(now());
             let engine = self.clone();
-            spawn_local(async move { engine.count_page_delegates().await });
+            crate::web::js::spawn(Box::pin(async move { engine.count_page_delegates().await }));
         }
         self.dispatch();
     }
@@ -2563,7 +2562,7 @@ impl DownloadManager {
         .boxed_local()
         .shared();
         *self.handle.delegate.syncing.borrow_mut() = Some(task.clone());
-        spawn_local(task);
+        crate::web::js::spawn(Box::pin(task));
     }
 
     /// Who this manager calls the core as (page or extension).

@@ -39,7 +39,6 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use wasm_bindgen_futures::spawn_local;
 
 use crate::core::declaration::{
     parse_declaration, parse_manifest, Declaration, InstallationEvent, Manifest,
@@ -268,7 +267,7 @@ impl DownloadManager {
         let (sender, updates) = mpsc::unbounded();
         let (stop_sender, stop) = oneshot::channel::<()>();
         let manager = self.clone();
-        spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             let Ok(mut changes) = manager.changes().await else {
                 return;
             };
@@ -307,7 +306,7 @@ impl DownloadManager {
                 }
                 last = current;
             }
-        });
+        }));
         PackStatusUpdates {
             updates,
             _stop: stop_sender,

@@ -15,10 +15,12 @@
 use std::future::Future;
 use std::rc::Rc;
 
+use futures::future::LocalBoxFuture;
+
 use js_sys::{Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::JsFuture;
 
 use crate::core::declaration::parse_declaration;
 use crate::core::download::Identifier;
@@ -45,7 +47,15 @@ pub(crate) fn promise<F>(future: F) -> Promise
 where
     F: Future<Output = Result<JsValue>> + 'static,
 {
-    future_to_promise(async move { future.await.map_err(|e| error_to_js(&e)) })
+    typed_promise(Box::pin(future))
+}
+
+/// [`promise`] past its one generic step (boxing), so the rest is in the wasm once.
+#[inline(never)]
+pub(crate) fn typed_promise(future: LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
+    js::promise_of(Box::pin(async move {
+        future.await.map_err(|e| error_to_js(&e))
+    }))
 }
 
 /// An identifier from a string, or from the `id` of a download object (Apple passes the
@@ -455,13 +465,13 @@ impl DownloadManagerJs {
     ) -> Promise {
         let manager = self.manager.clone();
         let f = function_argument("withExclusiveControl(f)", f);
-        future_to_promise(async move {
+        js::promise_of(Box::pin(async move {
             let f = f.map_err(|e| error_to_js(&e))?;
             manager
                 .with_exclusive_control(|| call_and_wait(f))
                 .await
                 .map_err(|e| error_to_js(&e))?
-        })
+        }))
     }
 
     /// Apple's `withExclusiveControl(beforeDate:)`: like `withExclusiveControl`, but rejects
@@ -485,14 +495,14 @@ impl DownloadManagerJs {
         let manager = self.manager.clone();
         let f = function_argument("withExclusiveControlBefore(deadline, f)", f);
         let deadline = deadline_from_js(&deadline);
-        future_to_promise(async move {
+        js::promise_of(Box::pin(async move {
             let f = f.map_err(|e| error_to_js(&e))?;
             let deadline = deadline.map_err(|e| error_to_js(&e))?;
             manager
                 .with_exclusive_control_before(deadline, || call_and_wait(f))
                 .await
                 .map_err(|e| error_to_js(&e))?
-        })
+        }))
     }
 
     /// Stops this manager: its transfers end as if the context were killed (checkpoints kept)

@@ -275,9 +275,9 @@ impl StatusUpdates {
             StatusUpdates::close(&for_task);
         });
         state.borrow_mut().abort = Some(abort);
-        wasm_bindgen_futures::spawn_local(async move {
+        crate::web::js::spawn(Box::pin(async move {
             let _ = task.await;
-        });
+        }));
         Ok(target)
     }
 

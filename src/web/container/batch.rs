@@ -99,7 +99,7 @@ pub(super) fn submit(db: &IdbDatabase, batcher: &Rc<RefCell<Batcher>>, op: Op) {
     queued.queue.push(op);
     if !queued.running {
         queued.running = true;
-        wasm_bindgen_futures::spawn_local(drain(db.clone(), batcher.clone()));
+        crate::web::js::spawn(Box::pin(drain(db.clone(), batcher.clone())));
     }
 }
 
