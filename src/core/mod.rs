@@ -17,6 +17,7 @@
 //! | [`range`] | HTTP byte ranges: `Range` answers (200/206/416), `Content-Range` parsing |
 //! | [`error`] | the error enum and its stable codes |
 //! | [`urls`] | URL and host parsing; international domain names through the platform's `URL` parser |
+//! | [`vec_map`] | a small ordered map as a sorted `Vec` (less wasm than a `BTreeMap` per value type) |
 
 pub mod declaration;
 pub mod download;
@@ -28,6 +29,7 @@ pub mod queue;
 pub mod range;
 pub mod transfer;
 pub mod urls;
+pub mod vec_map;
 
 /// Milliseconds on the driver's clock (e.g. `performance.now()` or `Date.now()`). The core never
 /// reads a clock itself; only differences between two `Millis` are meaningful.

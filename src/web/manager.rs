@@ -65,7 +65,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -85,6 +85,7 @@ use crate::core::manager::{
 };
 use crate::core::queue::QueueLimits;
 use crate::core::transfer::{Progress, TransferConfig, TransferSpec};
+use crate::core::vec_map::VecMap;
 use crate::core::Millis;
 use crate::web::background_fetch::{
     self, BackgroundFetchSupport, BrowserFetch, BrowserFetchResult,
@@ -975,11 +976,11 @@ struct Engine {
     /// This context's id in messages and revision tokens.
     context_id: String,
     sequence: Cell<u64>,
-    running: RefCell<BTreeMap<Identifier, Running>>,
+    running: RefCell<VecMap<Identifier, Running>>,
     /// Downloads this global waits to take over (their owner lock is requested).
-    claims: RefCell<BTreeMap<Identifier, AbortHandle>>,
+    claims: RefCell<VecMap<Identifier, AbortHandle>>,
     /// Credentials the delegate answered authentication challenges with, per download.
-    credentials: RefCell<BTreeMap<Identifier, Credentials>>,
+    credentials: RefCell<VecMap<Identifier, Credentials>>,
     runs: Cell<u64>,
     delegate: DelegateSlot,
     wakeup: RefCell<Option<Timeout>>,
@@ -995,7 +996,7 @@ struct Engine {
     closed: Cell<bool>,
     /// Transfers that finished after the core had already paused or pre-empted them: reported
     /// when the core starts them again (nothing is fetched twice).
-    unreported: RefCell<BTreeMap<Identifier, StoredAsset>>,
+    unreported: RefCell<VecMap<Identifier, StoredAsset>>,
     /// Who is told after every state change ([`DownloadManager::changes`]).
     watchers: RefCell<Vec<futures::channel::mpsc::UnboundedSender<()>>>,
     /// Events taken from the core (before a save) and not yet delivered.
@@ -1012,7 +1013,7 @@ struct Engine {
     /// Whether opening finished (a delegate set meanwhile waits for it to take its lock).
     opened: Cell<bool>,
     /// Downloads the browser runs (Background Fetch) that this global watches for progress.
-    handed: RefCell<BTreeMap<Identifier, AbortHandle>>,
+    handed: RefCell<VecMap<Identifier, AbortHandle>>,
     /// What this global's decisions and starts cost ([`DownloadManager::decision_stats`]).
     stats: RefCell<DecisionStats>,
 }

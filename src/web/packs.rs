@@ -31,7 +31,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -46,6 +45,7 @@ use crate::core::declaration::{
 use crate::core::download::{Identifier, UrlDownload};
 use crate::core::error::Error;
 use crate::core::manager::{ExtensionEvent, Manager as CoreManager, PackInfo, PackStatus};
+use crate::core::vec_map::VecMap;
 use crate::core::Millis;
 use crate::web::manager::{fetch_text, DownloadManager, FinishedDownload};
 
@@ -129,7 +129,7 @@ impl Stream for PackStatusUpdates {
 }
 
 /// Every pack's status (declared and obsolete).
-fn statuses(core: &CoreManager) -> BTreeMap<Identifier, PackStatus> {
+fn statuses(core: &CoreManager) -> VecMap<Identifier, PackStatus> {
     core.packs().into_iter().map(|p| (p.id, p.status)).collect()
 }
 
@@ -274,7 +274,7 @@ impl DownloadManager {
             let Ok(mut last) = manager.inspect(statuses).await else {
                 return;
             };
-            for (pack, status) in &last {
+            for (pack, status) in last.iter() {
                 let update = PackStatusUpdate {
                     pack: pack.clone(),
                     status: *status,
@@ -293,7 +293,7 @@ impl DownloadManager {
                 let Ok(current) = manager.inspect(statuses).await else {
                     return;
                 };
-                for (pack, status) in &current {
+                for (pack, status) in current.iter() {
                     if last.get(pack) != Some(status) {
                         let update = PackStatusUpdate {
                             pack: pack.clone(),

@@ -17,7 +17,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures::future::{abortable, AbortHandle};
@@ -28,6 +28,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::core::error::Error;
+use crate::core::vec_map::VecMap;
 use crate::web::bindings::errors::{describe_type, invalid_argument};
 use crate::web::bindings::finished::FinishedDownloadJs;
 use crate::web::bindings::manager::{promise, DownloadManagerJs};
@@ -210,7 +211,7 @@ struct Iteration {
 struct StatusUpdates {
     target: JsValue,
     /// The latest `{ pack, status }` of every pack seen: what a new iterator yields first.
-    latest: BTreeMap<String, JsValue>,
+    latest: VecMap<String, JsValue>,
     iterations: Vec<Rc<RefCell<Iteration>>>,
     closed: bool,
     abort: Option<AbortHandle>,
@@ -241,7 +242,7 @@ impl StatusUpdates {
         let target = construct("EventTarget", &[])?;
         let state = Rc::new(RefCell::new(StatusUpdates {
             target: target.clone(),
-            latest: BTreeMap::new(),
+            latest: VecMap::new(),
             iterations: Vec::new(),
             closed: false,
             abort: None,
