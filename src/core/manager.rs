@@ -454,20 +454,25 @@ struct PackVersion {
     stored: BTreeSet<String>,
 }
 
+/// A `BTreeSet` or `BTreeMap` of `items`, inserted one after the other (for a repeated key the
+/// last wins, as with `collect`). `collect()` sorts a `Vec` of them first, and each sorted type
+/// brings its own copy of the sort into the wasm.
+fn sorted<C: Default + Extend<T>, T>(items: impl IntoIterator<Item = T>) -> C {
+    let mut collection = C::default();
+    collection.extend(items);
+    collection
+}
+
 impl PackVersion {
     fn of(pack: &AssetPack) -> PackVersion {
         PackVersion {
             version: pack.version.clone(),
-            files: pack
-                .files
-                .iter()
-                .map(|f| {
-                    (
-                        f.path.clone(),
-                        pack_file_identifier(&pack.id, &pack.version, &f.path),
-                    )
-                })
-                .collect(),
+            files: sorted(pack.files.iter().map(|f| {
+                (
+                    f.path.clone(),
+                    pack_file_identifier(&pack.id, &pack.version, &f.path),
+                )
+            })),
             stored: BTreeSet::new(),
         }
     }
@@ -1705,7 +1710,7 @@ impl Manager {
                         .as_ref()
                         .is_some_and(|v| v.version == pack.version) =>
                 {
-                    pack.files.iter().map(|f| f.path.clone()).collect()
+                    sorted(pack.files.iter().map(|f| f.path.clone()))
                 }
                 Some(s) => s
                     .pending
@@ -1965,11 +1970,8 @@ impl Manager {
         self.touched.packs.insert(member.pack_id.clone());
         let new = store.pending.take();
         let old = std::mem::replace(&mut store.complete, new);
-        let kept: BTreeSet<&Identifier> = store
-            .complete
-            .iter()
-            .flat_map(|v| v.files.values())
-            .collect();
+        let kept: BTreeSet<&Identifier> =
+            sorted(store.complete.iter().flat_map(|v| v.files.values()));
         old.into_iter()
             .flat_map(|v| v.files.into_values())
             .filter(|f| !kept.contains(f))
@@ -2187,7 +2189,7 @@ impl Manager {
         let slots = self.queue.slots();
         let admitted = self.policy.admitted();
         let ids: BTreeSet<Identifier> = if full {
-            let mut all: BTreeSet<Identifier> = self.records.keys().cloned().collect();
+            let mut all: BTreeSet<Identifier> = sorted(self.records.keys().cloned());
             all.extend(slots.keys().cloned());
             all.extend(admitted.keys().cloned());
             all.extend(stored.downloads.keys().cloned());
@@ -2221,12 +2223,8 @@ impl Manager {
         }
         stored.compared = true;
         if full {
-            let all: BTreeSet<Identifier> = self
-                .packs
-                .keys()
-                .chain(stored.packs.keys())
-                .cloned()
-                .collect();
+            let all: BTreeSet<Identifier> =
+                sorted(self.packs.keys().chain(stored.packs.keys()).cloned());
             self.pack_changes(&all, stored, &mut changes)?;
         } else {
             self.pack_changes(&touched.packs, stored, &mut changes)?;
@@ -2365,11 +2363,12 @@ impl Manager {
         // part that names none is no longer stored: the next save deletes it.
         let mut packs = stored.packs.clone();
         // A pack part that still holds stored-file sets is rewritten by the next save.
-        let legacy: BTreeSet<Identifier> = packs
-            .iter()
-            .filter(|(_, store)| store.versions().any(|v| !v.stored.is_empty()))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let legacy: BTreeSet<Identifier> = sorted(
+            packs
+                .iter()
+                .filter(|(_, store)| store.versions().any(|v| !v.stored.is_empty()))
+                .map(|(id, _)| id.clone()),
+        );
         for part in stored.pack_files.values() {
             let Some(store) = packs.get_mut(&part.pack) else {
                 continue;
