@@ -10,7 +10,7 @@ const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
   managerMany: [], fetchMany: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
-  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [] };
+  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], wasmCompile: [] };
 
 function progress(text) {
   status.textContent = text;
@@ -69,8 +69,18 @@ function wanted(section) {
 
 async function main() {
   const c = config;
+  // The release wasm's compile alone, in this page (its bytes fetched before the clock starts):
+  // what the engine spends on the module itself before the worker can run it.
+  const wasmBytes = wanted('cold')
+    ? await (await fetch('/pkg/background_assets_bg.wasm', { cache: 'no-store' })).arrayBuffer()
+    : null;
   for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
     const tag = `${Date.now()}-${i}`;
+    await record(results.wasmCompile, `WebAssembly.compile ${i + 1}/${c.coldRuns}`, async () => {
+      const started = performance.now();
+      await WebAssembly.compile(wasmBytes);
+      return performance.now() - started;
+    });
     await record(results.coldOurs, `cold start (ours) ${i + 1}/${c.coldRuns}`,
       () => coldStart(`/bench/ours-sw.js?cold=${tag}`, `/bench/cold/ours-${tag}/`));
     await record(results.coldEmpty, `cold start (empty) ${i + 1}/${c.coldRuns}`,

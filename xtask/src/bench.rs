@@ -578,6 +578,7 @@ impl Numbers {
         set("wasm_gzip_bytes", Some(wasm_gzip_bytes as f64));
         set("cold_start_ms", median(plain(raw, "coldOurs")));
         set("empty_worker_start_ms", median(plain(raw, "coldEmpty")));
+        set("diag_wasm_compile_ms", median(plain(raw, "wasmCompile")));
         set(
             "diag_sha256_mib_s",
             rate(median(field(raw, "sha256", "ms"))),
@@ -815,6 +816,11 @@ impl Numbers {
             start.ratio = format!("{:+.1} ms", c - e);
         }
         rows.push(start);
+        rows.push(Row::info(
+            "  diagnostic: WebAssembly.compile of the release wasm alone, in the bench page (ms)",
+            g("diag_wasm_compile_ms"),
+            1,
+        ));
         let scheduled = g("diag_scale_scheduled").unwrap_or(0.0) as u64;
         let complete = scheduled == u64::from(plan.scale_count);
         let per_item = g("diag_scale_ms_per_item");
@@ -1224,7 +1230,9 @@ fn render_markdown(
          first message answered, `bench/www/ours-sw.js` (the library's worker script \
          `pkg/worker/background_assets_worker.js`, its wasm loaded from the top level and \
          instantiated before install completes) vs a worker that does nothing, alternately; each \
-         run registers a new scope and script URL and unregisters after.\n",
+         run registers a new scope and script URL and unregisters after. Diagnostic: \
+         `WebAssembly.compile` of `pkg/background_assets_bg.wasm` in the bench page, once per cold \
+         start pair (its bytes fetched before the clock starts).\n",
     );
     push_errors(&mut out, errors);
     out
@@ -1339,6 +1347,7 @@ mod tests {
             "engine": [{"ms": 1000.0}, {"ms": 2000.0}, {"ms": 500.0}],
             "coldOurs": [10.0, 20.0, 30.0],
             "coldEmpty": [5.0],
+            "wasmCompile": [7.0, 9.0, 8.0],
         });
         let plan = Plan::new(&Options {
             engine: Engine::Chromium,
@@ -1365,6 +1374,11 @@ mod tests {
         assert_eq!(object["fetch_drain_mib_s"], Value::Null);
         let table = render_table(&numbers.rows(&plan));
         assert!(table.contains("schedule 1000 downloads"), "{table}");
+        let compile = table
+            .lines()
+            .find(|l| l.contains("WebAssembly.compile"))
+            .unwrap();
+        assert!(compile.contains("| 8.0 "), "{compile}");
     }
 
     #[test]
