@@ -665,6 +665,12 @@ const PAGE_COUNT_MAX_AGE_MS: Millis = 1000;
 /// more are waiting) before it lets other contexts have it.
 const KEEP_STATE_LOCK_MS: f64 = 100.0;
 
+/// How long a batch made only of transfer results waits for more, while other transfers of this
+/// global run and may end meanwhile: each batch is a save (an IndexedDB transaction and a message
+/// to the other contexts), and with many small files those saves compete with the transfers for
+/// the CPU. A batch that holds a call from the app does not start this wait.
+const RESULTS_GATHER_MS: u32 = 2;
+
 /// The Web Lock every decision on the shared state of `database` holds: it reloads the stored
 /// state if another context changed it, applies the decision, saves.
 ///
@@ -973,6 +979,8 @@ struct Engine {
     decisions: RefCell<Vec<Decision>>,
     /// Whether the batch loop ([`Engine::decide_batches`]) is running.
     deciding: Cell<bool>,
+    /// How many of the queued decisions are transfer results (see [`RESULTS_GATHER_MS`]).
+    queued_results: Cell<usize>,
     /// This context's id in messages and revision tokens.
     context_id: String,
     sequence: Cell<u64>,
@@ -1039,6 +1047,7 @@ impl Engine {
             stored_parts: RefCell::default(),
             decisions: RefCell::default(),
             deciding: Cell::new(false),
+            queued_results: Cell::new(0),
             context_id: format!("{:x}{:x}", now(), (js_sys::Math::random() * 1e15) as u64),
             sequence: Cell::new(0),
             running: RefCell::default(),
@@ -1271,7 +1280,20 @@ impl Engine {
         self: &Rc<Self>,
         f: impl FnOnce(&mut CoreManager) -> Result<T> + 'static,
     ) -> Result<T> {
+        self.transact_queued(f, false).await
+    }
+
+    /// [`Engine::transact`]; `result` marks a transfer's result, which may wait for others
+    /// ([`RESULTS_GATHER_MS`]).
+    async fn transact_queued<T: 'static>(
+        self: &Rc<Self>,
+        f: impl FnOnce(&mut CoreManager) -> Result<T> + 'static,
+        result: bool,
+    ) -> Result<T> {
         self.check_open()?;
+        if result {
+            self.queued_results.set(self.queued_results.get() + 1);
+        }
         let (sender, receiver) = oneshot::channel::<Result<T>>();
         self.decisions.borrow_mut().push(Box::new(
             move |core: std::result::Result<&mut CoreManager, &Error>| {
@@ -1338,6 +1360,7 @@ impl Engine {
                                 timeout_ms: 0,
                             });
                             let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+                            self.queued_results.set(0);
                             for settle in refuse(batch, &error) {
                                 settle(None);
                             }
@@ -1347,8 +1370,12 @@ impl Engine {
                     }
                 }
             };
+            if self.gather_results() {
+                gloo_timers::future::TimeoutFuture::new(RESULTS_GATHER_MS).await;
+            }
             self.transacting.set(self.transacting.get() + 1);
             let batch = std::mem::take(&mut *self.decisions.borrow_mut());
+            self.queued_results.set(0);
             let started = performance_now();
             {
                 let mut stats = self.stats.borrow_mut();
@@ -1362,6 +1389,15 @@ impl Engine {
             kept = self.keep_lock(guard, since, outcome.is_ok()).await;
             self.settle_batch(outcome);
         }
+    }
+
+    /// Whether the next batch should wait [`RESULTS_GATHER_MS`] for more: all its decisions are
+    /// transfer results, fewer than this global's running transfers, which may end meanwhile.
+    fn gather_results(&self) -> bool {
+        let queued = self.decisions.borrow().len();
+        queued == self.queued_results.get()
+            && queued < self.running.borrow().len()
+            && !self.closed.get()
     }
 
     /// After a batch: keeps the state lock for the next one when decisions are already waiting
@@ -2205,46 +2241,49 @@ impl Engine {
     async fn report_result(self: &Rc<Self>, id: &Identifier, result: Result<StoredAsset>) {
         let reported = id.clone();
         let outcome = self
-            .transact(move |core| {
-                let id = &reported;
-                let state = core.download(id).map(|d| d.state);
-                let scheduled = state.is_some_and(DownloadState::is_scheduled);
-                let mut obsolete = Vec::new();
-                let mut unreported = None;
-                match result {
-                    Ok(asset) if scheduled && state != Some(DownloadState::Downloading) => {
-                        // Paused or pre-empted after its last byte: report it when it starts
-                        // again.
-                        unreported = Some(asset);
-                    }
-                    Ok(asset) if scheduled => {
-                        let finished = decode_sha256(&asset.sha256)
-                            .and_then(|sha256| core.on_finished(id, asset.size, sha256));
-                        match finished {
-                            Ok(old) => obsolete = old,
-                            Err(error) => warn(&format!("finishing `{id}`"), &error),
+            .transact_queued(
+                move |core| {
+                    let id = &reported;
+                    let state = core.download(id).map(|d| d.state);
+                    let scheduled = state.is_some_and(DownloadState::is_scheduled);
+                    let mut obsolete = Vec::new();
+                    let mut unreported = None;
+                    match result {
+                        Ok(asset) if scheduled && state != Some(DownloadState::Downloading) => {
+                            // Paused or pre-empted after its last byte: report it when it starts
+                            // again.
+                            unreported = Some(asset);
                         }
-                    }
-                    // Fenced: another context took the download's lock and runs it now (this
-                    // one wrote nothing after that). Not a failure, and its storage is not ours
-                    // to delete: this global claims it again and continues once that run ends.
-                    Err(Error::StaleEpoch { .. }) => {}
-                    Err(error) if scheduled => {
-                        if let Err(e) = core.on_failed(id, error, now()) {
-                            warn(&format!("failing `{id}`"), &e);
+                        Ok(asset) if scheduled => {
+                            let finished = decode_sha256(&asset.sha256)
+                                .and_then(|sha256| core.on_finished(id, asset.size, sha256));
+                            match finished {
+                                Ok(old) => obsolete = old,
+                                Err(error) => warn(&format!("finishing `{id}`"), &error),
+                            }
                         }
+                        // Fenced: another context took the download's lock and runs it now (this
+                        // one wrote nothing after that). Not a failure, and its storage is not ours
+                        // to delete: this global claims it again and continues once that run ends.
+                        Err(Error::StaleEpoch { .. }) => {}
+                        Err(error) if scheduled => {
+                            if let Err(e) = core.on_failed(id, error, now()) {
+                                warn(&format!("failing `{id}`"), &e);
+                            }
+                        }
+                        // Cancelled (or failed by the core) while it ran: nothing to report.
+                        _ => {}
                     }
-                    // Cancelled (or failed by the core) while it ran: nothing to report.
-                    _ => {}
-                }
-                if core
-                    .download(id)
-                    .is_some_and(|d| d.state == DownloadState::Failed)
-                {
-                    obsolete.push(id.clone());
-                }
-                Ok((obsolete, unreported))
-            })
+                    if core
+                        .download(id)
+                        .is_some_and(|d| d.state == DownloadState::Failed)
+                    {
+                        obsolete.push(id.clone());
+                    }
+                    Ok((obsolete, unreported))
+                },
+                true,
+            )
             .await;
         match outcome {
             Ok((obsolete, unreported)) => {
