@@ -912,7 +912,7 @@ impl Container {
         // chunk's `get` answers, while the transaction is active, whatever the caller is busy with.
         let raw = issued.as_ref().ok().map(|(tx, _)| tx.raw.clone());
         let (sender, receiver) = futures::channel::oneshot::channel();
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let outcome = match issued {
                 Ok((tx, record)) => {
                     append_checked(
@@ -923,7 +923,7 @@ impl Container {
                 Err(e) => Err(e),
             };
             let _ = sender.send(outcome);
-        }));
+        });
         futures::future::Either::Right(async move {
             // Dropped before the end (a killed run): abort, so the chunk is not left behind.
             let mut guard = AbortOnDrop(raw);

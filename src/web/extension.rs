@@ -85,10 +85,10 @@ fn now() -> f64 {
     js_sys::Date::now()
 }
 
-use crate::web::bindings::JsDelegate;
 /// Typed errors and download descriptors cross into JavaScript exactly as the JS face does it
 /// (`name`, `code`, `transient` and the variant's fields; the same descriptor keys and checks).
 pub use crate::web::bindings::{download_from_js, error_to_js};
+use crate::web::bindings::{promise, JsDelegate};
 
 fn js_failure(operation: &str, value: &JsValue) -> Error {
     Error::Unsupported {
@@ -106,14 +106,14 @@ fn notify(handlers: &JsValue, name: &str, args: &[JsValue]) {
                 if let Some(promise) = value.dyn_ref::<Promise>() {
                     let promise = promise.clone();
                     let name = name.to_string();
-                    crate::web::js::spawn(Box::pin(async move {
+                    crate::web::js::spawn(async move {
                         if let Err(e) = JsFuture::from(promise).await {
                             console_error(&format!(
                                 "background-assets extension: {name}: {}",
                                 js::describe(&e)
                             ));
                         }
-                    }));
+                    });
                 }
             }
             Err(e) => console_error(&format!(
@@ -346,10 +346,6 @@ async fn report(
     Ok(object.into())
 }
 
-fn to_promise(future: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
-    crate::web::bindings::typed_promise(Box::pin(future))
-}
-
 fn registration() -> JsValue {
     js::get(&js_sys::global(), "registration")
 }
@@ -361,7 +357,7 @@ fn registration() -> JsValue {
 /// `activate` calls `didUpdate`. Resolves to the report `{ scheduled, refused, pending, update }`.
 #[wasm_bindgen(js_name = extensionInstall)]
 pub fn extension_install(handlers: JsValue) -> Promise {
-    to_promise(async move {
+    promise(async move {
         let manager = manager(&handlers);
         let container = manager.container().await?;
         let previous = js::get(&registration(), "active");
@@ -389,7 +385,7 @@ pub fn extension_install(handlers: JsValue) -> Promise {
 /// `subsequentUpdate`) without waiting for them. Resolves to the report, or `{ update: false }`.
 #[wasm_bindgen(js_name = extensionActivate)]
 pub fn extension_activate(handlers: JsValue) -> Promise {
-    to_promise(async move {
+    promise(async move {
         let manager = manager(&handlers);
         let container = manager.container().await?;
         let pending = container.get_meta(PENDING_UPDATE_KEY).await?;
@@ -446,7 +442,7 @@ async fn check_for_updates(handlers: &JsValue, trigger: &str, wait: bool) -> Res
 /// `info.trigger = "periodicsync"`, waiting for what it scheduled.
 #[wasm_bindgen(js_name = extensionPeriodicSync)]
 pub fn extension_periodic_sync(handlers: JsValue) -> Promise {
-    to_promise(async move { check_for_updates(&handlers, "periodicsync", true).await })
+    promise(async move { check_for_updates(&handlers, "periodicsync", true).await })
 }
 
 /// `backgroundfetchsuccess` / `backgroundfetchfail` / `backgroundfetchabort` → the library's
@@ -456,7 +452,7 @@ pub fn extension_periodic_sync(handlers: JsValue) -> Promise {
 /// (`handled` is false for fetches that are not the library's).
 #[wasm_bindgen(js_name = extensionBackgroundFetch)]
 pub fn extension_background_fetch(registration: JsValue, handlers: JsValue) -> Promise {
-    to_promise(async move {
+    promise(async move {
         let fetch = crate::web::background_fetch::BrowserFetch::from_registration(registration);
         let id = fetch.id();
         let ours = crate::web::background_fetch::parse_fetch_id(&id).is_some();
@@ -528,7 +524,7 @@ fn text_response(status: u16, text: &str) -> JsValue {
 /// `HEAD` without body), `404` when nothing is stored there. Reads only IndexedDB: works offline.
 #[wasm_bindgen(js_name = extensionFetch)]
 pub fn extension_fetch(request: web_sys::Request) -> Promise {
-    to_promise(async move {
+    promise(async move {
         let Some((kind, target)) = served_target(&request.url()) else {
             return Ok(text_response(404, "not a background-assets URL"));
         };
@@ -573,7 +569,7 @@ async fn serve_target(kind: &str, target: &str, request: &web_sys::Request) -> R
 /// [`DownloadManager::ready`], waited for at most `timeoutMs`: `{ ready }`). Resolves to the reply (`undefined` for others).
 #[wasm_bindgen(js_name = extensionMessage)]
 pub fn extension_message(data: JsValue, handlers: JsValue) -> Promise {
-    to_promise(async move {
+    promise(async move {
         let kind = js::get(&data, "type").as_string().unwrap_or_default();
         let manager = manager(&handlers);
         if kind == "background-assets" {
@@ -721,7 +717,7 @@ async fn active_worker(timeout_ms: u32) -> Result<Option<(JsValue, JsValue)>> {
 /// ```
 #[wasm_bindgen]
 pub fn launch() -> Promise {
-    to_promise(async move {
+    promise(async move {
         let out = js::object();
         DownloadManager::shared().did_launch().await?;
         let Some((registration, worker)) = active_worker(10_000).await? else {

@@ -137,19 +137,44 @@ pub async fn sha256(data: &js_sys::Uint8Array) -> [u8; 32] {
     sha2::Sha256::digest(data.to_vec()).into()
 }
 
-/// A `Promise` of a boxed future. Every promise the library hands to JavaScript goes through this
-/// one function, so `future_to_promise` and its task code are in the wasm once, not once per
+/// `future_to_promise`. Every promise the library hands to JavaScript goes through here: the
+/// future is boxed, so `future_to_promise` and its task code are in the wasm once, not once per
 /// future type (about 60 KB over the exported methods).
-#[inline(never)]
 pub(crate) fn promise_of(
+    future: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static,
+) -> js_sys::Promise {
+    promise_of_boxed(Box::pin(future))
+}
+
+#[inline(never)]
+fn promise_of_boxed(
     future: futures::future::LocalBoxFuture<'static, Result<JsValue, JsValue>>,
 ) -> js_sys::Promise {
     wasm_bindgen_futures::future_to_promise(future)
 }
 
-/// Runs a boxed future to completion on the current thread (`spawn_local`), through this one
-/// function for the same reason as [`promise_of`].
+/// `spawn_local`: runs `future` to completion on the current thread, boxed for the same reason
+/// as [`promise_of`].
+pub(crate) fn spawn(future: impl std::future::Future<Output = ()> + 'static) {
+    spawn_boxed(Box::pin(future))
+}
+
 #[inline(never)]
-pub(crate) fn spawn(future: futures::future::LocalBoxFuture<'static, ()>) {
+fn spawn_boxed(future: futures::future::LocalBoxFuture<'static, ()>) {
     wasm_bindgen_futures::spawn_local(future)
+}
+
+/// `value`'s serde JSON form as a plain JavaScript value (the text, parsed by the browser's
+/// `JSON`: one JSON codec in the wasm, not a second serde format). The `Err` says what failed.
+pub(crate) fn to_plain<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, String> {
+    let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    js_sys::JSON::parse(&text).map_err(|e| describe(&e))
+}
+
+/// The JSON text of a plain JavaScript value (`JSON.stringify`), for `serde_json` to read.
+pub(crate) fn json_text(value: &JsValue) -> Result<String, String> {
+    js_sys::JSON::stringify(value)
+        .map_err(|e| describe(&e))?
+        .as_string()
+        .ok_or_else(|| "not JSON".into())
 }

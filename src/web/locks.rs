@@ -394,7 +394,7 @@ pub async fn acquire(name: &str, options: LockOptions) -> Result<Option<LockGuar
     // (stolen). It owns the callback closure, which must live until the request settles.
     let watch_grant = grant_tx;
     let watch_state = state.clone();
-    crate::web::js::spawn(Box::pin(async move {
+    crate::web::js::spawn(async move {
         let outcome = JsFuture::from(request).await;
         drop(callback);
         match outcome {
@@ -406,7 +406,7 @@ pub async fn acquire(name: &str, options: LockOptions) -> Result<Option<LockGuar
                 None => watch_state.settle(true),
             },
         }
-    }));
+    });
 
     let timed_out = Rc::new(Cell::new(false));
     let _timer = options.timeout_ms.map(|ms| {

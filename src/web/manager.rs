@@ -843,18 +843,14 @@ impl Envelope {
 }
 
 fn to_js(envelope: &Envelope) -> Option<JsValue> {
-    let text = serde_json::to_string(&envelope.to_wire()).ok()?;
-    js_sys::JSON::parse(&text).ok()
+    js::to_plain(&envelope.to_wire()).ok()
 }
 
 fn from_js(message: &JsValue) -> Result<Envelope> {
     let bad = |why: String| Error::Unsupported {
         what: format!("a message that is not a background-assets message: {why}"),
     };
-    let text = js_sys::JSON::stringify(message)
-        .map_err(|e| bad(js::describe(&e)))?
-        .as_string()
-        .ok_or_else(|| bad("not JSON".into()))?;
+    let text = js::json_text(message).map_err(bad)?;
     let wire: Wire = serde_json::from_str(&text).map_err(|e| bad(format!("{e}: {text}")))?;
     let envelope = Envelope::from_wire(wire).map_err(|why| bad(format!("{why}: {text}")))?;
     if envelope.message_type != MESSAGE_TYPE {
@@ -918,7 +914,7 @@ fn post_to_worker(message: &JsValue) {
         return;
     };
     let message = message.clone();
-    crate::web::js::spawn(Box::pin(async move {
+    crate::web::js::spawn(async move {
         if let Ok(registration) =
             wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await
         {
@@ -932,7 +928,7 @@ fn post_to_worker(message: &JsValue) {
                 }
             }
         }
-    }));
+    });
 }
 
 /// Settles one decision of a batch once its save is known (`Some`: the save failed).
@@ -1113,11 +1109,11 @@ impl Engine {
         let handler = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             if let Some(engine) = engine.upgrade() {
                 let data = js::get(&event, "data");
-                crate::web::js::spawn(Box::pin(async move {
+                crate::web::js::spawn(async move {
                     if let Err(error) = engine.receive(data).await {
                         warn("a message from another context", &error);
                     }
-                }));
+                });
             }
         });
         channel.set_onmessage(Some(handler.as_ref().unchecked_ref()));
@@ -1311,7 +1307,7 @@ impl Engine {
         ));
         if !self.deciding.replace(true) {
             let engine = self.clone();
-            crate::web::js::spawn(Box::pin(async move { engine.decide_batches().await }));
+            crate::web::js::spawn(async move { engine.decide_batches().await });
         }
         receiver.await.unwrap_or_else(|_| {
             Err(Error::Storage {
@@ -1604,7 +1600,7 @@ impl Engine {
         }
         self.sweeping.set(Some(false));
         let engine = self.clone();
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             loop {
                 engine.sweep_once().await;
                 if engine.sweeping.replace(Some(false)) != Some(true) {
@@ -1612,7 +1608,7 @@ impl Engine {
                 }
             }
             engine.sweeping.set(None);
-        }));
+        });
     }
 
     /// Aborts the browser fetches of this database whose downloads are no longer
@@ -1852,9 +1848,9 @@ impl Engine {
         });
         self.handed.borrow_mut().insert(id, abort);
         let _ = fetch;
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let _ = task.await;
-        }));
+        });
     }
 
     /// Stores what the browser fetch `fetch` of `id` delivered (the worker's
@@ -1992,9 +1988,9 @@ impl Engine {
             stats.claim_spawn_ms += started - read;
         });
         self.claims.borrow_mut().insert(id, abort);
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let _ = task.await;
-        }));
+        });
     }
 
     /// Starts what the queue allows (a decision of its own), re-arms the wake-up timer.
@@ -2003,7 +1999,7 @@ impl Engine {
             return;
         }
         let engine = self.clone();
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             engine.pump_queued.set(false);
             if engine.closed.get() {
                 return;
@@ -2011,7 +2007,7 @@ impl Engine {
             if let Err(error) = engine.transact(|_| Ok(())).await {
                 warn("starting downloads", &error);
             }
-        }));
+        });
     }
 
     fn arm_wakeup(self: &Rc<Self>) {
@@ -2094,13 +2090,13 @@ impl Engine {
         let finished = self.unreported.borrow_mut().remove(&id);
         if let Some(asset) = finished {
             let engine = self.clone();
-            crate::web::js::spawn(Box::pin(async move {
+            crate::web::js::spawn(async move {
                 engine.report_result(&id, Ok(asset)).await;
                 owner.release().await;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
-            }));
+            });
             return;
         }
         let mut first_response = first_response;
@@ -2197,9 +2193,9 @@ impl Engine {
                 paused: Cell::new(false),
             },
         );
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let _ = task.await;
-        }));
+        });
     }
 
     fn report_progress(self: &Rc<Self>, id: &Identifier, progress: &Progress) {
@@ -2216,7 +2212,7 @@ impl Engine {
             let engine = self.clone();
             let id = id.clone();
             let progress = progress.clone();
-            crate::web::js::spawn(Box::pin(async move {
+            crate::web::js::spawn(async move {
                 let stored = engine
                     .transact(move |core| {
                         let _ = core.on_progress(&id, &progress);
@@ -2226,13 +2222,13 @@ impl Engine {
                 if let Err(error) = stored {
                     warn("storing a failure", &error);
                 }
-            }));
+            });
         }
         if self.page_count_is_old() {
             // A page that closed stops counting at once: count again now and then.
             self.counted_at.set(now());
             let engine = self.clone();
-            crate::web::js::spawn(Box::pin(async move { engine.count_page_delegates().await }));
+            crate::web::js::spawn(async move { engine.count_page_delegates().await });
         }
         self.dispatch();
     }
@@ -2602,7 +2598,7 @@ impl DownloadManager {
         .boxed_local()
         .shared();
         *self.handle.delegate.syncing.borrow_mut() = Some(task.clone());
-        crate::web::js::spawn(Box::pin(task));
+        crate::web::js::spawn(task);
     }
 
     /// Who this manager calls the core as (page or extension).

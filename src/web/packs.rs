@@ -267,7 +267,7 @@ impl DownloadManager {
         let (sender, updates) = mpsc::unbounded();
         let (stop_sender, stop) = oneshot::channel::<()>();
         let manager = self.clone();
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let Ok(mut changes) = manager.changes().await else {
                 return;
             };
@@ -306,7 +306,7 @@ impl DownloadManager {
                 }
                 last = current;
             }
-        }));
+        });
         PackStatusUpdates {
             updates,
             _stop: stop_sender,

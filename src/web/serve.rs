@@ -192,7 +192,7 @@ struct StreamState {
 /// run inside one of them).
 fn release(state: &Rc<RefCell<StreamState>>) {
     if let Some(closures) = state.borrow_mut().closures.take() {
-        crate::web::js::spawn(Box::pin(async move { drop(closures) }));
+        crate::web::js::spawn(async move { drop(closures) });
     }
 }
 
@@ -285,7 +285,7 @@ fn chunk_stream(reader: ChunkReader, plan: ChunkPlan) -> Result<ReadableStream, 
     }));
     let pull_state = state.clone();
     let pull: Pull = Closure::new(move |controller: JsValue| {
-        js::promise_of(Box::pin(pull_next(pull_state.clone(), controller)))
+        js::promise_of(pull_next(pull_state.clone(), controller))
     });
     let cancel_state = state.clone();
     let cancel: Cancel = Closure::new(move |_reason: JsValue| release(&cancel_state));

@@ -304,20 +304,16 @@ pub(crate) fn check_allowed(
     }
 }
 
-/// The checkpoint as stored in its chunk record: a plain object (its JSON form, parsed by the
-/// browser; one JSON codec in the wasm rather than a second serde format).
+/// The checkpoint as stored in its chunk record: a plain object ([`js::to_plain`]).
 fn checkpoint_value(checkpoint: &Checkpoint) -> Result<JsValue, Error> {
-    let failed = |e: String| Error::Storage {
+    js::to_plain(checkpoint).map_err(|e| Error::Storage {
         message: format!("serializing the checkpoint: {e}"),
-    };
-    let text = serde_json::to_string(checkpoint).map_err(|e| failed(e.to_string()))?;
-    js_sys::JSON::parse(&text).map_err(|e| failed(js::describe(&e)))
+    })
 }
 
 /// A stored checkpoint object read back (see [`checkpoint_value`]).
 fn checkpoint_from_value(value: &JsValue) -> Option<Checkpoint> {
-    let text = js_sys::JSON::stringify(value).ok()?.as_string()?;
-    serde_json::from_str(&text).ok()
+    serde_json::from_str(&js::json_text(value).ok()?).ok()
 }
 
 /// Whether a finished asset already matches the declared `sha256` and `size` (only when a

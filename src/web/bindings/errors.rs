@@ -36,11 +36,9 @@ pub fn error_to_js(error: &Error) -> JsValue {
         "transient",
         &JsValue::from_bool(error.is_transient()),
     );
-    // The variant's fields, from its JSON form `{"Variant":{"field":…}}` (as text, then parsed by
-    // the browser: serde_json's own `Value` serializer would be more wasm for no gain).
-    let fields = serde_json::to_string(error)
+    // The variant's fields, from its JSON form `{"Variant":{"field":…}}`.
+    let fields = js::to_plain(error)
         .ok()
-        .and_then(|text| js_sys::JSON::parse(&text).ok())
         .and_then(|outer| outer.dyn_into::<js_sys::Object>().ok())
         .and_then(|outer| {
             js_sys::Object::values(&outer)

@@ -87,13 +87,13 @@ impl FinishedDownloadJs {
     #[wasm_bindgen(unchecked_return_type = "Promise<Blob>")]
     pub fn blob(&self) -> js_sys::Promise {
         let finished = self.finished.clone();
-        js::promise_of(Box::pin(async move {
+        js::promise_of(async move {
             finished
                 .blob()
                 .await
                 .map(JsValue::from)
                 .map_err(|e| error_to_js(&e))
-        }))
+        })
     }
 
     /// The asset as a `200` `Response`.
@@ -105,13 +105,13 @@ impl FinishedDownloadJs {
     #[wasm_bindgen(unchecked_return_type = "Promise<Response>")]
     pub fn response(&self) -> js_sys::Promise {
         let finished = self.finished.clone();
-        js::promise_of(Box::pin(async move {
+        js::promise_of(async move {
             finished
                 .response()
                 .await
                 .map(JsValue::from)
                 .map_err(|e| error_to_js(&e))
-        }))
+        })
     }
 
     /// A `blob:` URL of the asset (`URL.createObjectURL`; revoke it when done). Pages only:
@@ -124,7 +124,7 @@ impl FinishedDownloadJs {
     #[wasm_bindgen(js_name = objectUrl, unchecked_return_type = "Promise<string>")]
     pub fn object_url(&self) -> js_sys::Promise {
         let finished = self.finished.clone();
-        js::promise_of(Box::pin(async move {
+        js::promise_of(async move {
             let unsupported = |why: String| {
                 error_to_js(&Error::Unsupported {
                     what: format!("object URLs in this global ({why})"),
@@ -137,7 +137,7 @@ impl FinishedDownloadJs {
             create
                 .call1(&js::get(&js_sys::global(), "URL"), &blob)
                 .map_err(|e| unsupported(js::describe(&e)))
-        }))
+        })
     }
 }
 

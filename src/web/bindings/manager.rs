@@ -52,10 +52,8 @@ where
 
 /// [`promise`] past its one generic step (boxing), so the rest is in the wasm once.
 #[inline(never)]
-pub(crate) fn typed_promise(future: LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
-    js::promise_of(Box::pin(async move {
-        future.await.map_err(|e| error_to_js(&e))
-    }))
+fn typed_promise(future: LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
+    js::promise_of(async move { future.await.map_err(|e| error_to_js(&e)) })
 }
 
 /// An identifier from a string, or from the `id` of a download object (Apple passes the
@@ -187,11 +185,8 @@ pub async fn open_options_from_js(options: &JsValue) -> Result<ManagerConfig> {
     } else {
         let text = match declaration.as_string() {
             Some(text) => text,
-            None if is_plain_object(&declaration) => js_sys::JSON::stringify(&declaration)
-                .map(String::from)
-                .map_err(|e| {
-                    invalid_argument(&format!("{ARGUMENT}.declaration"), js::describe(&e))
-                })?,
+            None if is_plain_object(&declaration) => js::json_text(&declaration)
+                .map_err(|e| invalid_argument(&format!("{ARGUMENT}.declaration"), e))?,
             None => {
                 return Err(invalid_argument(
                     &format!("{ARGUMENT}.declaration"),
@@ -465,13 +460,13 @@ impl DownloadManagerJs {
     ) -> Promise {
         let manager = self.manager.clone();
         let f = function_argument("withExclusiveControl(f)", f);
-        js::promise_of(Box::pin(async move {
+        js::promise_of(async move {
             let f = f.map_err(|e| error_to_js(&e))?;
             manager
                 .with_exclusive_control(|| call_and_wait(f))
                 .await
                 .map_err(|e| error_to_js(&e))?
-        }))
+        })
     }
 
     /// Apple's `withExclusiveControl(beforeDate:)`: like `withExclusiveControl`, but rejects
@@ -495,14 +490,14 @@ impl DownloadManagerJs {
         let manager = self.manager.clone();
         let f = function_argument("withExclusiveControlBefore(deadline, f)", f);
         let deadline = deadline_from_js(&deadline);
-        js::promise_of(Box::pin(async move {
+        js::promise_of(async move {
             let f = f.map_err(|e| error_to_js(&e))?;
             let deadline = deadline.map_err(|e| error_to_js(&e))?;
             manager
                 .with_exclusive_control_before(deadline, || call_and_wait(f))
                 .await
                 .map_err(|e| error_to_js(&e))?
-        }))
+        })
     }
 
     /// Stops this manager: its transfers end as if the context were killed (checkpoints kept)

@@ -22,7 +22,7 @@ pub use delegate::{JsDelegate, DELEGATE_METHODS};
 pub use download::{download_from_js, download_to_js, UrlDownloadJs, DESCRIPTOR_KEYS};
 pub use errors::{error_to_js, to_js_result};
 pub use finished::FinishedDownloadJs;
-pub(crate) use manager::typed_promise;
+pub(crate) use manager::promise;
 pub use manager::{download_info_to_js, open_options_from_js, DownloadManagerJs, OPEN_OPTION_KEYS};
 
 /// The TypeScript of the plain objects the JS face takes and returns (the classes are typed by

@@ -49,11 +49,8 @@ fn string_argument(argument: &str, value: &JsValue) -> Result<String> {
 
 /// A serde value (camelCase) as a plain JS object.
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Storage {
+    js::to_plain(value).map_err(|e| Error::Storage {
         message: format!("converting to JavaScript: {e}"),
-    })?;
-    js_sys::JSON::parse(&text).map_err(|e| Error::Storage {
-        message: format!("converting to JavaScript: {}", crate::web::js::describe(&e)),
     })
 }
 
@@ -276,9 +273,9 @@ impl StatusUpdates {
             StatusUpdates::close(&for_task);
         });
         state.borrow_mut().abort = Some(abort);
-        crate::web::js::spawn(Box::pin(async move {
+        crate::web::js::spawn(async move {
             let _ = task.await;
-        }));
+        });
         Ok(target)
     }
 

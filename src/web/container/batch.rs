@@ -117,7 +117,7 @@ pub(super) fn submit(db: &IdbDatabase, batcher: &Rc<RefCell<Batcher>>, op: Op) {
     queued.queue.push(op);
     if !queued.running {
         queued.running = true;
-        crate::web::js::spawn(Box::pin(drain(db.clone(), batcher.clone())));
+        crate::web::js::spawn(drain(db.clone(), batcher.clone()));
     }
 }
 
