@@ -7,7 +7,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
-const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], engineMany: [],
+const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
   managerMany: [], fetchMany: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
   engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], wasmCompile: [] };
@@ -106,6 +106,7 @@ async function main() {
     await record(results.fetchDrain, `fetch drain ${n}`, run('fetchDrain', big));
     await record(results.idbPut, `IndexedDB put ${n}`, run('idbPut', big));
     await record(results.cachePut, `cache.put ${n}`, run('cachePut', big));
+    await record(results.fetchPut, `fetch + IndexedDB put, plain JS ${n}`, run('fetchPut', big));
     await record(results.sha256, `SHA-256 in wasm ${n}`, run('sha256', { len: c.len }));
   }
   for (let i = 0; wanted('small') && i < c.runs; i++) {

@@ -90,6 +90,54 @@ async function cachePut({ cdn, len, seed }) {
   return { ms };
 }
 
+/** The floor of any streamed store into IndexedDB: fetch, the body cut into `chunk`-byte
+ * arrays, each stored as a Blob with an IndexedDB put (one relaxed transaction per chunk, two
+ * commits in flight), with no verification and no record beside the chunk. */
+async function fetchPut({ cdn, len, seed, chunk }) {
+  const name = `bench-fetch-put-${probe()}`;
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('chunks');
+  const db = await request(open);
+  const url = `${cdn}/gen/${len}/${seed}?probe=${probe()}`;
+  const started = performance.now();
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  const reader = response.body.getReader();
+  const buffer = new Uint8Array(chunk);
+  const commits = [];
+  let filled = 0;
+  let key = 0;
+  let total = 0;
+  async function put(bytes) {
+    while (commits.length >= 2) await commits.shift();
+    const tx = db.transaction('chunks', 'readwrite', { durability: 'relaxed' });
+    tx.objectStore('chunks').put(new Blob([bytes]), key++);
+    commits.push(committed(tx));
+  }
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    for (let at = 0; at < value.byteLength;) {
+      const n = Math.min(chunk - filled, value.byteLength - at);
+      buffer.set(value.subarray(at, at + n), filled);
+      filled += n;
+      at += n;
+      total += n;
+      if (filled === chunk) {
+        await put(buffer);
+        filled = 0;
+      }
+    }
+  }
+  if (filled) await put(buffer.subarray(0, filled));
+  await Promise.all(commits);
+  const ms = performance.now() - started;
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+  if (total !== len) throw new Error(`stored ${total} bytes, expected ${len}`);
+  return { ms };
+}
+
 /** Workbox-style sequential precache: fetch + cache.put one file after another. */
 async function precache({ cdn, count, size, seed }) {
   const name = `bench-precache-${probe()}`;
@@ -156,6 +204,8 @@ async function measure(data) {
       return idbPut(a);
     case 'cachePut':
       return cachePut(a);
+    case 'fetchPut':
+      return fetchPut(a);
     case 'precache':
       return precache(a);
     case 'fetchMany':
