@@ -912,7 +912,7 @@ impl Container {
         // chunk's `get` answers, while the transaction is active, whatever the caller is busy with.
         let raw = issued.as_ref().ok().map(|(tx, _)| tx.raw.clone());
         let (sender, receiver) = futures::channel::oneshot::channel();
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             let outcome = match issued {
                 Ok((tx, record)) => {
                     append_checked(

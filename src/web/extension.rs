@@ -106,7 +106,7 @@ fn notify(handlers: &JsValue, name: &str, args: &[JsValue]) {
                 if let Some(promise) = value.dyn_ref::<Promise>() {
                     let promise = promise.clone();
                     let name = name.to_string();
-                    crate::web::js::spawn(async move {
+                    js::spawn(async move {
                         if let Err(e) = JsFuture::from(promise).await {
                             console_error(&format!(
                                 "background-assets extension: {name}: {}",

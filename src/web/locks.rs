@@ -394,7 +394,7 @@ pub async fn acquire(name: &str, options: LockOptions) -> Result<Option<LockGuar
     // (stolen). It owns the callback closure, which must live until the request settles.
     let watch_grant = grant_tx;
     let watch_state = state.clone();
-    crate::web::js::spawn(async move {
+    js::spawn(async move {
         let outcome = JsFuture::from(request).await;
         drop(callback);
         match outcome {

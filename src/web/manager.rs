@@ -914,7 +914,7 @@ fn post_to_worker(message: &JsValue) {
         return;
     };
     let message = message.clone();
-    crate::web::js::spawn(async move {
+    js::spawn(async move {
         if let Ok(registration) =
             wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await
         {
@@ -1109,7 +1109,7 @@ impl Engine {
         let handler = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             if let Some(engine) = engine.upgrade() {
                 let data = js::get(&event, "data");
-                crate::web::js::spawn(async move {
+                js::spawn(async move {
                     if let Err(error) = engine.receive(data).await {
                         warn("a message from another context", &error);
                     }
@@ -1307,7 +1307,7 @@ impl Engine {
         ));
         if !self.deciding.replace(true) {
             let engine = self.clone();
-            crate::web::js::spawn(async move { engine.decide_batches().await });
+            js::spawn(async move { engine.decide_batches().await });
         }
         receiver.await.unwrap_or_else(|_| {
             Err(Error::Storage {
@@ -1600,7 +1600,7 @@ impl Engine {
         }
         self.sweeping.set(Some(false));
         let engine = self.clone();
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             loop {
                 engine.sweep_once().await;
                 if engine.sweeping.replace(Some(false)) != Some(true) {
@@ -1848,7 +1848,7 @@ impl Engine {
         });
         self.handed.borrow_mut().insert(id, abort);
         let _ = fetch;
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             let _ = task.await;
         });
     }
@@ -1988,7 +1988,7 @@ impl Engine {
             stats.claim_spawn_ms += started - read;
         });
         self.claims.borrow_mut().insert(id, abort);
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             let _ = task.await;
         });
     }
@@ -1999,7 +1999,7 @@ impl Engine {
             return;
         }
         let engine = self.clone();
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             engine.pump_queued.set(false);
             if engine.closed.get() {
                 return;
@@ -2090,7 +2090,7 @@ impl Engine {
         let finished = self.unreported.borrow_mut().remove(&id);
         if let Some(asset) = finished {
             let engine = self.clone();
-            crate::web::js::spawn(async move {
+            js::spawn(async move {
                 engine.report_result(&id, Ok(asset)).await;
                 owner.release().await;
                 if let Some(done) = done {
@@ -2193,7 +2193,7 @@ impl Engine {
                 paused: Cell::new(false),
             },
         );
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             let _ = task.await;
         });
     }
@@ -2212,7 +2212,7 @@ impl Engine {
             let engine = self.clone();
             let id = id.clone();
             let progress = progress.clone();
-            crate::web::js::spawn(async move {
+            js::spawn(async move {
                 let stored = engine
                     .transact(move |core| {
                         let _ = core.on_progress(&id, &progress);
@@ -2228,7 +2228,7 @@ impl Engine {
             // A page that closed stops counting at once: count again now and then.
             self.counted_at.set(now());
             let engine = self.clone();
-            crate::web::js::spawn(async move { engine.count_page_delegates().await });
+            js::spawn(async move { engine.count_page_delegates().await });
         }
         self.dispatch();
     }
@@ -2598,7 +2598,7 @@ impl DownloadManager {
         .boxed_local()
         .shared();
         *self.handle.delegate.syncing.borrow_mut() = Some(task.clone());
-        crate::web::js::spawn(task);
+        js::spawn(task);
     }
 
     /// Who this manager calls the core as (page or extension).

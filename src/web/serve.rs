@@ -192,7 +192,7 @@ struct StreamState {
 /// run inside one of them).
 fn release(state: &Rc<RefCell<StreamState>>) {
     if let Some(closures) = state.borrow_mut().closures.take() {
-        crate::web::js::spawn(async move { drop(closures) });
+        js::spawn(async move { drop(closures) });
     }
 }
 

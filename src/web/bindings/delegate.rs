@@ -149,7 +149,7 @@ impl JsDelegate {
                 if let Some(promise) = value.dyn_ref::<js_sys::Promise>() {
                     let name = name.to_string();
                     let promise = promise.clone();
-                    crate::web::js::spawn(async move {
+                    js::spawn(async move {
                         if let Err(e) = JsFuture::from(promise).await {
                             console_error(
                                 &format!("background-assets: delegate {name} rejected"),

@@ -273,7 +273,7 @@ impl StatusUpdates {
             StatusUpdates::close(&for_task);
         });
         state.borrow_mut().abort = Some(abort);
-        crate::web::js::spawn(async move {
+        js::spawn(async move {
             let _ = task.await;
         });
         Ok(target)
