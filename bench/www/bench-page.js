@@ -8,7 +8,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
-  managerMany: [], fetchMany: [],
+  managerMany: [], fetchMany: [], fetchPutMany: [], precacheMany: [], fetchPutGrouped: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
   engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], wasmCompile: [] };
 
@@ -120,6 +120,13 @@ async function main() {
       run('precache', { ...small, seed: small.seed + 50000 }));
     await record(results.fetchMany, `small files (fetch only, ${c.concurrency} at a time) ${n}`,
       run('fetchMany', { ...small, seed: small.seed + 70000 }));
+    await record(results.fetchPutMany, `small files (fetch + IndexedDB put, plain JS, ${c.concurrency} at a time) ${n}`,
+      run('fetchPutMany', { ...small, seed: small.seed + 80000 }));
+    await record(results.fetchPutGrouped,
+      `small files (fetch + IndexedDB put, plain JS, ${c.concurrency} at a time, group-committed) ${n}`,
+      run('fetchPutGrouped', { ...small, seed: small.seed + 95000 }));
+    await record(results.precacheMany, `small files (precache, ${c.concurrency} at a time) ${n}`,
+      run('precacheMany', { ...small, seed: small.seed + 90000 }));
   }
   if (wanted('profile')) {
     await record(results.smallProfile, 'small files, phases one by one',

@@ -176,6 +176,121 @@ async function fetchMany({ cdn, count, size, seed, concurrency }) {
   return { ms: performance.now() - started };
 }
 
+/** The floor of any store of many files into IndexedDB: fetch them `concurrency` at a time, each
+ * body read whole and put as one value in its own relaxed readwrite transaction, the commit
+ * awaited before the lane takes the next file; nothing verified or recorded beside it. */
+async function fetchPutMany({ cdn, count, size, seed, concurrency }) {
+  const name = `bench-fetch-put-many-${probe()}`;
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('files');
+  const db = await request(open);
+  const tag = probe();
+  const started = performance.now();
+  let next = 0;
+  async function lane() {
+    while (next < count) {
+      const i = next++;
+      const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+      const body = new Uint8Array(await response.arrayBuffer());
+      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
+      const tx = db.transaction('files', 'readwrite', { durability: 'relaxed' });
+      tx.objectStore('files').put(body, i);
+      await committed(tx);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  const ms = performance.now() - started;
+  const tx = db.transaction('files', 'readonly');
+  const stored = await request(tx.objectStore('files').count());
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+  if (stored !== count) throw new Error(`stored ${stored} files, expected ${count}`);
+  return { ms };
+}
+
+/** The floor of any store of many files into IndexedDB with group commit: fetch them
+ * `concurrency` at a time, each body read whole; the bodies that arrive while a transaction
+ * commits all go into the next one (one readwrite, relaxed transaction at a time). A lane takes
+ * its next file at once, without waiting for the commit; every commit is awaited at the end. */
+async function fetchPutGrouped({ cdn, count, size, seed, concurrency }) {
+  const name = `bench-fetch-put-grouped-${probe()}`;
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('files');
+  const db = await request(open);
+  const tag = probe();
+  const started = performance.now();
+  let next = 0;
+  let waiting = [];
+  let commit = null;
+  let transactions = 0;
+  const stored = [];
+  function flush() {
+    if (commit || waiting.length === 0) return;
+    const batch = waiting;
+    waiting = [];
+    const tx = db.transaction('files', 'readwrite', { durability: 'relaxed' });
+    const store = tx.objectStore('files');
+    for (const file of batch) store.put(file.body, file.key);
+    transactions++;
+    commit = committed(tx);
+    stored.push(commit);
+    commit.finally(() => {
+      commit = null;
+      flush();
+    }).catch(() => {});
+  }
+  async function lane() {
+    while (next < count) {
+      const i = next++;
+      const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+      const body = new Uint8Array(await response.arrayBuffer());
+      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
+      waiting.push({ key: i, body });
+      flush();
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  // Commits chain: each one's end starts the next, so wait until none is left.
+  while (commit || waiting.length) {
+    flush();
+    await Promise.all(stored);
+  }
+  const ms = performance.now() - started;
+  const check = db.transaction('files', 'readonly');
+  const files = await request(check.objectStore('files').count());
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+  if (files !== count) throw new Error(`stored ${files} files, expected ${count}`);
+  return { ms, transactions };
+}
+
+/** A Workbox-style precache run `concurrency` at a time: fetch + cache.put in each lane. */
+async function precacheMany({ cdn, count, size, seed, concurrency }) {
+  const name = `bench-precache-many-${probe()}`;
+  const cache = await caches.open(name);
+  const tag = probe();
+  const started = performance.now();
+  let next = 0;
+  async function lane() {
+    while (next < count) {
+      const url = `${cdn}/gen/${size}/${seed + next++}?probe=${tag}`;
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+      await cache.put(url, response);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  const ms = performance.now() - started;
+  const stored = (await cache.keys()).length;
+  await caches.delete(name);
+  if (stored !== count) throw new Error(`precached ${stored} files, expected ${count}`);
+  return { ms };
+}
+
 async function measure(data) {
   await loadWasm();
   const a = data.args;
@@ -210,6 +325,12 @@ async function measure(data) {
       return precache(a);
     case 'fetchMany':
       return fetchMany(a);
+    case 'fetchPutMany':
+      return fetchPutMany(a);
+    case 'fetchPutGrouped':
+      return fetchPutGrouped(a);
+    case 'precacheMany':
+      return precacheMany(a);
     default:
       throw new Error(`unknown measure ${data.measure}`);
   }

@@ -565,6 +565,18 @@ impl Numbers {
             seconds(median(field(raw, "fetchMany", "ms"))),
         );
         set(
+            "diag_small_files_fetch_put_s",
+            seconds(median(field(raw, "fetchPutMany", "ms"))),
+        );
+        set(
+            "diag_small_files_fetch_put_grouped_s",
+            seconds(median(field(raw, "fetchPutGrouped", "ms"))),
+        );
+        set(
+            "diag_small_files_precache_concurrent_s",
+            seconds(median(field(raw, "precacheMany", "ms"))),
+        );
+        set(
             "small_files_sequential_precache_s",
             seconds(median(field(raw, "precache", "ms"))),
         );
@@ -751,6 +763,27 @@ impl Numbers {
                 plan.concurrency
             ),
             g("diag_small_files_fetch_only_s"),
+            2,
+        ));
+        rows.push(Row::info(
+            &format!(
+                "  diagnostic: fetch + one IndexedDB put per file, plain JS, {} at a time, unverified (s)",
+                plan.concurrency
+            ),
+            g("diag_small_files_fetch_put_s"),
+            2,
+        ));
+        rows.push(Row::info(
+            "  diagnostic: the same, group-committed (the files that arrive during a commit share the next) (s)",
+            g("diag_small_files_fetch_put_grouped_s"),
+            2,
+        ));
+        rows.push(Row::info(
+            &format!(
+                "  diagnostic: Workbox-style precache (fetch + cache.put), {} at a time (s)",
+                plan.concurrency
+            ),
+            g("diag_small_files_precache_concurrent_s"),
             2,
         ));
         let heap = g("peak_heap_mib_1gib");
@@ -1372,6 +1405,9 @@ mod tests {
             "coldEmpty": [5.0],
             "wasmCompile": [7.0, 9.0, 8.0],
             "fetchPut": [{"ms": 400.0}, {"ms": 500.0}],
+            "fetchPutMany": [{"ms": 1500.0}, null, {"ms": 1700.0}, {"ms": 1600.0}],
+            "precacheMany": [{"ms": 2250.0}],
+            "fetchPutGrouped": [{"ms": 1250.0, "transactions": 170.0}],
         });
         let plan = Plan::new(&Options {
             engine: Engine::Chromium,
@@ -1407,6 +1443,25 @@ mod tests {
         let put = table.lines().find(|l| l.contains("plain JS")).unwrap();
         assert!(put.contains("| 222.2 "), "{put}");
         assert!(!object.contains_key("diag_fetch_put_mib_s"));
+        // The small-file floors: the median of the runs that answered, in seconds.
+        let floor = table
+            .lines()
+            .find(|l| l.contains("one IndexedDB put per file"))
+            .unwrap();
+        assert!(floor.contains("| 1.60 "), "{floor}");
+        let concurrent = table
+            .lines()
+            .find(|l| l.contains("(fetch + cache.put), 6 at a time"))
+            .unwrap();
+        assert!(concurrent.contains("| 2.25 "), "{concurrent}");
+        let grouped = table
+            .lines()
+            .find(|l| l.contains("the same, group-committed"))
+            .unwrap();
+        assert!(grouped.contains("| 1.25 "), "{grouped}");
+        assert!(!object.contains_key("diag_small_files_fetch_put_s"));
+        assert!(!object.contains_key("diag_small_files_fetch_put_grouped_s"));
+        assert!(!object.contains_key("diag_small_files_precache_concurrent_s"));
     }
 
     #[test]
