@@ -414,6 +414,51 @@ async fn begins_and_small_writes_together_share_transactions_each_with_its_own_a
     remove(c).await;
 }
 
+/// A lone caller — each begin and small-file write awaited before the next, as one download at a
+/// time does — never waits for others to join its batch, however soon after the batch before it
+/// comes. Two callers at once contend, and their batch gathers first.
+#[wasm_bindgen_test]
+async fn a_lone_caller_never_gathers_and_contended_batches_do() {
+    use background_assets::web::container::ChunkAt;
+    let c = fresh("batch-lone").await;
+    let before = c.batch_stats();
+    for i in 0..8 {
+        let id = format!("lone-{i}");
+        let record = c.begin_epoch_record(&id).await.unwrap();
+        let at = ChunkAt {
+            identifier: &id,
+            epoch: record.epoch,
+            generation: record.generation,
+            offset: 0,
+        };
+        let bytes = js_sys::Uint8Array::from(&pattern(5, 0, 5000)[..]);
+        let finish = FinishedAsset {
+            size: 5000,
+            sha256: "0".repeat(64),
+            content_type: None,
+        };
+        c.append_chunk(at, &bytes, &checkpoint(5000), Some(finish))
+            .await
+            .unwrap()
+            .expect("finished");
+    }
+    let after = c.batch_stats();
+    assert_eq!(after.operations - before.operations, 16, "{after:?}");
+    assert_eq!(after.transactions - before.transactions, 16, "{after:?}");
+    assert_eq!(
+        after.gathered, before.gathered,
+        "a lone caller waited: {after:?}"
+    );
+    // Two at once: the second arrives while the first's batch is starting, so the batch (two
+    // operations, under GATHER_BELOW) waits for more before it runs; both share it.
+    let (a, b) = futures::join!(c.begin_epoch("pair-a"), c.begin_epoch("pair-b"));
+    assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+    let pair = c.batch_stats();
+    assert_eq!(pair.gathered - after.gathered, 1, "{pair:?}");
+    assert_eq!(pair.transactions - after.transactions, 1, "{pair:?}");
+    remove(c).await;
+}
+
 /// Two begins of the same download at once never share a batch: the second sees the first's
 /// epoch. More than `MAX_BATCH` at once take more than one transaction. A whole small-file write
 /// whose future is dropped before its batch starts writes nothing.
