@@ -1260,7 +1260,12 @@ fn render_markdown(
          the baseline is `fetch` + `cache.put` one after another. Diagnostics: the same files \
          through the engine alone with the same concurrency, and `fetch` alone with the same \
          concurrency, each body read whole and dropped. Digests are fetched before the clock \
-         starts.\n\
+         starts. The browser's floors for storing many files, in plain JS with the same \
+         concurrency and nothing verified or recorded: each body read whole and put as one \
+         `Uint8Array` in its own relaxed readwrite transaction (a lane awaits its commit); the \
+         same with the bodies that arrive while a transaction commits all put in the next one \
+         (one at a time, the lanes not waiting); and a Workbox-style precache, `fetch` + \
+         `cache.put` in each lane.\n\
          - Memory: in the bench page (Chromium has `performance.memory` only in pages; run with \
          `--enable-precise-memory-info`): peak wasm linear memory (`memory.buffer.byteLength`, \
          the whole instance) and peak `usedJSHeapSize` minus its value before the download, \
