@@ -139,22 +139,18 @@ async function fetchPut({ cdn, len, seed, chunk }) {
 }
 
 /** Workbox-style sequential precache: fetch + cache.put one file after another. */
-async function precache({ cdn, count, size, seed }) {
-  const name = `bench-precache-${probe()}`;
-  const cache = await caches.open(name);
-  const tag = probe();
-  const started = performance.now();
-  for (let i = 0; i < count; i++) {
-    const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
-    const response = await fetch(url);
-    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-    await cache.put(url, response);
+function precache(args) {
+  return precacheMany({ ...args, concurrency: 1 });
+}
+
+/** Runs `job(i)` for every `i` below `count`, `concurrency` at a time (each lane takes the next
+ * `i` once its job before ends). */
+async function inLanes(count, concurrency, job) {
+  let next = 0;
+  async function lane() {
+    while (next < count) await job(next++);
   }
-  const ms = performance.now() - started;
-  const stored = (await cache.keys()).length;
-  await caches.delete(name);
-  if (stored !== count) throw new Error(`precached ${stored} files, expected ${count}`);
-  return { ms };
+  await Promise.all(Array.from({ length: concurrency }, lane));
 }
 
 /** The floor of any way of storing many files: fetch them `concurrency` at a time, read each
@@ -162,18 +158,33 @@ async function precache({ cdn, count, size, seed }) {
 async function fetchMany({ cdn, count, size, seed, concurrency }) {
   const tag = probe();
   const started = performance.now();
-  let next = 0;
-  async function lane() {
-    while (next < count) {
-      const url = `${cdn}/gen/${size}/${seed + next++}?probe=${tag}`;
-      const response = await fetch(url);
-      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-      const body = await response.arrayBuffer();
-      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  await inLanes(count, concurrency, (i) => fetchWhole(`${cdn}/gen/${size}/${seed + i}?probe=${tag}`, size));
   return { ms: performance.now() - started };
+}
+
+/** A fresh database with one object store, `files`. */
+async function openFiles(name) {
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('files');
+  return request(open);
+}
+
+/** Checks that `files` holds `count` files, then closes and deletes the database. */
+async function dropFiles(db, name, count) {
+  const check = db.transaction('files', 'readonly');
+  const files = await request(check.objectStore('files').count());
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+  if (files !== count) throw new Error(`stored ${files} files, expected ${count}`);
+}
+
+/** A generated file's body, read whole, as a `Uint8Array` of `size` bytes. */
+async function fetchWhole(url, size) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  const body = new Uint8Array(await response.arrayBuffer());
+  if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
+  return body;
 }
 
 /** The floor of any store of many files into IndexedDB: fetch them `concurrency` at a time, each
@@ -181,32 +192,17 @@ async function fetchMany({ cdn, count, size, seed, concurrency }) {
  * awaited before the lane takes the next file; nothing verified or recorded beside it. */
 async function fetchPutMany({ cdn, count, size, seed, concurrency }) {
   const name = `bench-fetch-put-many-${probe()}`;
-  const open = indexedDB.open(name, 1);
-  open.onupgradeneeded = () => open.result.createObjectStore('files');
-  const db = await request(open);
+  const db = await openFiles(name);
   const tag = probe();
   const started = performance.now();
-  let next = 0;
-  async function lane() {
-    while (next < count) {
-      const i = next++;
-      const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
-      const response = await fetch(url);
-      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-      const body = new Uint8Array(await response.arrayBuffer());
-      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
-      const tx = db.transaction('files', 'readwrite', { durability: 'relaxed' });
-      tx.objectStore('files').put(body, i);
-      await committed(tx);
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  await inLanes(count, concurrency, async (i) => {
+    const body = await fetchWhole(`${cdn}/gen/${size}/${seed + i}?probe=${tag}`, size);
+    const tx = db.transaction('files', 'readwrite', { durability: 'relaxed' });
+    tx.objectStore('files').put(body, i);
+    await committed(tx);
+  });
   const ms = performance.now() - started;
-  const tx = db.transaction('files', 'readonly');
-  const stored = await request(tx.objectStore('files').count());
-  db.close();
-  await request(indexedDB.deleteDatabase(name));
-  if (stored !== count) throw new Error(`stored ${stored} files, expected ${count}`);
+  await dropFiles(db, name, count);
   return { ms };
 }
 
@@ -216,12 +212,9 @@ async function fetchPutMany({ cdn, count, size, seed, concurrency }) {
  * its next file at once, without waiting for the commit; every commit is awaited at the end. */
 async function fetchPutGrouped({ cdn, count, size, seed, concurrency }) {
   const name = `bench-fetch-put-grouped-${probe()}`;
-  const open = indexedDB.open(name, 1);
-  open.onupgradeneeded = () => open.result.createObjectStore('files');
-  const db = await request(open);
+  const db = await openFiles(name);
   const tag = probe();
   const started = performance.now();
-  let next = 0;
   let waiting = [];
   let commit = null;
   let transactions = 0;
@@ -241,49 +234,33 @@ async function fetchPutGrouped({ cdn, count, size, seed, concurrency }) {
       flush();
     }).catch(() => {});
   }
-  async function lane() {
-    while (next < count) {
-      const i = next++;
-      const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
-      const response = await fetch(url);
-      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-      const body = new Uint8Array(await response.arrayBuffer());
-      if (body.byteLength !== size) throw new Error(`GET ${url}: ${body.byteLength} bytes`);
-      waiting.push({ key: i, body });
-      flush();
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  await inLanes(count, concurrency, async (i) => {
+    const body = await fetchWhole(`${cdn}/gen/${size}/${seed + i}?probe=${tag}`, size);
+    waiting.push({ key: i, body });
+    flush();
+  });
   // Commits chain: each one's end starts the next, so wait until none is left.
   while (commit || waiting.length) {
     flush();
     await Promise.all(stored);
   }
   const ms = performance.now() - started;
-  const check = db.transaction('files', 'readonly');
-  const files = await request(check.objectStore('files').count());
-  db.close();
-  await request(indexedDB.deleteDatabase(name));
-  if (files !== count) throw new Error(`stored ${files} files, expected ${count}`);
+  await dropFiles(db, name, count);
   return { ms, transactions };
 }
 
 /** A Workbox-style precache run `concurrency` at a time: fetch + cache.put in each lane. */
 async function precacheMany({ cdn, count, size, seed, concurrency }) {
-  const name = `bench-precache-many-${probe()}`;
+  const name = `bench-precache-${probe()}`;
   const cache = await caches.open(name);
   const tag = probe();
   const started = performance.now();
-  let next = 0;
-  async function lane() {
-    while (next < count) {
-      const url = `${cdn}/gen/${size}/${seed + next++}?probe=${tag}`;
-      const response = await fetch(url);
-      if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
-      await cache.put(url, response);
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  await inLanes(count, concurrency, async (i) => {
+    const url = `${cdn}/gen/${size}/${seed + i}?probe=${tag}`;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+    await cache.put(url, response);
+  });
   const ms = performance.now() - started;
   const stored = (await cache.keys()).length;
   await caches.delete(name);

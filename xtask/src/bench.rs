@@ -552,34 +552,18 @@ impl Numbers {
             "cache_put_mib_s",
             rate(median(field(raw, "cachePut", "ms"))),
         );
-        set(
-            "small_files_manager_s",
-            seconds(median(field(raw, "managerMany", "ms"))),
-        );
-        set(
-            "diag_small_files_engine_s",
-            seconds(median(field(raw, "engineMany", "ms"))),
-        );
-        set(
-            "diag_small_files_fetch_only_s",
-            seconds(median(field(raw, "fetchMany", "ms"))),
-        );
-        set(
-            "diag_small_files_fetch_put_s",
-            seconds(median(field(raw, "fetchPutMany", "ms"))),
-        );
-        set(
-            "diag_small_files_fetch_put_grouped_s",
-            seconds(median(field(raw, "fetchPutGrouped", "ms"))),
-        );
-        set(
-            "diag_small_files_precache_concurrent_s",
-            seconds(median(field(raw, "precacheMany", "ms"))),
-        );
-        set(
-            "small_files_sequential_precache_s",
-            seconds(median(field(raw, "precache", "ms"))),
-        );
+        // Wall times in seconds, each the median of its raw list's `ms`.
+        for (name, list) in [
+            ("small_files_manager_s", "managerMany"),
+            ("diag_small_files_engine_s", "engineMany"),
+            ("diag_small_files_fetch_only_s", "fetchMany"),
+            ("diag_small_files_fetch_put_s", "fetchPutMany"),
+            ("diag_small_files_fetch_put_grouped_s", "fetchPutGrouped"),
+            ("diag_small_files_precache_concurrent_s", "precacheMany"),
+            ("small_files_sequential_precache_s", "precache"),
+        ] {
+            set(name, seconds(median(field(raw, list, "ms"))));
+        }
         set(
             "peak_heap_mib_1gib",
             median(growth("engineMemory", "heap_peak", "heap_before")).map(|b| b / MIB),
@@ -749,43 +733,36 @@ impl Numbers {
             "≤ 0.5×",
             ratio(small, precache).map(|r| r <= 0.5),
         ));
-        rows.push(Row::info(
-            &format!(
-                "  diagnostic: the same through engine* alone ({} at a time) (s)",
-                plan.concurrency
+        let at_a_time = plan.concurrency;
+        for (label, field) in [
+            (
+                format!("the same through engine* alone ({at_a_time} at a time)"),
+                "diag_small_files_engine_s",
             ),
-            g("diag_small_files_engine_s"),
-            2,
-        ));
-        rows.push(Row::info(
-            &format!(
-                "  diagnostic: fetch only, {} at a time, bodies read and dropped (s)",
-                plan.concurrency
+            (
+                format!("fetch only, {at_a_time} at a time, bodies read and dropped"),
+                "diag_small_files_fetch_only_s",
             ),
-            g("diag_small_files_fetch_only_s"),
-            2,
-        ));
-        rows.push(Row::info(
-            &format!(
-                "  diagnostic: fetch + one IndexedDB put per file, plain JS, {} at a time, unverified (s)",
-                plan.concurrency
+            (
+                format!("fetch + one IndexedDB put per file, plain JS, {at_a_time} at a time, unverified"),
+                "diag_small_files_fetch_put_s",
             ),
-            g("diag_small_files_fetch_put_s"),
-            2,
-        ));
-        rows.push(Row::info(
-            "  diagnostic: the same, group-committed (the files that arrive during a commit share the next) (s)",
-            g("diag_small_files_fetch_put_grouped_s"),
-            2,
-        ));
-        rows.push(Row::info(
-            &format!(
-                "  diagnostic: Workbox-style precache (fetch + cache.put), {} at a time (s)",
-                plan.concurrency
+            (
+                "the same, group-committed (the files that arrive during a commit share the next)"
+                    .to_string(),
+                "diag_small_files_fetch_put_grouped_s",
             ),
-            g("diag_small_files_precache_concurrent_s"),
-            2,
-        ));
+            (
+                format!("Workbox-style precache (fetch + cache.put), {at_a_time} at a time"),
+                "diag_small_files_precache_concurrent_s",
+            ),
+        ] {
+            rows.push(Row::info(
+                &format!("  diagnostic: {label} (s)"),
+                g(field),
+                2,
+            ));
+        }
         let heap = g("peak_heap_mib_1gib");
         let mut heap_row = Row::target(
             &format!("peak JS heap growth, {mem_mib} MiB download, engine* (MiB)"),
