@@ -1416,31 +1416,20 @@ mod tests {
         assert_eq!(object["fetch_drain_mib_s"], Value::Null);
         let table = render_table(&numbers.rows(&plan));
         assert!(table.contains("schedule 1000 downloads"), "{table}");
-        let compile = table
-            .lines()
-            .find(|l| l.contains("WebAssembly.compile"))
-            .unwrap();
-        assert!(compile.contains("| 8.0 "), "{compile}");
+        // The first row naming `needle` shows `cell` in a column of its own.
+        let assert_row = |needle: &str, cell: &str| {
+            let row = table.lines().find(|l| l.contains(needle));
+            let row = row.unwrap_or_else(|| panic!("no row with {needle:?}: {table}"));
+            assert!(row.contains(&format!("| {cell} ")), "{row}");
+        };
+        assert_row("WebAssembly.compile", "8.0");
         // A diagnostic beside the fields: 100 MiB in 450 ms (the median of two runs).
-        let put = table.lines().find(|l| l.contains("plain JS")).unwrap();
-        assert!(put.contains("| 222.2 "), "{put}");
+        assert_row("plain JS", "222.2");
         assert!(!object.contains_key("diag_fetch_put_mib_s"));
         // The small-file floors: the median of the runs that answered, in seconds.
-        let floor = table
-            .lines()
-            .find(|l| l.contains("one IndexedDB put per file"))
-            .unwrap();
-        assert!(floor.contains("| 1.60 "), "{floor}");
-        let concurrent = table
-            .lines()
-            .find(|l| l.contains("(fetch + cache.put), 6 at a time"))
-            .unwrap();
-        assert!(concurrent.contains("| 2.25 "), "{concurrent}");
-        let grouped = table
-            .lines()
-            .find(|l| l.contains("the same, group-committed"))
-            .unwrap();
-        assert!(grouped.contains("| 1.25 "), "{grouped}");
+        assert_row("one IndexedDB put per file", "1.60");
+        assert_row("(fetch + cache.put), 6 at a time", "2.25");
+        assert_row("the same, group-committed", "1.25");
         assert!(!object.contains_key("diag_small_files_fetch_put_s"));
         assert!(!object.contains_key("diag_small_files_fetch_put_grouped_s"));
         assert!(!object.contains_key("diag_small_files_precache_concurrent_s"));
