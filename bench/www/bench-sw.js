@@ -55,12 +55,23 @@ function committed(tx) {
   });
 }
 
+/** A fresh database `name` with one object store, `store`. */
+async function openStore(name, store) {
+  const open = indexedDB.open(name, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore(store);
+  return request(open);
+}
+
+/** Closes `db` and deletes its database `name`. */
+async function closeAndDelete(db, name) {
+  db.close();
+  await request(indexedDB.deleteDatabase(name));
+}
+
 /** IndexedDB put of `len` bytes from memory in chunks of `chunk` bytes, one transaction each. */
 async function idbPut({ len, chunk }) {
   const name = `bench-idb-${probe()}`;
-  const open = indexedDB.open(name, 1);
-  open.onupgradeneeded = () => open.result.createObjectStore('chunks');
-  const db = await request(open);
+  const db = await openStore(name, 'chunks');
   const source = new Uint8Array(chunk);
   for (let i = 0; i < chunk; i += 4) source[i] = (i * 2654435761) >>> 24;
   const started = performance.now();
@@ -71,8 +82,7 @@ async function idbPut({ len, chunk }) {
     await committed(tx);
   }
   const ms = performance.now() - started;
-  db.close();
-  await request(indexedDB.deleteDatabase(name));
+  await closeAndDelete(db, name);
   return { ms };
 }
 
@@ -95,9 +105,7 @@ async function cachePut({ cdn, len, seed }) {
  * commits in flight), with no verification and no record beside the chunk. */
 async function fetchPut({ cdn, len, seed, chunk }) {
   const name = `bench-fetch-put-${probe()}`;
-  const open = indexedDB.open(name, 1);
-  open.onupgradeneeded = () => open.result.createObjectStore('chunks');
-  const db = await request(open);
+  const db = await openStore(name, 'chunks');
   const url = `${cdn}/gen/${len}/${seed}?probe=${probe()}`;
   const started = performance.now();
   const response = await fetch(url);
@@ -132,8 +140,7 @@ async function fetchPut({ cdn, len, seed, chunk }) {
   if (filled) await put(buffer.subarray(0, filled));
   await Promise.all(commits);
   const ms = performance.now() - started;
-  db.close();
-  await request(indexedDB.deleteDatabase(name));
+  await closeAndDelete(db, name);
   if (total !== len) throw new Error(`stored ${total} bytes, expected ${len}`);
   return { ms };
 }
@@ -162,19 +169,11 @@ async function fetchMany({ cdn, count, size, seed, concurrency }) {
   return { ms: performance.now() - started };
 }
 
-/** A fresh database with one object store, `files`. */
-async function openFiles(name) {
-  const open = indexedDB.open(name, 1);
-  open.onupgradeneeded = () => open.result.createObjectStore('files');
-  return request(open);
-}
-
 /** Checks that `files` holds `count` files, then closes and deletes the database. */
 async function dropFiles(db, name, count) {
   const check = db.transaction('files', 'readonly');
   const files = await request(check.objectStore('files').count());
-  db.close();
-  await request(indexedDB.deleteDatabase(name));
+  await closeAndDelete(db, name);
   if (files !== count) throw new Error(`stored ${files} files, expected ${count}`);
 }
 
@@ -192,7 +191,7 @@ async function fetchWhole(url, size) {
  * awaited before the lane takes the next file; nothing verified or recorded beside it. */
 async function fetchPutMany({ cdn, count, size, seed, concurrency }) {
   const name = `bench-fetch-put-many-${probe()}`;
-  const db = await openFiles(name);
+  const db = await openStore(name, 'files');
   const tag = probe();
   const started = performance.now();
   await inLanes(count, concurrency, async (i) => {
@@ -212,7 +211,7 @@ async function fetchPutMany({ cdn, count, size, seed, concurrency }) {
  * its next file at once, without waiting for the commit; every commit is awaited at the end. */
 async function fetchPutGrouped({ cdn, count, size, seed, concurrency }) {
   const name = `bench-fetch-put-grouped-${probe()}`;
-  const db = await openFiles(name);
+  const db = await openStore(name, 'files');
   const tag = probe();
   const started = performance.now();
   let waiting = [];
