@@ -303,6 +303,9 @@ pub struct ResponseStream {
     reader: Reader,
     /// A piece [`ResponseStream::read_into`] has not handed out completely, and how far it got.
     leftover: Option<(Uint8Array, u32)>,
+    /// [`ResponseStream::read_ahead`] saw the body's end: once `leftover` is handed out, the
+    /// body is over.
+    ended_ahead: bool,
     received: u64,
     done: bool,
     abort: AbortGuard,
@@ -354,6 +357,7 @@ impl ResponseStream {
             head,
             reader: Reader::Unopened(body),
             leftover: None,
+            ended_ahead: false,
             received: 0,
             abort,
         })
@@ -488,6 +492,10 @@ impl ResponseStream {
         }
         let (piece, used) = match self.leftover.take() {
             Some(left) => left,
+            None if self.ended_ahead => {
+                self.end();
+                return Ok(0);
+            }
             None => match self.next_piece().await? {
                 Some(piece) => (piece, 0),
                 None => return Ok(0),
@@ -537,6 +545,44 @@ impl ResponseStream {
             }
             // Zero bytes without the end (not expected of a byte stream): read again.
         }
+    }
+
+    /// Reads the body at once, before anyone asks for it, until it ends or more than `limit`
+    /// bytes are held: [`ResponseStream::read_into`] then hands those bytes out first. For a
+    /// small body whose reader would start late: Firefox spends CPU while a response body waits
+    /// unread. Holds at most `limit` bytes plus one piece; reads with the default reader (a
+    /// stream has one reader for good). A body that breaks ends it with that error, as a read
+    /// would have.
+    pub async fn read_ahead(&mut self, limit: usize) -> Result<(), Error> {
+        if self.done || self.ended_ahead || !matches!(self.reader, Reader::Unopened(_)) {
+            return Ok(());
+        }
+        let mut pieces: Vec<Uint8Array> = Vec::new();
+        let mut held = 0usize;
+        while held <= limit {
+            let Some(piece) = self.next_piece().await? else {
+                self.done = false; // the end is handed out after the bytes held
+                self.ended_ahead = true;
+                break;
+            };
+            held += piece.length() as usize;
+            pieces.push(piece);
+        }
+        let whole = match pieces.len() {
+            0 => return Ok(()),
+            1 => pieces.pop().expect("one piece"),
+            _ => {
+                let whole = Uint8Array::new_with_length(held as u32);
+                let mut at = 0;
+                for piece in &pieces {
+                    whole.set(piece, at);
+                    at += piece.length();
+                }
+                whole
+            }
+        };
+        self.leftover = Some((whole, 0));
+        Ok(())
     }
 
     /// Cancels the fetch; later reads end with [`Error::Cancelled`].

@@ -108,6 +108,58 @@ async fn read_into_hands_out_bounded_slices() {
     assert_eq!(stream.read_into(&mut buf).await.unwrap(), 0);
 }
 
+/// `read_ahead` reads a small body whole before anyone asks for it (the stream has received
+/// every byte), and `read_into` then hands out exactly those bytes and the end; a body larger
+/// than the limit is read ahead only to just past it, and the rest comes from the network.
+/// A body that breaks while read ahead is the network error a read would have given.
+#[wasm_bindgen_test]
+async fn read_ahead_reads_a_small_body_at_once_and_hands_out_the_same_bytes() {
+    async fn drain(stream: &mut ResponseStream, slice: usize) -> (u64, String) {
+        let mut buf = vec![0u8; slice];
+        let (mut total, mut hasher) = (0, Sha256::new());
+        loop {
+            let n = stream.read_into(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        (total, hex(&hasher.finalize()))
+    }
+    const SMALL: u64 = 65_536;
+    let url = format!("{}/gen/{SMALL}/31", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    assert_eq!(stream.received(), 0);
+    stream.read_ahead(SMALL as usize).await.unwrap();
+    assert_eq!(stream.received(), SMALL, "the whole body was read ahead");
+    assert_eq!(
+        drain(&mut stream, 10_007).await,
+        (SMALL, expected_sha256(SMALL, 31).await)
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read_into(&mut buf).await.unwrap(), 0, "stays ended");
+
+    const LARGE: u64 = 3_000_000;
+    let url = format!("{}/gen/{LARGE}/32", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    stream.read_ahead(100_000).await.unwrap();
+    let ahead = stream.received();
+    assert!(
+        ahead > 100_000 && ahead < LARGE,
+        "read ahead {ahead} of {LARGE}"
+    );
+    assert_eq!(
+        drain(&mut stream, 65_536).await,
+        (LARGE, expected_sha256(LARGE, 32).await)
+    );
+
+    let url = format!("{}/gen/1000000/4?fault=drop:300000", cdn());
+    let mut stream = Fetcher::start(&url, FetchOptions::default()).await.unwrap();
+    let error = stream.read_ahead(2_000_000).await.unwrap_err();
+    assert_eq!(error.name(), "Network", "{error}");
+}
+
 #[wasm_bindgen_test]
 async fn a_range_request_gives_206_and_the_right_bytes() {
     let url = format!("{}/gen/100000/11", cdn());
