@@ -513,6 +513,25 @@ fn poll_start_respects_concurrency_and_order() {
 // Reports
 // ---------------------------------------------------------------------------------------------
 
+/// `nothing_received` is true from scheduling until a report says a byte arrived, and again
+/// after a report of a restart from zero; false for an unknown download.
+#[test]
+fn nothing_received_until_a_byte_is_reported() {
+    let mut m = launched(1);
+    assert!(!m.nothing_received(&id("ghost")));
+    m.schedule(download("a", false, Some(100), 50), Caller::Page, 0)
+        .unwrap();
+    assert!(m.nothing_received(&id("a")));
+    m.poll_start(0);
+    assert!(m.nothing_received(&id("a")));
+    m.on_progress(&id("a"), &progress(0, 10, None)).unwrap();
+    assert!(!m.nothing_received(&id("a")), "received, not yet written");
+    m.on_progress(&id("a"), &progress(0, 0, None)).unwrap();
+    assert!(m.nothing_received(&id("a")), "restarted from zero");
+    m.on_progress(&id("a"), &progress(40, 40, None)).unwrap();
+    assert!(!m.nothing_received(&id("a")));
+}
+
 #[test]
 fn progress_and_finish_reports() {
     let mut m = launched(1);

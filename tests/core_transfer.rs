@@ -686,6 +686,51 @@ fn clean_download_has_no_range_and_coalesces_pieces_into_chunks() {
     assert_eq!(sim.delivered, 4_500);
 }
 
+/// A spec that may be requested before its stored state is read is one whose fresh run starts
+/// with exactly that plain request (the driver hands the early response to this first `Fetch`);
+/// a file larger than a chunk, one with an unknown size or with bounded windows may not be.
+#[test]
+fn only_a_one_chunk_file_may_be_requested_before_its_state_is_read() {
+    let spec = |size: Option<u64>, chunk: u32, windows: u32, digests: Option<u32>| {
+        let mut spec = TransferSpec::new("f", "https://cdn.example/f.bin");
+        spec.expected_size = size;
+        spec.config.chunk_size = chunk;
+        spec.config.range_window_chunks = windows;
+        if let (Some(size), Some(digest_chunk)) = (size, digests) {
+            let body = source(size as usize, 3);
+            spec.sha256 = Some(sha(&body));
+            spec.chunk_digests = Some(ChunkDigests::of(&body, digest_chunk));
+        }
+        spec
+    };
+    let cases = [
+        (spec(Some(1_000), 1_000, 0, None), true),
+        (spec(Some(0), 1_000, 0, None), true),
+        (spec(Some(1_001), 1_000, 0, None), false),
+        (spec(None, 1_000, 0, None), false),
+        (spec(Some(1_000), 1_000, 1, None), false),
+        // Declared chunk digests: their chunk size is the one that counts.
+        (spec(Some(1_000), 100_000, 0, Some(500)), false),
+        (spec(Some(1_000), 10, 0, Some(1_000)), true),
+    ];
+    for (spec, expected) in cases {
+        assert_eq!(spec.may_fetch_before_state(), expected, "{spec:?}");
+        if expected {
+            let mut t = Transfer::new(spec.clone(), 0);
+            assert_eq!(
+                t.poll_action(),
+                Some(Action::Fetch {
+                    url: spec.url.clone(),
+                    range_start: None,
+                    range_end: None,
+                    if_range: None,
+                }),
+                "{spec:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dropped_connection_resumes_with_range_and_strong_etag() {
     let mut sim = Sim::new(5_000, |_| {}).faults([Some(Fault::Drop(2_345))]);

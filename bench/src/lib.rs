@@ -225,7 +225,15 @@ pub async fn engine_many(
     let started = now_ms();
     let container_ref = &container;
     let outcome: Result<Vec<_>, Error> = stream::iter(specs)
-        .map(|spec| run(container_ref, spec, options()))
+        .map(|spec| {
+            // New identifiers in a new container: nothing is stored, as the manager knows of
+            // downloads that reported no byte.
+            let fresh = RunOptions {
+                fresh: true,
+                ..options()
+            };
+            run(container_ref, spec, fresh)
+        })
         .buffer_unordered(concurrency.max(1) as usize)
         .try_collect()
         .await;

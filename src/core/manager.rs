@@ -1031,6 +1031,18 @@ impl Manager {
         self.records.get(id).map(Record::info)
     }
 
+    /// Whether no byte of `id`'s file was reported received (or written) since it was scheduled
+    /// or last restarted from zero: its next run most likely starts from byte 0, so the driver
+    /// may request a small file before it has read the stored state
+    /// (the web driver's `RunOptions::fresh`). `false` for an unknown
+    /// download. Reports are throttled, so a run killed before reporting can leave stored bytes
+    /// behind a `true`: the run still resumes from them, the early request is then dropped.
+    pub fn nothing_received(&self, id: &Identifier) -> bool {
+        self.records
+            .get(id)
+            .is_some_and(|r| r.received == 0 && r.written == 0)
+    }
+
     /// The description of a known download (the driver builds its transfer from it).
     pub fn description(&self, id: &Identifier) -> Option<&UrlDownload> {
         self.records.get(id).map(|r| &r.download)

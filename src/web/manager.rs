@@ -2120,6 +2120,7 @@ impl Engine {
                 let progress_id = task_id.clone();
                 let response = first_response.take();
                 let quiet = response.is_some();
+                let fresh = engine.core.borrow().nothing_received(&task_id);
                 let options = RunOptions {
                     allow,
                     page_origin: Some(engine.page_origin.clone()),
@@ -2135,6 +2136,7 @@ impl Engine {
                         }
                     })),
                     first_response: response,
+                    fresh,
                 };
                 let result = run(&engine.container, spec, options).await;
                 if let Err(Error::AuthenticationRequired { status, .. }) = &result {

@@ -251,6 +251,12 @@ pub struct RunOptions {
     /// handled like any response: a `200` restarts from byte 0 (after a checkpoint too), its
     /// body is written, hashed and verified, and a body that breaks is resumed from the network.
     pub first_response: Option<web_sys::Response>,
+    /// The caller expects nothing stored for this download (no checkpoint, no finished asset):
+    /// a file that fits in one chunk ([`TransferSpec::may_fetch_before_state`]) is then
+    /// requested, and its body read, while the stored state is read, instead of after. Should
+    /// the run resume or keep a finished asset after all, that request is aborted: at most the
+    /// one small file is fetched for nothing. Off by default.
+    pub fresh: bool,
 }
 
 impl Default for RunOptions {
@@ -263,6 +269,7 @@ impl Default for RunOptions {
             control: None,
             on_progress: None,
             first_response: None,
+            fresh: false,
         }
     }
 }
@@ -277,6 +284,7 @@ impl std::fmt::Debug for RunOptions {
             .field("control", &self.control)
             .field("on_progress", &self.on_progress.is_some())
             .field("first_response", &self.first_response.is_some())
+            .field("fresh", &self.fresh)
             .finish()
     }
 }
@@ -367,15 +375,24 @@ pub async fn run(
     check_allowed(&options.allow, &page, &spec.url)?;
     let identifier = spec.identifier.clone();
     let guard = take_lock(&identifier, options.lock).await?;
-    let record = match container
-        .begin_unless_finished(&identifier, {
-            let (sha256, size) = (spec.sha256, spec.expected_size);
-            move |asset| matches_declaration(sha256, size, asset)
-        })
-        .await?
-    {
+    // A fresh small file's request goes out while its stored state is read (one round trip less
+    // per file when many small ones are fetched): `RunOptions::fresh`.
+    let mut early = (options.fresh
+        && spec.may_fetch_before_state()
+        && options.first_response.is_none())
+    .then(|| {
+        let limit = spec.expected_size.unwrap_or(0) as usize;
+        let options = fetch_options(&spec, None, None, None);
+        connect_and_read(spec.url.clone(), options, limit)
+    });
+    let began = container.begin_unless_finished(&identifier, {
+        let (sha256, size) = (spec.sha256, spec.expected_size);
+        move |asset| matches_declaration(sha256, size, asset)
+    });
+    let record = match alongside(began, &mut early).await? {
         Began::Download(record) => record,
         Began::Finished(asset) => {
+            drop(early); // aborts the request
             guard.release().await;
             return Ok(asset);
         }
@@ -413,6 +430,7 @@ pub async fn run(
         control: options.control.take(),
         on_progress: options.on_progress.take(),
         first_response: options.first_response.take(),
+        early,
         transfer,
         io: Io::Idle,
         stream: None,
@@ -432,6 +450,62 @@ pub async fn run(
 }
 
 type Connect = LocalBoxFuture<'static, Result<ResponseStream, Error>>;
+
+/// The request for `spec`'s bytes from `range_start` (to `range_end`), with the app's headers.
+fn fetch_options(
+    spec: &TransferSpec,
+    range_start: Option<u64>,
+    range_end: Option<u64>,
+    if_range: Option<String>,
+) -> FetchOptions {
+    // The app gave these headers for its download URL: credentials among them may go to that
+    // URL's origin (and only there).
+    let credentials_origin = (!spec.headers.is_empty())
+        .then(|| crate::web::fetcher::origin_of(&spec.url))
+        .flatten();
+    FetchOptions {
+        range_start,
+        range_end,
+        if_range,
+        headers: spec.headers.clone(),
+        credentials_origin,
+    }
+}
+
+/// A fetch of `url`, sent when the future is first polled, ready once its head arrives.
+fn connect(url: String, options: FetchOptions) -> Connect {
+    Box::pin(async move { Fetcher::start(&url, options).await })
+}
+
+/// A fetch of `url` whose body, up to `limit` bytes, is read as soon as its head arrives: ready
+/// once it is (see [`ResponseStream::read_ahead`]).
+fn connect_and_read(url: String, options: FetchOptions, limit: usize) -> Connect {
+    Box::pin(async move {
+        let mut stream = Fetcher::start(&url, options).await?;
+        stream.read_ahead(limit).await?;
+        Ok(stream)
+    })
+}
+
+/// Awaits `main` while also driving `side`, if any: its request goes out at once instead of
+/// after `main`. A `side` that is ready first is kept, as a future ready with its outcome.
+async fn alongside<T>(main: impl Future<Output = T>, side: &mut Option<Connect>) -> T {
+    let mut main = std::pin::pin!(main);
+    let mut done = None;
+    let out = poll_fn(|cx| {
+        if let (None, Some(pending)) = (&done, side.as_mut()) {
+            if let Poll::Ready(outcome) = pending.as_mut().poll(cx) {
+                done = Some(outcome);
+            }
+        }
+        main.as_mut().poll(cx)
+    })
+    .await;
+    if let Some(outcome) = done {
+        *side = Some(Box::pin(std::future::ready(outcome)));
+    }
+    out
+}
 type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Error>)>;
 /// A chunk write in flight: its offset, length, and the commit's outcome (with the finished
 /// asset when the write also finished the download).
@@ -477,6 +551,9 @@ struct Driver<'c> {
     on_progress: Option<ProgressCallback>,
     /// [`RunOptions::first_response`], until the first fetch takes it.
     first_response: Option<web_sys::Response>,
+    /// The first request, sent while the stored state was read (small files only), until the
+    /// first `Fetch` takes it or drops it.
+    early: Option<Connect>,
     transfer: Transfer,
     io: Io,
     /// A response whose head was handed over and whose next read has not started yet.
@@ -852,23 +929,18 @@ impl Driver<'_> {
                         }));
                         continue;
                     }
-                    let spec = self.transfer.spec();
-                    // The app gave these headers for its download URL: credentials among them
-                    // may go to that URL's origin (and only there).
-                    let credentials_origin = (!spec.headers.is_empty())
-                        .then(|| crate::web::fetcher::origin_of(&spec.url))
-                        .flatten();
-                    let options = FetchOptions {
-                        range_start,
-                        range_end,
-                        if_range,
-                        headers: spec.headers.clone(),
-                        credentials_origin,
-                    };
-                    self.io =
-                        Io::Connecting(Box::pin(
-                            async move { Fetcher::start(&url, options).await },
-                        ));
+                    if let Some(early) = self.early.take() {
+                        // Sent while the stored state was read: it answers this request only
+                        // if this is the plain first request it made (a resume drops it).
+                        let plain = range_start.is_none() && range_end.is_none();
+                        if plain && if_range.is_none() && url == self.transfer.spec().url {
+                            self.io = Io::Connecting(early);
+                            continue;
+                        }
+                    }
+                    let options =
+                        fetch_options(self.transfer.spec(), range_start, range_end, if_range);
+                    self.io = Io::Connecting(connect(url, options));
                 }
                 Action::Abort => {
                     self.stream = None;

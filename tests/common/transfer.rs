@@ -22,7 +22,7 @@ use background_assets::web::serve::serve;
 use background_assets::web::transfer::{lock_name, run, LockPolicy, RunOptions, TransferControl};
 use futures::future::{join, join3, select, Either};
 use sha2::{Digest, Sha256};
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
@@ -291,6 +291,173 @@ async fn a_run_keeps_a_finished_asset_that_matches_its_declaration() {
     assert_eq!(gets(&other_path).await.len(), 1);
     assert_eq!(updated.sha256, cdn_sha256(LEN, other_seed).await);
     assert_eq!(updated.generation, first.generation + 1);
+    remove(c).await;
+}
+
+/// Holds a readwrite transaction on the container's `downloads` store from another connection
+/// (one `get` after another keeps it open) until `release` is set or 15 s pass: the container's
+/// own transactions on that store wait for it.
+async fn hold_downloads(c: &Container, held: Rc<Cell<bool>>, release: Rc<Cell<bool>>) {
+    let db = idb::Factory::new()
+        .expect("indexedDB")
+        .open(c.name(), None)
+        .expect("indexedDB.open")
+        .await
+        .expect("open the container's database");
+    let tx = db
+        .transaction(&["downloads"], idb::TransactionMode::ReadWrite)
+        .expect("readwrite transaction");
+    let store = tx.object_store("downloads").expect("downloads store");
+    let deadline = js_sys::Date::now() + 15_000.0;
+    held.set(true);
+    while !release.get() && js_sys::Date::now() < deadline {
+        store.get(JsValue::from_str("none")).unwrap().await.unwrap();
+    }
+    tx.await.expect("the holding transaction ends");
+    held.set(false);
+    db.close();
+}
+
+/// Whether the CDN logs a `GET` of `path` within `ms` ms.
+async fn requested_within(path: &str, ms: u32) -> bool {
+    for _ in 0..ms / 20 {
+        if !gets(path).await.is_empty() {
+            return true;
+        }
+        gloo_timers::future::TimeoutFuture::new(20).await;
+    }
+    false
+}
+
+/// With `RunOptions::fresh`, a file that fits in one chunk is requested while the container's
+/// state cannot yet be read (its store is held by another connection), and the run finishes
+/// with that one request once the state is read. Without it, nothing is requested until then.
+#[wasm_bindgen_test]
+async fn a_fresh_small_file_is_requested_while_its_stored_state_is_read() {
+    const LEN: u64 = 65_536;
+    let c = fresh("run-early").await;
+    for fresh_hint in [false, true] {
+        let seed = 13_000 + probe() % 1000;
+        let path = gen_path(LEN, seed, "");
+        let id = unique_id("early");
+        let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+        let (held, release) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+        let holder = hold_downloads(&c, held.clone(), release.clone());
+        let observer = async {
+            wait_until("the store is held", || held.get()).await;
+            let opts = RunOptions {
+                fresh: fresh_hint,
+                ..options(&tracker(), None)
+            };
+            let running = std::pin::pin!(run(&c, spec, opts));
+            let requested = {
+                let watch = std::pin::pin!(requested_within(&path, 1_500));
+                match select(running, watch).await {
+                    Either::Left((done, _)) => panic!("the run ended while held: {done:?}"),
+                    Either::Right((requested, running)) => {
+                        release.set(true);
+                        (requested, running.await)
+                    }
+                }
+            };
+            release.set(true);
+            requested
+        };
+        let ((requested, asset), ()) = join(observer, holder).await;
+        assert_eq!(
+            requested, fresh_hint,
+            "requested while the state was held (fresh: {fresh_hint})"
+        );
+        let asset = asset.unwrap();
+        assert_eq!(
+            (asset.size, asset.sha256),
+            (LEN, cdn_sha256(LEN, seed).await)
+        );
+        let logged = gets(&path).await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!((logged[0].range.as_deref(), logged[0].sent), (None, LEN));
+    }
+    remove(c).await;
+}
+
+/// `RunOptions::fresh` is a hint: when the download turns out to be finished already, the run
+/// keeps the stored asset (the early request is aborted, nothing is written); when it has a
+/// checkpoint, the run resumes from it with a `Range` request and stores the right file.
+#[wasm_bindgen_test]
+async fn a_wrong_fresh_hint_still_keeps_or_resumes() {
+    const LEN: u64 = 65_536;
+    const SMALL_CHUNK: u64 = 16_384;
+    const STALL_AT: u64 = 40_000;
+    let c = fresh("run-hint").await;
+    let fresh_opts = || RunOptions {
+        fresh: true,
+        ..options(&tracker(), None)
+    };
+    // Finished already: kept.
+    let seed = 14_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let id = unique_id("hint-kept");
+    let first = run(
+        &c,
+        spec_for(&id, &path, LEN, seed, CHUNK).await,
+        fresh_opts(),
+    )
+    .await
+    .unwrap();
+    let again = run(
+        &c,
+        spec_for(&id, &path, LEN, seed, CHUNK).await,
+        fresh_opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, first, "the finished asset is kept");
+    assert!(
+        c.load_checkpoint(&id).await.unwrap().is_none(),
+        "nothing begun"
+    );
+    let logged = gets(&path).await;
+    assert!(logged.len() <= 2, "{logged:?}");
+
+    // A checkpoint (two 16 KiB chunks of a run killed mid-body): resumed from it.
+    let seed = 15_000 + probe() % 1000;
+    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
+    let path = gen_path(LEN, seed, &fault);
+    let id = unique_id("hint-resume");
+    let first = tracker();
+    let seen = first.clone();
+    kill_when(
+        run(
+            &c,
+            spec_for(&id, &path, LEN, seed, SMALL_CHUNK).await,
+            options(&first, None),
+        ),
+        async move {
+            wait_until("2 chunks are stored", || {
+                seen.borrow().bytes_written >= 2 * SMALL_CHUNK
+            })
+            .await
+        },
+    )
+    .await;
+    let kept = stored(&c, &id).await;
+    assert_eq!(kept, 2 * SMALL_CHUNK);
+    let asset = run(
+        &c,
+        spec_for(&id, &path, LEN, seed, CHUNK).await,
+        fresh_opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (asset.size, asset.sha256),
+        (LEN, cdn_sha256(LEN, seed).await)
+    );
+    let logged = gets(&path).await;
+    let last = logged.last().unwrap();
+    assert_eq!(last.range, Some(format!("bytes={kept}-")), "{logged:?}");
+    assert_eq!((last.status, last.sent), (206, LEN - kept));
+    assert!(logged.len() <= 3, "{logged:?}");
     remove(c).await;
 }
 

@@ -337,6 +337,35 @@ impl TransferSpec {
             headers: Vec::new(),
         }
     }
+
+    /// Whether a driver may send this download's first request — a plain `GET` of
+    /// [`url`](TransferSpec::url) from byte 0 — while it still reads the stored state, before it
+    /// knows whether the run is fresh: the declared size fits in one chunk, so a run that turns
+    /// out to resume or to be finished already wastes at most that one small file (which is also
+    /// all a killed fresh run can waste), and there are no bounded `Range` windows (whose first
+    /// request is a `Range`). A larger file waits for its stored state: a resume must not fetch
+    /// its first bytes again.
+    ///
+    /// # Example
+    /// ```
+    /// use background_assets::core::transfer::TransferSpec;
+    /// let mut spec = TransferSpec::new("icon", "https://cdn.example/icon.png");
+    /// assert!(!spec.may_fetch_before_state()); // no declared size
+    /// spec.expected_size = Some(64 << 10);
+    /// assert!(spec.may_fetch_before_state());
+    /// spec.expected_size = Some(u64::from(spec.config.chunk_size) + 1);
+    /// assert!(!spec.may_fetch_before_state());
+    /// ```
+    pub fn may_fetch_before_state(&self) -> bool {
+        let chunk = match &self.chunk_digests {
+            Some(digests) => digests.chunk_size,
+            None => self.config.chunk_size,
+        };
+        self.config.range_window_chunks == 0
+            && self
+                .expected_size
+                .is_some_and(|size| size <= u64::from(chunk))
+    }
 }
 
 /// The validator sent as `If-Range` when resuming.
