@@ -306,6 +306,8 @@ pub struct ResponseStream {
     /// [`ResponseStream::read_ahead`] saw the body's end: once `leftover` is handed out, the
     /// body is over.
     ended_ahead: bool,
+    /// The response, for [`ResponseStream::read_ahead`] to take its body whole.
+    response: Option<Response>,
     received: u64,
     done: bool,
     abort: AbortGuard,
@@ -356,6 +358,7 @@ impl ResponseStream {
             done: body.is_none(),
             head,
             reader: Reader::Unopened(body),
+            response: Some(response),
             leftover: None,
             ended_ahead: false,
             received: 0,
@@ -378,6 +381,14 @@ impl ResponseStream {
     /// [`Error::Cancelled`] (naming the URL).
     pub async fn next_piece(&mut self) -> Result<Option<Uint8Array>, Error> {
         if self.done {
+            return Ok(None);
+        }
+        // What `read_ahead` holds goes first.
+        if let Some((piece, used)) = self.leftover.take() {
+            return Ok(Some(piece.subarray(used, piece.length())));
+        }
+        if self.ended_ahead {
+            self.end();
             return Ok(None);
         }
         if let Reader::Unopened(body) = &mut self.reader {
@@ -486,7 +497,9 @@ impl ResponseStream {
         if buf.is_empty() || self.done {
             return Ok(0);
         }
-        self.open_for_read_into()?;
+        if !self.ended_ahead {
+            self.open_for_read_into()?;
+        }
         if let Reader::Byob(..) = self.reader {
             return self.read_byob(buf).await;
         }
@@ -556,6 +569,34 @@ impl ResponseStream {
     pub async fn read_ahead(&mut self, limit: usize) -> Result<(), Error> {
         if self.done || self.ended_ahead || !matches!(self.reader, Reader::Unopened(_)) {
             return Ok(());
+        }
+        // A body whose length is known and within the limit is taken whole by the browser
+        // (`arrayBuffer()`: no read per piece). Not with a content coding: the decoded body
+        // may be longer than `Content-Length` says.
+        let length = self
+            .head
+            .content_length
+            .as_deref()
+            .and_then(|l| l.parse::<usize>().ok());
+        let identity = self
+            .head
+            .content_encoding
+            .as_deref()
+            .map_or(true, |c| c.trim().eq_ignore_ascii_case("identity"));
+        if let (Some(length), true, Some(response)) = (length, identity, self.response.take()) {
+            if length <= limit {
+                let promise = response.array_buffer().map_err(|e| Error::Network {
+                    message: format!("body of {}: {}", self.head.url, js::describe(&e)),
+                })?;
+                self.reader = Reader::Unopened(None); // the body is taken
+                let whole = Uint8Array::new(&self.settle_read(promise).await?);
+                self.received += u64::from(whole.length());
+                self.ended_ahead = true;
+                if whole.length() > 0 {
+                    self.leftover = Some((whole, 0));
+                }
+                return Ok(());
+            }
         }
         let mut pieces: Vec<Uint8Array> = Vec::new();
         let mut held = 0usize;
