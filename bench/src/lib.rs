@@ -308,6 +308,7 @@ pub async fn manager_many(
         "claim_lock_ms": stats.claim_lock_ms, "claim_read_ms": stats.claim_read_ms,
         "claim_spawn_ms": stats.claim_spawn_ms, "kept_batches": stats.kept_batches,
         "data_transactions": data.transactions, "data_operations": data.operations,
+        "data_busy_ms": data.busy_us / 1000,
     });
     Ok(json!({ "ms": ms, "count": count, "stats": stats }).to_string())
 }

@@ -821,6 +821,51 @@ impl Container {
         batch::answered(answer, "begin_epoch", identifier.to_string()).await
     }
 
+    /// Begins `identifier` and stores `bytes` as its whole file, finished, in ONE group-committed
+    /// transaction: what [`Container::begin_unless_finished`] followed by
+    /// [`Container::append_chunk`] at offset 0 with `finish` do, for a run that had the whole
+    /// small file (at most [`INLINE_MAX`] bytes, verified) before it read the stored state.
+    ///
+    /// With no download record, a finished asset `keep` accepts is kept and returned, and
+    /// nothing is written (as [`Began::Finished`]). Otherwise the epoch moves on (fencing any
+    /// other writer out, as a begin does), chunks an interrupted run left are deleted, and the
+    /// file is stored and finished; a previous version is replaced as by
+    /// [`Container::finish`]. `bytes` are copied at once. Errors: [`Error::DownloadInvalid`]
+    /// when `bytes` are larger than [`INLINE_MAX`] or not `finish.size` long (nothing queued);
+    /// a storage error of the transaction (nothing written).
+    pub fn begin_and_store_whole(
+        &self,
+        identifier: &str,
+        keep: impl FnOnce(&StoredAsset) -> bool + 'static,
+        bytes: &Uint8Array,
+        finish: FinishedAsset,
+    ) -> impl std::future::Future<Output = Result<StoredAsset, Error>> + 'static {
+        let len = bytes.length();
+        if len > INLINE_MAX || u64::from(len) != finish.size {
+            let reason = format!(
+                "a whole file of {len} bytes for `{identifier}` declared {} bytes long                  (at most {INLINE_MAX} are stored in one go)",
+                finish.size
+            );
+            return futures::future::Either::Left(std::future::ready(Err(
+                Error::DownloadInvalid { reason },
+            )));
+        }
+        let (reply, answer) = futures::channel::oneshot::channel();
+        let op = batch::Op::Fresh {
+            identifier: identifier.to_string(),
+            keep: Box::new(keep),
+            bytes: bytes.slice(0, len),
+            finish,
+            reply,
+        };
+        batch::submit(&self.db, &self.batcher, op);
+        futures::future::Either::Right(batch::answered(
+            answer,
+            "begin+write+finish",
+            identifier.to_string(),
+        ))
+    }
+
     /// How many group-commit transactions this connection ran for begins and whole small-file
     /// writes, and how many of those operations they carried (see [`MAX_BATCH`]).
     pub fn batch_stats(&self) -> BatchStats {

@@ -414,6 +414,118 @@ async fn begins_and_small_writes_together_share_transactions_each_with_its_own_a
     remove(c).await;
 }
 
+/// `begin_and_store_whole` begins, stores and finishes a whole small file in one operation of
+/// the group commit: a new file; a file whose earlier run left chunks and a checkpoint (they
+/// are replaced, and that run's epoch is fenced out); a new version over a finished one (kept
+/// instead when `keep` accepts it, with nothing written). Bytes that are too many or not the
+/// declared size are refused typed, and nothing stored changes.
+#[wasm_bindgen_test]
+async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
+    use background_assets::web::container::{ChunkAt, INLINE_MAX};
+    let c = fresh("whole").await;
+    let finish = |size: usize, seed: u8| FinishedAsset {
+        size: size as u64,
+        sha256: format!("{seed:02x}{}", "0".repeat(62)),
+        content_type: Some("application/x-test".into()),
+    };
+    let bytes = |seed: u8, size: usize| js_sys::Uint8Array::from(&pattern(seed, 0, size)[..]);
+
+    // New: one operation, one transaction.
+    let before = c.batch_stats();
+    let stored = c
+        .begin_and_store_whole("new", |_| true, &bytes(1, 70_000), finish(70_000, 1))
+        .await
+        .unwrap();
+    let after = c.batch_stats();
+    assert_eq!(
+        (
+            after.operations - before.operations,
+            after.transactions - before.transactions
+        ),
+        (1, 1)
+    );
+    assert_eq!((stored.size, stored.generation), (70_000, 1));
+    assert_eq!(c.asset("new").await.unwrap(), Some(stored));
+    assert_eq!(
+        c.read_range("new", 0, 70_000).await.unwrap(),
+        pattern(1, 0, 70_000)
+    );
+    assert!(c.load_checkpoint("new").await.unwrap().is_none());
+
+    // An interrupted earlier run: its chunks and checkpoint are replaced, its epoch is stale.
+    let record = c.begin_epoch_record("torn").await.unwrap();
+    let first = ChunkAt {
+        identifier: "torn",
+        epoch: record.epoch,
+        generation: record.generation,
+        offset: 0,
+    };
+    c.append_chunk(first, &bytes(9, 4096), &checkpoint(4096), None)
+        .await
+        .unwrap();
+    let stored = c
+        .begin_and_store_whole("torn", |_| true, &bytes(2, 5000), finish(5000, 2))
+        .await
+        .unwrap();
+    assert_eq!(stored.size, 5000);
+    assert_eq!(
+        c.read_range("torn", 0, 5000).await.unwrap(),
+        pattern(2, 0, 5000)
+    );
+    assert!(c.load_checkpoint("torn").await.unwrap().is_none());
+    let late = ChunkAt {
+        offset: 4096,
+        ..first
+    };
+    let refused = c
+        .append_chunk(late, &bytes(9, 100), &checkpoint(4196), None)
+        .await;
+    assert!(
+        refused.is_err(),
+        "the interrupted run still wrote: {refused:?}"
+    );
+    assert_eq!(c.asset("torn").await.unwrap(), Some(stored.clone()));
+
+    // Over a finished version: kept when `keep` says so (nothing written), replaced otherwise.
+    let kept = c
+        .begin_and_store_whole("torn", |a| a.size == 5000, &bytes(3, 6000), finish(6000, 3))
+        .await
+        .unwrap();
+    assert_eq!(kept, stored);
+    assert_eq!(
+        c.read_range("torn", 0, 5000).await.unwrap(),
+        pattern(2, 0, 5000)
+    );
+    let updated = c
+        .begin_and_store_whole("torn", |_| false, &bytes(3, 6000), finish(6000, 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.size, updated.generation),
+        (6000, stored.generation + 1)
+    );
+    assert_eq!(
+        c.read_range("torn", 0, 6000).await.unwrap(),
+        pattern(3, 0, 6000)
+    );
+
+    // Refused, typed, before anything is queued.
+    let too_big = INLINE_MAX as usize + 1;
+    let error = c
+        .begin_and_store_whole("big", |_| true, &bytes(4, too_big), finish(too_big, 4))
+        .await
+        .unwrap_err();
+    assert_eq!(error.name(), "DownloadInvalid", "{error}");
+    let error = c
+        .begin_and_store_whole("torn", |_| false, &bytes(4, 100), finish(101, 4))
+        .await
+        .unwrap_err();
+    assert_eq!(error.name(), "DownloadInvalid", "{error}");
+    assert!(c.asset("big").await.unwrap().is_none());
+    assert_eq!(c.asset("torn").await.unwrap(), Some(updated));
+    remove(c).await;
+}
+
 /// A lone caller — each begin and small-file write awaited before the next, as one download at a
 /// time does — never waits for others to join its batch, however soon after the batch before it
 /// comes. Two callers at once contend, and their batch gathers first.

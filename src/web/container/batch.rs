@@ -1,5 +1,7 @@
 //! Group commit for the two readwrite transactions that every download makes once: its begin
-//! (the epoch bump) and, for a small file, the one write that stores and finishes it whole.
+//! (the epoch bump) and, for a small file, the one write that stores and finishes it whole —
+//! or, for a fresh small file fetched before its state was read, the one operation that does
+//! both ([`Op::Fresh`]).
 //!
 //! IndexedDB runs readwrite transactions over the same stores one at a time, and each of these
 //! needs a round trip through this thread between its read and its writes. With many runs at
@@ -67,6 +69,8 @@ pub struct BatchStats {
     pub operations: u64,
     /// Batches that first waited [`GATHER_MS`] for more operations (the connection contended).
     pub gathered: u64,
+    /// Microseconds the batch transactions ran, from their start to their commit, summed.
+    pub busy_us: u64,
 }
 
 /// One operation waiting for its batch.
@@ -87,12 +91,22 @@ pub(super) enum Op {
         finish: FinishedAsset,
         reply: oneshot::Sender<Result<Option<StoredAsset>, Error>>,
     },
+    /// [`super::Container::begin_and_store_whole`]: a [`Op::Begin`] and an [`Op::Whole`] in one.
+    Fresh {
+        identifier: String,
+        keep: Box<dyn FnOnce(&StoredAsset) -> bool>,
+        bytes: Uint8Array,
+        finish: FinishedAsset,
+        reply: oneshot::Sender<Result<StoredAsset, Error>>,
+    },
 }
 
 impl Op {
     fn identifier(&self) -> &str {
         match self {
-            Op::Begin { identifier, .. } | Op::Whole { identifier, .. } => identifier,
+            Op::Begin { identifier, .. }
+            | Op::Whole { identifier, .. }
+            | Op::Fresh { identifier, .. } => identifier,
         }
     }
 
@@ -100,6 +114,7 @@ impl Op {
         match self {
             Op::Begin { reply, .. } => reply.is_canceled(),
             Op::Whole { reply, .. } => reply.is_canceled(),
+            Op::Fresh { reply, .. } => reply.is_canceled(),
         }
     }
 }
@@ -186,7 +201,9 @@ async fn drain(db: IdbDatabase, batcher: Rc<RefCell<Batcher>>) {
             queued.stats.operations += ops.len() as u64;
             ops
         };
+        let started = js_sys::Date::now();
         run_batch(&db, ops).await;
+        batcher.borrow_mut().stats.busy_us += ((js_sys::Date::now() - started) * 1000.0) as u64;
     }
 }
 
@@ -196,6 +213,10 @@ enum Decided {
     Whole(
         oneshot::Sender<Result<Option<StoredAsset>, Error>>,
         Result<Option<StoredAsset>, Error>,
+    ),
+    Fresh(
+        oneshot::Sender<Result<StoredAsset, Error>>,
+        Result<StoredAsset, Error>,
     ),
 }
 
@@ -212,6 +233,9 @@ impl Decided {
                 let _ = reply.send(failure.map_or(outcome, Err));
             }
             Decided::Whole(reply, outcome) => {
+                let _ = reply.send(failure.map_or(outcome, Err));
+            }
+            Decided::Fresh(reply, outcome) => {
                 let _ = reply.send(failure.map_or(outcome, Err));
             }
         }
@@ -292,6 +316,7 @@ fn decline(op: Op, error: Error) -> (Decided, Result<bool, Error>) {
     let decided = match op {
         Op::Begin { reply, .. } => Decided::Begin(reply, Err(error.clone())),
         Op::Whole { reply, .. } => Decided::Whole(reply, Err(error.clone())),
+        Op::Fresh { reply, .. } => Decided::Fresh(reply, Err(error.clone())),
     };
     (decided, Err(error))
 }
@@ -382,6 +407,43 @@ async fn decide(
             match write_whole(tx, &record, &bytes, asset, finish) {
                 Ok(stored) => (Decided::Whole(reply, Ok(Some(stored))), Ok(true)),
                 Err(error) => (Decided::Whole(reply, Err(error.clone())), Err(error)),
+            }
+        }
+        Op::Fresh {
+            identifier,
+            keep,
+            bytes,
+            finish,
+            reply,
+        } => {
+            // The begin's decision (a kept asset, or the next epoch), then the whole write in
+            // the new epoch: chunks an interrupted run left in the record's generation go.
+            let record = match record {
+                Some(record) => DownloadRecord {
+                    epoch: record.epoch + 1,
+                    ..record
+                },
+                None => {
+                    if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
+                        return (Decided::Fresh(reply, Ok(asset.clone())), Ok(false));
+                    }
+                    DownloadRecord {
+                        identifier: identifier.clone(),
+                        epoch: 1,
+                        stored: 0,
+                        generation: asset.as_ref().map(|a| a.generation + 1).unwrap_or(1),
+                        checkpoint: JsValue::NULL,
+                    }
+                }
+            };
+            let record = DownloadRecord {
+                stored: bytes.length() as u64,
+                checkpoint: JsValue::NULL,
+                ..record
+            };
+            match write_whole(tx, &record, &bytes, asset, finish) {
+                Ok(stored) => (Decided::Fresh(reply, Ok(stored)), Ok(true)),
+                Err(error) => (Decided::Fresh(reply, Err(error.clone())), Err(error)),
             }
         }
     }
