@@ -78,7 +78,9 @@ use crate::core::transfer::{
     Action, Checkpoint, Event, Progress, Transfer, TransferSpec, TransferState,
 };
 use crate::core::Millis;
-use crate::web::container::{Began, ChunkAt, Container, FinishedAsset, StoredAsset};
+use crate::web::container::{
+    Began, ChunkAt, Container, DownloadRecord, FinishedAsset, StoredAsset, INLINE_MAX,
+};
 use crate::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
 use crate::web::js;
 use crate::web::locks::{acquire, LockGuard, LockOptions};
@@ -385,42 +387,34 @@ pub async fn run(
         let options = fetch_options(&spec, None, None, None);
         connect_and_read(spec.url.clone(), options, limit)
     });
-    let began = container.begin_unless_finished(&identifier, {
-        let (sha256, size) = (spec.sha256, spec.expected_size);
-        move |asset| matches_declaration(sha256, size, asset)
-    });
-    let record = match alongside(began, &mut early).await? {
-        Began::Download(record) => record,
-        Began::Finished(asset) => {
-            drop(early); // aborts the request
-            guard.release().await;
-            return Ok(asset);
-        }
-    };
-    let (epoch, generation) = (record.epoch, record.generation);
-    let transfer = match Some(record) {
-        Some(record) if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() => {
-            // An unreadable checkpoint still names the stored bytes: resume() then sees a hash
-            // that does not cover them and restarts from zero with a Discard.
-            let checkpoint = checkpoint_from_value(&record.checkpoint).unwrap_or(Checkpoint {
-                bytes: record.stored,
-                ..Checkpoint::default()
-            });
-            Transfer::resume(spec, checkpoint, now())
-        }
-        Some(record) if record.stored > 0 => Transfer::resume(
-            spec,
-            Checkpoint {
-                bytes: record.stored,
-                ..Checkpoint::default()
-            },
-            now(),
-        ),
-        _ => Transfer::new(spec, now()),
+    // A small enough file is not begun until its whole body is here and verified: then one
+    // transaction begins, stores and finishes it (`Driver::ensure_began` otherwise).
+    let whole_first = early.is_some()
+        && spec
+            .expected_size
+            .is_some_and(|size| size <= u64::from(INLINE_MAX));
+    let (began, epoch, generation, transfer) = if whole_first {
+        (false, 0, 0, Transfer::new(spec, now()))
+    } else {
+        let began = container.begin_unless_finished(&identifier, {
+            let (sha256, size) = (spec.sha256, spec.expected_size);
+            move |asset| matches_declaration(sha256, size, asset)
+        });
+        let record = match alongside(began, &mut early).await? {
+            Began::Download(record) => record,
+            Began::Finished(asset) => {
+                drop(early); // aborts the request
+                guard.release().await;
+                return Ok(asset);
+            }
+        };
+        let (epoch, generation) = (record.epoch, record.generation);
+        (true, epoch, generation, transfer_for(spec, record))
     };
     let mut driver = Driver {
         container,
         identifier,
+        began,
         epoch,
         generation,
         guard,
@@ -440,6 +434,7 @@ pub async fn run(
         writes: VecDeque::new(),
         write_failed: false,
         finished: None,
+        kept: None,
         js_chunk: None,
     };
     let outcome = driver.drive().await;
@@ -447,6 +442,28 @@ pub async fn run(
     drop(io); // abort any open fetch before letting the lock go
     guard.release().await;
     outcome
+}
+
+/// The transfer that continues from `record`: from its checkpoint, or its stored bytes, or
+/// from zero.
+fn transfer_for(spec: TransferSpec, record: DownloadRecord) -> Transfer {
+    if !record.checkpoint.is_null() && !record.checkpoint.is_undefined() {
+        // An unreadable checkpoint still names the stored bytes: resume() then sees a hash that
+        // does not cover them and restarts from zero with a Discard.
+        let checkpoint = checkpoint_from_value(&record.checkpoint).unwrap_or(Checkpoint {
+            bytes: record.stored,
+            ..Checkpoint::default()
+        });
+        Transfer::resume(spec, checkpoint, now())
+    } else if record.stored > 0 {
+        let checkpoint = Checkpoint {
+            bytes: record.stored,
+            ..Checkpoint::default()
+        };
+        Transfer::resume(spec, checkpoint, now())
+    } else {
+        Transfer::new(spec, now())
+    }
 }
 
 type Connect = LocalBoxFuture<'static, Result<ResponseStream, Error>>;
@@ -540,6 +557,10 @@ enum Wake {
 struct Driver<'c> {
     container: &'c Container,
     identifier: String,
+    /// The download was begun (`epoch` and `generation` are its): `false` only for a fresh
+    /// small file until its one write begins it, or another storage action first
+    /// [`Driver::ensure_began`].
+    began: bool,
     epoch: u64,
     /// The download record's chunk generation (the chunks' key space).
     generation: u64,
@@ -568,6 +589,8 @@ struct Driver<'c> {
     write_failed: bool,
     /// The asset a write that also finished the download stored.
     finished: Option<StoredAsset>,
+    /// The finished asset [`Driver::ensure_began`] found and kept: the run ends with it.
+    kept: Option<StoredAsset>,
     /// A JS array of one chunk's size, reused for every full chunk: the container copies it
     /// (into a `Blob`, or IndexedDB's clone) when the write is issued, so one array serves every
     /// write without new garbage.
@@ -836,15 +859,40 @@ impl Driver<'_> {
                 return;
             }
         }
-        let at = ChunkAt {
-            identifier: &self.identifier,
-            epoch: self.epoch,
-            generation: self.generation,
-            offset,
-        };
-        let job = self.container.append_chunk(at, &array, &value, finish);
-        self.writes
-            .push_back(Box::pin(async move { (offset, len, job.await) }));
+        let whole = finish
+            .as_ref()
+            .filter(|_| !self.began && offset == 0 && array.length() <= INLINE_MAX);
+        if let Some(finish) = whole {
+            // The whole verified file of a run not begun yet: one transaction begins, stores and
+            // finishes it (or keeps the finished asset that is already there).
+            let (sha256, size) = (
+                self.transfer.spec().sha256,
+                self.transfer.spec().expected_size,
+            );
+            let job = self.container.begin_and_store_whole(
+                &self.identifier,
+                move |asset| matches_declaration(sha256, size, asset),
+                &array,
+                finish.clone(),
+            );
+            self.writes
+                .push_back(Box::pin(async move { (offset, len, job.await.map(Some)) }));
+        } else {
+            match self.ensure_began().await {
+                Ok(None) => {}
+                Ok(Some(asset)) => return self.keep(asset),
+                Err(error) => return self.on_written(offset, len, Err(error)),
+            }
+            let at = ChunkAt {
+                identifier: &self.identifier,
+                epoch: self.epoch,
+                generation: self.generation,
+                offset,
+            };
+            let job = self.container.append_chunk(at, &array, &value, finish);
+            self.writes
+                .push_back(Box::pin(async move { (offset, len, job.await) }));
+        }
         // Only a running transfer reads on while a write commits: a paused (or ending) one
         // reports its state once what arrived is stored, as before.
         if !matches!(
@@ -853,6 +901,48 @@ impl Driver<'_> {
         ) {
             self.settle_write().await;
         }
+    }
+
+    /// Begins the download if this run has not yet (a fresh small file, fetched before the
+    /// stored state was read, that needs another storage action than its one whole write):
+    /// `Some(asset)` when a finished asset matching the declaration is kept instead: the run
+    /// ends with it. Chunks an interrupted earlier run left are discarded: this run started
+    /// from byte 0.
+    async fn ensure_began(&mut self) -> Result<Option<StoredAsset>, Error> {
+        if self.began {
+            return Ok(None);
+        }
+        self.stop_if_lost().await?;
+        let (sha256, size) = (
+            self.transfer.spec().sha256,
+            self.transfer.spec().expected_size,
+        );
+        let keep = move |asset: &StoredAsset| matches_declaration(sha256, size, asset);
+        let record = match self
+            .container
+            .begin_unless_finished(&self.identifier, keep)
+            .await?
+        {
+            Began::Finished(asset) => return Ok(Some(asset)),
+            Began::Download(record) => record,
+        };
+        self.began = true;
+        (self.epoch, self.generation) = (record.epoch, record.generation);
+        if record.stored > 0 {
+            let reset = checkpoint_value(&Checkpoint::default())?;
+            self.container
+                .discard_chunks(&self.identifier, self.epoch, &reset)
+                .await?;
+        }
+        Ok(None)
+    }
+
+    /// Ends the run with `asset`, the finished one [`Driver::ensure_began`] kept: the fetch is
+    /// dropped, nothing of this run is stored.
+    fn keep(&mut self, asset: StoredAsset) {
+        self.io = Io::Idle;
+        self.stream = None;
+        self.kept = Some(asset);
     }
 
     /// How many chunk writes may be in flight: [`WRITES_IN_FLIGHT`], or one with bounded `Range`
@@ -950,10 +1040,23 @@ impl Driver<'_> {
                     offset,
                     data,
                     checkpoint,
-                } => self.start_write(offset, data, checkpoint).await,
+                } => {
+                    self.start_write(offset, data, checkpoint).await;
+                    if let Some(asset) = self.kept.take() {
+                        return Some(Ok(asset));
+                    }
+                }
                 Action::Discard { checkpoint } => {
                     self.settle_write().await;
-                    let result = match self.stop_if_lost().await {
+                    let result = match self.ensure_began().await {
+                        Ok(Some(asset)) => {
+                            self.keep(asset);
+                            return self.kept.take().map(Ok);
+                        }
+                        Ok(None) => self.stop_if_lost().await,
+                        Err(e) => Err(e),
+                    };
+                    let result = match result {
                         Err(e) => Err(e),
                         Ok(()) => match checkpoint_value(&checkpoint) {
                             Ok(value) => {
@@ -970,7 +1073,15 @@ impl Driver<'_> {
                 }
                 Action::SaveCheckpoint(checkpoint) => {
                     self.settle_write().await;
-                    let result = match self.stop_if_lost().await {
+                    let result = match self.ensure_began().await {
+                        Ok(Some(asset)) => {
+                            self.keep(asset);
+                            return self.kept.take().map(Ok);
+                        }
+                        Ok(None) => self.stop_if_lost().await,
+                        Err(e) => Err(e),
+                    };
+                    let result = match result {
                         Err(e) => Err(e),
                         Ok(()) => match checkpoint_value(&checkpoint) {
                             Ok(value) => {
@@ -992,6 +1103,11 @@ impl Driver<'_> {
                     self.settle_write().await;
                     if let Some(asset) = self.finished.take() {
                         return Some(Ok(asset)); // the last write finished it
+                    }
+                    match self.ensure_began().await {
+                        Ok(Some(asset)) => return Some(Ok(asset)),
+                        Ok(None) => {}
+                        Err(error) => return Some(Err(error)),
                     }
                     if let Err(error) = self.stop_if_lost().await {
                         return Some(Err(error));

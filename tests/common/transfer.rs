@@ -380,20 +380,22 @@ async fn a_fresh_small_file_is_requested_while_its_stored_state_is_read() {
     remove(c).await;
 }
 
-/// `RunOptions::fresh` is a hint: when the download turns out to be finished already, the run
-/// keeps the stored asset (the early request is aborted, nothing is written); when it has a
-/// checkpoint, the run resumes from it with a `Range` request and stores the right file.
+/// `RunOptions::fresh` is a hint. When the download turns out to be finished already, the run
+/// keeps the stored asset (nothing is written). When an earlier run left chunks: a file that
+/// fits `INLINE_MAX` was fetched whole already, and its one write replaces them; a larger one
+/// (still one chunk) resumes from them with a `Range` request. Either way the right file is
+/// stored.
 #[wasm_bindgen_test]
 async fn a_wrong_fresh_hint_still_keeps_or_resumes() {
-    const LEN: u64 = 65_536;
+    use background_assets::web::container::INLINE_MAX;
     const SMALL_CHUNK: u64 = 16_384;
-    const STALL_AT: u64 = 40_000;
     let c = fresh("run-hint").await;
     let fresh_opts = || RunOptions {
         fresh: true,
         ..options(&tracker(), None)
     };
     // Finished already: kept.
+    const LEN: u64 = 65_536;
     let seed = 14_000 + probe() % 1000;
     let path = gen_path(LEN, seed, "");
     let id = unique_id("hint-kept");
@@ -419,45 +421,89 @@ async fn a_wrong_fresh_hint_still_keeps_or_resumes() {
     let logged = gets(&path).await;
     assert!(logged.len() <= 2, "{logged:?}");
 
-    // A checkpoint (two 16 KiB chunks of a run killed mid-body): resumed from it.
-    let seed = 15_000 + probe() % 1000;
-    let fault = format!("fault=stall:{STALL_AT}&stall-ms={STALL_MS}&times=1");
-    let path = gen_path(LEN, seed, &fault);
-    let id = unique_id("hint-resume");
-    let first = tracker();
-    let seen = first.clone();
-    kill_when(
-        run(
+    // Chunks of a run killed mid-body, then a run with the hint.
+    for len in [LEN, u64::from(INLINE_MAX) + 60_000] {
+        assert!(len <= CHUNK, "one chunk: the hint applies");
+        let stall_at = 2 * SMALL_CHUNK + 7_000;
+        let seed = 15_000 + probe() % 1000;
+        let fault = format!("fault=stall:{stall_at}&stall-ms={STALL_MS}&times=1");
+        let path = gen_path(len, seed, &fault);
+        let id = unique_id("hint-resume");
+        let first = tracker();
+        let seen = first.clone();
+        kill_when(
+            run(
+                &c,
+                spec_for(&id, &path, len, seed, SMALL_CHUNK).await,
+                options(&first, None),
+            ),
+            async move {
+                wait_until("2 chunks are stored", || {
+                    seen.borrow().bytes_written >= 2 * SMALL_CHUNK
+                })
+                .await
+            },
+        )
+        .await;
+        let kept = stored(&c, &id).await;
+        assert_eq!(kept, 2 * SMALL_CHUNK);
+        let asset = run(
             &c,
-            spec_for(&id, &path, LEN, seed, SMALL_CHUNK).await,
-            options(&first, None),
-        ),
-        async move {
-            wait_until("2 chunks are stored", || {
-                seen.borrow().bytes_written >= 2 * SMALL_CHUNK
-            })
+            spec_for(&id, &path, len, seed, CHUNK).await,
+            fresh_opts(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (asset.size, asset.sha256),
+            (len, cdn_sha256(len, seed).await)
+        );
+        assert!(c.load_checkpoint(&id).await.unwrap().is_none());
+        let logged = gets(&path).await;
+        let last = logged.last().unwrap();
+        if len <= u64::from(INLINE_MAX) {
+            assert_eq!(
+                (last.range.as_deref(), last.sent),
+                (None, len),
+                "{logged:?}"
+            );
+            assert_eq!(logged.len(), 2, "{logged:?}");
+        } else {
+            assert_eq!(last.range, Some(format!("bytes={kept}-")), "{logged:?}");
+            assert_eq!((last.status, last.sent), (206, len - kept));
+            assert!(logged.len() <= 3, "{logged:?}");
+        }
+    }
+    remove(c).await;
+}
+
+/// A fresh small file's run makes one container operation (begin, store and finish at once);
+/// without the hint it makes two (the begin, then the write that finishes).
+#[wasm_bindgen_test]
+async fn a_fresh_small_file_is_stored_with_one_container_operation() {
+    const LEN: u64 = 65_536;
+    let c = fresh("run-one-op").await;
+    for (hint, operations) in [(true, 1), (false, 2)] {
+        let seed = 16_000 + probe() % 1000;
+        let path = gen_path(LEN, seed, "");
+        let id = unique_id("one-op");
+        let before = c.batch_stats();
+        let opts = RunOptions {
+            fresh: hint,
+            ..options(&tracker(), None)
+        };
+        let asset = run(&c, spec_for(&id, &path, LEN, seed, CHUNK).await, opts)
             .await
-        },
-    )
-    .await;
-    let kept = stored(&c, &id).await;
-    assert_eq!(kept, 2 * SMALL_CHUNK);
-    let asset = run(
-        &c,
-        spec_for(&id, &path, LEN, seed, CHUNK).await,
-        fresh_opts(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (asset.size, asset.sha256),
-        (LEN, cdn_sha256(LEN, seed).await)
-    );
-    let logged = gets(&path).await;
-    let last = logged.last().unwrap();
-    assert_eq!(last.range, Some(format!("bytes={kept}-")), "{logged:?}");
-    assert_eq!((last.status, last.sent), (206, LEN - kept));
-    assert!(logged.len() <= 3, "{logged:?}");
+            .unwrap();
+        let after = c.batch_stats();
+        assert_eq!(
+            after.operations - before.operations,
+            operations,
+            "fresh: {hint}"
+        );
+        assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+        assert_eq!(c.read_range(&id, 0, LEN).await.unwrap().len() as u64, LEN);
+    }
     remove(c).await;
 }
 
