@@ -227,6 +227,18 @@ impl Tx {
         Err(error)
     }
 
+    /// Asks the browser to commit now (`IDBTransaction.commit()`, where the engine has it): once
+    /// every request is issued, the commit need not wait for their answers to come back to this
+    /// thread first. No request may be issued after it. Then waits as [`Tx::commit`].
+    async fn commit_now(self) -> Result<(), Error> {
+        let commit = js::get(&self.raw, "commit");
+        if let Some(commit) = commit.dyn_ref::<js_sys::Function>() {
+            // Throws only when the transaction is already finishing (aborted): its end says why.
+            let _ = commit.call0(&self.raw);
+        }
+        self.commit().await
+    }
+
     /// Waits for the transaction to commit; maps an abort to the typed error.
     async fn commit(self) -> Result<(), Error> {
         match self.done.await {
@@ -1141,7 +1153,7 @@ impl Container {
                 }
                 Ok(tx)
             });
-        async move { issued?.commit().await }
+        async move { issued?.commit_now().await }
     }
 
     /// The value under `key` and every `(key, value)` whose key starts with `prefix`, in the

@@ -304,7 +304,7 @@ async fn run_batch(db: &IdbDatabase, ops: Vec<Op>) {
     }
     let committed = match broken {
         Some(error) => Err(error),
-        None => tx.commit().await,
+        None => tx.commit_now().await,
     };
     for (identifier, decision, wrote) in decided {
         decision.answer(&identifier, &committed, wrote);
