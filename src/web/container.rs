@@ -1067,7 +1067,7 @@ async fn append_checked(
                 }
             }
         };
-        tx.commit().await?;
+        tx.commit_now().await?;
         Ok(stored)
     }
 }
