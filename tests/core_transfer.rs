@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use background_assets::core::error::Error;
+use background_assets::core::error::{hex, Error};
 use background_assets::core::integrity::{ChunkDigests, Sha256Stream};
 use background_assets::core::transfer::{
     Action, Checkpoint, Event, ResponseHeaders, Transfer, TransferConfig, TransferSpec,
@@ -436,7 +436,8 @@ impl Sim {
                     if self.refused_chunk {
                         continue;
                     }
-                    if let Some(digests) = &self.spec.chunk_digests {
+                    // The transfer's own list: a one-chunk file's declared digest counts too.
+                    if let Some(digests) = self.t.spec().chunk_digests.clone() {
                         // The driver's side of the contract: every write is a whole chunk (or
                         // the file's last) with a declared digest, checked before it is stored.
                         let expected = self
@@ -684,6 +685,34 @@ fn clean_download_has_no_range_and_coalesces_pieces_into_chunks() {
     );
     assert_eq!(sim.t.progress().wasted_bytes, 0);
     assert_eq!(sim.delivered, 4_500);
+}
+
+/// A file that fits in one chunk, with its size and SHA-256 declared, is verified as that one
+/// chunk: the driver is asked to check the chunk's digest before storing it, nothing is hashed
+/// in the transfer, and the finished file has the declared digest. A larger file, or one with no
+/// declared digest or size, is hashed as it arrives.
+#[test]
+fn a_one_chunk_file_with_a_declared_digest_is_verified_as_its_one_chunk() {
+    let body = source(900, 7);
+    let mut sim = Sim::new(900, |s| s.config.chunk_size = 1_000);
+    assert_eq!(
+        sim.t.spec().chunk_digests,
+        Some(ChunkDigests {
+            chunk_size: 1_000,
+            sha256: vec![sha(&body)]
+        })
+    );
+    assert_eq!(sim.t.expected_chunk_digest(0), Some(sha(&body)));
+    sim.assert_finished_exact();
+    for (size, declared_sha) in [(1_001, true), (900, false)] {
+        let mut spec = TransferSpec::new("f", "https://cdn.example/f");
+        spec.config.chunk_size = 1_000;
+        spec.expected_size = Some(size);
+        spec.sha256 = declared_sha.then(|| sha(&body));
+        let t = Transfer::new(spec, 0);
+        assert_eq!(t.spec().chunk_digests, None, "{size} {declared_sha}");
+        assert_eq!(t.expected_chunk_digest(0), None);
+    }
 }
 
 /// A spec that may be requested before its stored state is read is one whose fresh run starts
@@ -1266,6 +1295,21 @@ fn digest_mismatch_is_never_reported_finished() {
     ));
     assert!(!sim.log.iter().any(|l| matches!(l, Logged::Finish { .. })));
     assert!(sim.store.chunks.is_empty(), "the bad file is discarded");
+    // A one-chunk file (verified as its chunk): the same error, naming the file's digests,
+    // and nothing stored.
+    let mut sim = Sim::new(900, |s| s.sha256 = Some([0xab; 32]));
+    sim.run();
+    let actual = hex(&sha(&source(900, 7)));
+    assert!(
+        matches!(
+            &sim.outcome,
+            Some(Err(Error::IntegrityMismatch { expected, actual: got, .. }))
+                if expected == &"ab".repeat(32) && got == &actual
+        ),
+        "{:?}",
+        sim.outcome
+    );
+    assert!(sim.store.chunks.is_empty());
 }
 
 // --- chunk digests ----------------------------------------------------------------------------
@@ -1638,8 +1682,10 @@ proptest! {
                             sim.drain();
                             if sim.t.state() == TransferState::Paused {
                                 let received = sim.t.progress().bytes_received;
-                                // With chunk digests a partial chunk stays in memory.
-                                let stored = if digests && received != len as u64 {
+                                // With chunk digests (declared, or a one-chunk file's own
+                                // declared digest) a partial chunk stays in memory.
+                                let by_chunks = sim.t.spec().chunk_digests.is_some();
+                                let stored = if by_chunks && received != len as u64 {
                                     received - received % u64::from(chunk)
                                 } else {
                                     received

@@ -307,6 +307,10 @@ pub struct TransferSpec {
     /// finished with its declared `sha256` once every chunk matched. The chunks are the list's:
     /// its chunk size replaces `config.chunk_size`, and only whole chunks (and the file's last)
     /// are written, so a pause or a broken response keeps a partial chunk in memory.
+    ///
+    /// A file whose declared size fits in one `config.chunk_size` chunk, with `sha256`
+    /// declared and no list, is verified as that one chunk ([`Transfer::spec`] shows the list
+    /// of its one digest): the browser's digest checks it, nothing is hashed here.
     pub chunk_digests: Option<ChunkDigests>,
     /// Tuning.
     pub config: TransferConfig,
@@ -803,6 +807,19 @@ impl Transfer {
     }
 
     fn blank(mut spec: TransferSpec) -> Transfer {
+        // A file that fits in one chunk, with its SHA-256 declared, is that one chunk: its
+        // digest is checked by the driver (the browser's digest, off the thread that reads),
+        // and nothing is hashed here.
+        if let (None, Some(size), Some(sha256)) =
+            (&spec.chunk_digests, spec.expected_size, spec.sha256)
+        {
+            if size > 0 && size <= u64::from(spec.config.chunk_size) {
+                spec.chunk_digests = Some(ChunkDigests {
+                    chunk_size: spec.config.chunk_size,
+                    sha256: vec![sha256],
+                });
+            }
+        }
         if let Some(digests) = &spec.chunk_digests {
             spec.config.chunk_size = digests.chunk_size;
         }
@@ -938,11 +955,25 @@ impl Transfer {
             Event::ChunkMismatch { offset, actual } => {
                 let expected = self.expected_chunk_digest(offset).unwrap_or_default();
                 self.abort_fetch();
-                self.fail(Error::ChunkIntegrityMismatch {
-                    identifier: self.identifier(),
-                    offset,
-                    expected: hex(&expected),
-                    actual: hex(&actual),
+                // A chunk that is the whole file (a one-chunk file, verified as its chunk) is the
+                // file's digest that differs.
+                let whole = offset == 0
+                    && self
+                        .spec
+                        .expected_size
+                        .is_some_and(|size| size <= u64::from(self.spec.config.chunk_size));
+                self.fail(match (whole, self.spec.sha256) {
+                    (true, Some(declared)) => Error::IntegrityMismatch {
+                        identifier: self.identifier(),
+                        expected: hex(&declared),
+                        actual: hex(&actual),
+                    },
+                    _ => Error::ChunkIntegrityMismatch {
+                        identifier: self.identifier(),
+                        offset,
+                        expected: hex(&expected),
+                        actual: hex(&actual),
+                    },
                 });
             }
             Event::WriteFailed(error) | Event::Refused(error) => {
