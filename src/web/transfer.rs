@@ -254,10 +254,12 @@ pub struct RunOptions {
     /// body is written, hashed and verified, and a body that breaks is resumed from the network.
     pub first_response: Option<web_sys::Response>,
     /// The caller expects nothing stored for this download (no checkpoint, no finished asset):
-    /// a file that fits in one chunk ([`TransferSpec::may_fetch_before_state`]) is then
-    /// requested, and its body read, while the stored state is read, instead of after. Should
-    /// the run resume or keep a finished asset after all, that request is aborted: at most the
-    /// one small file is fetched for nothing. Off by default.
+    /// a file of at most [`INLINE_MAX`] bytes that fits in one chunk
+    /// ([`TransferSpec::may_fetch_before_state`]) is then requested, and its body read whole,
+    /// before the stored state is read, and its one verified write begins, stores and finishes
+    /// it in one transaction ([`Container::begin_and_store_whole`]). Should the download be
+    /// finished already, the stored asset is kept and the small file was fetched for nothing;
+    /// chunks an interrupted run left are replaced. Off by default.
     pub fresh: bool,
 }
 
@@ -377,33 +379,36 @@ pub async fn run(
     check_allowed(&options.allow, &page, &spec.url)?;
     let identifier = spec.identifier.clone();
     let guard = take_lock(&identifier, options.lock).await?;
-    // A fresh small file's request goes out while its stored state is read (one round trip less
-    // per file when many small ones are fetched): `RunOptions::fresh`.
-    let mut early = (options.fresh
+    // A fresh file of at most INLINE_MAX (`RunOptions::fresh`) is requested, and its body read
+    // whole at once, without reading the stored state first; it is begun only by its one
+    // verified write, which begins, stores and finishes it in one transaction
+    // (`Driver::ensure_began` begins it first for any other storage action). One round trip
+    // less per file when many small ones are fetched. A body that breaks is fetched again from
+    // 0 (at most INLINE_MAX bytes). A larger file's run reads its state first, so that its body
+    // is read as it arrives and a break resumes from the bytes received.
+    let whole_first = options.fresh
         && spec.may_fetch_before_state()
-        && options.first_response.is_none())
-    .then(|| {
+        && options.first_response.is_none()
+        && spec
+            .expected_size
+            .is_some_and(|size| size <= u64::from(INLINE_MAX));
+    let early = whole_first.then(|| {
         let limit = spec.expected_size.unwrap_or(0) as usize;
         let options = fetch_options(&spec, None, None, None);
         connect_and_read(spec.url.clone(), options, limit)
     });
-    // A small enough file is not begun until its whole body is here and verified: then one
-    // transaction begins, stores and finishes it (`Driver::ensure_began` otherwise).
-    let whole_first = early.is_some()
-        && spec
-            .expected_size
-            .is_some_and(|size| size <= u64::from(INLINE_MAX));
     let (began, epoch, generation, transfer) = if whole_first {
         (false, 0, 0, Transfer::new(spec, now()))
     } else {
-        let began = container.begin_unless_finished(&identifier, {
-            let (sha256, size) = (spec.sha256, spec.expected_size);
-            move |asset| matches_declaration(sha256, size, asset)
-        });
-        let record = match alongside(began, &mut early).await? {
+        let began = container
+            .begin_unless_finished(&identifier, {
+                let (sha256, size) = (spec.sha256, spec.expected_size);
+                move |asset| matches_declaration(sha256, size, asset)
+            })
+            .await?;
+        let record = match began {
             Began::Download(record) => record,
             Began::Finished(asset) => {
-                drop(early); // aborts the request
                 guard.release().await;
                 return Ok(asset);
             }
@@ -504,25 +509,6 @@ fn connect_and_read(url: String, options: FetchOptions, limit: usize) -> Connect
     })
 }
 
-/// Awaits `main` while also driving `side`, if any: its request goes out at once instead of
-/// after `main`. A `side` that is ready first is kept, as a future ready with its outcome.
-async fn alongside<T>(main: impl Future<Output = T>, side: &mut Option<Connect>) -> T {
-    let mut main = std::pin::pin!(main);
-    let mut done = None;
-    let out = poll_fn(|cx| {
-        if let (None, Some(pending)) = (&done, side.as_mut()) {
-            if let Poll::Ready(outcome) = pending.as_mut().poll(cx) {
-                done = Some(outcome);
-            }
-        }
-        main.as_mut().poll(cx)
-    })
-    .await;
-    if let Some(outcome) = done {
-        *side = Some(Box::pin(std::future::ready(outcome)));
-    }
-    out
-}
 type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Error>)>;
 /// A chunk write in flight: its offset, length, and the commit's outcome (with the finished
 /// asset when the write also finished the download).

@@ -471,6 +471,43 @@ async fn a_wrong_fresh_hint_still_keeps_or_resumes() {
     remove(c).await;
 }
 
+/// With the hint, a fresh one-chunk file larger than `INLINE_MAX` whose connection breaks
+/// mid-body resumes with a `Range` from the bytes it received (with or without a declared
+/// digest), as without the hint: its body is read as it arrives, not read ahead whole.
+#[wasm_bindgen_test]
+async fn a_fresh_file_whose_connection_breaks_resumes_from_what_it_received() {
+    const LEN: u64 = 900_000;
+    const DROP_AT: u64 = 500_000;
+    let c = fresh("run-fresh-drop").await;
+    for declared in [true, false] {
+        let seed = 17_000 + probe() % 1000;
+        let path = gen_path(LEN, seed, &format!("fault=drop:{DROP_AT}&times=1"));
+        let id = unique_id("fresh-drop");
+        let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+        if !declared {
+            spec.sha256 = None;
+        }
+        let opts = RunOptions {
+            fresh: true,
+            ..options(&tracker(), None)
+        };
+        let asset = run(&c, spec, opts).await.unwrap();
+        assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+        let logged = gets(&path).await;
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        let from: u64 = logged[1]
+            .range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `bytes=N-` resume (declared {declared}): {logged:?}"));
+        assert!(from > 0 && from <= DROP_AT, "{logged:?}");
+        assert_eq!((logged[1].status, logged[1].sent), (206, LEN - from));
+    }
+    remove(c).await;
+}
+
 /// A fresh small file's run makes one container operation (begin, store and finish at once);
 /// without the hint it makes two (the begin, then the write that finishes).
 #[wasm_bindgen_test]
