@@ -923,6 +923,19 @@ impl Driver<'_> {
         Ok(None)
     }
 
+    /// Before a storage action other than a write: [`Driver::ensure_began`], then the lock
+    /// check. `None` when a finished asset was kept instead (in `kept`: the run ends with it).
+    async fn begun_and_held(&mut self) -> Option<Result<(), Error>> {
+        match self.ensure_began().await {
+            Ok(Some(asset)) => {
+                self.keep(asset);
+                None
+            }
+            Ok(None) => Some(self.stop_if_lost().await),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Ends the run with `asset`, the finished one [`Driver::ensure_began`] kept: the fetch is
     /// dropped, nothing of this run is stored.
     fn keep(&mut self, asset: StoredAsset) {
@@ -1034,13 +1047,8 @@ impl Driver<'_> {
                 }
                 Action::Discard { checkpoint } => {
                     self.settle_write().await;
-                    let result = match self.ensure_began().await {
-                        Ok(Some(asset)) => {
-                            self.keep(asset);
-                            return self.kept.take().map(Ok);
-                        }
-                        Ok(None) => self.stop_if_lost().await,
-                        Err(e) => Err(e),
+                    let Some(result) = self.begun_and_held().await else {
+                        return self.kept.take().map(Ok);
                     };
                     let result = match result {
                         Err(e) => Err(e),
@@ -1059,13 +1067,8 @@ impl Driver<'_> {
                 }
                 Action::SaveCheckpoint(checkpoint) => {
                     self.settle_write().await;
-                    let result = match self.ensure_began().await {
-                        Ok(Some(asset)) => {
-                            self.keep(asset);
-                            return self.kept.take().map(Ok);
-                        }
-                        Ok(None) => self.stop_if_lost().await,
-                        Err(e) => Err(e),
+                    let Some(result) = self.begun_and_held().await else {
+                        return self.kept.take().map(Ok);
                     };
                     let result = match result {
                         Err(e) => Err(e),
