@@ -362,24 +362,9 @@ async fn decide(
             keep,
             reply,
         } => {
-            let record = match record {
-                Some(mut record) => {
-                    record.epoch += 1;
-                    record
-                }
-                None => {
-                    if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
-                        let began = Ok(Began::Finished(asset.clone()));
-                        return (Decided::Begin(reply, began), Ok(false));
-                    }
-                    DownloadRecord {
-                        identifier: identifier.clone(),
-                        epoch: 1,
-                        stored: 0,
-                        generation: asset.map(|a| a.generation + 1).unwrap_or(1),
-                        checkpoint: JsValue::NULL,
-                    }
-                }
+            let record = match begun(&identifier, record, asset.as_ref(), keep) {
+                Ok(record) => record,
+                Err(kept) => return (Decided::Begin(reply, Ok(Began::Finished(kept))), Ok(false)),
             };
             let key = JsValue::from_str(&identifier);
             let put = tx
@@ -418,23 +403,9 @@ async fn decide(
         } => {
             // The begin's decision (a kept asset, or the next epoch), then the whole write in
             // the new epoch: chunks an interrupted run left in the record's generation go.
-            let record = match record {
-                Some(record) => DownloadRecord {
-                    epoch: record.epoch + 1,
-                    ..record
-                },
-                None => {
-                    if let Some(asset) = asset.as_ref().filter(|asset| keep(asset)) {
-                        return (Decided::Fresh(reply, Ok(asset.clone())), Ok(false));
-                    }
-                    DownloadRecord {
-                        identifier: identifier.clone(),
-                        epoch: 1,
-                        stored: 0,
-                        generation: asset.as_ref().map(|a| a.generation + 1).unwrap_or(1),
-                        checkpoint: JsValue::NULL,
-                    }
-                }
+            let record = match begun(&identifier, record, asset.as_ref(), keep) {
+                Ok(record) => record,
+                Err(kept) => return (Decided::Fresh(reply, Ok(kept)), Ok(false)),
             };
             let record = DownloadRecord {
                 stored: bytes.length() as u64,
@@ -446,6 +417,33 @@ async fn decide(
                 Err(error) => (Decided::Fresh(reply, Err(error.clone())), Err(error)),
             }
         }
+    }
+}
+
+/// A begin's decision on what it read: the download record with the next epoch (a new one,
+/// in the generation after a finished asset's, when there is none), or `Err` with the finished
+/// asset `keep` accepts when there is no download record.
+fn begun(
+    identifier: &str,
+    record: Option<DownloadRecord>,
+    asset: Option<&StoredAsset>,
+    keep: Box<dyn FnOnce(&StoredAsset) -> bool>,
+) -> Result<DownloadRecord, StoredAsset> {
+    match record {
+        Some(record) => Ok(DownloadRecord {
+            epoch: record.epoch + 1,
+            ..record
+        }),
+        None => match asset {
+            Some(asset) if keep(asset) => Err(asset.clone()),
+            _ => Ok(DownloadRecord {
+                identifier: identifier.to_string(),
+                epoch: 1,
+                stored: 0,
+                generation: asset.map_or(1, |a| a.generation + 1),
+                checkpoint: JsValue::NULL,
+            }),
+        },
     }
 }
 
