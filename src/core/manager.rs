@@ -1036,7 +1036,7 @@ impl Manager {
     /// may request a small file before it has read the stored state
     /// (the web driver's `RunOptions::fresh`). `false` for an unknown
     /// download. Reports are throttled, so a run killed before reporting can leave stored bytes
-    /// behind a `true`: the run still resumes from them, the early request is then dropped.
+    /// behind a `true`: the run still handles them (a small file fetched whole replaces them).
     pub fn nothing_received(&self, id: &Identifier) -> bool {
         self.records
             .get(id)

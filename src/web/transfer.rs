@@ -328,12 +328,15 @@ fn checkpoint_from_value(value: &JsValue) -> Option<Checkpoint> {
     serde_json::from_str(&js::json_text(value).ok()?).ok()
 }
 
-/// Whether a finished asset already matches the declared `sha256` and `size` (only when a
+/// Whether a finished asset already matches `spec`'s declared SHA-256 and size (only when a
 /// SHA-256 is declared): then the run keeps it instead of downloading.
-fn matches_declaration(sha256: Option<[u8; 32]>, size: Option<u64>, asset: &StoredAsset) -> bool {
-    sha256.is_some_and(|sha256| {
-        asset.sha256 == hex(&sha256) && size.map_or(true, |s| s == asset.size)
-    })
+fn matches_declaration(spec: &TransferSpec) -> impl FnOnce(&StoredAsset) -> bool + 'static {
+    let (sha256, size) = (spec.sha256, spec.expected_size);
+    move |asset| {
+        sha256.is_some_and(|sha256| {
+            asset.sha256 == hex(&sha256) && size.map_or(true, |s| s == asset.size)
+        })
+    }
 }
 
 async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Error> {
@@ -401,10 +404,7 @@ pub async fn run(
         (false, 0, 0, Transfer::new(spec, now()))
     } else {
         let began = container
-            .begin_unless_finished(&identifier, {
-                let (sha256, size) = (spec.sha256, spec.expected_size);
-                move |asset| matches_declaration(sha256, size, asset)
-            })
+            .begin_unless_finished(&identifier, matches_declaration(&spec))
             .await?;
         let record = match began {
             Began::Download(record) => record,
@@ -558,8 +558,8 @@ struct Driver<'c> {
     on_progress: Option<ProgressCallback>,
     /// [`RunOptions::first_response`], until the first fetch takes it.
     first_response: Option<web_sys::Response>,
-    /// The first request, sent while the stored state was read (small files only), until the
-    /// first `Fetch` takes it or drops it.
+    /// The first request of a run begun by its one write (a fresh small file), sent before the
+    /// stored state was read, until the first `Fetch` takes it.
     early: Option<Connect>,
     transfer: Transfer,
     io: Io,
@@ -851,13 +851,9 @@ impl Driver<'_> {
         if let Some(finish) = whole {
             // The whole verified file of a run not begun yet: one transaction begins, stores and
             // finishes it (or keeps the finished asset that is already there).
-            let (sha256, size) = (
-                self.transfer.spec().sha256,
-                self.transfer.spec().expected_size,
-            );
             let job = self.container.begin_and_store_whole(
                 &self.identifier,
-                move |asset| matches_declaration(sha256, size, asset),
+                matches_declaration(self.transfer.spec()),
                 &array,
                 finish.clone(),
             );
@@ -899,11 +895,7 @@ impl Driver<'_> {
             return Ok(None);
         }
         self.stop_if_lost().await?;
-        let (sha256, size) = (
-            self.transfer.spec().sha256,
-            self.transfer.spec().expected_size,
-        );
-        let keep = move |asset: &StoredAsset| matches_declaration(sha256, size, asset);
+        let keep = matches_declaration(self.transfer.spec());
         let record = match self
             .container
             .begin_unless_finished(&self.identifier, keep)
@@ -1019,8 +1011,8 @@ impl Driver<'_> {
                         continue;
                     }
                     if let Some(early) = self.early.take() {
-                        // Sent while the stored state was read: it answers this request only
-                        // if this is the plain first request it made (a resume drops it).
+                        // Sent before the stored state was read: it answers the transfer's
+                        // first request, the plain `GET` a new transfer starts with.
                         let plain = range_start.is_none() && range_end.is_none();
                         if plain && if_range.is_none() && url == self.transfer.spec().url {
                             self.io = Io::Connecting(early);
