@@ -466,12 +466,8 @@ async fn fault_network_offline_and_back_resumes_with_range() {
     );
     let last = logged.last().unwrap();
     assert_eq!(last.status, 206, "back online, it resumed: {logged:?}");
-    let from: u64 = last
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok())
+    let from = last
+        .open_range_start()
         .unwrap_or_else(|| panic!("an open range: {logged:?}"));
     assert!(
         (CHUNK..=CUT).contains(&from),

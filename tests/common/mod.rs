@@ -94,6 +94,17 @@ pub struct Logged {
     pub sent: u64,
 }
 
+impl Logged {
+    /// `N` of an open `Range: bytes=N-` (a resume), if that is what this `GET` asked for.
+    pub fn open_range_start(&self) -> Option<u64> {
+        self.range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+    }
+}
+
 /// The `GET`s the CDN logged for exactly `path` (path and query), in order.
 pub async fn gets(path: &str) -> Vec<Logged> {
     let log: serde_json::Value =

@@ -498,12 +498,8 @@ async fn a_fresh_file_whose_connection_breaks_resumes_from_what_it_received() {
         assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
         let logged = gets(&path).await;
         assert_eq!(logged.len(), 2, "{logged:?}");
-        let from: u64 = logged[1]
-            .range
-            .as_deref()
-            .and_then(|r| r.strip_prefix("bytes="))
-            .and_then(|r| r.strip_suffix('-'))
-            .and_then(|n| n.parse().ok())
+        let from = logged[1]
+            .open_range_start()
             .unwrap_or_else(|| panic!("no `bytes=N-` resume (declared {declared}): {logged:?}"));
         assert!(from > 0 && from <= DROP_AT, "{logged:?}");
         assert_eq!((logged[1].status, logged[1].sent), (206, LEN - from));
@@ -574,12 +570,8 @@ async fn a_dropped_connection_resumes_with_range() {
         (logged[0].range.as_deref(), logged[0].sent),
         (None, DROP_AT)
     );
-    let resumed_at: u64 = logged[1]
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok())
+    let resumed_at = logged[1]
+        .open_range_start()
         .unwrap_or_else(|| panic!("second GET has no `bytes=N-` Range: {logged:?}"));
     assert_eq!(logged[1].status, 206);
     assert_eq!(
