@@ -230,6 +230,9 @@ impl Tx {
     /// Asks the browser to commit now (`IDBTransaction.commit()`, where the engine has it): once
     /// every request is issued, the commit need not wait for their answers to come back to this
     /// thread first. No request may be issued after it. Then waits as [`Tx::commit`].
+    ///
+    /// Not for a transaction whose requests may fail as a check (an `add` of a key that must be
+    /// new): Firefox then commits the other requests' writes anyway.
     async fn commit_now(self) -> Result<(), Error> {
         let commit = js::get(&self.raw, "commit");
         if let Some(commit) = commit.dyn_ref::<js_sys::Function>() {

@@ -256,10 +256,11 @@ pub struct RunOptions {
     /// The caller expects nothing stored for this download (no checkpoint, no finished asset):
     /// a file of at most [`INLINE_MAX`] bytes that fits in one chunk
     /// ([`TransferSpec::may_fetch_before_state`]) is then requested, and its body read whole,
-    /// before the stored state is read, and its one verified write begins, stores and finishes
-    /// it in one transaction ([`Container::begin_and_store_whole`]). Should the download be
-    /// finished already, the stored asset is kept and the small file was fetched for nothing;
-    /// chunks an interrupted run left are replaced. Off by default.
+    /// while the Web Lock is asked for and before the stored state is read, and its one
+    /// verified write begins, stores and finishes it in one transaction
+    /// ([`Container::begin_and_store_whole`]). Nothing is stored before the lock is held. Should
+    /// the download be finished already, the stored asset is kept and the small file was
+    /// fetched for nothing; chunks an interrupted run left are replaced. Off by default.
     pub fresh: bool,
 }
 
@@ -381,25 +382,34 @@ pub async fn run(
             });
     check_allowed(&options.allow, &page, &spec.url)?;
     let identifier = spec.identifier.clone();
-    let guard = take_lock(&identifier, options.lock).await?;
     // A fresh file of at most INLINE_MAX (`RunOptions::fresh`) is requested, and its body read
-    // whole at once, without reading the stored state first; it is begun only by its one
-    // verified write, which begins, stores and finishes it in one transaction
-    // (`Driver::ensure_began` begins it first for any other storage action). One round trip
-    // less per file when many small ones are fetched. A body that breaks is fetched again from
-    // 0 (at most INLINE_MAX bytes). A larger file's run reads its state first, so that its body
-    // is read as it arrives and a break resumes from the bytes received.
+    // whole at once, while the Web Lock is asked for and without reading the stored state
+    // first; it is begun only by its one verified write, which begins, stores and finishes it
+    // in one transaction (`Driver::ensure_began` begins it first for any other storage
+    // action). Two round trips less per file when many small ones are fetched: the lock's and
+    // the state's. Nothing is stored before the lock is held; a lock that is not granted drops
+    // (aborts) the request. A body that breaks is fetched again from 0 (at most INLINE_MAX
+    // bytes). A larger file's run reads its state first, so that its body is read as it
+    // arrives and a break resumes from the bytes received.
     let whole_first = options.fresh
         && spec.may_fetch_before_state()
         && options.first_response.is_none()
         && spec
             .expected_size
             .is_some_and(|size| size <= u64::from(INLINE_MAX));
-    let early = whole_first.then(|| {
+    let mut early = whole_first.then(|| {
         let limit = spec.expected_size.unwrap_or(0) as usize;
         let options = fetch_options(&spec, None, None, None);
         connect_and_read(spec.url.clone(), options, limit)
     });
+    let guard = match early.take() {
+        None => take_lock(&identifier, options.lock).await?,
+        Some(fetch) => {
+            let (guard, fetch) = lock_while(take_lock(&identifier, options.lock), fetch).await;
+            early = Some(fetch);
+            guard?
+        }
+    };
     let (began, epoch, generation, transfer) = if whole_first {
         (false, 0, 0, Transfer::new(spec, now()))
     } else {
@@ -447,6 +457,23 @@ pub async fn run(
     drop(io); // abort any open fetch before letting the lock go
     guard.release().await;
     outcome
+}
+
+/// Waits for `lock` while `fetch` runs: the lock's outcome, and the fetch (its outcome if it
+/// ended first, or the rest of it).
+async fn lock_while(
+    lock: impl Future<Output = Result<LockGuard, Error>>,
+    fetch: Connect,
+) -> (Result<LockGuard, Error>, Connect) {
+    use futures::future::{select, Either};
+    let lock = std::pin::pin!(lock);
+    match select(lock, fetch).await {
+        Either::Left((guard, fetch)) => (guard, fetch),
+        Either::Right((fetched, lock)) => {
+            let done: Connect = Box::pin(futures::future::ready(fetched));
+            (lock.await, done)
+        }
+    }
 }
 
 /// The transfer that continues from `record`: from its checkpoint, or its stored bytes, or

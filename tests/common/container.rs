@@ -430,7 +430,7 @@ async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
     };
     let bytes = |seed: u8, size: usize| js_sys::Uint8Array::from(&pattern(seed, 0, size)[..]);
 
-    // New: one operation, one transaction.
+    // New: one operation, one transaction, which reads nothing first.
     let before = c.batch_stats();
     let stored = c
         .begin_and_store_whole("new", |_| true, &bytes(1, 70_000), finish(70_000, 1))
@@ -440,9 +440,11 @@ async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
     assert_eq!(
         (
             after.operations - before.operations,
-            after.transactions - before.transactions
+            after.transactions - before.transactions,
+            after.unread - before.unread,
+            after.retried - before.retried,
         ),
-        (1, 1)
+        (1, 1, 1, 0)
     );
     assert_eq!((stored.size, stored.generation), (70_000, 1));
     assert_eq!(c.asset("new").await.unwrap(), Some(stored));
@@ -463,10 +465,21 @@ async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
     c.append_chunk(first, &bytes(9, 4096), &checkpoint(4096), None)
         .await
         .unwrap();
+    // The write that reads nothing finds the interrupted run's record, and the operation runs
+    // again in a transaction that reads first.
+    let before = c.batch_stats();
     let stored = c
         .begin_and_store_whole("torn", |_| true, &bytes(2, 5000), finish(5000, 2))
         .await
         .unwrap();
+    let after = c.batch_stats();
+    assert_eq!(
+        (
+            after.transactions - before.transactions,
+            after.retried - before.retried
+        ),
+        (2, 1)
+    );
     assert_eq!(stored.size, 5000);
     assert_eq!(
         c.read_range("torn", 0, 5000).await.unwrap(),
@@ -487,11 +500,13 @@ async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
     assert_eq!(c.asset("torn").await.unwrap(), Some(stored.clone()));
 
     // Over a finished version: kept when `keep` says so (nothing written), replaced otherwise.
+    let before = c.batch_stats();
     let kept = c
         .begin_and_store_whole("torn", |a| a.size == 5000, &bytes(3, 6000), finish(6000, 3))
         .await
         .unwrap();
     assert_eq!(kept, stored);
+    assert_eq!(c.batch_stats().retried - before.retried, 1);
     assert_eq!(
         c.read_range("torn", 0, 5000).await.unwrap(),
         pattern(2, 0, 5000)
@@ -523,6 +538,60 @@ async fn a_whole_small_file_is_begun_stored_and_finished_in_one_operation() {
     assert_eq!(error.name(), "DownloadInvalid", "{error}");
     assert!(c.asset("big").await.unwrap().is_none());
     assert_eq!(c.asset("torn").await.unwrap(), Some(updated));
+    remove(c).await;
+}
+
+/// Fresh small files that arrive together are written in one transaction that reads nothing.
+/// When one of them is not new after all (a finished version is stored), that transaction
+/// stores nothing, and all of them run again in one that reads first: the new ones are stored,
+/// the old version is replaced, and each caller gets its own answer.
+#[wasm_bindgen_test]
+async fn fresh_small_files_together_are_written_unread_or_all_again_after_reading() {
+    use futures::future::join_all;
+    let c = fresh("batch-unread").await;
+    let finish = |size: usize| FinishedAsset {
+        size: size as u64,
+        sha256: "0".repeat(64),
+        content_type: None,
+    };
+    let bytes = |seed: u8, size: usize| js_sys::Uint8Array::from(&pattern(seed, 0, size)[..]);
+    for round in 0..2u8 {
+        let ids: Vec<String> = (0..6).map(|i| format!("r{round}-{i}")).collect();
+        if round == 1 {
+            // The last one has a finished version.
+            c.begin_and_store_whole(&ids[5], |_| false, &bytes(7, 3000), finish(3000))
+                .await
+                .unwrap();
+        }
+        let before = c.batch_stats();
+        // All submitted in one poll: one batch.
+        let stored = join_all(ids.iter().enumerate().map(|(i, id)| {
+            let size = 1000 + i * 20_000;
+            c.begin_and_store_whole(id, |_| false, &bytes(round + 1, size), finish(size))
+        }))
+        .await;
+        let after = c.batch_stats();
+        let retried = after.retried - before.retried;
+        assert_eq!(after.unread - before.unread, 1, "{after:?}");
+        assert_eq!(retried, if round == 0 { 0 } else { 6 }, "{after:?}");
+        for (i, (id, stored)) in ids.iter().zip(stored).enumerate() {
+            let size = 1000 + i * 20_000;
+            let stored = stored.unwrap();
+            let generation = if round == 1 && i == 5 { 2 } else { 1 };
+            assert_eq!(
+                (stored.size, stored.generation),
+                (size as u64, generation),
+                "{id}"
+            );
+            assert_eq!(c.asset(id).await.unwrap(), Some(stored), "{id}");
+            assert_eq!(
+                c.read_range(id, 0, size as u64).await.unwrap(),
+                pattern(round + 1, 0, size),
+                "{id}"
+            );
+            assert!(c.load_checkpoint(id).await.unwrap().is_none(), "{id}");
+        }
+    }
     remove(c).await;
 }
 

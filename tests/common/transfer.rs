@@ -380,6 +380,75 @@ async fn a_fresh_small_file_is_requested_while_its_stored_state_is_read() {
     remove(c).await;
 }
 
+/// With `RunOptions::fresh`, a small file is requested while its Web Lock is still held by
+/// another context, and nothing is stored until the lock is granted; the run then stores it
+/// with that one request. Without the hint nothing is requested before the lock is held. With
+/// `LockPolicy::IfAvailable` and the lock held, the run ends `DownloadAlreadyScheduled` and
+/// stores nothing, hint or not.
+#[wasm_bindgen_test]
+async fn a_fresh_small_file_is_requested_while_its_lock_is_asked_for_and_stored_once_held() {
+    const LEN: u64 = 65_536;
+    let c = fresh("run-lock-early").await;
+    for fresh_hint in [false, true] {
+        let seed = 17_000 + probe() % 1000;
+        let path = gen_path(LEN, seed, "");
+        let id = unique_id("lock-early");
+        let opts = |lock| RunOptions {
+            fresh: fresh_hint,
+            lock,
+            ..options(&tracker(), None)
+        };
+        let guard = acquire(&lock_name(&id), LockOptions::exclusive())
+            .await
+            .unwrap()
+            .expect("the lock is free");
+        // (Its own URL: a request it may have sent must not count below.)
+        let other = gen_path(LEN, seed, "");
+        let refused = run(
+            &c,
+            spec_for(&id, &other, LEN, seed, CHUNK).await,
+            opts(LockPolicy::IfAvailable),
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(Error::DownloadAlreadyScheduled { .. })),
+            "{refused:?}"
+        );
+        assert!(c.asset(&id).await.unwrap().is_none());
+
+        let running = std::pin::pin!(run(
+            &c,
+            spec_for(&id, &path, LEN, seed, CHUNK).await,
+            opts(LockPolicy::Wait)
+        ));
+        let watch = std::pin::pin!(requested_within(&path, 1_500));
+        let (requested, running) = match select(running, watch).await {
+            Either::Left((done, _)) => panic!("the run ended while the lock was held: {done:?}"),
+            Either::Right(both) => both,
+        };
+        assert_eq!(
+            requested, fresh_hint,
+            "requested while the lock was held (fresh: {fresh_hint})"
+        );
+        assert!(
+            c.asset(&id).await.unwrap().is_none()
+                && c.load_checkpoint(&id).await.unwrap().is_none(),
+            "something was stored before the lock was granted (fresh: {fresh_hint})"
+        );
+        guard.release().await;
+        let asset = running.await.unwrap();
+        assert_eq!(
+            (asset.size, asset.sha256),
+            (LEN, cdn_sha256(LEN, seed).await)
+        );
+        assert_eq!(c.read_range(&id, 0, LEN).await.unwrap().len() as u64, LEN);
+        let logged = gets(&path).await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!((logged[0].range.as_deref(), logged[0].sent), (None, LEN));
+    }
+    remove(c).await;
+}
+
 /// `RunOptions::fresh` is a hint. When the download turns out to be finished already, the run
 /// keeps the stored asset (nothing is written). When an earlier run left chunks: a file that
 /// fits `INLINE_MAX` was fetched whole already, and its one write replaces them; a larger one

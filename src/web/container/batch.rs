@@ -12,6 +12,11 @@
 //! a batch with few operations first waits [`GATHER_MS`] for more; otherwise it starts at once,
 //! so a lone caller (one download at a time) never waits for a timer.
 //!
+//! Fresh small files ([`Op::Fresh`]: nothing is expected to be stored under them) go first in a
+//! transaction of their own that reads nothing: each write checks as it goes that nothing was
+//! stored, and if one finds something, that transaction stores nothing and they all run again
+//! with the others, in the transaction that reads first (see `run_unread`).
+//!
 //! Each operation keeps its own checks and its own answer: one whose check fails writes nothing,
 //! and the others in its batch go on. Two operations on the same identifier never share a batch
 //! (the later one waits for the next), so each sees the other's writes. An operation whose caller
@@ -29,9 +34,9 @@ use wasm_bindgen::JsValue;
 use web_sys::IdbDatabase;
 
 use super::{
-    download_record, download_value, generation_range, put_pieces, record_finished, storage,
-    stored_asset, transaction, Began, DownloadRecord, FinishedAsset, StoredAsset, Tx, ASSETS,
-    CHUNKS, DOWNLOADS,
+    asset_value, download_record, download_value, generation_range, put_pieces, record_finished,
+    storage, stored_asset, transaction, Began, DownloadRecord, FinishedAsset, StoredAsset, Tx,
+    ASSETS, CHUNKS, DOWNLOADS,
 };
 use crate::core::error::Error;
 
@@ -71,6 +76,12 @@ pub struct BatchStats {
     pub gathered: u64,
     /// Microseconds the batch transactions ran, from their start to their commit, summed.
     pub busy_us: u64,
+    /// Of the transactions, those that wrote fresh small files without reading first
+    /// ([`Op::Fresh`] operations only; see `run_unread`).
+    pub unread: u64,
+    /// Operations whose unread transaction aborted (something was stored under an identifier
+    /// after all, or the write failed) and that ran again in a transaction that reads first.
+    pub retried: u64,
 }
 
 /// One operation waiting for its batch.
@@ -197,12 +208,30 @@ async fn drain(db: IdbDatabase, batcher: Rc<RefCell<Batcher>>) {
                 queued.running = false;
                 return;
             }
-            queued.stats.transactions += 1;
             queued.stats.operations += ops.len() as u64;
             ops
         };
         let started = js_sys::Date::now();
-        run_batch(&db, ops).await;
+        // Fresh small files are written without reading first; if one was not fresh after all,
+        // they all go through the checked transaction with the others.
+        let (fresh, mut checked): (Vec<Op>, Vec<Op>) = ops
+            .into_iter()
+            .partition(|op| matches!(op, Op::Fresh { .. }));
+        if !fresh.is_empty() {
+            {
+                let mut queued = batcher.borrow_mut();
+                queued.stats.transactions += 1;
+                queued.stats.unread += 1;
+            }
+            if let Err(fresh) = run_unread(&db, fresh).await {
+                batcher.borrow_mut().stats.retried += fresh.len() as u64;
+                checked.extend(fresh);
+            }
+        }
+        if !checked.is_empty() {
+            batcher.borrow_mut().stats.transactions += 1;
+            run_batch(&db, checked).await;
+        }
         batcher.borrow_mut().stats.busy_us += ((js_sys::Date::now() - started) * 1000.0) as u64;
     }
 }
@@ -309,6 +338,95 @@ async fn run_batch(db: &IdbDatabase, ops: Vec<Op>) {
     for (identifier, decision, wrote) in decided {
         decision.answer(&identifier, &committed, wrote);
     }
+}
+
+/// Stores the fresh small files `ops` (all [`Op::Fresh`], distinct identifiers) in one
+/// transaction that reads nothing: each is written as new — its pieces in generation 1, its
+/// asset record — with no round trip through this thread between reads and writes. Under
+/// contention that round trip is most of a batch's time (Firefox: 5.8 of 9 ms, with the parent
+/// process busy copying response bodies).
+///
+/// The hint that nothing is stored can be wrong, so each write checks it as it goes: an `add` of
+/// the asset record fails if a finished asset is there, and an `add` of a download record
+/// (deleted again at once) fails if an interrupted run left one. A failed request aborts the
+/// transaction (nobody handles its error event, and the transaction is left to commit by
+/// itself once every request has answered), so nothing of the batch is stored and the
+/// operations come back as `Err`, for the transaction that reads first (it keeps or replaces
+/// what is there). A file with neither record has no chunks: chunks are written only under a
+/// download record, and a record goes only when its chunks become an asset's or are deleted.
+async fn run_unread(db: &IdbDatabase, ops: Vec<Op>) -> Result<(), Vec<Op>> {
+    let first = ops[0].identifier().to_string();
+    let Ok(tx) = transaction(
+        db,
+        &[DOWNLOADS, CHUNKS, ASSETS],
+        true,
+        true,
+        "batch",
+        &first,
+    ) else {
+        return Err(ops);
+    };
+    let mut stored = Vec::with_capacity(ops.len());
+    for op in &ops {
+        let Op::Fresh {
+            identifier,
+            bytes,
+            finish,
+            ..
+        } = op
+        else {
+            unreachable!("only fresh small files are written unread");
+        };
+        match write_new(&tx, identifier, bytes, finish) {
+            Ok(asset) => stored.push(asset),
+            Err(_) => {
+                let _ = tx.raw.abort();
+                let _ = tx.commit().await;
+                return Err(ops);
+            }
+        }
+    }
+    // Not `commit()` (`Tx::commit_now`): Firefox (153) then commits the others' writes even
+    // when one of the checking `add`s fails, which the standard says aborts the transaction.
+    // Left to commit by itself, it aborts in both engines once that error event goes unhandled.
+    if tx.commit().await.is_err() {
+        return Err(ops);
+    }
+    for (op, asset) in ops.into_iter().zip(stored) {
+        if let Op::Fresh { reply, .. } = op {
+            let _ = reply.send(Ok(asset));
+        }
+    }
+    Ok(())
+}
+
+/// Issues the writes of a whole new file (see [`run_unread`]): each fails, and aborts `tx`, if a
+/// download record or an asset is stored under `identifier`.
+fn write_new(
+    tx: &Tx,
+    identifier: &str,
+    bytes: &Uint8Array,
+    finish: &FinishedAsset,
+) -> Result<StoredAsset, Error> {
+    let key = JsValue::from_str(identifier);
+    let fail = |e: idb::Error| storage(&format!("write_chunk+finish `{identifier}`"), e);
+    let downloads = tx.store(DOWNLOADS)?;
+    downloads.add(&JsValue::NULL, Some(&key)).map_err(fail)?;
+    downloads.delete(Query::from(key.clone())).map_err(fail)?;
+    let chunk_count = put_pieces(&tx.store(CHUNKS)?, identifier, 1, bytes).map_err(fail)?;
+    let stored = StoredAsset {
+        identifier: identifier.to_string(),
+        size: finish.size,
+        sha256: finish.sha256.clone(),
+        content_type: finish.content_type.clone(),
+        finished_at: js_sys::Date::now(),
+        generation: 1,
+        chunk_count,
+    };
+    tx.store(ASSETS)?
+        .add(&asset_value(&stored), Some(&key))
+        .map_err(fail)?;
+    Ok(stored)
 }
 
 /// `op` answered with `error`, nothing written.
