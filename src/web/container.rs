@@ -355,7 +355,7 @@ fn record_finished(
 }
 
 /// A whole file up to this size, written and finished by one [`Container::append_chunk`], is
-/// stored as values of at most [`INLINE_PIECE`] bytes.
+/// stored as values of at most [`inline_piece`] bytes.
 ///
 /// Chromium stores an IndexedDB value whose serialization exceeds 64 KiB as a blob file of its
 /// own, and writing that file costs more than the value. Measured in headless Chromium 156 (one
@@ -367,9 +367,26 @@ fn record_finished(
 /// at once (a small file's failed write stored nothing to free).
 pub const INLINE_MAX: u32 = 192 * 1024;
 
-/// The largest inline piece of a small file ([`INLINE_MAX`]): under 64 KiB with room for the
-/// serialization's header.
+/// The largest inline piece of a small file ([`INLINE_MAX`]) in Chromium: under 64 KiB with room
+/// for the serialization's header (see [`inline_piece`]).
 pub const INLINE_PIECE: u32 = 60 * 1024;
+
+/// The largest piece of a whole small file in this engine: [`INLINE_PIECE`] in Chromium, the
+/// whole file ([`INLINE_MAX`]) in Firefox, which keeps IndexedDB values under 1 MiB in its
+/// database (`dom.indexedDB.dataThreshold`) rather than in files. Each piece is a request of its
+/// own, and under load each request costs Firefox a round trip between its threads: 1,000 ×
+/// 64 KiB through the engine, 6 at a time, took a median 5.0 s as one value against 5.9 s as
+/// two (`BA_BENCH_ONLY=small cargo xtask bench --engine firefox --runs 2`, both alternately in
+/// one session, three times each per run).
+pub fn inline_piece() -> u32 {
+    thread_local! {
+        static PIECE: u32 = {
+            let agent = js::get(&js::navigator(), "userAgent").as_string().unwrap_or_default();
+            if agent.contains("Firefox/") { INLINE_MAX } else { INLINE_PIECE }
+        };
+    }
+    PIECE.with(|piece| *piece)
+}
 
 /// What a chunk of `bytes` is stored as: the `Uint8Array` itself up to [`INLINE_PIECE`] bytes, a
 /// `Blob` of them above.
@@ -417,7 +434,7 @@ async fn chunk_bytes(value: JsValue, op: &str) -> Result<Uint8Array, Error> {
 }
 
 /// In `chunks`, puts a whole small file `bytes` (at most [`INLINE_MAX`]) as `identifier`'s
-/// `generation`: pieces of at most [`INLINE_PIECE`] bytes at their own offsets (readers find
+/// `generation`: pieces of at most [`inline_piece`] bytes at their own offsets (readers find
 /// chunks by offset), one value when it fits in one. Gives the number of pieces.
 fn put_pieces(
     chunks: &idb::ObjectStore,
@@ -426,13 +443,14 @@ fn put_pieces(
     bytes: &Uint8Array,
 ) -> Result<u32, idb::Error> {
     let len = bytes.length();
-    if len <= INLINE_PIECE {
+    let piece = inline_piece();
+    if len <= piece {
         chunks.put(bytes, Some(&chunk_key(identifier, generation, 0)))?;
         return Ok(1);
     }
     let (mut start, mut pieces) = (0, 0);
     while start < len {
-        let end = (start + INLINE_PIECE).min(len);
+        let end = (start + piece).min(len);
         let key = chunk_key(identifier, generation, u64::from(start));
         chunks.put(&bytes.slice(start, end), Some(&key))?;
         (start, pieces) = (end, pieces + 1);
