@@ -283,18 +283,17 @@ fn own_error(error: &Error, identifier: &str) -> Error {
 
 type Get = idb::request::futures::GetStoreRequestFuture;
 
+/// A batch's readwrite transaction (relaxed durability) over the stores its operations touch,
+/// named for the first of `ops` in errors.
+fn batch_transaction(db: &IdbDatabase, ops: &[Op]) -> Result<Tx, Error> {
+    let first = ops.first().map_or("", Op::identifier);
+    transaction(db, &[DOWNLOADS, CHUNKS, ASSETS], true, true, "batch", first)
+}
+
 /// One transaction for `ops` (distinct identifiers): every read issued at once, then each
 /// operation's checks and writes in order, then one commit.
 async fn run_batch(db: &IdbDatabase, ops: Vec<Op>) {
-    let first = ops[0].identifier().to_string();
-    let tx = match transaction(
-        db,
-        &[DOWNLOADS, CHUNKS, ASSETS],
-        true,
-        true,
-        "batch",
-        &first,
-    ) {
+    let tx = match batch_transaction(db, &ops) {
         Ok(tx) => tx,
         Err(error) => {
             for op in ops {
@@ -355,15 +354,7 @@ async fn run_batch(db: &IdbDatabase, ops: Vec<Op>) {
 /// what is there). A file with neither record has no chunks: chunks are written only under a
 /// download record, and a record goes only when its chunks become an asset's or are deleted.
 async fn run_unread(db: &IdbDatabase, ops: Vec<Op>) -> Result<(), Vec<Op>> {
-    let first = ops[0].identifier().to_string();
-    let Ok(tx) = transaction(
-        db,
-        &[DOWNLOADS, CHUNKS, ASSETS],
-        true,
-        true,
-        "batch",
-        &first,
-    ) else {
+    let Ok(tx) = batch_transaction(db, &ops) else {
         return Err(ops);
     };
     let mut stored = Vec::with_capacity(ops.len());
