@@ -397,18 +397,17 @@ pub async fn run(
         && spec
             .expected_size
             .is_some_and(|size| size <= u64::from(INLINE_MAX));
-    let mut early = whole_first.then(|| {
+    let (guard, early) = if whole_first {
         let limit = spec.expected_size.unwrap_or(0) as usize;
-        let options = fetch_options(&spec, None, None, None);
-        connect_and_read(spec.url.clone(), options, limit)
-    });
-    let guard = match early.take() {
-        None => take_lock(&identifier, options.lock).await?,
-        Some(fetch) => {
-            let (guard, fetch) = lock_while(take_lock(&identifier, options.lock), fetch).await;
-            early = Some(fetch);
-            guard?
-        }
+        let fetch = connect_and_read(
+            spec.url.clone(),
+            fetch_options(&spec, None, None, None),
+            limit,
+        );
+        let (guard, fetch) = lock_while(take_lock(&identifier, options.lock), fetch).await;
+        (guard?, Some(fetch))
+    } else {
+        (take_lock(&identifier, options.lock).await?, None)
     };
     let (began, epoch, generation, transfer) = if whole_first {
         (false, 0, 0, Transfer::new(spec, now()))
@@ -1112,12 +1111,10 @@ impl Driver<'_> {
                     if let Some(asset) = self.finished.take() {
                         return Some(Ok(asset)); // the last write finished it
                     }
-                    match self.ensure_began().await {
-                        Ok(Some(asset)) => return Some(Ok(asset)),
-                        Ok(None) => {}
-                        Err(error) => return Some(Err(error)),
-                    }
-                    if let Err(error) = self.stop_if_lost().await {
+                    let Some(held) = self.begun_and_held().await else {
+                        return self.kept.take().map(Ok);
+                    };
+                    if let Err(error) = held {
                         return Some(Err(error));
                     }
                     let asset = FinishedAsset {
