@@ -318,6 +318,22 @@ async fn finish_in(
     record_finished(tx, record, old, asset, keys.len() as u32)
 }
 
+impl FinishedAsset {
+    /// The asset record of `identifier` finished now as this, its `chunk_count` chunks stored
+    /// in `generation`.
+    fn stored(self, identifier: &str, generation: u64, chunk_count: u32) -> StoredAsset {
+        StoredAsset {
+            identifier: identifier.to_string(),
+            size: self.size,
+            sha256: self.sha256,
+            content_type: self.content_type,
+            finished_at: js_sys::Date::now(),
+            generation,
+            chunk_count,
+        }
+    }
+}
+
 /// In `tx` (over DOWNLOADS, CHUNKS and ASSETS), once `record`'s generation holds all of its
 /// `chunk_count` chunks: an older asset's (`old`) chunks are deleted, the asset record is
 /// written and the download record removed. Gives the stored asset.
@@ -336,15 +352,7 @@ fn record_finished(
             .delete(generation_range(identifier, old.generation)?)
             .map_err(fail)?;
     }
-    let stored = StoredAsset {
-        identifier: identifier.to_string(),
-        size: asset.size,
-        sha256: asset.sha256,
-        content_type: asset.content_type,
-        finished_at: js_sys::Date::now(),
-        generation: record.generation,
-        chunk_count,
-    };
+    let stored = asset.stored(identifier, record.generation, chunk_count);
     tx.store(ASSETS)?
         .put(&asset_value(&stored), Some(&key))
         .map_err(fail)?;

@@ -405,15 +405,7 @@ fn write_new(
     downloads.add(&JsValue::NULL, Some(&key)).map_err(fail)?;
     downloads.delete(Query::from(key.clone())).map_err(fail)?;
     let chunk_count = put_pieces(&tx.store(CHUNKS)?, identifier, 1, bytes).map_err(fail)?;
-    let stored = StoredAsset {
-        identifier: identifier.to_string(),
-        size: finish.size,
-        sha256: finish.sha256.clone(),
-        content_type: finish.content_type.clone(),
-        finished_at: js_sys::Date::now(),
-        generation: 1,
-        chunk_count,
-    };
+    let stored = finish.clone().stored(identifier, 1, chunk_count);
     tx.store(ASSETS)?
         .add(&asset_value(&stored), Some(&key))
         .map_err(fail)?;
