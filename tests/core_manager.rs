@@ -495,10 +495,22 @@ fn poll_start_respects_concurrency_and_order() {
     }
     m.schedule(download("ess", true, Some(1), 0), INSTALL, 0)
         .unwrap();
+    let upcoming = |m: &Manager, now| m.upcoming(now).cloned().collect::<Vec<_>>();
+    assert_eq!(
+        upcoming(&m, 0),
+        vec![id("ess"), id("p90"), id("p50"), id("p10")]
+    );
     assert_eq!(m.poll_start(0), vec![id("ess"), id("p90")]);
     assert!(m.poll_start(1).is_empty());
+    // What starts as slots free up, in order; a paused one is not among them.
+    assert_eq!(upcoming(&m, 1), vec![id("p50"), id("p10")]);
+    m.pause(&id("p50")).unwrap();
+    assert_eq!(upcoming(&m, 1), vec![id("p10")]);
+    m.resume(&id("p50")).unwrap();
+    assert_eq!(upcoming(&m, 1), vec![id("p50"), id("p10")]);
     m.on_finished(&id("ess"), 1, [0; 32]).unwrap();
     assert_eq!(m.poll_start(2), vec![id("p50")]);
+    assert_eq!(upcoming(&m, 2), vec![id("p10")]);
     let begun: Vec<_> = kinds(&mut m)
         .into_iter()
         .filter_map(|e| match e {

@@ -120,6 +120,11 @@ fn requeue_with_back_off_waits_until_eligible() {
     assert_eq!(stored.next_wakeup(10), Some(1_000));
     // While "a" backs off it is not eligible, so "b" may use the slot.
     assert_eq!(q.peek(10), Some(&id("b")));
+    assert_eq!(q.eligible(10).cloned().collect::<Vec<_>>(), ids(&["b"]));
+    assert_eq!(
+        q.eligible(1_000).cloned().collect::<Vec<_>>(),
+        ids(&["a", "b"])
+    );
     assert_eq!(q.schedule(10), ids(&["b"]));
     q.remove(&id("b"));
     assert!(q.schedule(999).is_empty());
@@ -341,7 +346,14 @@ fn run(ops: &[Op], max: usize) -> Result<Vec<Vec<Identifier>>, TestCaseError> {
                     .filter(|id| not_before[*id] <= now)
                     .cloned()
                     .collect();
+                // What `eligible` announces is what starts, in its order, as far as slots go.
+                let upcoming: Vec<Identifier> = q.eligible(now).cloned().collect();
+                let mut sorted = upcoming.clone();
+                sorted.sort_by_key(|id| rank(&q, id));
+                prop_assert_eq!(&sorted, &upcoming, "eligible is not in start order");
                 let started = q.schedule(now);
+                let free = started.len();
+                prop_assert_eq!(&started[..], &upcoming[..free]);
                 // Never over the limit.
                 prop_assert!(q.running_len() <= max.max(1));
                 // Only eligible entries start, best first.

@@ -1063,6 +1063,13 @@ impl Manager {
         started
     }
 
+    /// The waiting downloads that [`poll_start`](Self::poll_start) would start next, in that
+    /// order, as running ones end (nothing else scheduled or changed in between): what a driver
+    /// may prepare before a slot is free, such as a small file's request.
+    pub fn upcoming(&self, now: Millis) -> impl Iterator<Item = &Identifier> + '_ {
+        self.queue.eligible(now)
+    }
+
     /// When a waiting download next becomes eligible, if one is held back (see
     /// [`Queue::next_wakeup`]).
     pub fn next_wakeup(&self, now: Millis) -> Option<Millis> {

@@ -386,9 +386,15 @@ impl Queue {
 
     /// What [`schedule`](Self::schedule) would start first, without starting it.
     pub fn peek(&self, now: Millis) -> Option<&Identifier> {
+        self.eligible(now).next()
+    }
+
+    /// The waiting downloads eligible at `now`, in the order [`schedule`](Self::schedule)
+    /// starts them as slots free up (nothing else queued or changed in between).
+    pub fn eligible(&self, now: Millis) -> impl Iterator<Item = &Identifier> + '_ {
         self.waiting
             .iter()
-            .find(|(_, id)| self.slots[id].not_before <= now)
+            .filter(move |(_, id)| self.slots[id].not_before <= now)
             .map(|(_, id)| id)
     }
 
