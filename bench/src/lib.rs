@@ -307,6 +307,7 @@ pub async fn manager_many(
         "starts": stats.starts, "start_ms": stats.start_ms, "report_ms": stats.report_ms,
         "claim_lock_ms": stats.claim_lock_ms, "claim_read_ms": stats.claim_read_ms,
         "claim_spawn_ms": stats.claim_spawn_ms, "kept_batches": stats.kept_batches,
+        "prefetches": stats.prefetches, "prefetches_taken": stats.prefetches_taken,
         "data_transactions": data.transactions, "data_operations": data.operations,
         "data_busy_ms": data.busy_us / 1000,
     });

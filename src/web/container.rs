@@ -387,13 +387,11 @@ pub const INLINE_PIECE: u32 = 60 * 1024;
 /// two (`BA_BENCH_ONLY=small cargo xtask bench --engine firefox --runs 2`, both alternately in
 /// one session, three times each per run).
 pub fn inline_piece() -> u32 {
-    thread_local! {
-        static PIECE: u32 = {
-            let agent = js::get(&js::navigator(), "userAgent").as_string().unwrap_or_default();
-            if agent.contains("Firefox/") { INLINE_MAX } else { INLINE_PIECE }
-        };
+    if js::is_firefox() {
+        INLINE_MAX
+    } else {
+        INLINE_PIECE
     }
-    PIECE.with(|piece| *piece)
 }
 
 /// What a chunk of `bytes` is stored as: the `Uint8Array` itself up to [`INLINE_PIECE`] bytes, a

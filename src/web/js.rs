@@ -153,6 +153,17 @@ fn promise_of_boxed(
     wasm_bindgen_futures::future_to_promise(future)
 }
 
+/// Whether this is Firefox (Gecko): its user agent names `Firefox/`. For the few choices that
+/// the benchmark showed to go opposite ways in Firefox and Chromium (each one says why).
+pub fn is_firefox() -> bool {
+    thread_local! {
+        static FIREFOX: bool = get(&navigator(), "userAgent")
+            .as_string()
+            .is_some_and(|agent| agent.contains("Firefox/"));
+    }
+    FIREFOX.with(|firefox| *firefox)
+}
+
 /// `spawn_local`: runs `future` to completion on the current thread, boxed for the same reason
 /// as [`promise_of`].
 pub(crate) fn spawn(future: impl std::future::Future<Output = ()> + 'static) {

@@ -262,6 +262,11 @@ pub struct RunOptions {
     /// the download be finished already, the stored asset is kept and the small file was
     /// fetched for nothing; chunks an interrupted run left are replaced. Off by default.
     pub fresh: bool,
+    /// The request [`prefetch`] sent for this download before its run began. A `fresh` run
+    /// that would request the small file whole takes its response (or its failure) instead of
+    /// sending one, when it was made for the same URL, headers and declared size; otherwise it
+    /// is dropped, which aborts it. `None` by default.
+    pub prefetched: Option<Prefetch>,
 }
 
 impl Default for RunOptions {
@@ -275,6 +280,7 @@ impl Default for RunOptions {
             on_progress: None,
             first_response: None,
             fresh: false,
+            prefetched: None,
         }
     }
 }
@@ -290,6 +296,7 @@ impl std::fmt::Debug for RunOptions {
             .field("on_progress", &self.on_progress.is_some())
             .field("first_response", &self.first_response.is_some())
             .field("fresh", &self.fresh)
+            .field("prefetched", &self.prefetched)
             .finish()
     }
 }
@@ -391,22 +398,18 @@ pub async fn run(
     // (aborts) the request. A body that breaks is fetched again from 0 (at most INLINE_MAX
     // bytes). A larger file's run reads its state first, so that its body is read as it
     // arrives and a break resumes from the bytes received.
-    let whole_first = options.fresh
-        && spec.may_fetch_before_state()
-        && options.first_response.is_none()
-        && spec
-            .expected_size
-            .is_some_and(|size| size <= u64::from(INLINE_MAX));
+    let whole_first =
+        options.fresh && options.first_response.is_none() && requested_whole_first(&spec);
+    let prefetched = options.prefetched.take();
     let (guard, early) = if whole_first {
-        let limit = spec.expected_size.unwrap_or(0) as usize;
-        let fetch = connect_and_read(
-            spec.url.clone(),
-            fetch_options(&spec, None, None, None),
-            limit,
-        );
+        let fetch = match prefetched.and_then(|p| p.answering(&spec)) {
+            Some(fetch) => fetch,
+            None => whole_request(&spec),
+        };
         let (guard, fetch) = lock_while(take_lock(&identifier, options.lock), fetch).await;
         (guard?, Some(fetch))
     } else {
+        drop(prefetched); // not this run's request: aborted
         (take_lock(&identifier, options.lock).await?, None)
     };
     let (began, epoch, generation, transfer) = if whole_first {
@@ -473,6 +476,109 @@ async fn lock_while(
             (lock.await, done)
         }
     }
+}
+
+/// Whether a fresh run of `spec` requests the file whole before it reads its state: a file of
+/// at most [`INLINE_MAX`] bytes that fits in one chunk.
+fn requested_whole_first(spec: &TransferSpec) -> bool {
+    spec.may_fetch_before_state()
+        && spec
+            .expected_size
+            .is_some_and(|size| size <= u64::from(INLINE_MAX))
+}
+
+/// The request a fresh small file's run sends before it reads its state: a plain `GET` of
+/// the whole file, its body read at once up to the declared size.
+fn whole_request(spec: &TransferSpec) -> Connect {
+    let limit = spec.expected_size.unwrap_or(0) as usize;
+    connect_and_read(
+        spec.url.clone(),
+        fetch_options(spec, None, None, None),
+        limit,
+    )
+}
+
+/// A small file's request sent before its download's run began (see [`prefetch`]): it runs in
+/// the background, its body read whole as it arrives, until a run takes it
+/// ([`RunOptions::prefetched`]). Dropping it aborts the request (or frees the bytes read).
+pub struct Prefetch {
+    url: String,
+    options: FetchOptions,
+    size: Option<u64>,
+    response: futures::channel::oneshot::Receiver<Result<ResponseStream, Error>>,
+    abort: AbortOnDrop,
+}
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefetch")
+            .field("url", &self.url)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(futures::future::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Prefetch {
+    /// The request as the run's first one, if it was made for what `spec` asks.
+    fn answering(self, spec: &TransferSpec) -> Option<Connect> {
+        let same = self.url == spec.url
+            && self.size == spec.expected_size
+            && self.options == fetch_options(spec, None, None, None);
+        if !same {
+            return None;
+        }
+        let Prefetch {
+            response, abort, ..
+        } = self;
+        Some(Box::pin(async move {
+            let _abort = abort; // dropped with the run's request: aborted like it
+            response.await.unwrap_or_else(|_| {
+                Err(Error::Network {
+                    message: "the prefetched request was aborted".to_string(),
+                })
+            })
+        }))
+    }
+}
+
+/// Sends the request a fresh run of `spec` would send first ([`RunOptions::fresh`]: a file of
+/// at most [`INLINE_MAX`] bytes in one chunk, requested whole), before the run begins, e.g.
+/// while the download waits for a free slot. `None` when such a run would not request it whole
+/// first, or the URL is not allowed (`allow`, `page_origin` as in [`RunOptions`]). Nothing is
+/// stored: the run that takes it ([`RunOptions::prefetched`]) checks, verifies and stores the
+/// response as its own.
+pub fn prefetch(
+    spec: &TransferSpec,
+    allow: &DomainAllowList,
+    page_origin: &url::Origin,
+) -> Option<Prefetch> {
+    if !requested_whole_first(spec) {
+        return None;
+    }
+    check_allowed(allow, page_origin, &spec.url).ok()?;
+    let (send, response) = futures::channel::oneshot::channel();
+    let (task, abort) = futures::future::abortable(whole_request(spec));
+    js::spawn(async move {
+        if let Ok(result) = task.await {
+            let _ = send.send(result);
+        }
+    });
+    Some(Prefetch {
+        url: spec.url.clone(),
+        options: fetch_options(spec, None, None, None),
+        size: spec.expected_size,
+        response,
+        abort: AbortOnDrop(abort),
+    })
 }
 
 /// The transfer that continues from `record`: from its checkpoint, or its stored bytes, or

@@ -336,6 +336,88 @@ async fn two_scheduled_downloads_finish_and_the_delegate_sees_begin_progress_fin
     remove(manager, &database).await;
 }
 
+/// Polls the CDN's log every 20 ms for up to `ms`: whether `path` was requested.
+async fn requested_within(path: &str, ms: u32) -> bool {
+    for _ in 0..ms / 20 {
+        if !gets(path).await.is_empty() {
+            return true;
+        }
+        gloo_timers::future::TimeoutFuture::new(20).await;
+    }
+    false
+}
+
+/// Once a transfer has received every byte, the small file the queue starts next is requested
+/// while the transfer stores its bytes and its result waits for its save (and the next start
+/// with it); its run then stores that response and sends no request of its own. One at a time,
+/// with the state lock held by the test (no result saved, nothing started): the next file is
+/// requested once the first is stored, and the one after it is not. Not in Firefox, where the
+/// manager sends no request ahead: there nothing is requested until the next file starts.
+#[wasm_bindgen_test]
+async fn the_next_small_file_is_requested_while_the_result_before_it_waits_for_its_save() {
+    const LEN: u64 = 65_536;
+    let (manager, recorder, database) = open_one_at_a_time("prefetch").await;
+    // About a second for the first body: time to take the state lock while it runs.
+    let first = Planned::new("pf-a", LEN, 23_000, &format!("throttle={LEN}"))
+        .schedule_on(&manager)
+        .await;
+    let next = Planned::new("pf-b", LEN, 24_000, "")
+        .schedule_on(&manager)
+        .await;
+    let last = Planned::new("pf-c", LEN, 25_000, "")
+        .schedule_on(&manager)
+        .await;
+    assert!(requested_within(&first.path, 10_000).await, "never started");
+    let state = acquire(
+        &background_assets::web::manager::state_lock_name(&database),
+        LockOptions::exclusive(),
+    )
+    .await
+    .unwrap()
+    .expect("the state lock");
+    assert!(!recorder.finished(&first.id), "the first ended too soon");
+    let container = manager.container().await.unwrap();
+    for _ in 0..500 {
+        if container.asset(&first.id).await.unwrap().is_some() {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    assert!(
+        container.asset(&first.id).await.unwrap().is_some(),
+        "not stored"
+    );
+    let ahead = !js::is_firefox();
+    assert_eq!(
+        requested_within(&next.path, 3_000).await,
+        ahead,
+        "the next file requested while the result before it waited (ahead: {ahead})"
+    );
+    gloo_timers::future::TimeoutFuture::new(200).await;
+    assert!(
+        !recorder.finished(&first.id),
+        "a result was saved without the state lock"
+    );
+    assert!(
+        gets(&last.path).await.is_empty(),
+        "one request ahead at a time"
+    );
+    state.release().await;
+    wait_until("all finished", || {
+        [&first, &next, &last]
+            .iter()
+            .all(|p| recorder.finished(&p.id))
+    })
+    .await;
+    for planned in [&first, &next, &last] {
+        assert_finished_in_order(&recorder, planned).await;
+        let logged = gets(&planned.path).await;
+        assert_eq!(logged.len(), 1, "{}: {logged:?}", planned.id);
+        assert_eq!((logged[0].range.as_deref(), logged[0].sent), (None, LEN));
+    }
+    remove(manager, &database).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_duplicate_schedule_is_refused() {
     let (manager, _recorder, database) = open("dup").await;

@@ -449,6 +449,89 @@ async fn a_fresh_small_file_is_requested_while_its_lock_is_asked_for_and_stored_
     remove(c).await;
 }
 
+/// `transfer::prefetch` sends a fresh small file's request before its run begins: a fresh run
+/// given it (`RunOptions::prefetched`) stores that response and sends no request of its own.
+/// One made for another URL, or given to a run that is not fresh, is not taken: the run sends
+/// its own request and stores its own file. Nothing is prefetched for a file a fresh run would
+/// not request whole first (larger than a chunk), or from a host that is not allowed.
+#[wasm_bindgen_test]
+async fn a_prefetched_small_file_is_stored_by_its_run_without_a_request_of_its_own() {
+    use background_assets::web::transfer::prefetch;
+    const LEN: u64 = 65_536;
+    let c = fresh("run-prefetch").await;
+    let page = url::Url::parse(&js::origin()).unwrap().origin();
+    let allow = DomainAllowList::parse(["127.0.0.1"]).unwrap();
+    let small = |label: &'static str| async move {
+        let seed = 18_000 + probe() % 1000;
+        let path = gen_path(LEN, seed, "");
+        let id = unique_id(label);
+        let spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+        (id, path, seed, spec)
+    };
+    let fresh_with = |prefetched| RunOptions {
+        fresh: true,
+        prefetched,
+        ..options(&tracker(), None)
+    };
+
+    let (id, path, seed, spec) = small("prefetch").await;
+    let request = prefetch(&spec, &allow, &page).expect("a small file is prefetched");
+    assert!(
+        requested_within(&path, 5_000).await,
+        "the prefetch sends its request before any run"
+    );
+    assert!(c.asset(&id).await.unwrap().is_none(), "nothing stored yet");
+    let asset = run(&c, spec, fresh_with(Some(request))).await.unwrap();
+    assert_eq!(
+        (asset.size, asset.sha256),
+        (LEN, cdn_sha256(LEN, seed).await)
+    );
+    assert_eq!(c.read_range(&id, 0, LEN).await.unwrap().len() as u64, LEN);
+    let logged = gets(&path).await;
+    assert_eq!(
+        logged.len(),
+        1,
+        "the run sent a request of its own: {logged:?}"
+    );
+    assert_eq!((logged[0].range.as_deref(), logged[0].sent), (None, LEN));
+
+    // Made for another file's URL: not taken.
+    let (_, elsewhere, _, other_spec) = small("prefetch-elsewhere").await;
+    let wrong = prefetch(&other_spec, &allow, &page).unwrap();
+    let (id, path, seed, spec) = small("prefetch-other").await;
+    let asset = run(&c, spec, fresh_with(Some(wrong))).await.unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    assert_eq!(c.read_range(&id, 0, LEN).await.unwrap().len() as u64, LEN);
+    assert_eq!(gets(&path).await.len(), 1);
+    assert!(gets(&elsewhere).await.len() <= 1);
+
+    // A run that is not fresh reads its state first and sends its own request.
+    let (_, path, seed, spec) = small("prefetch-not-fresh").await;
+    let request = prefetch(&spec, &allow, &page).unwrap();
+    assert!(requested_within(&path, 5_000).await);
+    let opts = RunOptions {
+        prefetched: Some(request),
+        ..options(&tracker(), None)
+    };
+    let asset = run(&c, spec, opts).await.unwrap();
+    assert_eq!(asset.sha256, cdn_sha256(LEN, seed).await);
+    assert_eq!(gets(&path).await.len(), 2);
+
+    // Nothing to prefetch.
+    let (id, _, seed, spec) = small("prefetch-none").await;
+    let big = spec_for(&id, &gen_path(2 * CHUNK, seed, ""), 2 * CHUNK, seed, CHUNK).await;
+    assert!(
+        prefetch(&big, &allow, &page).is_none(),
+        "larger than a chunk"
+    );
+    let elsewhere_only = DomainAllowList::parse(["cdn.example.com"]).unwrap();
+    assert!(
+        prefetch(&spec, &elsewhere_only, &page).is_none(),
+        "not allowed"
+    );
+    remove(c).await;
+}
+
 /// `RunOptions::fresh` is a hint. When the download turns out to be finished already, the run
 /// keeps the stored asset (nothing is written). When an earlier run left chunks: a file that
 /// fits `INLINE_MAX` was fetched whole already, and its one write replaces them; a larger one

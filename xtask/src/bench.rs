@@ -1098,7 +1098,7 @@ fn decision_paragraph(runs: &[Value]) -> Option<String> {
          lock {:.2} ms and holding it {:.2} ms: reading the revision {:.2}, applying the \
          decisions and working out the changed parts {:.2}, saving {:.2}; per file, {:.2} ms \
          from its claim to its transfer's start{} and {:.2} ms from the transfer's end to its \
-         result stored.{}\n\n",
+         result stored.{}{}\n\n",
         runs.len(),
         batches,
         mean("kept_batches", "batches")
@@ -1125,6 +1125,15 @@ fn decision_paragraph(runs: &[Value]) -> Option<String> {
             .map(|n| format!(
                 " The container's group commit (`Container::batch_stats`) carried {n:.2} begins \
                  and whole-file writes per transaction."
+            ))
+            .unwrap_or_default(),
+        mean("prefetches", "starts")
+            .zip(mean("prefetches_taken", "starts"))
+            .map(|(sent, taken)| format!(
+                " Small files requested ahead, as a transfer before them had received every byte \
+                 (not in Firefox): {:.0}% of the starts, {:.0}% taken by their run.",
+                sent * 100.0,
+                taken * 100.0
             ))
             .unwrap_or_default(),
     ))
@@ -1351,7 +1360,10 @@ mod tests {
         assert!(text.contains("5.00 ms from the transfer's end"), "{text}");
         assert!(!text.contains("group commit (`Container"), "{text}");
         assert!(!text.contains("kept the state lock"), "{text}");
+        assert!(!text.contains("requested ahead"), "{text}");
         let mut with_data = run(20.0);
+        with_data["prefetches"] = json!(2.0);
+        with_data["prefetches_taken"] = json!(1.0);
         with_data["data_transactions"] = json!(100.0);
         with_data["data_operations"] = json!(450.0);
         with_data["kept_batches"] = json!(1.0);
@@ -1365,6 +1377,10 @@ mod tests {
         );
         assert!(text.contains("(the owner lock 1.00, then"), "{text}");
         assert!(text.contains("look-up 0.50) and"), "{text}");
+        assert!(
+            text.contains("(not in Firefox): 100% of the starts, 50% taken"),
+            "{text}"
+        );
         assert_eq!(decision_paragraph(&[]), None);
         assert_eq!(decision_paragraph(&[json!({"batches": 1.0})]), None);
     }
