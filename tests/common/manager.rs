@@ -22,7 +22,9 @@ use background_assets::web::manager::{
 };
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use super::common::{cdn_sha256, gen_path, gets, ident, probe, unique_id, wait_until};
+use super::common::{
+    cdn_sha256, gen_path, gets, ident, probe, requested_within, unique_id, wait_until,
+};
 
 const MIB: u64 = 1 << 20;
 const STALL_MS: u64 = 20_000;
@@ -334,17 +336,6 @@ async fn two_scheduled_downloads_finish_and_the_delegate_sees_begin_progress_fin
     assert_finished_in_order(&recorder, &b).await;
     assert!(manager.fetch_current_downloads().await.unwrap().is_empty());
     remove(manager, &database).await;
-}
-
-/// Polls the CDN's log every 20 ms for up to `ms`: whether `path` was requested.
-async fn requested_within(path: &str, ms: u32) -> bool {
-    for _ in 0..ms / 20 {
-        if !gets(path).await.is_empty() {
-            return true;
-        }
-        gloo_timers::future::TimeoutFuture::new(20).await;
-    }
-    false
 }
 
 /// Once a transfer has received every byte, the small file the queue starts next is requested

@@ -123,6 +123,17 @@ pub async fn gets(path: &str) -> Vec<Logged> {
         .collect()
 }
 
+/// Whether the CDN logs a `GET` of `path` within `ms` ms (its log polled every 20 ms).
+pub async fn requested_within(path: &str, ms: u32) -> bool {
+    for _ in 0..ms / 20 {
+        if !gets(path).await.is_empty() {
+            return true;
+        }
+        gloo_timers::future::TimeoutFuture::new(20).await;
+    }
+    false
+}
+
 /// Polls `ready` every 5 ms; panics naming `what` after `seconds` s.
 pub async fn wait_until_within(seconds: u32, what: &str, mut ready: impl FnMut() -> bool) {
     for _ in 0..seconds * 200 {

@@ -26,7 +26,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
-use super::common::{cdn_chunk_digests, cdn_sha256, fetch_all, gen_path, gets, probe, unique_id};
+use super::common::{
+    cdn_chunk_digests, cdn_sha256, fetch_all, gen_path, gets, probe, requested_within, unique_id,
+};
 use super::container::{fresh, remove};
 
 const MIB: u64 = 1 << 20;
@@ -316,17 +318,6 @@ async fn hold_downloads(c: &Container, held: Rc<Cell<bool>>, release: Rc<Cell<bo
     tx.await.expect("the holding transaction ends");
     held.set(false);
     db.close();
-}
-
-/// Whether the CDN logs a `GET` of `path` within `ms` ms.
-async fn requested_within(path: &str, ms: u32) -> bool {
-    for _ in 0..ms / 20 {
-        if !gets(path).await.is_empty() {
-            return true;
-        }
-        gloo_timers::future::TimeoutFuture::new(20).await;
-    }
-    false
 }
 
 /// With `RunOptions::fresh`, a file that fits in one chunk is requested while the container's
