@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   run(container, spec, options)
-//!     │ Web Lock `background-assets/download/<identifier>` (Wait | IfAvailable | Steal)
+//!     │ Web Lock `background-assets/download/<identifier>` (Wait | IfAvailable | Steal,
+//!     │   or the caller's: RunOptions::held)
 //!     │ finished already? (no download record, stored SHA-256 == declared) → that asset
 //!     │ begin_epoch → fencing token;  load_checkpoint → Transfer::new / Transfer::resume
 //!     ▼
@@ -267,6 +268,11 @@ pub struct RunOptions {
     /// sending one, when it was made for the same URL, headers and declared size; otherwise it
     /// is dropped, which aborts it. `None` by default.
     pub prefetched: Option<Prefetch>,
+    /// The download's Web Lock ([`lock_name`]`(identifier)`), already held by the caller, who
+    /// keeps it after the run (to store the run's result under it, say): the run then takes no
+    /// lock of its own (`lock` is not used) and stops with [`Error::StaleEpoch`] if it is
+    /// stolen. `None` by default: the run takes the lock itself and lets it go at its end.
+    pub held: Option<Rc<LockGuard>>,
 }
 
 impl Default for RunOptions {
@@ -281,6 +287,7 @@ impl Default for RunOptions {
             first_response: None,
             fresh: false,
             prefetched: None,
+            held: None,
         }
     }
 }
@@ -297,6 +304,7 @@ impl std::fmt::Debug for RunOptions {
             .field("first_response", &self.first_response.is_some())
             .field("fresh", &self.fresh)
             .field("prefetched", &self.prefetched)
+            .field("held", &self.held)
             .finish()
     }
 }
@@ -347,7 +355,16 @@ fn matches_declaration(spec: &TransferSpec) -> impl FnOnce(&StoredAsset) -> bool
     }
 }
 
-async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Error> {
+/// The download's lock for a run: the one the caller holds ([`RunOptions::held`]), else its own
+/// (taken with `policy`).
+async fn take_lock(
+    identifier: &str,
+    policy: LockPolicy,
+    held: Option<Rc<LockGuard>>,
+) -> Result<Held, Error> {
+    if let Some(guard) = held {
+        return Ok(Held::Caller(guard));
+    }
     let name = lock_name(identifier);
     let options = match policy {
         LockPolicy::Wait => LockOptions::exclusive(),
@@ -356,13 +373,41 @@ async fn take_lock(identifier: &str, policy: LockPolicy) -> Result<LockGuard, Er
     };
     acquire(&name, options)
         .await?
+        .map(Held::Own)
         .ok_or_else(|| Error::DownloadAlreadyScheduled {
             identifier: identifier.to_string(),
         })
 }
 
+/// The lock a run holds: its own, released at its end, or its caller's.
+enum Held {
+    Own(LockGuard),
+    Caller(Rc<LockGuard>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = LockGuard;
+
+    fn deref(&self) -> &LockGuard {
+        match self {
+            Held::Own(guard) => guard,
+            Held::Caller(guard) => guard,
+        }
+    }
+}
+
+impl Held {
+    /// Lets the run's own lock go (and waits for that); the caller's stays held.
+    async fn release(self) {
+        if let Held::Own(guard) = self {
+            guard.release().await;
+        }
+    }
+}
+
 /// Runs the download `spec` into `container` until it is finished or fails, under the Web Lock
-/// [`lock_name`]`(identifier)`, continuing from the stored checkpoint if there is one.
+/// [`lock_name`]`(identifier)` (its own, or the caller's: [`RunOptions::held`]), continuing from
+/// the stored checkpoint if there is one.
 ///
 /// Returns the finished [`StoredAsset`]. Errors: whatever the transfer fails with
 /// ([`Error::RetriesExhausted`], [`Error::IntegrityMismatch`], [`Error::HttpStatus`], ...);
@@ -406,11 +451,13 @@ pub async fn run(
             Some(fetch) => fetch,
             None => whole_request(&spec),
         };
-        let (guard, fetch) = lock_while(take_lock(&identifier, options.lock), fetch).await;
+        let lock = take_lock(&identifier, options.lock, options.held.take());
+        let (guard, fetch) = lock_while(lock, fetch).await;
         (guard?, Some(fetch))
     } else {
         drop(prefetched); // not this run's request: aborted
-        (take_lock(&identifier, options.lock).await?, None)
+        let held = options.held.take();
+        (take_lock(&identifier, options.lock, held).await?, None)
     };
     let (began, epoch, generation, transfer) = if whole_first {
         (false, 0, 0, Transfer::new(spec, now()))
@@ -464,9 +511,9 @@ pub async fn run(
 /// Waits for `lock` while `fetch` runs: the lock's outcome, and the fetch (its outcome if it
 /// ended first, or the rest of it).
 async fn lock_while(
-    lock: impl Future<Output = Result<LockGuard, Error>>,
+    lock: impl Future<Output = Result<Held, Error>>,
     fetch: Connect,
-) -> (Result<LockGuard, Error>, Connect) {
+) -> (Result<Held, Error>, Connect) {
     use futures::future::{select, Either};
     let lock = std::pin::pin!(lock);
     match select(lock, fetch).await {
@@ -682,7 +729,7 @@ struct Driver<'c> {
     epoch: u64,
     /// The download record's chunk generation (the chunks' key space).
     generation: u64,
-    guard: LockGuard,
+    guard: Held,
     allow: DomainAllowList,
     page: url::Origin,
     read_buffer: usize,

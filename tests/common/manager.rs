@@ -434,6 +434,19 @@ async fn cancel_reports_cancelled_and_leaves_nothing_stored() {
         .await;
     wait_until("2 MiB written", || recorder.written(&id) >= 2 * MIB).await;
     assert_eq!(stored(&manager, &id).await, 2 * MIB);
+    // While it runs, one Web Lock names it: the download's own, held by the manager for the run.
+    let naming: Vec<String> = query()
+        .await
+        .unwrap()
+        .held
+        .into_iter()
+        .map(|lock| lock.name)
+        .filter(|name| name.ends_with(&format!("/{id}")))
+        .collect();
+    assert_eq!(
+        naming,
+        vec![background_assets::web::transfer::lock_name(&id)]
+    );
     manager.cancel(&ident(&id)).await.unwrap();
     let cancelled = failed(
         &id,

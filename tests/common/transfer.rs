@@ -1024,6 +1024,95 @@ async fn a_stolen_lock_stops_the_holder_without_writing() {
     remove(c).await;
 }
 
+/// With `RunOptions::held` (the caller holds the download's lock), a run takes no lock of its
+/// own: it finishes while its caller holds the lock (`IfAvailable` would refuse it otherwise),
+/// and the lock is still the caller's afterwards. Stolen from the caller, it stops the run
+/// with `StaleEpoch`, as its own lock would.
+#[wasm_bindgen_test]
+async fn a_run_under_the_lock_its_caller_holds_takes_none_of_its_own() {
+    use background_assets::web::locks::query;
+    const LEN: u64 = 3 * MIB + 17;
+    let c = fresh("run-held").await;
+    let seed = 19_000 + probe() % 1000;
+    let id = unique_id("held");
+    let spec = spec_for(&id, &gen_path(LEN, seed, ""), LEN, seed, CHUNK).await;
+    let guard = Rc::new(
+        acquire(&lock_name(&id), LockOptions::exclusive())
+            .await
+            .unwrap()
+            .expect("the lock is free"),
+    );
+    let refused = run(
+        &c,
+        spec.clone(),
+        RunOptions {
+            lock: LockPolicy::IfAvailable,
+            ..options(&tracker(), None)
+        },
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Error::DownloadAlreadyScheduled { .. })),
+        "{refused:?}"
+    );
+    let asset = run(
+        &c,
+        spec,
+        RunOptions {
+            lock: LockPolicy::IfAvailable,
+            held: Some(guard.clone()),
+            ..options(&tracker(), None)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (asset.size, asset.sha256),
+        (LEN, cdn_sha256(LEN, seed).await)
+    );
+    assert!(query().await.unwrap().is_held(&lock_name(&id)), "released");
+    assert!(!guard.is_lost());
+    Rc::try_unwrap(guard).unwrap().release().await;
+
+    // Stolen from the caller: the run stops, fenced.
+    let (c2, id, spec) = stalled_run_setup("run-held-steal").await;
+    let guard = Rc::new(
+        acquire(&lock_name(&id), LockOptions::exclusive())
+            .await
+            .unwrap()
+            .expect("the lock is free"),
+    );
+    let progress = tracker();
+    let seen = progress.clone();
+    let opts = RunOptions {
+        held: Some(guard.clone()),
+        ..options(&progress, None)
+    };
+    let thief = Rc::new(RefCell::new(None));
+    let thief_slot = thief.clone();
+    let (stopped, ()) = join(run(&c2, spec, opts), async {
+        wait_until("2 chunks are stored", || {
+            seen.borrow().bytes_written >= 2 * MIB
+        })
+        .await;
+        let stolen = acquire(&lock_name(&id), LockOptions::exclusive().steal())
+            .await
+            .unwrap()
+            .expect("steal is granted");
+        c2.begin_epoch(&id).await.unwrap();
+        *thief_slot.borrow_mut() = Some(stolen);
+    })
+    .await;
+    assert!(
+        matches!(stopped, Err(Error::StaleEpoch { .. })),
+        "{stopped:?}"
+    );
+    assert!(guard.is_lost());
+    drop(thief.borrow_mut().take());
+    remove(c2).await;
+    remove(c).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_newer_epoch_fences_the_old_holders_write() {
     // Another context began a newer epoch (its holder outlived its lock): the old run's next
