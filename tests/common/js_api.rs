@@ -420,7 +420,13 @@ async fn js_pause_resume_and_fetch_current_downloads_fields() {
                 "totalExpected": len, "requeuedFromEssential": false, "pack": null })
     );
     assert_eq!(out["paused"]["state"], json!("paused"));
-    assert_eq!(out["paused"]["totalWritten"], json!(4 * MIB));
+    // The pause stores what had arrived (`core::transfer`: a possibly short write): the 5 bytes
+    // past the chunk too, if the run had read them and their write was reported by then.
+    let written = out["paused"]["totalWritten"].as_u64();
+    assert!(
+        written == Some(4 * MIB) || written == Some(4 * MIB + 5),
+        "written when paused: {written:?}"
+    );
     let kinds: Vec<&str> = out["events"]
         .as_array()
         .unwrap()
