@@ -446,18 +446,17 @@ pub async fn run(
     let whole_first =
         options.fresh && options.first_response.is_none() && requested_whole_first(&spec);
     let prefetched = options.prefetched.take();
+    let lock = take_lock(&identifier, options.lock, options.held.take());
     let (guard, early) = if whole_first {
         let fetch = match prefetched.and_then(|p| p.answering(&spec)) {
             Some(fetch) => fetch,
             None => whole_request(&spec),
         };
-        let lock = take_lock(&identifier, options.lock, options.held.take());
         let (guard, fetch) = lock_while(lock, fetch).await;
         (guard?, Some(fetch))
     } else {
         drop(prefetched); // not this run's request: aborted
-        let held = options.held.take();
-        (take_lock(&identifier, options.lock, held).await?, None)
+        (lock.await?, None)
     };
     let (began, epoch, generation, transfer) = if whole_first {
         (false, 0, 0, Transfer::new(spec, now()))

@@ -989,27 +989,34 @@ async fn stalled_run_setup(label: &str) -> (Container, String, TransferSpec) {
     (c, id, spec)
 }
 
+/// Once `progress` shows the stalled run's 2 chunks stored, steals `id`'s lock and begins a
+/// newer epoch in `c`, as another context would; gives the thief's guard and that epoch.
+async fn steal_after_two_chunks(
+    c: &Container,
+    id: &str,
+    progress: &Rc<RefCell<Progress>>,
+) -> (background_assets::web::locks::LockGuard, u64) {
+    wait_until("2 chunks are stored", || {
+        progress.borrow().bytes_written >= 2 * MIB
+    })
+    .await;
+    let guard = acquire(&lock_name(id), LockOptions::exclusive().steal())
+        .await
+        .unwrap()
+        .expect("steal is granted");
+    (guard, c.begin_epoch(id).await.unwrap())
+}
+
 #[wasm_bindgen_test]
 async fn a_stolen_lock_stops_the_holder_without_writing() {
     let (c, id, spec) = stalled_run_setup("run-steal").await;
     let progress = tracker();
-    let seen = progress.clone();
-    let thief = Rc::new(RefCell::new(None));
-    let thief_slot = thief.clone();
-    let (held, ()) = join(run(&c, spec, options(&progress, None)), async {
-        wait_until("2 chunks are stored", || {
-            seen.borrow().bytes_written >= 2 * MIB
-        })
-        .await;
-        let guard = acquire(&lock_name(&id), LockOptions::exclusive().steal())
-            .await
-            .unwrap()
-            .expect("steal is granted");
-        let epoch = c.begin_epoch(&id).await.unwrap();
-        assert_eq!(epoch, 2);
-        *thief_slot.borrow_mut() = Some(guard);
-    })
+    let (held, (thief, epoch)) = join(
+        run(&c, spec, options(&progress, None)),
+        steal_after_two_chunks(&c, &id, &progress),
+    )
     .await;
+    assert_eq!(epoch, 2);
     assert_eq!(
         held.unwrap_err(),
         Error::StaleEpoch {
@@ -1020,7 +1027,7 @@ async fn a_stolen_lock_stops_the_holder_without_writing() {
     );
     let record = c.load_checkpoint(&id).await.unwrap().unwrap();
     assert_eq!((record.epoch, record.stored), (2, 2 * MIB));
-    drop(thief.borrow_mut().take());
+    drop(thief);
     remove(c).await;
 }
 
@@ -1083,32 +1090,21 @@ async fn a_run_under_the_lock_its_caller_holds_takes_none_of_its_own() {
             .expect("the lock is free"),
     );
     let progress = tracker();
-    let seen = progress.clone();
     let opts = RunOptions {
         held: Some(guard.clone()),
         ..options(&progress, None)
     };
-    let thief = Rc::new(RefCell::new(None));
-    let thief_slot = thief.clone();
-    let (stopped, ()) = join(run(&c2, spec, opts), async {
-        wait_until("2 chunks are stored", || {
-            seen.borrow().bytes_written >= 2 * MIB
-        })
-        .await;
-        let stolen = acquire(&lock_name(&id), LockOptions::exclusive().steal())
-            .await
-            .unwrap()
-            .expect("steal is granted");
-        c2.begin_epoch(&id).await.unwrap();
-        *thief_slot.borrow_mut() = Some(stolen);
-    })
+    let (stopped, (thief, _)) = join(
+        run(&c2, spec, opts),
+        steal_after_two_chunks(&c2, &id, &progress),
+    )
     .await;
     assert!(
         matches!(stopped, Err(Error::StaleEpoch { .. })),
         "{stopped:?}"
     );
     assert!(guard.is_lost());
-    drop(thief.borrow_mut().take());
+    drop(thief);
     remove(c2).await;
     remove(c).await;
 }
