@@ -95,10 +95,10 @@
 //! [`HashState`] in a `Write`'s checkpoint covers exactly the bytes up to the end of that chunk,
 //! and a context that resumes from it still verifies the whole file. Hashing piece by piece
 //! rather than a whole chunk at its cut keeps the driver's thread from a long block every chunk:
-//! the browser goes on delivering the body meanwhile (`cargo xtask bench`: 7–9% more
-//! throughput in Chromium and Firefox). At the end the size
-//! and SHA-256 are checked against the declaration: [`Action::Finish`] is only ever emitted for
-//! a file whose size and digest match (when declared), and only once every `Write` is confirmed.
+//! the browser goes on delivering the body meanwhile (`cargo xtask bench`: 7–9% more throughput
+//! in Chromium and Firefox). At the end the size and SHA-256 are checked against the
+//! declaration: [`Action::Finish`] is only ever emitted for a file whose size and digest match
+//! (when declared), and only once every `Write` is confirmed.
 //! A mismatch discards the stored bytes and fails with [`Error::IntegrityMismatch`] /
 //! [`Error::SizeMismatch`]. There is no separate "verify" action: verification is inline.
 //!
@@ -1525,9 +1525,9 @@ impl Transfer {
         }
     }
 
-    /// Turns the buffer into a `Write` (its bytes are hashed already), if it holds anything. With chunk digests
-    /// only a whole chunk, or the file's last, is written (the driver verifies it against its
-    /// digest); a partial chunk stays in the buffer.
+    /// Turns the buffer into a `Write` (its bytes are hashed already), if it holds anything.
+    /// With chunk digests only a whole chunk, or the file's last, is written (the driver
+    /// verifies it against its digest); a partial chunk stays in the buffer.
     fn cut_write(&mut self) -> bool {
         if self.buffer.is_empty() {
             return false;
