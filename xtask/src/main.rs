@@ -6,7 +6,7 @@
 //! cargo xtask demo [--port N] [--cdn-port N] [--dev] [--small] [--cdn URL] [--no-build]
 //! cargo xtask demo --headless [--engine chromium|firefox] [--small] [--screenshot PATH] [--report-json PATH]
 //! cargo xtask demo --export DIR [--small]
-//! cargo xtask test [--engine chromium|firefox] [--skip-install] [--no-lint]
+//! cargo xtask test [--engine chromium|firefox] [--skip-install] [--no-lint] [--filter NAME]
 //! cargo xtask chaos --runs N --seed S [--engine chromium|firefox]
 //! cargo xtask bench [--quick] [--engine chromium|firefox] [--json PATH] [--size-mib N] [--memory-mib N] [--runs N]
 //! ```
@@ -120,6 +120,7 @@ fn run() -> Result<bool> {
                 engines,
                 skip_install: flags.switch("--skip-install"),
                 no_lint: flags.switch("--no-lint"),
+                filter: flags.value("--filter")?,
             };
             flags.finish()?;
             return test_runner::run(&options);

@@ -37,6 +37,9 @@ pub struct Options {
     pub skip_install: bool,
     /// Skip fmt and clippy (`--no-lint`), for quick iteration.
     pub no_lint: bool,
+    /// `--filter NAME`: only the wasm-bindgen-test suites, only their tests whose names
+    /// contain NAME (for quick iteration; CI runs everything).
+    pub filter: Option<String>,
 }
 
 /// Runs everything and returns whether it all passed (the table is printed either way).
@@ -50,6 +53,17 @@ pub fn run(options: &Options) -> Result<bool> {
     setup::run(mode)?;
 
     let mut rows = Vec::new();
+    if let Some(filter) = &options.filter {
+        let cdn = start_test_cdn()?;
+        for suite in WASM_SUITES {
+            for &engine in &options.engines {
+                rows.push(run_wasm_suite(suite, engine, &cdn.origin(), Some(filter)));
+            }
+        }
+        println!();
+        print!("{}", summary::render(&rows, started.elapsed()));
+        return Ok(rows.iter().all(|r| !r.failed()));
+    }
     if !options.no_lint {
         rows.push(check_formatting());
         rows.push(check(
@@ -90,7 +104,7 @@ pub fn run(options: &Options) -> Result<bool> {
     println!("test: local CDN at {}", cdn.origin());
     for suite in WASM_SUITES {
         for &engine in &options.engines {
-            rows.push(run_wasm_suite(suite, engine, &cdn.origin()));
+            rows.push(run_wasm_suite(suite, engine, &cdn.origin(), None));
         }
     }
     drop(cdn);
@@ -245,7 +259,7 @@ fn start_test_cdn() -> Result<Server> {
 }
 
 /// `cargo test --target wasm32-unknown-unknown --test <suite>` in one engine's headless browser.
-fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str) -> Row {
+fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str, filter: Option<&str>) -> Row {
     let started = Instant::now();
     let prepared = (|| -> Result<(Command, ScratchDir)> {
         let driver = engine.driver_path().with_context(|| {
@@ -270,6 +284,9 @@ fn run_wasm_suite(suite: &str, engine: Engine, cdn_origin: &str) -> Row {
             "--test",
             suite,
         ]);
+        if let Some(filter) = filter {
+            cmd.args(["--", filter]);
+        }
         for other in Engine::ALL {
             cmd.env_remove(other.driver_env_var());
             cmd.env_remove(format!("{}_REMOTE", other.driver_env_var()));
