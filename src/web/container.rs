@@ -411,6 +411,37 @@ fn chunk_value(bytes: &Uint8Array, op: &str) -> Result<JsValue, Error> {
         .map_err(|e| storage_js(op, &e))
 }
 
+/// A chunk's bytes made into the value the container stores ([`chunk_value`]): a copy, so the
+/// array they came from may be reused at once. See [`Container::append_chunk_value`].
+pub struct ChunkValue {
+    value: JsValue,
+    len: u32,
+}
+
+impl ChunkValue {
+    /// Copies `bytes` into the value a chunk is stored as (a small chunk, stored as the array
+    /// itself, into an array of its own).
+    pub fn of(bytes: &Uint8Array) -> Result<ChunkValue, Error> {
+        let len = bytes.length();
+        let value = if len <= INLINE_PIECE {
+            bytes.slice(0, len).into()
+        } else {
+            chunk_value(bytes, "write_chunk")?
+        };
+        Ok(ChunkValue { value, len })
+    }
+
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the chunk has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The length of a stored chunk value (`Uint8Array` or `Blob`); `None` for anything else.
 fn chunk_len(value: &JsValue) -> Option<u64> {
     if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
@@ -945,11 +976,6 @@ impl Container {
         } else {
             "write_chunk"
         };
-        let stores: &[&str] = if finish.is_some() {
-            &[DOWNLOADS, CHUNKS, ASSETS]
-        } else {
-            &[DOWNLOADS, CHUNKS]
-        };
         let identifier = identifier.to_string();
         let len = bytes.length() as u64;
         if let Some(finish) = finish
@@ -974,11 +1000,58 @@ impl Container {
                 identifier,
             ));
         }
+        let value = chunk_value(bytes, op);
+        futures::future::Either::Right(self.append_issued(
+            identifier,
+            (epoch, generation, offset),
+            value,
+            len,
+            checkpoint,
+            finish,
+        ))
+    }
+
+    /// Appends a chunk already made into its stored value ([`ChunkValue::of`]), as
+    /// [`Container::append_chunk`] does without `finish`: for a chunk copied before it may be
+    /// written (while its declared digest is checked), so it is not copied again.
+    pub fn append_chunk_value(
+        &self,
+        at: ChunkAt<'_>,
+        chunk: ChunkValue,
+        checkpoint: &JsValue,
+    ) -> impl std::future::Future<Output = Result<Option<StoredAsset>, Error>> + 'static {
+        self.append_issued(
+            at.identifier.to_string(),
+            (at.epoch, at.generation, at.offset),
+            Ok(chunk.value),
+            u64::from(chunk.len),
+            checkpoint,
+            None,
+        )
+    }
+
+    /// [`Container::append_chunk`] once the chunk is its stored value: issues the transaction's
+    /// requests now and returns the future of its commit.
+    fn append_issued(
+        &self,
+        identifier: String,
+        at_epoch: (u64, u64, u64),
+        value: Result<JsValue, Error>,
+        len: u64,
+        checkpoint: &JsValue,
+        finish: Option<FinishedAsset>,
+    ) -> impl std::future::Future<Output = Result<Option<StoredAsset>, Error>> + 'static {
+        let (_, generation, offset) = at_epoch;
+        let (op, stores): (&str, &[&str]) = if finish.is_some() {
+            ("write_chunk+finish", &[DOWNLOADS, CHUNKS, ASSETS])
+        } else {
+            ("write_chunk", &[DOWNLOADS, CHUNKS])
+        };
         let issued = self
             .transaction(stores, true, true, op, &identifier)
             .and_then(|tx| {
                 let key = JsValue::from_str(&identifier);
-                let value = chunk_value(bytes, op)?;
+                let value = value?;
                 // The success handler is attached now: the result may come before a first poll.
                 let record = std::future::IntoFuture::into_future(
                     tx.store(DOWNLOADS)?
@@ -991,7 +1064,6 @@ impl Container {
                 Ok((tx, record))
             });
         let checkpoint = checkpoint.clone();
-        let at_epoch = (epoch, generation, offset);
         // The checks and the record's put run as their own task: they must run when the
         // chunk's `get` answers, while the transaction is active, whatever the caller is busy with.
         let raw = issued.as_ref().ok().map(|(tx, _)| tx.raw.clone());
@@ -1008,7 +1080,7 @@ impl Container {
             };
             let _ = sender.send(outcome);
         });
-        futures::future::Either::Right(async move {
+        async move {
             // Dropped before the end (a killed run): abort, so the chunk is not left behind.
             let mut guard = AbortOnDrop(raw);
             let outcome = receiver.await.unwrap_or_else(|_| {
@@ -1019,7 +1091,7 @@ impl Container {
             });
             guard.0 = None;
             outcome
-        })
+        }
     }
 }
 

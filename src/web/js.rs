@@ -106,10 +106,12 @@ pub async fn call_method(
 }
 
 /// The SHA-256 of `data`, by the browser's `crypto.subtle.digest` (native code, run off the
-/// calling thread, with the CPU's SHA instructions where it has them). `data` is copied when the
-/// digest starts, at the future's first poll: keep it unchanged until then. Where
-/// `crypto.subtle` is missing (a page that is not a secure context) or fails, `data` is hashed
-/// here, in wasm: the answer is the same, only slower.
+/// calling thread, with the CPU's SHA instructions where it has them). The digest starts when
+/// this is called, not at the future's first poll, so it runs while the caller goes on. Where
+/// `crypto.subtle` is missing (a page that is not a secure context), `data` is copied now and
+/// hashed here, in wasm, when the future is polled; where a started digest fails, `data` is
+/// hashed here then: keep it unchanged until the answer. The answer is the same either way,
+/// only slower.
 ///
 /// # Example
 /// ```no_run
@@ -119,12 +121,23 @@ pub async fn call_method(
 /// assert_eq!(digest[0], 0xba);
 /// # }
 /// ```
-pub async fn sha256(data: &js_sys::Uint8Array) -> [u8; 32] {
+pub fn sha256(data: &js_sys::Uint8Array) -> impl std::future::Future<Output = [u8; 32]> + 'static {
     let subtle = get(&get(&js_sys::global(), "crypto"), "subtle");
-    if subtle.is_object() {
-        if let Ok(Some(digest)) =
-            call_method(&subtle, "digest", &["SHA-256".into(), data.into()]).await
-        {
+    let started = get(&subtle, "digest")
+        .dyn_into::<js_sys::Function>()
+        .ok()
+        .and_then(|digest| digest.call2(&subtle, &"SHA-256".into(), data).ok())
+        .and_then(|value| value.dyn_into::<js_sys::Promise>().ok())
+        .map(wasm_bindgen_futures::JsFuture::from)
+        .ok_or_else(|| data.to_vec());
+    let data = data.clone();
+    async move {
+        use sha2::Digest;
+        let started = match started {
+            Ok(started) => started,
+            Err(copy) => return sha2::Sha256::digest(copy).into(),
+        };
+        if let Ok(digest) = started.await {
             let bytes = js_sys::Uint8Array::new(&digest);
             if bytes.length() == 32 {
                 let mut out = [0u8; 32];
@@ -132,9 +145,8 @@ pub async fn sha256(data: &js_sys::Uint8Array) -> [u8; 32] {
                 return out;
             }
         }
+        sha2::Sha256::digest(data.to_vec()).into()
     }
-    use sha2::Digest;
-    sha2::Sha256::digest(data.to_vec()).into()
 }
 
 /// `future_to_promise`. Every promise the library hands to JavaScript goes through here: the

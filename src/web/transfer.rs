@@ -13,12 +13,15 @@
 //!                         Abort → drop the response (the fetch is aborted)
 //!                         (paused with the response held: no read is started until resume)
 //!                         Write → append_chunk(epoch) issued, NOT awaited: reads go on while it
-//!                                 commits (one write in flight; the next Write, Discard,
-//!                                 SaveCheckpoint or Finish waits for it) → Written | WriteFailed
+//!                                 commits (up to WRITES_IN_FLIGHT; a next Write waits for the
+//!                                 oldest, Discard, SaveCheckpoint and Finish for all) →
+//!                                 Written | WriteFailed
 //!                                 (the last Write of a verified file also finishes it;
 //!                                 with declared chunk digests the chunk is first checked by
-//!                                 `crypto.subtle.digest`, off this thread: a mismatch is
-//!                                 ChunkMismatch and nothing from it on is stored)
+//!                                 `crypto.subtle.digest`, off this thread, while the body is
+//!                                 read on, and written once it and the chunks before it
+//!                                 match: a mismatch is ChunkMismatch and nothing from it on
+//!                                 is stored)
 //!                         Discard → discard_chunks(epoch)    SaveCheckpoint → save_checkpoint
 //!                         Finish → container.finish(epoch) → Ok(StoredAsset)
 //!                         Fail(e) → Err(e)
@@ -80,7 +83,7 @@ use crate::core::transfer::{
 };
 use crate::core::Millis;
 use crate::web::container::{
-    Began, ChunkAt, Container, DownloadRecord, FinishedAsset, StoredAsset, INLINE_MAX,
+    Began, ChunkAt, ChunkValue, Container, DownloadRecord, FinishedAsset, StoredAsset, INLINE_MAX,
 };
 use crate::web::fetcher::{FetchOptions, Fetcher, ResponseStream};
 use crate::web::js;
@@ -495,6 +498,7 @@ pub async fn run(
         content_type: None,
         last_progress: None,
         writes: VecDeque::new(),
+        checking: VecDeque::new(),
         write_failed: false,
         finished: None,
         kept: None,
@@ -692,12 +696,24 @@ type Read = LocalBoxFuture<'static, (ResponseStream, Vec<u8>, Result<usize, Erro
 /// asset when the write also finished the download).
 type WriteJob = LocalBoxFuture<'static, (u64, u64, Result<Option<StoredAsset>, Error>)>;
 
+/// A chunk whose declared digest the browser is computing (off this thread): it is written once
+/// it and every chunk before it is checked, and the body is read on meanwhile.
+struct Checking {
+    offset: u64,
+    /// The chunk as it is stored, copied from the reused [`Driver::js_chunk`].
+    chunk: ChunkValue,
+    checkpoint: JsValue,
+    expected: [u8; 32],
+    digest: LocalBoxFuture<'static, [u8; 32]>,
+}
+
 /// Chunk writes a running transfer keeps in flight while it reads on. IndexedDB commits them in
 /// the order they were issued; a second one lets the body be read and hashed while the browser
 /// still stores the chunk before (its commit can take longer than reading a whole chunk). A killed
 /// run loses what is in flight, so with bounded `Range` windows (`range_window_chunks`, chosen to
 /// waste little after a kill) only one write is, and the next window is asked for only once the
-/// one before is stored: a kill then re-fetches at most the window being read.
+/// one before is stored: a kill then re-fetches at most the window being read. A chunk waiting
+/// for its declared digest counts as a write in flight.
 pub const WRITES_IN_FLIGHT: usize = 2;
 
 /// The one fetch in flight, owned by its future so that a wake-up for another reason (a timer,
@@ -715,6 +731,7 @@ enum Wake {
     Connected(Result<ResponseStream, Error>),
     Read(ResponseStream, Vec<u8>, Result<usize, Error>),
     Wrote(u64, u64, Result<Option<StoredAsset>, Error>),
+    Checked(Checking, [u8; 32]),
     Timer,
 }
 
@@ -749,6 +766,9 @@ struct Driver<'c> {
     /// The chunk writes in flight, oldest first (at most [`WRITES_IN_FLIGHT`]): body reads (and
     /// hashing) go on while they commit.
     writes: VecDeque<WriteJob>,
+    /// Chunks waiting for their declared digest, oldest first, all after every write in
+    /// `writes`; with `writes` at most [`Driver::writes_in_flight`] together.
+    checking: VecDeque<Checking>,
     /// A write failed: later writes of this run are not issued (the transfer has failed).
     write_failed: bool,
     /// The asset a write that also finished the download stored.
@@ -787,6 +807,7 @@ impl Driver<'_> {
             let timeout = self.transfer.poll_timeout();
             if matches!(self.io, Io::Idle)
                 && self.writes.is_empty()
+                && self.checking.is_empty()
                 && timeout.is_none()
                 && self.control.is_none()
             {
@@ -814,6 +835,7 @@ impl Driver<'_> {
         let control = self.control.clone();
         let io = &mut self.io;
         let writes = &mut self.writes;
+        let checking = &mut self.checking;
         poll_fn(move |cx| {
             if let Some(command) = control.as_ref().and_then(|c| c.poll_command(cx)) {
                 return Poll::Ready(Wake::Command(command));
@@ -841,6 +863,13 @@ impl Driver<'_> {
                 if let Poll::Ready((offset, len, result)) = job.as_mut().poll(cx) {
                     writes.pop_front();
                     return Poll::Ready(Wake::Wrote(offset, len, result));
+                }
+            }
+            // Digests are checked in order too: a chunk is written only after those before it.
+            if let Some(check) = checking.front_mut() {
+                if let Poll::Ready(actual) = check.digest.as_mut().poll(cx) {
+                    let check = checking.pop_front().expect("polled above");
+                    return Poll::Ready(Wake::Checked(check, actual));
                 }
             }
             if let Some(timer) = timer.as_mut() {
@@ -902,6 +931,7 @@ impl Driver<'_> {
                 self.on_read(stream, buffer, result);
             }
             Wake::Wrote(offset, len, result) => self.on_written(offset, len, result),
+            Wake::Checked(check, actual) => self.on_checked(check, actual).await,
             Wake::Timer => {
                 self.settle_write().await;
                 self.transfer.handle(Event::Timeout, now());
@@ -970,15 +1000,65 @@ impl Driver<'_> {
         while self.settle_oldest_write().await {}
     }
 
-    /// Waits for the oldest write in flight and hands its outcome to the transfer; `false` when
-    /// none was in flight.
+    /// Waits for the oldest write in flight and hands its outcome to the transfer, or, with no
+    /// write in flight, for the oldest chunk's digest and then writes it; `false` when there was
+    /// neither.
     async fn settle_oldest_write(&mut self) -> bool {
-        let Some(job) = self.writes.pop_front() else {
+        if let Some(job) = self.writes.pop_front() {
+            let (offset, len, result) = job.await;
+            self.on_written(offset, len, result);
+            return true;
+        }
+        let Some(mut check) = self.checking.pop_front() else {
             return false;
         };
-        let (offset, len, result) = job.await;
-        self.on_written(offset, len, result);
+        let actual = check.digest.as_mut().await;
+        self.on_checked(check, actual).await;
         true
+    }
+
+    /// Writes every chunk still waiting for its digest, in order, once it is checked (without
+    /// waiting for the writes to commit): what is written next comes after them.
+    async fn write_checked(&mut self) {
+        while let Some(mut check) = self.checking.pop_front() {
+            let actual = check.digest.as_mut().await;
+            self.on_checked(check, actual).await;
+        }
+    }
+
+    /// A chunk's declared digest is known: the chunk is written if it matches. A mismatch fails
+    /// the transfer, and neither this chunk nor any after it is stored.
+    async fn on_checked(&mut self, check: Checking, actual: [u8; 32]) {
+        let Checking {
+            offset,
+            chunk,
+            checkpoint,
+            expected,
+            ..
+        } = check;
+        let len = u64::from(chunk.len());
+        if self.write_failed {
+            return; // an earlier chunk failed: the transfer ends with that error
+        }
+        if actual != expected {
+            self.write_failed = true; // nothing after the bad chunk is stored
+            self.checking.clear();
+            self.transfer
+                .handle(Event::ChunkMismatch { offset, actual }, now());
+            return;
+        }
+        if let Err(error) = self.stop_if_lost().await {
+            return self.on_written(offset, len, Err(error));
+        }
+        let at = ChunkAt {
+            identifier: &self.identifier,
+            epoch: self.epoch,
+            generation: self.generation,
+            offset,
+        };
+        let job = self.container.append_chunk_value(at, chunk, &checkpoint);
+        self.writes
+            .push_back(Box::pin(async move { (offset, len, job.await) }));
     }
 
     /// Issues the chunk write `offset..offset+data.len()` with its checkpoint, without waiting
@@ -986,7 +1066,7 @@ impl Driver<'_> {
     /// received and verified and this is the last write, the same transaction also finishes the
     /// download.
     async fn start_write(&mut self, offset: u64, data: Vec<u8>, checkpoint: Checkpoint) {
-        while self.writes.len() >= self.writes_in_flight() {
+        while self.writes.len() + self.checking.len() >= self.writes_in_flight() {
             self.settle_oldest_write().await;
         }
         let len = data.len() as u64;
@@ -1010,11 +1090,50 @@ impl Driver<'_> {
         } else {
             None
         };
+        let expected = self.transfer.expected_chunk_digest(offset);
+        if let (Some(expected), None) = (expected, &finish) {
+            // Declared chunk digests, a chunk before the last: the browser checks it off this
+            // thread while the body is read on, and it is written once checked (`on_checked`).
+            match self.ensure_began().await {
+                Ok(None) => {}
+                Ok(Some(asset)) => return self.keep(asset),
+                Err(error) => return self.on_written(offset, len, Err(error)),
+            }
+            let array = self.chunk_array(&data);
+            drop(data);
+            // Both copy the array now: it is free for the next chunk. (Only a digest the browser
+            // fails, which it has no reason to, would be hashed here later from the reused
+            // array: a mismatch then, which fails the transfer typed and stores nothing wrong.)
+            let digest = Box::pin(js::sha256(&array));
+            let chunk = match ChunkValue::of(&array) {
+                Ok(chunk) => chunk,
+                Err(error) => return self.on_written(offset, len, Err(error)),
+            };
+            self.checking.push_back(Checking {
+                offset,
+                chunk,
+                checkpoint: value,
+                expected,
+                digest,
+            });
+            if !matches!(
+                self.transfer.state(),
+                TransferState::Receiving | TransferState::Connecting
+            ) {
+                self.settle_write().await;
+            }
+            return;
+        }
+        // What waits for its digest is written before this.
+        self.write_checked().await;
+        if self.write_failed {
+            return;
+        }
         let array = self.chunk_array(&data);
         drop(data);
-        if let Some(expected) = self.transfer.expected_chunk_digest(offset) {
-            // Declared chunk digests: the chunk is checked off this thread before it is stored
-            // (the array is not touched until the digest has copied it).
+        if let Some(expected) = expected {
+            // Declared chunk digests, the last chunk: checked off this thread before it is
+            // stored (the array is not touched until the digest has copied it).
             let actual = js::sha256(&array).await;
             if actual != expected {
                 self.write_failed = true; // nothing after the bad chunk is stored
@@ -1284,6 +1403,8 @@ impl Driver<'_> {
                     self.io = Io::Idle;
                     self.stream = None;
                     // Writes in flight still commit (a next run continues after them).
+                    // Chunks still waiting for their digest are not written.
+                    self.checking.clear();
                     for job in std::mem::take(&mut self.writes) {
                         let _ = job.await;
                     }
@@ -1323,7 +1444,7 @@ impl Driver<'_> {
     /// is stored, so progress never runs ahead of a write a pause would still report after. (A
     /// committed write reports itself, see [`Driver::on_written`].)
     fn report(&mut self) {
-        if self.writes.is_empty() {
+        if self.writes.is_empty() && self.checking.is_empty() {
             self.publish();
         }
     }

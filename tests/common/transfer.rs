@@ -1413,6 +1413,57 @@ async fn the_browser_digest_is_sha256() {
 }
 
 #[wasm_bindgen_test]
+async fn the_browser_digest_starts_at_the_call_so_the_array_may_be_reused_at_once() {
+    let data: Vec<u8> = (0..4 * MIB as usize).map(|i| (i * 13) as u8).collect();
+    let array = js_sys::Uint8Array::from(&data[..]);
+    let expected: [u8; 32] = Sha256::digest(&data).into();
+    let digest = js::sha256(&array);
+    // Reused before the future is first polled (as the transfer reuses its chunk array).
+    array.fill(0, 0, array.length());
+    assert_eq!(digest.await, expected);
+}
+
+#[wasm_bindgen_test]
+async fn a_wrong_chunk_digest_stores_nothing_after_it_while_later_chunks_were_being_checked() {
+    // Eight chunks: while chunk 1 is checked, the body is read on and chunk 2 may be cut and
+    // checked too; neither it nor any later chunk is stored.
+    const LEN: u64 = 8 * MIB;
+    let seed = 15_000 + probe() % 1000;
+    let path = gen_path(LEN, seed, "");
+    let c = fresh("run-chunks-ahead").await;
+    let id = unique_id("chunks-ahead");
+    let good = cdn_chunk_digests(LEN, seed, CHUNK).await;
+    assert_eq!(good.sha256.len(), 8);
+    let mut wrong = good.clone();
+    wrong.sha256[1] = cdn_chunk_digests(LEN, seed + 1, CHUNK).await.sha256[1];
+    let mut spec = spec_for(&id, &path, LEN, seed, CHUNK).await;
+    spec.chunk_digests = Some(wrong);
+    match run(&c, spec.clone(), options(&tracker(), None)).await {
+        Err(Error::ChunkIntegrityMismatch { offset, .. }) => assert_eq!(offset, CHUNK),
+        other => panic!("expected ChunkIntegrityMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        stored(&c, &id).await,
+        CHUNK,
+        "only the chunk before the bad one"
+    );
+
+    // With the right list the next run continues after it and finishes, every chunk checked.
+    spec.chunk_digests = Some(good);
+    let asset = run(&c, spec, options(&tracker(), None)).await.unwrap();
+    assert_eq!(asset.size, LEN);
+    let logged = gets(&path).await;
+    assert_eq!(
+        logged[1].range.as_deref(),
+        Some(format!("bytes={CHUNK}-").as_str()),
+        "{logged:?}"
+    );
+    let original = fetch_all(&format!("{}/gen/{LEN}/{seed}", cdn())).await;
+    assert_eq!(c.read_range(&id, 0, LEN).await.unwrap(), original);
+    remove(c).await;
+}
+
+#[wasm_bindgen_test]
 async fn declared_chunk_digests_refuse_a_wrong_chunk_and_keep_the_verified_ones() {
     const LEN: u64 = 3 * MIB + 4_321;
     let seed = 14_000 + probe() % 1000;
