@@ -1009,21 +1009,24 @@ impl Driver<'_> {
             self.on_written(offset, len, result);
             return true;
         }
+        self.check_oldest().await
+    }
+
+    /// Writes every chunk still waiting for its digest, in order, once it is checked (without
+    /// waiting for the writes to commit): what is written next comes after them.
+    async fn write_checked(&mut self) {
+        while self.check_oldest().await {}
+    }
+
+    /// Waits for the oldest waiting chunk's digest and writes the chunk if it matches
+    /// ([`Driver::on_checked`]); `false` when no chunk was waiting.
+    async fn check_oldest(&mut self) -> bool {
         let Some(mut check) = self.checking.pop_front() else {
             return false;
         };
         let actual = check.digest.as_mut().await;
         self.on_checked(check, actual).await;
         true
-    }
-
-    /// Writes every chunk still waiting for its digest, in order, once it is checked (without
-    /// waiting for the writes to commit): what is written next comes after them.
-    async fn write_checked(&mut self) {
-        while let Some(mut check) = self.checking.pop_front() {
-            let actual = check.digest.as_mut().await;
-            self.on_checked(check, actual).await;
-        }
     }
 
     /// A chunk's declared digest is known: the chunk is written if it matches. A mismatch fails
