@@ -394,6 +394,12 @@ pub fn inline_piece() -> u32 {
     }
 }
 
+/// Whether a chunk of `len` bytes is stored as a `Uint8Array` value ([`chunk_value`]), not as a
+/// `Blob`.
+fn stored_inline(len: u32) -> bool {
+    len <= INLINE_PIECE
+}
+
 /// What a chunk of `bytes` is stored as: the `Uint8Array` itself up to [`INLINE_PIECE`] bytes, a
 /// `Blob` of them above.
 ///
@@ -403,7 +409,7 @@ pub fn inline_piece() -> u32 {
 /// Chromium 156), and the transfer reads and hashes on that thread. Readers take both forms
 /// ([`chunk_bytes`]), so chunks stored before are read as they were.
 fn chunk_value(bytes: &Uint8Array, op: &str) -> Result<JsValue, Error> {
-    if bytes.length() <= INLINE_PIECE {
+    if stored_inline(bytes.length()) {
         return Ok(bytes.clone().into());
     }
     web_sys::Blob::new_with_u8_array_sequence(&Array::of1(bytes))
@@ -423,7 +429,7 @@ impl ChunkValue {
     /// itself, into an array of its own).
     pub fn of(bytes: &Uint8Array) -> Result<ChunkValue, Error> {
         let len = bytes.length();
-        let value = if len <= INLINE_PIECE {
+        let value = if stored_inline(len) {
             bytes.slice(0, len).into()
         } else {
             chunk_value(bytes, "write_chunk")?

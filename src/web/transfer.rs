@@ -1044,11 +1044,7 @@ impl Driver<'_> {
             return; // an earlier chunk failed: the transfer ends with that error
         }
         if actual != expected {
-            self.write_failed = true; // nothing after the bad chunk is stored
-            self.checking.clear();
-            self.transfer
-                .handle(Event::ChunkMismatch { offset, actual }, now());
-            return;
+            return self.chunk_mismatch(offset, actual);
         }
         if let Err(error) = self.stop_if_lost().await {
             return self.on_written(offset, len, Err(error));
@@ -1062,6 +1058,15 @@ impl Driver<'_> {
         let job = self.container.append_chunk_value(at, chunk, &checkpoint);
         self.writes
             .push_back(Box::pin(async move { (offset, len, job.await) }));
+    }
+
+    /// The chunk at `offset` does not match its declared digest: the transfer fails, and neither
+    /// it nor any chunk after it (those still waiting for their digest too) is stored.
+    fn chunk_mismatch(&mut self, offset: u64, actual: [u8; 32]) {
+        self.write_failed = true;
+        self.checking.clear();
+        self.transfer
+            .handle(Event::ChunkMismatch { offset, actual }, now());
     }
 
     /// Issues the chunk write `offset..offset+data.len()` with its checkpoint, without waiting
@@ -1139,10 +1144,7 @@ impl Driver<'_> {
             // stored (the array is not touched until the digest has copied it).
             let actual = js::sha256(&array).await;
             if actual != expected {
-                self.write_failed = true; // nothing after the bad chunk is stored
-                self.transfer
-                    .handle(Event::ChunkMismatch { offset, actual }, now());
-                return;
+                return self.chunk_mismatch(offset, actual);
             }
         }
         let whole = finish

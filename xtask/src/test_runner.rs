@@ -54,15 +54,8 @@ pub fn run(options: &Options) -> Result<bool> {
 
     let mut rows = Vec::new();
     if let Some(filter) = &options.filter {
-        let cdn = start_test_cdn()?;
-        for suite in WASM_SUITES {
-            for &engine in &options.engines {
-                rows.push(run_wasm_suite(suite, engine, &cdn.origin(), Some(filter)));
-            }
-        }
-        println!();
-        print!("{}", summary::render(&rows, started.elapsed()));
-        return Ok(rows.iter().all(|r| !r.failed()));
+        rows.extend(wasm_suites(&options.engines, Some(filter))?);
+        return Ok(report(&rows, started));
     }
     if !options.no_lint {
         rows.push(check_formatting());
@@ -100,14 +93,7 @@ pub fn run(options: &Options) -> Result<bool> {
         cargo(&["test", "--workspace", "--no-fail-fast"]),
     ));
 
-    let cdn = start_test_cdn()?;
-    println!("test: local CDN at {}", cdn.origin());
-    for suite in WASM_SUITES {
-        for &engine in &options.engines {
-            rows.push(run_wasm_suite(suite, engine, &cdn.origin(), None));
-        }
-    }
-    drop(cdn);
+    rows.extend(wasm_suites(&options.engines, None)?);
 
     let build_row = timed("build", "wasm32", || build::run(Profile::Release));
     let built = !build_row.failed();
@@ -185,9 +171,28 @@ pub fn run(options: &Options) -> Result<bool> {
         rows.push(crate::chaos::test_row(engine));
     }
 
+    Ok(report(&rows, started))
+}
+
+/// Every wasm-bindgen-test suite in each engine, against one local CDN (only the tests whose
+/// names contain `filter`, if given).
+fn wasm_suites(engines: &[Engine], filter: Option<&str>) -> Result<Vec<Row>> {
+    let cdn = start_test_cdn()?;
+    println!("test: local CDN at {}", cdn.origin());
+    let mut rows = Vec::new();
+    for suite in WASM_SUITES {
+        for &engine in engines {
+            rows.push(run_wasm_suite(suite, engine, &cdn.origin(), filter));
+        }
+    }
+    Ok(rows)
+}
+
+/// Prints the table (suite × engine) and the totals; whether every row passed.
+fn report(rows: &[Row], started: Instant) -> bool {
     println!();
-    print!("{}", summary::render(&rows, started.elapsed()));
-    Ok(rows.iter().all(|r| !r.failed()))
+    print!("{}", summary::render(rows, started.elapsed()));
+    rows.iter().all(|r| !r.failed())
 }
 
 fn cargo(args: &[&str]) -> Command {
