@@ -314,6 +314,50 @@ pub async fn manager_many(
     Ok(json!({ "ms": ms, "count": count, "stats": stats }).to_string())
 }
 
+/// One `len`-byte generated file (seed `seed`) as a one-file on-demand asset pack through
+/// [`DownloadManager::ensure_local_availability`]: the manager schedules it, claims it, runs the
+/// engine under its owner lock with its progress reports, verifies it against its declared size
+/// and SHA-256, stores its result and resolves. The digest is fetched before the clock starts.
+/// Returns `{"ms", "bytes", "mib_s"}`.
+///
+/// [`DownloadManager::ensure_local_availability`]: background_assets::web::manager::DownloadManager
+#[wasm_bindgen(js_name = managerThroughput)]
+pub async fn manager_throughput(cdn: String, len: f64, seed: f64) -> Result<String, JsValue> {
+    let (len, seed) = (len as u64, seed as u64);
+    let sha256 = cdn_sha256(&cdn, len, seed).await?;
+    let packs = json!([{
+        "id": "big", "version": "1", "downloadPolicy": "onDemand",
+        "files": [{
+            "path": "big.bin",
+            "url": format!("{cdn}/gen/{len}/{seed}?probe={}", probe()),
+            "size": len,
+            "sha256": background_assets::core::error::hex(&sha256),
+        }],
+    }]);
+    let (manager, database) = open_manager("tp", packs, 1).await?;
+    let started = now_ms();
+    let outcome = manager.ensure_local_availability("big").await;
+    let ms = now_ms() - started;
+    let stored = manager.file("big.bin").await;
+    close_manager(manager, &database).await;
+    outcome.map_err(err)?;
+    match stored.map_err(err)? {
+        Some(file) if file.size == len => {}
+        other => {
+            return Err(err(format!(
+                "the pack's file is not stored whole: {:?}",
+                other.map(|f| f.size)
+            )))
+        }
+    }
+    Ok(json!({
+        "ms": ms,
+        "bytes": len,
+        "mib_s": len as f64 / MIB / (ms / 1000.0),
+    })
+    .to_string())
+}
+
 /// One `len`-byte download through `web::transfer::run` while sampling wasm memory
 /// (`memory.buffer.byteLength`) and the JS heap (`performance.memory.usedJSHeapSize`, where it
 /// exists) on every progress report. Returns `{"ms", "wasm_before", "wasm_peak", "heap_before",

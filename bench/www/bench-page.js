@@ -7,7 +7,7 @@ import init, * as bench from '/bench-pkg/web/background_assets_bench.js';
 
 const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
-const results = { errors: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
+const results = { errors: [], managerOne: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
   managerMany: [], fetchMany: [], fetchPutMany: [], precacheMany: [], fetchPutGrouped: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], resumeKill: [], resumePause: [],
   engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], wasmCompile: [] };
@@ -98,6 +98,8 @@ async function main() {
     const seed = 1000 + i;
     const n = `${i + 1}/${c.runs}`;
     const big = { cdn: c.cdn, len: c.len, seed, chunk: c.chunk };
+    await record(results.managerOne, `manager throughput (one-file asset pack) ${n}`,
+      run('managerThroughput', { ...big, seed: seed + 500 }));
     await record(results.engine, `engine throughput ${n}`, run('engine', big));
     await record(results.engineChunks, `engine throughput, declared chunk digests ${n}`,
       run('engine', { ...big, chunkDigests: true }));

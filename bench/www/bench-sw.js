@@ -277,6 +277,8 @@ async function measure(data) {
       return JSON.parse(await wasm_bindgen.engineThroughput(a.cdn, a.len, a.seed, a.chunk, a.window || 0, !!a.chunkDigests));
     case 'engineMany':
       return JSON.parse(await wasm_bindgen.engineMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
+    case 'managerThroughput':
+      return JSON.parse(await wasm_bindgen.managerThroughput(a.cdn, a.len, a.seed));
     case 'managerMany':
       return JSON.parse(await wasm_bindgen.managerMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
     case 'engineMemory':
