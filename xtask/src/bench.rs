@@ -580,6 +580,15 @@ impl Numbers {
             "peak_wasm_mib_1gib",
             median(field(raw, "engineMemory", "wasm_peak")).map(|b| b / MIB),
         );
+        // The same download at the throughput size, measured first in the same page.
+        set(
+            "diag_peak_heap_mib_small",
+            median(growth("engineMemorySmall", "heap_peak", "heap_before")).map(|b| b / MIB),
+        );
+        set(
+            "diag_peak_wasm_mib_small",
+            median(field(raw, "engineMemorySmall", "wasm_peak")).map(|b| b / MIB),
+        );
         set(
             "resume_waste_bytes_kill",
             median(field(raw, "resumeKill", "fetched_twice")),
@@ -796,6 +805,35 @@ impl Numbers {
             1,
             &format!("≤ {memory_bound} MiB"),
             wasm.map(|w| w <= memory_bound),
+        ));
+        // "Must not grow with asset size": the instance's wasm memory only grows, and the
+        // smaller downloads ran first, so this is what the larger size added to it.
+        let small_mib = mib;
+        let wasm_growth = match (wasm, g("diag_peak_wasm_mib_small")) {
+            (Some(big), Some(small)) => Some(big - small),
+            _ => None,
+        };
+        let chunk_mib_f = CHUNK as f64 / MIB;
+        rows.push(Row::target(
+            &format!(
+                "peak wasm memory growth, {small_mib} MiB → {mem_mib} MiB download, engine* (MiB)"
+            ),
+            wasm_growth,
+            1,
+            &format!("≤ {chunk_mib_f} MiB (one chunk)"),
+            wasm_growth.map(|w| w <= chunk_mib_f),
+        ));
+        rows.push(Row::info(
+            &format!(
+                "  diagnostic: peak wasm memory, {small_mib} MiB download, measured first (MiB)"
+            ),
+            g("diag_peak_wasm_mib_small"),
+            1,
+        ));
+        rows.push(Row::info(
+            &format!("  diagnostic: peak JS heap growth, {small_mib} MiB download (MiB)"),
+            g("diag_peak_heap_mib_small"),
+            1,
         ));
         let kill = g("resume_waste_bytes_kill");
         rows.push(Row::target(
@@ -1273,7 +1311,10 @@ fn render_markdown(
          - Memory: in the bench page (Chromium has `performance.memory` only in pages; run with \
          `--enable-precise-memory-info`): peak wasm linear memory (`memory.buffer.byteLength`, \
          the whole instance) and peak `usedJSHeapSize` minus its value before the download, \
-         sampled on every progress report. The JS heap peak counts garbage not yet collected.\n\
+         sampled on every progress report. The JS heap peak counts garbage not yet collected. \
+         The same downloads at the throughput size run first in the same page: wasm memory \
+         never shrinks, so the growth row is what the larger size added to the high-water mark \
+         the smaller downloads left (it must not grow with the asset's size).\n\
          - Resume waste: the CDN's `/_control/log` bytes sent for the URL beyond the file's \
          length, after dropping the `run` future at ~50% (a killed context) and running it \
          again, and after `TransferControl::pause`/`resume` at ~50%. Bytes the server had \
@@ -1418,6 +1459,8 @@ mod tests {
         let raw = json!({
             "managerOne": [{"ms": 1000.0}, {"ms": 2000.0}, {"ms": 500.0}],
             "engine": [{"ms": 2000.0}],
+            "engineMemory": [{"wasm_peak": 10485760.0}, {"wasm_peak": 11534336.0}],
+            "engineMemorySmall": [{"wasm_peak": 9437184.0}],
             "coldOurs": [10.0, 20.0, 30.0],
             "coldEmpty": [5.0],
             "wasmCompile": [7.0, 9.0, 8.0],
@@ -1461,6 +1504,9 @@ mod tests {
         // The manager's throughput is the field; the engine alone is a diagnostic.
         assert_row("through engine* alone (MiB/s)", "50.0");
         assert!(!object.contains_key("diag_engine_mib_s"));
+        // Wasm memory: a median of 10.5 MiB at 64 MiB against 9 MiB at 100 MiB, measured first.
+        assert_row("peak wasm memory growth, 100 MiB → 64 MiB", "1.5");
+        assert_row("peak wasm memory, 100 MiB download, measured first", "9.0");
         // A diagnostic beside the fields: 100 MiB in 450 ms (the median of two runs).
         assert_row("plain JS", "222.2");
         assert!(!object.contains_key("diag_fetch_put_mib_s"));
