@@ -10,7 +10,10 @@ const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], managerOne: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
   managerMany: [], fetchMany: [], fetchPutMany: [], precacheMany: [], fetchPutGrouped: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], engineMemorySmall: [], resumeKill: [], resumePause: [],
-  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], wasmCompile: [] };
+  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], coldScript: [], coldWasm: [], wasmCompile: [] };
+
+/** The pause before each cold start and each compile, in ms. */
+const COLD_START_PAUSE_MS = 1000;
 
 function progress(text) {
   status.textContent = text;
@@ -74,17 +77,33 @@ async function main() {
   const wasmBytes = wanted('cold')
     ? await (await fetch('/pkg/background_assets_bg.wasm', { cache: 'no-store' })).arrayBuffer()
     : null;
+  // Each worker in turn, the order rotated per run so no worker always follows another, and a
+  // pause before each start: a worker that compiled the wasm may still be compiling it in the
+  // background (Firefox tiers its baseline code up), which would slow whatever starts next.
+  const workers = [
+    [results.coldOurs, 'ours', 'ours-sw.js'],
+    [results.coldEmpty, 'empty', 'empty-sw.js'],
+    // Diagnostics: the library's worker script alone, and its wasm's fetch and compile alone.
+    [results.coldScript, 'the worker script alone', 'script-only-sw.js'],
+    [results.coldWasm, 'the wasm compiled alone', 'wasm-only-sw.js'],
+  ];
   for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
     const tag = `${Date.now()}-${i}`;
+    for (let k = 0; k < workers.length; k++) {
+      const [list, label, script] = workers[(i + k) % workers.length];
+      await new Promise((resolve) => setTimeout(resolve, COLD_START_PAUSE_MS));
+      await record(list, `cold start (${label}) ${i + 1}/${c.coldRuns}`,
+        () => coldStart(`/bench/${script}?cold=${tag}`, `/bench/cold/${k}-${tag}/`));
+    }
+  }
+  // The release wasm's compile alone, in this page, after every start (see the pause above).
+  for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
+    await new Promise((resolve) => setTimeout(resolve, COLD_START_PAUSE_MS));
     await record(results.wasmCompile, `WebAssembly.compile ${i + 1}/${c.coldRuns}`, async () => {
       const started = performance.now();
       await WebAssembly.compile(wasmBytes);
       return performance.now() - started;
     });
-    await record(results.coldOurs, `cold start (ours) ${i + 1}/${c.coldRuns}`,
-      () => coldStart(`/bench/ours-sw.js?cold=${tag}`, `/bench/cold/ours-${tag}/`));
-    await record(results.coldEmpty, `cold start (empty) ${i + 1}/${c.coldRuns}`,
-      () => coldStart(`/bench/empty-sw.js?cold=${tag}`, `/bench/cold/empty-${tag}/`));
   }
 
   progress('registering the bench worker');

@@ -602,6 +602,8 @@ impl Numbers {
         set("cold_start_ms", median(plain(raw, "coldOurs")));
         set("empty_worker_start_ms", median(plain(raw, "coldEmpty")));
         set("diag_wasm_compile_ms", median(plain(raw, "wasmCompile")));
+        set("diag_cold_script_ms", median(plain(raw, "coldScript")));
+        set("diag_cold_wasm_ms", median(plain(raw, "coldWasm")));
         set(
             "diag_sha256_mib_s",
             rate(median(field(raw, "sha256", "ms"))),
@@ -901,6 +903,23 @@ impl Numbers {
             g("diag_wasm_compile_ms"),
             1,
         ));
+        // Where ours spends its start: the same script with no wasm, the wasm with no script.
+        for (label, field) in [
+            (
+                "  diagnostic: cold start, the library's worker script imported alone, no wasm (ms)",
+                "diag_cold_script_ms",
+            ),
+            (
+                "  diagnostic: cold start, the wasm fetched and compiled alone, no script (ms)",
+                "diag_cold_wasm_ms",
+            ),
+        ] {
+            let mut row = Row::info(label, g(field), 1);
+            if let (Some(part), Some(e)) = (g(field), empty) {
+                row.ratio = format!("{:+.1} ms", part - e);
+            }
+            rows.push(row);
+        }
         let scheduled = g("diag_scale_scheduled").unwrap_or(0.0) as u64;
         let complete = scheduled == u64::from(plan.scale_count);
         let per_item = g("diag_scale_ms_per_item");
@@ -1335,10 +1354,19 @@ fn render_markdown(
          - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
          first message answered, `bench/www/ours-sw.js` (the library's worker script \
          `pkg/worker/background_assets_worker.js`, its wasm loaded from the top level and \
-         instantiated before install completes) vs a worker that does nothing, alternately; each \
-         run registers a new scope and script URL and unregisters after. Diagnostic: \
-         `WebAssembly.compile` of `pkg/background_assets_bg.wasm` in the bench page, once per cold \
-         start pair (its bytes fetched before the clock starts).\n",
+         instantiated before install completes) vs a worker that does nothing; each run \
+         registers a new scope and script URL and unregisters after. Two diagnostic workers \
+         each do half of ours: `bench/www/script-only-sw.js` imports the library's worker \
+         script and never loads the wasm, `bench/www/wasm-only-sw.js` fetches and compiles the \
+         wasm (`WebAssembly.compileStreaming`, install waiting for it) and imports no script; \
+         their ratio column is their time over the empty worker's. The four start in turn, the \
+         order rotated from one run to the next, each after a 1 s pause: a worker that compiled \
+         the wasm may go on compiling it in the background (Firefox tiers its code up), which \
+         slowed whatever started next (Firefox's row read +101 and +109 ms with the compile \
+         diagnostic run just before ours, +75 and +89 ms with the pause and rotation). \
+         Diagnostic: `WebAssembly.compile` of `pkg/background_assets_bg.wasm` in the bench \
+         page, after all the starts, each after the same pause (its bytes fetched before the \
+         clock starts).\n",
     );
     push_errors(&mut out, errors);
     out
@@ -1463,6 +1491,7 @@ mod tests {
             "engineMemorySmall": [{"wasm_peak": 9437184.0}],
             "coldOurs": [10.0, 20.0, 30.0],
             "coldEmpty": [5.0],
+            "coldScript": [12.0, 13.0],
             "wasmCompile": [7.0, 9.0, 8.0],
             "fetchPut": [{"ms": 400.0}, {"ms": 500.0}],
             "fetchPutMany": [{"ms": 1500.0}, null, {"ms": 1700.0}, {"ms": 1600.0}],
@@ -1501,6 +1530,7 @@ mod tests {
             assert!(row.contains(&format!("| {cell} ")), "{row}");
         };
         assert_row("WebAssembly.compile", "8.0");
+        assert_row("worker script imported alone", "+7.5 ms");
         // The manager's throughput is the issue's field; the engine alone is a diagnostic.
         assert_row("through engine* alone (MiB/s)", "50.0");
         assert!(!object.contains_key("diag_engine_mib_s"));
