@@ -78,8 +78,8 @@ async function main() {
     ? await (await fetch('/pkg/background_assets_bg.wasm', { cache: 'no-store' })).arrayBuffer()
     : null;
   // Each worker in turn, the order rotated per run so no worker always follows another, and a
-  // pause before each start: a worker that compiled the wasm may still be compiling it in the
-  // background (Firefox tiers its baseline code up), which would slow whatever starts next.
+  // pause before each start: the browser's work for what ran just before (a wasm compile going
+  // on in the background, an unregistered worker's teardown) slowed the next start in Firefox.
   const workers = [
     [results.coldOurs, 'ours', 'ours-sw.js'],
     [results.coldEmpty, 'empty', 'empty-sw.js'],

@@ -1360,9 +1360,9 @@ fn render_markdown(
          script and never loads the wasm, `bench/www/wasm-only-sw.js` fetches and compiles the \
          wasm (`WebAssembly.compileStreaming`, install waiting for it) and imports no script; \
          their ratio column is their time over the empty worker's. The four start in turn, the \
-         order rotated from one run to the next, each after a 1 s pause: a worker that compiled \
-         the wasm may go on compiling it in the background (Firefox tiers its code up), which \
-         slowed whatever started next (Firefox's row read +101 and +109 ms with the compile \
+         order rotated from one run to the next, each after a 1 s pause: the browser's work for \
+         what ran just before (a wasm compile going on in the background, an unregistered \
+         worker's teardown) slowed the next start (Firefox's row read +101 and +109 ms with the compile \
          diagnostic run just before ours, +75 and +89 ms with the pause and rotation). \
          Diagnostic: `WebAssembly.compile` of `pkg/background_assets_bg.wasm` in the bench \
          page, after all the starts, each after the same pause (its bytes fetched before the \
