@@ -246,6 +246,21 @@ pub async fn engine_many(
     Ok(json!({ "ms": ms, "count": count }).to_string())
 }
 
+/// An error naming `what` unless the manager's look-up found it stored with `size` bytes.
+fn stored_whole(
+    found: Result<Option<background_assets::web::manager::FinishedDownload>, Error>,
+    size: u64,
+    what: &str,
+) -> Result<(), JsValue> {
+    match found.map_err(err)? {
+        Some(file) if file.size == size => Ok(()),
+        other => Err(err(format!(
+            "{what} is not stored whole: {:?}",
+            other.map(|f| f.size)
+        ))),
+    }
+}
+
 /// `count` generated files of `size` bytes (seeds `seed..seed+count`) as one asset pack through
 /// [`DownloadManager::ensure_local_availability`]: the manager schedules the pack's files, runs
 /// at most `concurrency` at a time, verifies each against its declared size and SHA-256 and
@@ -291,15 +306,7 @@ pub async fn manager_many(
         .await;
     close_manager(manager, &database).await;
     outcome.map_err(err)?;
-    match last.map_err(err)? {
-        Some(file) if file.size == size => {}
-        other => {
-            return Err(err(format!(
-                "the pack's last file is not stored whole: {:?}",
-                other.map(|f| f.size)
-            )))
-        }
-    }
+    stored_whole(last, size, "the pack's last file")?;
     let stats = json!({
         "batches": stats.batches, "decisions": stats.decisions,
         "lock_wait_ms": stats.lock_wait_ms, "lock_held_ms": stats.lock_held_ms,
@@ -341,15 +348,7 @@ pub async fn manager_throughput(cdn: String, len: f64, seed: f64) -> Result<Stri
     let stored = manager.file("big.bin").await;
     close_manager(manager, &database).await;
     outcome.map_err(err)?;
-    match stored.map_err(err)? {
-        Some(file) if file.size == len => {}
-        other => {
-            return Err(err(format!(
-                "the pack's file is not stored whole: {:?}",
-                other.map(|f| f.size)
-            )))
-        }
-    }
+    stored_whole(stored, len, "the pack's file")?;
     Ok(json!({
         "ms": ms,
         "bytes": len,

@@ -543,23 +543,20 @@ impl Numbers {
         let mut set = |name: &'static str, value: Option<f64>| {
             fields.insert(name, value);
         };
-        set(
-            "manager_mib_s",
-            rate(median(field(raw, "managerOne", "ms"))),
-        );
-        set(
-            "diag_engine_mib_s",
-            rate(median(field(raw, "engine", "ms"))),
-        );
-        set(
-            "fetch_drain_mib_s",
-            rate(median(field(raw, "fetchDrain", "ms"))),
-        );
-        set("idb_put_mib_s", rate(median(field(raw, "idbPut", "ms"))));
-        set(
-            "cache_put_mib_s",
-            rate(median(field(raw, "cachePut", "ms"))),
-        );
+        // Rates in MiB/s, each from the median of its raw list's `ms`.
+        for (name, list) in [
+            ("manager_mib_s", "managerOne"),
+            ("diag_engine_mib_s", "engine"),
+            ("fetch_drain_mib_s", "fetchDrain"),
+            ("idb_put_mib_s", "idbPut"),
+            ("cache_put_mib_s", "cachePut"),
+            ("diag_sha256_mib_s", "sha256"),
+            ("diag_engine_window_mib_s", "engineWindow"),
+            ("diag_fetch_put_mib_s", "fetchPut"),
+            ("diag_engine_chunks_mib_s", "engineChunks"),
+        ] {
+            set(name, rate(median(field(raw, list, "ms"))));
+        }
         // Wall times in seconds, each the median of its raw list's `ms`.
         for (name, list) in [
             ("small_files_manager_s", "managerMany"),
@@ -605,10 +602,6 @@ impl Numbers {
         set("diag_cold_script_ms", median(plain(raw, "coldScript")));
         set("diag_cold_wasm_ms", median(plain(raw, "coldWasm")));
         set(
-            "diag_sha256_mib_s",
-            rate(median(field(raw, "sha256", "ms"))),
-        );
-        set(
             "diag_received_twice_kill",
             median(field(raw, "resumeKill", "received_twice")),
         );
@@ -619,18 +612,6 @@ impl Numbers {
         set(
             "diag_resume_waste_bytes_kill_window",
             median(field(raw, "resumeKillWindow", "fetched_twice")),
-        );
-        set(
-            "diag_engine_window_mib_s",
-            rate(median(field(raw, "engineWindow", "ms"))),
-        );
-        set(
-            "diag_fetch_put_mib_s",
-            rate(median(field(raw, "fetchPut", "ms"))),
-        );
-        set(
-            "diag_engine_chunks_mib_s",
-            rate(median(field(raw, "engineChunks", "ms"))),
         );
         // Only when every planned download was scheduled.
         let scaled = |name: &str| -> Vec<Option<f64>> {
