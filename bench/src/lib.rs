@@ -401,6 +401,93 @@ pub async fn engine_memory(
     .to_string())
 }
 
+/// The container and the spec of a real-kill measure `tag`: the same in both halves.
+async fn kill_parts(
+    cdn: &str,
+    len: u64,
+    seed: u64,
+    chunk: u64,
+    tag: &str,
+) -> Result<(Container, TransferSpec, String), JsValue> {
+    let path = format!("/gen/{len}/{seed}?probe={tag}");
+    let spec = spec_for(cdn, format!("kill-{tag}"), &path, len, seed, chunk).await?;
+    let container = Container::open(&format!("ba-bench-kill-{tag}"))
+        .await
+        .map_err(err)?;
+    Ok((container, spec, path))
+}
+
+/// A worker kill's first half (Chromium, where `cargo xtask bench` stops the worker through
+/// DevTools between the halves): starts downloading the `len`-byte file `seed` through
+/// `web::transfer::run` into the container of `tag` and answers once half of it and half a
+/// chunk arrived, leaving the run going for the kill to stop. Returns `{"answered_at"}`: the
+/// bytes received when it answered (the kill comes a little later).
+#[wasm_bindgen(js_name = killStart)]
+pub async fn kill_start(
+    cdn: String,
+    len: f64,
+    seed: f64,
+    chunk: f64,
+    tag: String,
+) -> Result<String, JsValue> {
+    let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
+    let (container, spec, _) = kill_parts(&cdn, len, seed, chunk, &tag).await?;
+    let received = Rc::new(Cell::new(0u64));
+    let ended = Rc::new(Cell::new(false));
+    let mut opts = options();
+    let sink = received.clone();
+    opts.on_progress = Some(Box::new(move |p: &Progress| sink.set(p.bytes_received)));
+    let flag = ended.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = run(&container, spec, opts).await;
+        flag.set(true);
+    });
+    let seen = received.clone();
+    // Mid-chunk (the average case), not on a chunk boundary.
+    wait_until("half of the file arrived", 120_000.0, move || {
+        seen.get() >= len / 2 + chunk / 2
+    })
+    .await?;
+    if ended.get() {
+        return Err(err("the run ended before half of the file arrived"));
+    }
+    Ok(json!({ "answered_at": received.get() }).to_string())
+}
+
+/// A worker kill's second half, in the worker started again: the same download of `tag` run
+/// to its end (resumed from what the killed worker stored), verified, its container deleted.
+/// Returns `{"fetched_twice", "resumed_at", "sent", "gets"}` from the CDN's log of the URL, as
+/// [`engine_resume`] does; not what the page received twice, since the killed worker's last
+/// read is not known.
+#[wasm_bindgen(js_name = killFinish)]
+pub async fn kill_finish(
+    cdn: String,
+    len: f64,
+    seed: f64,
+    chunk: f64,
+    tag: String,
+) -> Result<String, JsValue> {
+    let (len, seed, chunk) = (len as u64, seed as u64, chunk as u64);
+    let (container, spec, path) = kill_parts(&cdn, len, seed, chunk, &tag).await?;
+    let outcome = run(&container, spec, options()).await;
+    remove_container(container).await?;
+    let asset = outcome.map_err(err)?;
+    if asset.size != len {
+        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
+    }
+    let (sent, gets, resumed_at) = bytes_sent_for(&cdn, &path).await?;
+    if gets < 2 {
+        return Err(err("the first run ended before the worker was stopped"));
+    }
+    Ok(json!({
+        "fetched_twice": sent.saturating_sub(len),
+        "resumed_at": resumed_at,
+        "sent": sent,
+        "gets": gets,
+    })
+    .to_string())
+}
+
 /// Diagnostic: hashes `len` bytes (in 256 KiB pieces, as the engine's reads arrive) with the
 /// engine's incremental SHA-256 in wasm. Returns `{"ms", "mib_s"}`.
 #[wasm_bindgen(js_name = sha256Speed)]

@@ -9,7 +9,7 @@ const status = document.getElementById('status');
 const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], managerOne: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
   managerMany: [], fetchMany: [], fetchPutMany: [], precacheMany: [], fetchPutGrouped: [],
-  precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], engineMemorySmall: [], resumeKill: [], resumePause: [],
+  precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], engineMemorySmall: [], resumeKill: [], resumeWorkerKill: [], resumePause: [],
   engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], coldScript: [], coldWasm: [], wasmCompile: [] };
 
 /** The pause before each cold start and each compile, in ms. */
@@ -53,6 +53,19 @@ async function coldStart(script, scope) {
   const ms = performance.now() - started;
   await registration.unregister();
   return ms;
+}
+
+/**
+ * Asks cargo xtask bench to stop every service worker (DevTools' ServiceWorker.stopAllWorkers, a
+ * real kill) and waits until it says it did.
+ */
+async function stopWorkers(token) {
+  status.dataset.killRequest = token;
+  const limit = performance.now() + 30000;
+  while (status.dataset.killDone !== token) {
+    if (performance.now() > limit) throw new Error('the workers were not stopped within 30 s');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 async function record(list, label, job) {
@@ -156,6 +169,20 @@ async function main() {
   for (let i = 0; wanted('resume') && i < c.runs; i++) {
     const n = `${i + 1}/${c.runs}`;
     const args = { cdn: c.cdn, len: c.resumeLen, seed: 2000 + i, chunk: c.chunk };
+    if (c.realKill) {
+      await record(results.resumeWorkerKill, `resume after a worker kill ${n}`, async () => {
+        const tag = `${Date.now()}-${i}`;
+        const killArgs = { ...args, seed: args.seed + 100, tag };
+        status.dataset.killArmed = tag; // cargo xtask bench watches closely until the kill
+        try {
+          await run('killStart', killArgs)();
+          await stopWorkers(tag);
+          return await run('killFinish', killArgs)();
+        } finally {
+          delete status.dataset.killArmed;
+        }
+      });
+    }
     await record(results.resumeKill, `resume after kill ${n}`, run('engineResume', { ...args, mode: 'kill' }));
     await record(results.resumePause, `resume after pause ${n}`, run('engineResume', { ...args, mode: 'pause' }));
     await record(results.resumeKillWindow, `resume after kill, 1-chunk Range windows ${n}`,

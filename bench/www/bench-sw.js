@@ -283,6 +283,10 @@ async function measure(data) {
       return JSON.parse(await wasm_bindgen.managerMany(a.cdn, a.count, a.size, a.seed, a.concurrency));
     case 'engineMemory':
       return JSON.parse(await wasm_bindgen.engineMemory(a.cdn, a.len, a.seed, a.chunk));
+    case 'killStart':
+      return JSON.parse(await wasm_bindgen.killStart(a.cdn, a.len, a.seed, a.chunk, a.tag));
+    case 'killFinish':
+      return JSON.parse(await wasm_bindgen.killFinish(a.cdn, a.len, a.seed, a.chunk, a.tag));
     case 'engineResume':
       return JSON.parse(await wasm_bindgen.engineResume(a.cdn, a.len, a.seed, a.chunk, a.mode));
     case 'managerScale':

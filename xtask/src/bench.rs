@@ -71,6 +71,8 @@ struct Plan {
     concurrency: u32,
     cold_runs: u32,
     scale_count: u32,
+    /// Whether the resume measure also stops the worker for real (Chromium: DevTools).
+    real_kill: bool,
 }
 
 impl Plan {
@@ -93,6 +95,7 @@ impl Plan {
                 runs.max(5) * COLD_RUNS_PER_RUN
             },
             scale_count: if quick { 1_000 } else { 10_000 },
+            real_kill: options.engine == Engine::Chromium,
         }
     }
 
@@ -109,6 +112,7 @@ impl Plan {
             "smallSize": self.small_size,
             "concurrency": self.concurrency,
             "coldRuns": self.cold_runs,
+            "realKill": self.real_kill,
             "measureTimeoutMs": 300_000,
             "scaleCount": self.scale_count,
             "scaleBudgetMs": 180_000,
@@ -414,23 +418,52 @@ async fn drive(driver: &WebDriver, url: &str, timeout: Duration) -> Result<Value
         .connect(&driver.url())
         .await
         .with_context(|| format!("opening a {} session at {}", driver.engine(), driver.url()))?;
-    let outcome = wait_for_results(&client, url, timeout).await;
+    let outcome = wait_for_results(driver, &client, url, timeout).await;
     let _ = client.close().await;
     outcome
 }
 
-async fn wait_for_results(client: &Client, url: &str, timeout: Duration) -> Result<Value> {
+async fn wait_for_results(
+    driver: &WebDriver,
+    client: &Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<Value> {
     client
         .goto(url)
         .await
         .with_context(|| format!("opening {url}"))?;
     let started = Instant::now();
     let mut last = String::new();
+    let mut devtools_ready = false;
     loop {
         let status = client
             .find(Locator::Id("status"))
             .await
             .context("finding <output id=status>")?;
+        // The resume measure's real kill (Chromium): the page asks, this stops every service
+        // worker through DevTools and answers.
+        let armed = status.attr("data-kill-armed").await?;
+        if let Some(token) = status.attr("data-kill-request").await? {
+            if status.attr("data-kill-done").await?.as_deref() != Some(token.as_str()) {
+                if !devtools_ready {
+                    driver
+                        .cdp(client, "ServiceWorker.enable", json!({}))
+                        .await?;
+                    devtools_ready = true;
+                }
+                driver
+                    .cdp(client, "ServiceWorker.stopAllWorkers", json!({}))
+                    .await?;
+                client
+                    .execute(
+                        "document.getElementById('status').dataset.killDone = arguments[0];",
+                        vec![json!(token)],
+                    )
+                    .await
+                    .context("telling the page its workers were stopped")?;
+            }
+        }
         let state = status.attr("data-state").await?.unwrap_or_default();
         match state.as_str() {
             "done" => {
@@ -457,7 +490,9 @@ async fn wait_for_results(client: &Client, url: &str, timeout: Duration) -> Resu
         if started.elapsed() > timeout {
             bail!("the bench page did not finish within {timeout:?} (last: {last:?})");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Closely while a kill is armed, so that it lands near the middle of the download.
+        let pause = if armed.is_some() { 10 } else { 500 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
@@ -586,9 +621,21 @@ impl Numbers {
             "diag_peak_wasm_mib_small",
             median(field(raw, "engineMemorySmall", "wasm_peak")).map(|b| b / MIB),
         );
+        // The kill: the worker stopped for real where the bench can (Chromium), else the run
+        // dropped at ~50% (its context gone, as in a kill); the dropped run is then a diagnostic.
+        let real_kill = plan.real_kill;
+        let kill_list = if real_kill {
+            "resumeWorkerKill"
+        } else {
+            "resumeKill"
+        };
         set(
             "resume_waste_bytes_kill",
-            median(field(raw, "resumeKill", "fetched_twice")),
+            median(field(raw, kill_list, "fetched_twice")),
+        );
+        set(
+            "diag_resume_waste_bytes_dropped_run",
+            median(field(raw, "resumeKill", "fetched_twice")).filter(|_| real_kill),
         );
         set(
             "resume_waste_bytes_pause",
@@ -601,6 +648,7 @@ impl Numbers {
         set("diag_wasm_compile_ms", median(plain(raw, "wasmCompile")));
         set("diag_cold_script_ms", median(plain(raw, "coldScript")));
         set("diag_cold_wasm_ms", median(plain(raw, "coldWasm")));
+        // Known only where the page stopped the run itself.
         set(
             "diag_received_twice_kill",
             median(field(raw, "resumeKill", "received_twice")),
@@ -813,8 +861,13 @@ impl Numbers {
             1,
         ));
         let kill = g("resume_waste_bytes_kill");
+        let killed = if plan.real_kill {
+            "the worker stopped through DevTools"
+        } else {
+            "the run dropped, as its killed context would"
+        };
         rows.push(Row::target(
-            "resume waste after a kill at ~50%, engine* (bytes fetched twice)",
+            &format!("resume waste after a kill at ~50% ({killed}), engine* (bytes fetched twice)"),
             kill,
             0,
             &format!("≤ {} (one chunk)", CHUNK),
@@ -829,7 +882,7 @@ impl Numbers {
             pause.map(|p| p == 0.0),
         ));
         rows.push(Row::info(
-            "  diagnostic: bytes the page received twice after the kill",
+            "  diagnostic: bytes the page received twice after the kill (the run dropped)",
             g("diag_received_twice_kill"),
             0,
         ));
@@ -838,8 +891,15 @@ impl Numbers {
             g("diag_received_twice_pause"),
             0,
         ));
+        if plan.real_kill {
+            rows.push(Row::info(
+                "  diagnostic: resume waste after the run dropped at ~50% instead (no worker stopped)",
+                g("diag_resume_waste_bytes_dropped_run"),
+                0,
+            ));
+        }
         rows.push(Row::info(
-            "  diagnostic: resume waste after a kill, 1-chunk Range windows (opt-in range_window_chunks = 1)",
+            "  diagnostic: resume waste after a kill (the run dropped), 1-chunk Range windows (opt-in range_window_chunks = 1)",
             g("diag_resume_waste_bytes_kill_window"),
             0,
         ));
@@ -1310,10 +1370,16 @@ fn render_markdown(
          never shrinks, so the growth row is what the larger size added to the high-water mark \
          the smaller downloads left (it must not grow with the asset's size).\n\
          - Resume waste: the CDN's `/_control/log` bytes sent for the URL beyond the file's \
-         length, after dropping the `run` future at ~50% (a killed context) and running it \
-         again, and after `TransferControl::pause`/`resume` at ~50%. Bytes the server had \
-         already pushed into socket and browser buffers when the fetch was aborted count as \
-         fetched twice.\n\
+         length, after a kill at ~50% and the download run again, and after \
+         `TransferControl::pause`/`resume` at ~50%. In Chromium the kill is real: the bench \
+         worker answers once half the file (and half a chunk) arrived, leaving its run going; \
+         `cargo xtask bench`, asked by the page (it looks every 10 ms while a kill is armed), \
+         stops every service worker through DevTools (`ServiceWorker.stopAllWorkers`); the \
+         page's next message starts the worker again, and it runs the same download to its end. Where DevTools cannot stop \
+         a worker (Firefox), the `run` future is dropped at ~50% instead (its fetch aborted, as \
+         its killed context's would be); in Chromium that is a diagnostic row. Bytes the server \
+         had already pushed into socket and browser buffers when the fetch was aborted count \
+         as fetched twice.\n\
          - Diagnostics (not issue fields): SHA-256 of the same size in wasm alone, in the \
          worker; bytes the page itself received twice (from the resume's `Range` start to where \
          the first run was stopped).\n\
@@ -1464,6 +1530,8 @@ mod tests {
             "engine": [{"ms": 2000.0}],
             "engineMemory": [{"wasm_peak": 10485760.0}, {"wasm_peak": 11534336.0}],
             "engineMemorySmall": [{"wasm_peak": 9437184.0}],
+            "resumeWorkerKill": [{"fetched_twice": 5000000.0}],
+            "resumeKill": [{"fetched_twice": 1000.0}],
             "coldOurs": [10.0, 20.0, 30.0],
             "coldEmpty": [5.0],
             "coldScript": [12.0, 13.0],
@@ -1512,6 +1580,10 @@ mod tests {
         // Wasm memory: a median of 10.5 MiB at 64 MiB against 9 MiB at 100 MiB, measured first.
         assert_row("peak wasm memory growth, 100 MiB → 64 MiB", "1.5");
         assert_row("peak wasm memory, 100 MiB download, measured first", "9.0");
+        // In Chromium the kill is the worker stopped for real; the dropped run is a diagnostic.
+        assert_eq!(object["resume_waste_bytes_kill"], json!(5000000));
+        assert_row("the worker stopped through DevTools", "5000000");
+        assert_row("the run dropped at ~50% instead", "1000");
         // A diagnostic beside the issue's fields: 100 MiB in 450 ms (the median of two runs).
         assert_row("plain JS", "222.2");
         assert!(!object.contains_key("diag_fetch_put_mib_s"));
