@@ -855,11 +855,16 @@ impl Numbers {
             g("diag_peak_wasm_mib_small"),
             1,
         ));
-        rows.push(Row::info(
+        let mut small_heap = Row::info(
             &format!("  diagnostic: peak JS heap growth, {mib} MiB download (MiB)"),
             g("diag_peak_heap_mib_small"),
             1,
-        ));
+        );
+        if g("diag_peak_heap_mib_small").is_none() && g("diag_peak_wasm_mib_small").is_some() {
+            // The downloads ran; the engine has no `performance.memory` (Firefox).
+            small_heap.baseline = "n/a (no performance.memory)".to_string();
+        }
+        rows.push(small_heap);
         let kill = g("resume_waste_bytes_kill");
         let killed = if plan.real_kill {
             "the worker stopped through DevTools"
