@@ -177,9 +177,7 @@ pub async fn engine_throughput(
     let ms = now_ms() - started;
     remove_container(container).await?;
     let asset = outcome.map_err(err)?;
-    if asset.size != len {
-        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
-    }
+    stored_size(asset.size, len)?;
     Ok(json!({
         "ms": ms,
         "bytes": len,
@@ -244,6 +242,14 @@ pub async fn engine_many(
         return Err(err("a small file was not stored whole"));
     }
     Ok(json!({ "ms": ms, "count": count }).to_string())
+}
+
+/// An error unless the engine stored `size` bytes, the file's `len`.
+fn stored_size(size: u64, len: u64) -> Result<(), JsValue> {
+    if size != len {
+        return Err(err(format!("stored {size} bytes, expected {len}")));
+    }
+    Ok(())
 }
 
 /// An error naming `what` unless the manager's look-up found it stored with `size` bytes.
@@ -388,9 +394,7 @@ pub async fn engine_memory(
     wasm_peak.set(wasm_peak.get().max(wasm_memory_bytes()));
     remove_container(container).await?;
     let asset = outcome.map_err(err)?;
-    if asset.size != len {
-        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
-    }
+    stored_size(asset.size, len)?;
     Ok(json!({
         "ms": ms,
         "wasm_before": wasm_before,
@@ -442,10 +446,11 @@ pub async fn kill_start(
         let _ = run(&container, spec, opts).await;
         flag.set(true);
     });
-    let seen = received.clone();
-    // Mid-chunk (the average case), not on a chunk boundary.
+    let (seen, over) = (received.clone(), ended.clone());
+    // Mid-chunk (the average case), not on a chunk boundary; a run that ends first is told at
+    // once below, not after the wait's limit.
     wait_until("half of the file arrived", 120_000.0, move || {
-        seen.get() >= len / 2 + chunk / 2
+        over.get() || seen.get() >= len / 2 + chunk / 2
     })
     .await?;
     if ended.get() {
@@ -472,9 +477,7 @@ pub async fn kill_finish(
     let outcome = run(&container, spec, options()).await;
     remove_container(container).await?;
     let asset = outcome.map_err(err)?;
-    if asset.size != len {
-        return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
-    }
+    stored_size(asset.size, len)?;
     let (sent, gets, resumed_at) = bytes_sent_for(&cdn, &path).await?;
     if gets < 2 {
         return Err(err("the first run ended before the worker was stopped"));
@@ -735,9 +738,7 @@ pub async fn engine_resume(
             }
             other => return Err(err(format!("unknown resume mode {other:?}"))),
         };
-        if asset.size != len {
-            return Err(err(format!("stored {} bytes, expected {len}", asset.size)));
-        }
+        stored_size(asset.size, len)?;
         Ok(asset.size)
     }
     .await;

@@ -15,6 +15,10 @@ const results = { errors: [], managerOne: [], engine: [], fetchDrain: [], idbPut
 /** The pause before each cold start and each compile, in ms. */
 const COLD_START_PAUSE_MS = 1000;
 
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function progress(text) {
   status.textContent = text;
   status.dataset.progress = text;
@@ -64,7 +68,7 @@ async function stopWorkers(token) {
   const limit = performance.now() + 30000;
   while (status.dataset.killDone !== token) {
     if (performance.now() > limit) throw new Error('the workers were not stopped within 30 s');
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await sleep(10);
   }
 }
 
@@ -104,14 +108,14 @@ async function main() {
     const tag = `${Date.now()}-${i}`;
     for (let k = 0; k < workers.length; k++) {
       const [list, label, script] = workers[(i + k) % workers.length];
-      await new Promise((resolve) => setTimeout(resolve, COLD_START_PAUSE_MS));
+      await sleep(COLD_START_PAUSE_MS);
       await record(list, `cold start (${label}) ${i + 1}/${c.coldRuns}`,
         () => coldStart(`/bench/${script}?cold=${tag}`, `/bench/cold/${k}-${tag}/`));
     }
   }
   // The release wasm's compile alone, in this page, after every start (see the pause above).
   for (let i = 0; wanted('cold') && i < c.coldRuns; i++) {
-    await new Promise((resolve) => setTimeout(resolve, COLD_START_PAUSE_MS));
+    await sleep(COLD_START_PAUSE_MS);
     await record(results.wasmCompile, `WebAssembly.compile ${i + 1}/${c.coldRuns}`, async () => {
       const started = performance.now();
       await WebAssembly.compile(wasmBytes);

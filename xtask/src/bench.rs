@@ -31,6 +31,8 @@ use crate::build;
 use crate::command;
 
 const MIB: f64 = 1_048_576.0;
+/// A JS heap cell where the downloads ran but the engine has no `performance.memory` (Firefox).
+const NO_HEAP: &str = "n/a (no performance.memory)";
 /// The engine's default chunk size (`TransferConfig::chunk_size`).
 const CHUNK: u64 = 4 << 20;
 /// The bench crate's package name and the stem of the files wasm-bindgen writes.
@@ -291,7 +293,7 @@ pub fn run(options: &Options) -> Result<bool> {
         "bench: {} in {}, {} run(s) per measure",
         url, options.engine, plan.runs
     );
-    let raw = runtime.block_on(drive(&driver, &url, timeout))?;
+    let raw = runtime.block_on(drive(&driver, &url, plan.real_kill, timeout))?;
     drop(driver);
     drop(page);
     drop(cdn);
@@ -400,7 +402,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Opens the bench page and waits (bounded by `timeout`) for its raw results.
-async fn drive(driver: &WebDriver, url: &str, timeout: Duration) -> Result<Value> {
+async fn drive(driver: &WebDriver, url: &str, real_kill: bool, timeout: Duration) -> Result<Value> {
     let mut caps = driver.capabilities();
     if driver.engine() == Engine::Chromium {
         // Without it performance.memory is coarse (bucketed, updated every ~20 min).
@@ -418,7 +420,7 @@ async fn drive(driver: &WebDriver, url: &str, timeout: Duration) -> Result<Value
         .connect(&driver.url())
         .await
         .with_context(|| format!("opening a {} session at {}", driver.engine(), driver.url()))?;
-    let outcome = wait_for_results(driver, &client, url, timeout).await;
+    let outcome = wait_for_results(driver, &client, url, real_kill, timeout).await;
     let _ = client.close().await;
     outcome
 }
@@ -427,6 +429,7 @@ async fn wait_for_results(
     driver: &WebDriver,
     client: &Client,
     url: &str,
+    real_kill: bool,
     timeout: Duration,
 ) -> Result<Value> {
     client
@@ -443,8 +446,17 @@ async fn wait_for_results(
             .context("finding <output id=status>")?;
         // The resume measure's real kill (Chromium): the page asks, this stops every service
         // worker through DevTools and answers.
-        let armed = status.attr("data-kill-armed").await?;
-        if let Some(token) = status.attr("data-kill-request").await? {
+        let armed = if real_kill {
+            status.attr("data-kill-armed").await?
+        } else {
+            None
+        };
+        let request = if real_kill {
+            status.attr("data-kill-request").await?
+        } else {
+            None
+        };
+        if let Some(token) = request {
             if status.attr("data-kill-done").await?.as_deref() != Some(token.as_str()) {
                 if !devtools_ready {
                     driver
@@ -826,7 +838,7 @@ impl Numbers {
         );
         if heap.is_none() && g("peak_wasm_mib_1gib").is_some() {
             // The download ran; the engine has no `performance.memory` (Firefox).
-            heap_row.ours = "n/a (no performance.memory)".to_string();
+            heap_row.ours = NO_HEAP.to_string();
         }
         rows.push(heap_row);
         let wasm = g("peak_wasm_mib_1gib");
@@ -862,7 +874,7 @@ impl Numbers {
         );
         if g("diag_peak_heap_mib_small").is_none() && g("diag_peak_wasm_mib_small").is_some() {
             // The downloads ran; the engine has no `performance.memory` (Firefox).
-            small_heap.baseline = "n/a (no performance.memory)".to_string();
+            small_heap.baseline = NO_HEAP.to_string();
         }
         rows.push(small_heap);
         let kill = g("resume_waste_bytes_kill");
@@ -1380,8 +1392,8 @@ fn render_markdown(
          worker answers once half the file (and half a chunk) arrived, leaving its run going; \
          `cargo xtask bench`, asked by the page (it looks every 10 ms while a kill is armed), \
          stops every service worker through DevTools (`ServiceWorker.stopAllWorkers`); the \
-         page's next message starts the worker again, and it runs the same download to its end. Where DevTools cannot stop \
-         a worker (Firefox), the `run` future is dropped at ~50% instead (its fetch aborted, as \
+         page's next message starts the worker again, and it runs the same download to its \
+         end. Where DevTools cannot stop a worker (Firefox), the `run` future is dropped at ~50% instead (its fetch aborted, as \
          its killed context's would be); in Chromium that is a diagnostic row. Bytes the server \
          had already pushed into socket and browser buffers when the fetch was aborted count \
          as fetched twice.\n\
