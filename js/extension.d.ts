@@ -84,7 +84,9 @@ declare namespace BackgroundAssets {
   /**
    * The last install / activate / periodicsync reports (`install`, `activate`, ...), and
    * `wasmLoadStarted: 'first evaluation'` when extension() started loading the wasm during the
-   * worker's first evaluation (before its install event).
+   * worker's first evaluation (before its install event), and `wasmSource: 'cache' | 'network'`
+   * where a pinned glue's wasm came from (the glue `cargo xtask build` writes carries its wasm's
+   * SHA-256; a wasm with another digest is refused with `WasmIntegrityMismatch`).
    */
   const reports: Record<string, unknown>;
 }

@@ -21,7 +21,10 @@
 // Every listener is added synchronously inside extension(), during the script's first
 // evaluation (browsers ignore listeners added later); the wasm loads asynchronously and each
 // event waits for it inside waitUntil / respondWith. The wasm is kept in Cache Storage so the
-// worker also starts offline (it serves stored assets without network). On a worker's first
+// worker also starts offline (it serves stored assets without network). The glue `cargo xtask
+// build` writes carries its wasm's SHA-256: the extension then loads only that wasm (a wrong one
+// is refused with `WasmIntegrityMismatch`), keeps it per digest, and a worker started again reads
+// its own copy without waiting for the network. On a worker's first
 // evaluation (before its install event) extension() starts loading the wasm at once, so its fetch
 // and compile overlap the install event's dispatch.
 (function (global) {
@@ -57,7 +60,91 @@
     return new URL(wasm, global.location.href).href;
   }
 
-  // Network first (so an updated worker gets its own wasm), Cache Storage when offline.
+  // The SHA-256 of the wasm the glue was built with (`cargo xtask build` writes it into the
+  // glue as `wasm_bindgen.wasmSha256`), or null: a glue built some other way, or none loaded.
+  function pinnedDigest() {
+    let digest;
+    try {
+      digest = bindgen().wasmSha256;
+    } catch (error) {
+      return null; // the load reports the missing glue
+    }
+    return typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest) ? digest : null;
+  }
+
+  // The Cache Storage cache that keeps this registration's wasm of `digest`.
+  function pinnedCache(digest) {
+    return `${WASM_CACHE}:${global.registration ? global.registration.scope : global.location.origin}:${digest}`;
+  }
+
+  function hex(buffer) {
+    return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  /**
+   * The wasm of a pinned glue (a cached `Response`, or a compiled `WebAssembly.Module`): the one
+   * with its digest, kept in Cache Storage per digest. A worker that starts again (every wake
+   * after the first) reads its own copy and waits for no network: a server that already serves a
+   * newer wasm (a deploy whose worker is not active yet) cannot hand it a wasm its glue does not
+   * match. Missing there (a first install, an evicted cache), it is fetched, refused unless its
+   * SHA-256 is the glue's, and stored.
+   */
+  async function pinnedWasm(digest) {
+    const url = wasmUrl();
+    const name = pinnedCache(digest);
+    // A worker being installed for the first time has no copy to look for.
+    const cached =
+      global.caches && !firstEvaluation() ? await global.caches.match(url, { cacheName: name }) : null;
+    if (cached) {
+      reports.wasmSource = 'cache';
+      return cached;
+    }
+    const response = await fetch(url, { cache: 'no-cache' });
+    if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+    const bytes = await response.arrayBuffer();
+    const actual = hex(await global.crypto.subtle.digest('SHA-256', bytes));
+    if (actual !== digest) {
+      const error = new Error(
+        `background-assets: ${url} is not the wasm this worker's glue was built with: its SHA-256 is ` +
+          `${actual}, the glue's is ${digest} (serve the wasm from the same build as the glue)`,
+      );
+      error.name = 'WasmIntegrityMismatch';
+      Object.assign(error, { url, expected: digest, actual });
+      throw error;
+    }
+    reports.wasmSource = 'network';
+    const module = await WebAssembly.compile(bytes);
+    if (global.caches) {
+      // Stored once compiled (the two compete for the same cores); install waits for it
+      // (loadWasm(true)).
+      const copy = new Response(bytes, { headers: { 'Content-Type': 'application/wasm' } });
+      wasmKept = global.caches
+        .open(name)
+        .then((cache) => cache.put(url, copy))
+        .catch(report('storing the wasm'));
+    }
+    return module;
+  }
+
+  // The store of a pinned wasm just fetched (settles once it is in Cache Storage, or reported).
+  let wasmKept = Promise.resolve();
+
+  /**
+   * Once this worker is active the one before it is gone: this registration's copies of other
+   * wasm digests are deleted (other registrations' caches are left alone).
+   */
+  async function pruneWasm() {
+    const digest = pinnedDigest();
+    if (!digest || !global.caches) return;
+    const mine = pinnedCache(digest);
+    const prefix = mine.slice(0, mine.length - digest.length);
+    for (const name of await global.caches.keys()) {
+      if (name.startsWith(prefix) && name !== mine) await global.caches.delete(name);
+    }
+  }
+
+  // An unpinned glue: network first (so an updated worker gets its own wasm), Cache Storage when
+  // offline.
   async function wasmResponse(store) {
     const url = wasmUrl();
     try {
@@ -79,19 +166,22 @@
   let wasmStored = false;
 
   /**
-   * Initialises the worker's wasm once; every event waits for it. `store`: also keep the wasm in
-   * Cache Storage (install); a load already started without it stores a copy of its own.
+   * Initialises the worker's wasm once; every event waits for it. A pinned glue's wasm is always
+   * kept (`pinnedWasm`); `store` (install) also waits until it is. An unpinned glue's: `store`
+   * also keeps the wasm in Cache Storage; a load already started without it stores a copy of its
+   * own.
    */
   function loadWasm(store) {
+    const digest = pinnedDigest();
     if (!wasmReady) {
       wasmStored = Boolean(store);
-      wasmReady = wasmResponse(wasmStored)
+      wasmReady = (digest ? pinnedWasm(digest) : wasmResponse(wasmStored))
         .then((response) => bindgen()({ module_or_path: response }))
         .then(() => bindgen());
       wasmReady.catch(() => {
         wasmReady = null; // try again on the next event
       });
-    } else if (store && !wasmStored) {
+    } else if (!digest && store && !wasmStored) {
       wasmStored = true;
       const loaded = wasmReady;
       return global.caches
@@ -102,8 +192,9 @@
             .then(() => loaded)
         : loaded;
     }
-    return wasmReady;
+    return digest && store ? wasmReady.then((glue) => wasmKept.then(() => glue)) : wasmReady;
   }
+
 
   /**
    * True during a worker's first evaluation: its install event comes next. `self.serviceWorker`
@@ -154,7 +245,8 @@
 
   /**
    * The last install/activate/periodic-sync reports, for the app's own diagnostics;
-   * `wasmLoadStarted: 'first evaluation'` when extension() started the wasm before install.
+   * `wasmLoadStarted: 'first evaluation'` when extension() started the wasm before install;
+   * `wasmSource: 'cache' | 'network'`, where a pinned glue's wasm came from.
    */
   const reports = {};
 
@@ -185,6 +277,7 @@
           .then((r) => {
             reports.activate = r;
           }, report('activate'))
+          .then(() => pruneWasm().catch(report('deleting the wasm of earlier versions')))
           .then(() => (options.clientsClaim ? global.clients.claim() : undefined)),
       );
     });

@@ -18,7 +18,7 @@ importScripts('/pkg/worker/background_assets_worker.js');
 /** Bump after changing any shell file: a changed sw.js installs a fresh cache. */
 const SHELL_VERSION = 1;
 const SHELL_CACHE = `demo-shell-v${SHELL_VERSION}`;
-// The worker's own wasm is not here: the extension keeps it in its own cache (network first).
+// The worker's own wasm is not here: the extension keeps it in its own cache, under its digest.
 const SHELL = [
   '/',
   '/app.js',

@@ -73,6 +73,7 @@ pub fn run(profile: Profile) -> Result<()> {
         let bg = format!("{STEM}_bg.wasm");
         crate::wasm_opt::optimise_in_place(&[pkg.join(&bg), pkg.join("worker").join(&bg)])?;
     }
+    pin_worker_wasm(&pkg)?;
     copy_worker_entry(&pkg)?;
     write_worker_bundle(&pkg)?;
     write_package_json(&pkg)?;
@@ -162,6 +163,35 @@ fn copy_worker_entry(pkg: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Appends to the worker glue (`pkg/worker/background_assets.js`, and so to the bundle) the
+/// SHA-256 of the wasm it was built with, as `wasm_bindgen.wasmSha256`. The extension loads only
+/// a wasm with that digest and keeps it in Cache Storage under it, so a worker started again after
+/// a deploy runs its own wasm, not the server's newer one its glue does not match. And since the
+/// glue's bytes now change with the wasm's, a changed wasm alone updates the worker (browsers
+/// compare imported scripts byte for byte when they check for an update).
+fn pin_worker_wasm(pkg: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let worker = pkg.join("worker");
+    let wasm = std::fs::read(worker.join(format!("{STEM}_bg.wasm")))
+        .context("build: reading the worker's wasm")?;
+    let glue = worker.join(format!("{STEM}.js"));
+    let mut text = std::fs::read_to_string(&glue).context("build: reading the worker glue")?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&wasm_pin(&Sha256::digest(&wasm)));
+    std::fs::write(&glue, text).with_context(|| format!("build: writing {}", glue.display()))
+}
+
+/// The line [`pin_worker_wasm`] appends to the worker glue.
+fn wasm_pin(sha256: &[u8]) -> String {
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "// The SHA-256 of the wasm this glue was built with (cargo xtask build): the extension \
+         loads only that wasm.\nwasm_bindgen.wasmSha256 = '{hex}';\n"
+    )
 }
 
 /// The worker's one script: the classic-script glue, then the service worker entry.

@@ -53,6 +53,9 @@ struct Fixture {
     cdn: Option<Server>,
     site: ScratchDir,
     cdn_origin: String,
+    /// The package served at `/pkg/`: a scratch copy where a test changes it (a deploy).
+    pkg: PathBuf,
+    _pkg_copy: Option<ScratchDir>,
 }
 
 impl Fixture {
@@ -63,10 +66,30 @@ impl Fixture {
     /// Like [`start`](Self::start), the essential file (version 1) paced at `core_throttle`
     /// bytes per second.
     fn start_with(core_throttle: u64) -> Result<Fixture> {
-        let pkg = std::env::var_os("BA_E2E_PKG")
+        Fixture::start_serving(core_throttle, false)
+    }
+
+    /// Like [`start`](Self::start), `/pkg/` served from a scratch copy of the package, which
+    /// the test may change.
+    fn start_with_pkg_copy() -> Result<Fixture> {
+        Fixture::start_serving(CORE_V1_THROTTLE, true)
+    }
+
+    fn start_serving(core_throttle: u64, copy_pkg: bool) -> Result<Fixture> {
+        let built = std::env::var_os("BA_E2E_PKG")
             .map(PathBuf::from)
             .unwrap_or_else(workspace::pkg_dir);
-        workspace::ensure_pkg_built(&pkg)?;
+        workspace::ensure_pkg_built(&built)?;
+        let pkg_copy = if copy_pkg {
+            let copy = ScratchDir::new("e2e-pkg")?;
+            copy_tree(&built, copy.path())?;
+            Some(copy)
+        } else {
+            None
+        };
+        let pkg = pkg_copy
+            .as_ref()
+            .map_or(built, |copy| copy.path().to_path_buf());
         let cdn = Server::start(ServerConfig::default()).context("starting the CDN")?;
         let cdn_origin = cdn.origin();
         let site = ScratchDir::new("e2e-site")?;
@@ -80,7 +103,7 @@ impl Fixture {
         }
         write_declaration(site.path(), &cdn_origin, 1, core_throttle)?;
         let page = Server::start(ServerConfig::no_store(vec![
-            ("/pkg/", pkg),
+            ("/pkg/", pkg.clone()),
             ("/", site.path().to_path_buf()),
         ]))
         .context("starting the page server")?;
@@ -89,7 +112,27 @@ impl Fixture {
             cdn: Some(cdn),
             site,
             cdn_origin,
+            pkg,
+            _pkg_copy: pkg_copy,
         })
+    }
+
+    /// The worker's wasm as the package serves it.
+    fn worker_wasm(&self) -> PathBuf {
+        self.pkg.join("worker/background_assets_bg.wasm")
+    }
+
+    /// The page server's `GET`s of the worker's wasm so far.
+    fn worker_wasm_gets(&self) -> usize {
+        self.page()
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && r.path_and_query
+                        .starts_with("/pkg/worker/background_assets_bg.wasm")
+            })
+            .count()
     }
 
     /// Sets `backgroundFetch: true` in the site's `pkg.json` (before the page loads it).
@@ -737,11 +780,7 @@ const FIREFOX_IDLE_MS: u64 = 1500;
 async fn worker_restarts_offline(engine: Engine) -> Result<()> {
     let mut site = Fixture::start()?;
     let driver = WebDriver::start(engine)?;
-    let prefs = json!({
-        "dom.serviceWorkers.idle_timeout": FIREFOX_IDLE_MS,
-        "dom.serviceWorkers.idle_extended_timeout": 60_000,
-    });
-    let client = connect_with_prefs(&driver, prefs).await?;
+    let client = connect_with_prefs(&driver, idle_prefs()).await?;
     let outcome = async {
         open(&client, &site.url()).await?;
         fixture(&client, "register()").await?;
@@ -749,15 +788,7 @@ async fn worker_restarts_offline(engine: Engine) -> Result<()> {
         let installed_reports = fixture(&client, "reports()").await?;
         site.page.take();
         site.cdn.take();
-        match engine {
-            Engine::Chromium => {
-                cdp(&driver, &client, "ServiceWorker.enable", json!({})).await?;
-                cdp(&driver, &client, "ServiceWorker.stopAllWorkers", json!({})).await?;
-            }
-            Engine::Firefox => {
-                tokio::time::sleep(Duration::from_millis(FIREFOX_IDLE_MS * 3)).await;
-            }
-        }
+        stop_worker(engine, &driver, &client).await?;
         let served_offline = served(&client, &core_url(), Some("bytes=100000-100099")).await?;
         let after = fixture(&client, "hello()").await?;
         let restarted_reports = fixture(&client, "reports()").await?;
@@ -793,6 +824,192 @@ async fn worker_restarts_offline(engine: Engine) -> Result<()> {
         "offline range bytes"
     );
     Ok(())
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().context("a file name")?);
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target).with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `wasm` with a custom section appended: still a valid module, as a newer build would be, with
+/// another SHA-256.
+fn another_build(wasm: &[u8]) -> Vec<u8> {
+    let name = b"another-build";
+    let mut out = wasm.to_vec();
+    out.extend_from_slice(&[0, (name.len() + 1) as u8, name.len() as u8]);
+    out.extend_from_slice(name);
+    out
+}
+
+/// Stops the fixture's worker: through DevTools (Chromium), or by leaving it idle past the
+/// profile's `dom.serviceWorkers.idle_timeout` (Firefox).
+async fn stop_worker(engine: Engine, driver: &WebDriver, client: &Client) -> Result<()> {
+    match engine {
+        Engine::Chromium => {
+            cdp(driver, client, "ServiceWorker.enable", json!({})).await?;
+            cdp(driver, client, "ServiceWorker.stopAllWorkers", json!({})).await?;
+        }
+        Engine::Firefox => {
+            tokio::time::sleep(Duration::from_millis(FIREFOX_IDLE_MS * 3)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The Firefox preferences that stop an idle worker within [`FIREFOX_IDLE_MS`].
+fn idle_prefs() -> Value {
+    json!({
+        "dom.serviceWorkers.idle_timeout": FIREFOX_IDLE_MS,
+        "dom.serviceWorkers.idle_extended_timeout": 60_000,
+    })
+}
+
+/// A deploy while the worker is stopped: the server's wasm is now another build. The worker,
+/// woken again, runs its own wasm from Cache Storage (the one its glue was built with) and
+/// fetches none; before the wasm was pinned, it fetched the server's newer one first.
+async fn restarted_worker_keeps_its_wasm(engine: Engine) -> Result<()> {
+    let site = Fixture::start_with_pkg_copy()?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect_with_prefs(&driver, idle_prefs()).await?;
+    let built = std::fs::read(site.worker_wasm())?;
+    // An earlier version's copy in this registration's scope (deleted once the worker activates),
+    // and one of another registration's (left alone).
+    let scope = format!("{}/", site.page().origin());
+    let stale = format!("background-assets-wasm:{scope}:{}", "0".repeat(64));
+    let other = format!("background-assets-wasm:{scope}other/:{}", "1".repeat(64));
+    let outcome = async {
+        open(&client, &site.url()).await?;
+        client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 Promise.all([arguments[0], arguments[1]].map((name) =>
+                   caches.open(name).then((cache) => cache.put('/x.wasm', new Response('x')))))
+                   .then(() => done(null), (error) => done(String(error)));",
+                vec![json!(stale), json!(other)],
+            )
+            .await
+            .context("creating the earlier copies")?;
+        fixture(&client, "register()").await?;
+        let before = fixture(&client, "hello()").await?;
+        let installed = fixture(&client, "reports()").await?;
+        let gets_at_install = site.worker_wasm_gets();
+        std::fs::write(site.worker_wasm(), another_build(&built))?;
+        stop_worker(engine, &driver, &client).await?;
+        let after = fixture(&client, "hello()").await?;
+        let restarted = fixture(&client, "reports()").await?;
+        let caches = fixture(&client, "cacheNames()").await?;
+        Ok::<_, anyhow::Error>((
+            before,
+            after,
+            installed,
+            restarted,
+            gets_at_install,
+            site.worker_wasm_gets(),
+            caches,
+        ))
+    }
+    .await;
+    let _ = client.close().await;
+    let (before, after, installed, restarted, gets_at_install, gets, caches) = outcome?;
+    assert_eq!(
+        installed["wasmSource"], "network",
+        "installed worker: {installed}"
+    );
+    assert_eq!(gets_at_install, 1, "the install fetched the wasm once");
+    assert_ne!(
+        before["started"], after["started"],
+        "a new worker answered: {before} {after}"
+    );
+    assert_eq!(after["version"], before["version"], "{after}");
+    assert_eq!(
+        restarted["wasmSource"], "cache",
+        "restarted worker: {restarted}"
+    );
+    assert_eq!(
+        gets, gets_at_install,
+        "the restarted worker fetched no wasm"
+    );
+    // This registration keeps one copy, under the glue's digest; another's is left alone.
+    let mut pinned: Vec<&String> = caches
+        .as_object()
+        .context("cacheNames() is an object")?
+        .keys()
+        .filter(|name| name.starts_with("background-assets-wasm:"))
+        .collect();
+    pinned.sort();
+    let digest = hex_of(&sha2_digest(&built));
+    let ours = format!("background-assets-wasm:{scope}:{digest}");
+    assert_eq!(pinned, [&ours, &other], "{caches}");
+    Ok(())
+}
+
+/// The server hands the worker a wasm that is not its glue's at install: refused before it is
+/// instantiated (`WasmIntegrityMismatch`, naming the URL and both digests), nothing stored; once
+/// the server's wasm is right, the next event loads it.
+async fn wrong_wasm_is_refused(engine: Engine) -> Result<()> {
+    let site = Fixture::start_with_pkg_copy()?;
+    let driver = WebDriver::start(engine)?;
+    let client = connect(&driver).await?;
+    let built = std::fs::read(site.worker_wasm())?;
+    std::fs::write(site.worker_wasm(), another_build(&built))?;
+    let outcome = async {
+        open(&client, &site.url()).await?;
+        fixture(&client, "register()").await?;
+        let refused = fixture(&client, "hello()").await?;
+        let caches = fixture(&client, "cacheNames()").await?;
+        let entries = log(&client).await?;
+        std::fs::write(site.worker_wasm(), &built)?;
+        let fixed = fixture(&client, "hello()").await?;
+        let reports = fixture(&client, "reports()").await?;
+        Ok::<_, anyhow::Error>((refused, caches, entries, fixed, reports))
+    }
+    .await;
+    let _ = client.close().await;
+    let (refused, caches, entries, fixed, reports) = outcome?;
+    let message = refused["error"]
+        .as_str()
+        .with_context(|| format!("hello() with the wrong wasm answered: {refused}"))?;
+    let digest = hex_of(&sha2_digest(&built));
+    let wrong = hex_of(&sha2_digest(&another_build(&built)));
+    for part in [
+        "WasmIntegrityMismatch",
+        "/pkg/worker/background_assets_bg.wasm",
+        &digest,
+        &wrong,
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    let install_failed = entries
+        .iter()
+        .find(|e| is_call(e, "eventFailed", Some("install")));
+    let install_failed = install_failed.context("no eventFailed(install)")?;
+    assert_eq!(
+        install_failed["args"][1]["name"], "WasmIntegrityMismatch",
+        "{install_failed}"
+    );
+    assert!(
+        !caches.to_string().contains(&wrong)
+            && !caches.to_string().contains("background-assets-wasm:"),
+        "nothing stored: {caches}"
+    );
+    assert!(fixed["version"].is_string(), "{fixed}");
+    assert_eq!(reports["wasmSource"], "network", "{reports}");
+    Ok(())
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).to_vec()
 }
 
 /// Polls `window.fixture.bgfState(id)` until the `/bgf/` worker recorded an event for `id`.
@@ -1388,6 +1605,30 @@ async fn chromium_restarted_worker_serves_offline() -> Result<()> {
 #[ignore = "needs browsers and pkg/: run by cargo xtask test"]
 async fn firefox_restarted_worker_serves_offline() -> Result<()> {
     worker_restarts_offline(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_restarted_worker_keeps_its_wasm() -> Result<()> {
+    restarted_worker_keeps_its_wasm(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_restarted_worker_keeps_its_wasm() -> Result<()> {
+    restarted_worker_keeps_its_wasm(Engine::Firefox).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn chromium_wrong_wasm_is_refused() -> Result<()> {
+    wrong_wasm_is_refused(Engine::Chromium).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs browsers and pkg/: run by cargo xtask test"]
+async fn firefox_wrong_wasm_is_refused() -> Result<()> {
+    wrong_wasm_is_refused(Engine::Firefox).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
