@@ -10,7 +10,8 @@ const config = JSON.parse(new URLSearchParams(location.search).get('config'));
 const results = { errors: [], managerOne: [], engine: [], fetchDrain: [], idbPut: [], cachePut: [], fetchPut: [], engineMany: [],
   managerMany: [], fetchMany: [], fetchPutMany: [], precacheMany: [], fetchPutGrouped: [],
   precache: [], smallProfile: [], sha256: [], managerScale: [], engineMemory: [], engineMemorySmall: [], resumeKill: [], resumeWorkerKill: [], resumePause: [],
-  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], coldScript: [], coldWasm: [], wasmCompile: [] };
+  engineWindow: [], engineChunks: [], resumeKillWindow: [], coldOurs: [], coldEmpty: [], coldScript: [], coldWasm: [], wasmCompile: [],
+  restartOurs: [], restartEmpty: [] };
 
 /** The pause before each cold start and each compile, in ms. */
 const COLD_START_PAUSE_MS = 1000;
@@ -57,6 +58,37 @@ async function coldStart(script, scope) {
   const ms = performance.now() - started;
   await registration.unregister();
   return ms;
+}
+
+/**
+ * A stopped worker started again by a message: the message posted → its answer, in ms. The worker
+ * is installed and answers once, then cargo xtask bench stops it (`stopWorkers`); each answer
+ * carries its worker's `performance.timeOrigin`, so a worker that was not stopped is an error,
+ * not a fast start. The registration is removed after.
+ */
+async function restart(script, scope, token) {
+  const registration = await navigator.serviceWorker.register(script, { scope });
+  try {
+    const worker = registration.installing || registration.waiting || registration.active;
+    await activated(worker);
+    const before = await ask(worker, {});
+    status.dataset.killArmed = token; // cargo xtask bench watches closely until the stop
+    try {
+      await stopWorkers(token);
+    } finally {
+      delete status.dataset.killArmed;
+    }
+    await sleep(COLD_START_PAUSE_MS);
+    const started = performance.now();
+    const after = await ask(registration.active, {});
+    const ms = performance.now() - started;
+    if (typeof after.boot !== 'number' || after.boot === before.boot) {
+      throw new Error(`${script}: the worker answered without a restart (boot ${before.boot}, then ${after.boot})`);
+    }
+    return ms;
+  } finally {
+    await registration.unregister();
+  }
 }
 
 /**
@@ -111,6 +143,20 @@ async function main() {
       await sleep(COLD_START_PAUSE_MS);
       await record(list, `cold start (${label}) ${i + 1}/${c.coldRuns}`,
         () => coldStart(`/bench/${script}?cold=${tag}`, `/bench/cold/${k}-${tag}/`));
+    }
+  }
+  // A stopped worker woken by an event, the start every background wake pays (Chromium, where
+  // the bench can stop a worker through DevTools): ours and the empty worker in turn.
+  const restarted = [
+    [results.restartOurs, 'ours', 'ours-sw.js'],
+    [results.restartEmpty, 'empty', 'empty-sw.js'],
+  ];
+  for (let i = 0; wanted('cold') && c.realKill && i < c.coldRuns; i++) {
+    const tag = `${Date.now()}-${i}`;
+    for (let k = 0; k < restarted.length; k++) {
+      const [list, label, script] = restarted[(i + k) % restarted.length];
+      await record(list, `restart after a stop (${label}) ${i + 1}/${c.coldRuns}`,
+        () => restart(`/bench/${script}?restart=${tag}`, `/bench/restart/${k}-${tag}/`, `restart-${k}-${tag}`));
     }
   }
   // The release wasm's compile alone, in this page, after every start (see the pause above).

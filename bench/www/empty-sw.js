@@ -1,5 +1,6 @@
 // The empty service worker the cold-start measure compares against: it only activates and
-// answers one message.
+// answers messages. The answer's `boot` (this evaluation's time origin) tells a restarted worker
+// from one that kept running.
 self.addEventListener('install', (event) => {
   event.waitUntil(self.skipWaiting());
 });
@@ -8,5 +9,5 @@ self.addEventListener('activate', (event) => {
 });
 self.addEventListener('message', (event) => {
   const port = event.ports[0];
-  if (port) port.postMessage({ type: 'hello' });
+  if (port) port.postMessage({ type: 'hello', boot: performance.timeOrigin });
 });

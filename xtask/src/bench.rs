@@ -660,6 +660,9 @@ impl Numbers {
         set("diag_wasm_compile_ms", median(plain(raw, "wasmCompile")));
         set("diag_cold_script_ms", median(plain(raw, "coldScript")));
         set("diag_cold_wasm_ms", median(plain(raw, "coldWasm")));
+        // Where the bench can stop a worker (Chromium): a stopped worker woken by a message.
+        set("diag_restart_ms", median(plain(raw, "restartOurs")));
+        set("diag_restart_empty_ms", median(plain(raw, "restartEmpty")));
         // Known only where the page stopped the run itself.
         set(
             "diag_received_twice_kill",
@@ -969,6 +972,24 @@ impl Numbers {
             let mut row = Row::info(label, g(field), 1);
             if let (Some(part), Some(e)) = (g(field), empty) {
                 row.ratio = format!("{:+.1} ms", part - e);
+            }
+            rows.push(row);
+        }
+        if plan.real_kill {
+            let (ours, empty) = (g("diag_restart_ms"), g("diag_restart_empty_ms"));
+            let mut row = Row::compare(
+                "worker restart: a stopped worker (stopped through DevTools) woken by a message → its answer, ours vs empty (ms)",
+                ours,
+                empty,
+                1,
+                "ours − empty ≤ 30 ms",
+                match (ours, empty) {
+                    (Some(o), Some(e)) => Some(o - e <= 30.0),
+                    _ => None,
+                },
+            );
+            if let (Some(o), Some(e)) = (ours, empty) {
+                row.ratio = format!("{:+.1} ms", o - e);
             }
             rows.push(row);
         }
@@ -1412,7 +1433,8 @@ fn render_markdown(
          - Cold start: from `navigator.serviceWorker.register` to the worker activated and its \
          first message answered, `bench/www/ours-sw.js` (the library's worker script \
          `pkg/worker/background_assets_worker.js`, its wasm loaded from the top level and \
-         instantiated before install completes) vs a worker that does nothing; each run \
+         instantiated before install completes: fetched, checked against the glue's SHA-256 and \
+         compiled, its copy stored in Cache Storage meanwhile) vs a worker that does nothing; each run \
          registers a new scope and script URL and unregisters after. Two diagnostic workers \
          each do half of ours: `bench/www/script-only-sw.js` imports the library's worker \
          script and never loads the wasm, `bench/www/wasm-only-sw.js` fetches and compiles the \
@@ -1424,7 +1446,14 @@ fn render_markdown(
          diagnostic run just before ours, +75 and +89 ms with the pause and rotation). \
          Diagnostic: `WebAssembly.compile` of `pkg/background_assets_bg.wasm` in the bench \
          page, after all the starts, each after the same pause (its bytes fetched before the \
-         clock starts).\n",
+         clock starts).\n\
+         - Restart (where DevTools can stop a worker: Chromium): the start every background \
+         wake pays. Ours and the empty worker are installed and answer once, `cargo xtask \
+         bench` stops every service worker (`ServiceWorker.stopAllWorkers`), and after a 1 s \
+         pause the page times a message from its post to its answer, which starts the worker \
+         again (ours loads its wasm again, from its copy in Cache Storage). Each answer carries the \
+         worker's `performance.timeOrigin`: a worker that answers with the same one was not \
+         stopped, and that run fails.\n",
     );
     push_errors(&mut out, errors);
     out
@@ -1553,6 +1582,8 @@ mod tests {
             "coldEmpty": [5.0],
             "coldScript": [12.0, 13.0],
             "wasmCompile": [7.0, 9.0, 8.0],
+            "restartOurs": [21.0, null, 25.0],
+            "restartEmpty": [4.0],
             "fetchPut": [{"ms": 400.0}, {"ms": 500.0}],
             "fetchPutMany": [{"ms": 1500.0}, null, {"ms": 1700.0}, {"ms": 1600.0}],
             "precacheMany": [{"ms": 2250.0}],
@@ -1591,6 +1622,9 @@ mod tests {
         };
         assert_row("WebAssembly.compile", "8.0");
         assert_row("worker script imported alone", "+7.5 ms");
+        // A restart (Chromium: the worker stopped through DevTools): 23 against 4 ms.
+        assert_row("worker restart", "+19.0 ms");
+        assert!(!object.contains_key("diag_restart_ms"));
         // The manager's throughput is the issue's field; the engine alone is a diagnostic.
         assert_row("through engine* alone (MiB/s)", "50.0");
         assert!(!object.contains_key("diag_engine_mib_s"));
