@@ -195,7 +195,6 @@
     return digest && store ? wasmReady.then((glue) => wasmKept.then(() => glue)) : wasmReady;
   }
 
-
   /**
    * True during a worker's first evaluation: its install event comes next. `self.serviceWorker`
    * is the worker's own ServiceWorker, 'parsed' until install starts (Chromium). Without it

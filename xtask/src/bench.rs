@@ -936,23 +936,12 @@ impl Numbers {
             "≤ 102400",
             gzip.map(|z| z <= 102_400.0),
         ));
-        let cold = g("cold_start_ms");
         let empty = g("empty_worker_start_ms");
-        let mut start = Row::compare(
+        rows.push(Row::start(
             "worker cold start: register → activated + first answer, ours (the library worker, wasm instantiated) vs empty (ms)",
-            cold,
+            g("cold_start_ms"),
             empty,
-            1,
-            "ours − empty ≤ 30 ms",
-            match (cold, empty) {
-                (Some(c), Some(e)) => Some(c - e <= 30.0),
-                _ => None,
-            },
-        );
-        if let (Some(c), Some(e)) = (cold, empty) {
-            start.ratio = format!("{:+.1} ms", c - e);
-        }
-        rows.push(start);
+        ));
         rows.push(Row::info(
             "  diagnostic: WebAssembly.compile of the release wasm alone, in the bench page (ms)",
             g("diag_wasm_compile_ms"),
@@ -976,22 +965,11 @@ impl Numbers {
             rows.push(row);
         }
         if plan.real_kill {
-            let (ours, empty) = (g("diag_restart_ms"), g("diag_restart_empty_ms"));
-            let mut row = Row::compare(
+            rows.push(Row::start(
                 "worker restart: a stopped worker (stopped through DevTools) woken by a message → its answer, ours vs empty (ms)",
-                ours,
-                empty,
-                1,
-                "ours − empty ≤ 30 ms",
-                match (ours, empty) {
-                    (Some(o), Some(e)) => Some(o - e <= 30.0),
-                    _ => None,
-                },
-            );
-            if let (Some(o), Some(e)) = (ours, empty) {
-                row.ratio = format!("{:+.1} ms", o - e);
-            }
-            rows.push(row);
+                g("diag_restart_ms"),
+                g("diag_restart_empty_ms"),
+            ));
         }
         let scheduled = g("diag_scale_scheduled").unwrap_or(0.0) as u64;
         let complete = scheduled == u64::from(plan.scale_count);
@@ -1107,6 +1085,23 @@ impl Row {
             ratio: "—".to_string(),
             ..Row::compare(measure, ours, None, decimals, target, met)
         }
+    }
+
+    /// A worker start, ours against the empty worker's: the difference must be ≤ 30 ms.
+    fn start(measure: &str, ours: Option<f64>, empty: Option<f64>) -> Row {
+        let difference = ours.zip(empty).map(|(o, e)| o - e);
+        let mut row = Row::compare(
+            measure,
+            ours,
+            empty,
+            1,
+            "ours − empty ≤ 30 ms",
+            difference.map(|d| d <= 30.0),
+        );
+        if let Some(d) = difference {
+            row.ratio = format!("{d:+.1} ms");
+        }
+        row
     }
 
     fn info(measure: &str, value: Option<f64>, decimals: usize) -> Row {
