@@ -181,13 +181,12 @@ fn pin_worker_wasm(pkg: &Path) -> Result<()> {
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&wasm_pin(&Sha256::digest(&wasm)));
+    text.push_str(&wasm_pin(&xtask::cdn::hex(&Sha256::digest(&wasm))));
     std::fs::write(&glue, text).with_context(|| format!("build: writing {}", glue.display()))
 }
 
-/// The line [`pin_worker_wasm`] appends to the worker glue.
-fn wasm_pin(sha256: &[u8]) -> String {
-    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+/// The line [`pin_worker_wasm`] appends to the worker glue, for the SHA-256 `hex`.
+fn wasm_pin(hex: &str) -> String {
     format!(
         "// The SHA-256 of the wasm this glue was built with (cargo xtask build): the extension \
          loads only that wasm.\nwasm_bindgen.wasmSha256 = '{hex}';\n"

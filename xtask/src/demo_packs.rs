@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use xtask::cdn::{generated_bytes, generated_chunk_digests, generated_sha256};
+use xtask::cdn::{generated_bytes, generated_chunk_digests, generated_sha256, hex};
 use xtask::workspace;
 
 /// Bytes in a mebibyte.
@@ -207,10 +207,6 @@ pub fn assets_dir() -> PathBuf {
 
 fn video_path() -> PathBuf {
     assets_dir().join(VIDEO_ASSET)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The URL `file` is fetched from.

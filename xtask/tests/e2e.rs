@@ -19,7 +19,7 @@ use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use xtask::cdn::{generated_bytes, generated_sha256, RequestRecord, Server, ServerConfig};
+use xtask::cdn::{generated_bytes, generated_sha256, hex, RequestRecord, Server, ServerConfig};
 use xtask::webdriver::{Engine, ScratchDir, WebDriver};
 use xtask::workspace;
 
@@ -372,14 +372,10 @@ async fn cdp(driver: &WebDriver, client: &Client, cmd: &str, params: Value) -> R
     driver.cdp(client, cmd, params).await
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn generated_hex(len: u64, seed: u64, start: u64, end: u64) -> String {
     let mut buf = vec![0u8; (end - start) as usize];
     generated_bytes(len, seed, start, &mut buf);
-    hex_of(&buf)
+    hex(&buf)
 }
 
 /// Fetches a served URL from the page (through the service worker), optionally with `Range`.
@@ -947,7 +943,7 @@ async fn restarted_worker_keeps_its_wasm(engine: Engine) -> Result<()> {
         .filter(|name| name.starts_with("background-assets-wasm:"))
         .collect();
     pinned.sort();
-    let digest = hex_of(&sha2_digest(&built));
+    let digest = sha256_hex(&built);
     let ours = format!("background-assets-wasm:{scope}:{digest}");
     assert_eq!(pinned, [&ours, &other], "{caches}");
     Ok(())
@@ -979,8 +975,8 @@ async fn wrong_wasm_is_refused(engine: Engine) -> Result<()> {
     let message = refused["error"]
         .as_str()
         .with_context(|| format!("hello() with the wrong wasm answered: {refused}"))?;
-    let digest = hex_of(&sha2_digest(&built));
-    let wrong = hex_of(&sha2_digest(&another_build(&built)));
+    let digest = sha256_hex(&built);
+    let wrong = sha256_hex(&another_build(&built));
     for part in [
         "WasmIntegrityMismatch",
         "/pkg/worker/background_assets_bg.wasm",
@@ -1007,9 +1003,9 @@ async fn wrong_wasm_is_refused(engine: Engine) -> Result<()> {
     Ok(())
 }
 
-fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).to_vec()
+    hex(&Sha256::digest(bytes))
 }
 
 /// Polls `window.fixture.bgfState(id)` until the `/bgf/` worker recorded an event for `id`.

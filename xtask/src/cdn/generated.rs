@@ -107,7 +107,7 @@ pub fn generated_chunk_digests(len: u64, seed: u64, chunk: u64) -> String {
 }
 
 /// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

@@ -112,6 +112,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use body::{ClosableIo, CloseFlag, OutageClock, ResponseBody, Source, ABORT};
 use faults::FaultPlan;
 use files::Lookup;
+pub use generated::hex;
 pub use generated::{generated_bytes, generated_chunk_digests, generated_sha256};
 use respond::{preflight, redirect, serve, text, Representation};
 
