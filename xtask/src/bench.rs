@@ -66,6 +66,9 @@ const COLD_RUNS_PER_RUN: u32 = 5;
 struct Plan {
     runs: u32,
     len: u64,
+    /// The resume measure's asset: the large asset's size, but at least 64 MiB in a `--quick`
+    /// run (a 16 MiB download could end before DevTools stopped its worker at ~50%).
+    resume_len: u64,
     memory_len: u64,
     memory_runs: u32,
     small_count: u32,
@@ -81,9 +84,11 @@ impl Plan {
     fn new(options: &Options) -> Plan {
         let quick = options.quick;
         let runs = options.runs.unwrap_or(if quick { 2 } else { 5 }).max(1);
+        let len = options.size_mib.unwrap_or(if quick { 16 } else { 256 }) << 20;
         Plan {
             runs,
-            len: options.size_mib.unwrap_or(if quick { 16 } else { 256 }) << 20,
+            len,
+            resume_len: if quick { len.max(64 << 20) } else { len },
             memory_len: options.memory_mib.unwrap_or(if quick { 64 } else { 1024 }) << 20,
             memory_runs: if quick { 1 } else { runs },
             small_count: if quick { 100 } else { 1000 },
@@ -101,13 +106,79 @@ impl Plan {
         }
     }
 
+    /// Why this plan is not the issue's measure (fewer than 5 runs, another size or count, other
+    /// than 6 at a time), or `None` if it is. BENCHMARKS.md records only the issue's measure: a
+    /// `--quick` smoke run or a reduced run prints its table and leaves the file alone.
+    fn reduced(&self) -> Option<String> {
+        let full = Plan::new(&Options {
+            engine: Engine::Chromium,
+            quick: false,
+            json: None,
+            size_mib: None,
+            memory_mib: None,
+            runs: None,
+            command_line: String::new(),
+        });
+        let mut why = Vec::new();
+        if self.runs < full.runs {
+            why.push(format!(
+                "{} run(s) per measure, not {}",
+                self.runs, full.runs
+            ));
+        }
+        if self.len != full.len || self.resume_len != full.resume_len {
+            why.push(format!(
+                "a {} MiB asset, not {}",
+                self.len >> 20,
+                full.len >> 20
+            ));
+        }
+        if self.memory_len != full.memory_len || self.memory_runs < full.runs {
+            why.push(format!(
+                "the memory measure {} MiB x {}, not {} MiB x {}",
+                self.memory_len >> 20,
+                self.memory_runs,
+                full.memory_len >> 20,
+                full.runs
+            ));
+        }
+        if self.small_count != full.small_count || self.small_size != full.small_size {
+            why.push(format!(
+                "{} small files of {} KiB, not {} of {}",
+                self.small_count,
+                self.small_size >> 10,
+                full.small_count,
+                full.small_size >> 10
+            ));
+        }
+        if self.concurrency != DEFAULT_CONCURRENCY {
+            why.push(format!(
+                "{} at a time, not {DEFAULT_CONCURRENCY}",
+                self.concurrency
+            ));
+        }
+        if self.cold_runs < full.cold_runs {
+            why.push(format!(
+                "{} cold starts of each worker, not {}",
+                self.cold_runs, full.cold_runs
+            ));
+        }
+        if self.scale_count != full.scale_count {
+            why.push(format!(
+                "{} scheduled downloads, not {}",
+                self.scale_count, full.scale_count
+            ));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+
     fn page_config(&self, cdn: &str) -> Value {
         json!({
             "cdn": cdn,
             "runs": self.runs,
             "len": self.len,
             "chunk": CHUNK,
-            "resumeLen": self.len,
+            "resumeLen": self.resume_len,
             "memLen": self.memory_len,
             "memoryRuns": self.memory_runs,
             "smallCount": self.small_count,
@@ -166,8 +237,11 @@ fn concurrency() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(6)
+        .unwrap_or(DEFAULT_CONCURRENCY)
 }
+
+/// Downloads at a time in the small-files measure, unless `BA_BENCH_CONCURRENCY` says otherwise.
+const DEFAULT_CONCURRENCY: u32 = 6;
 
 /// The sections named in `BA_BENCH_ONLY` (comma-separated: cold, throughput, small, resume,
 /// scale, memory), for quick iterations on one measure; `None` (every section) when unset.
@@ -343,6 +417,8 @@ pub fn run(options: &Options) -> Result<bool> {
         );
     } else if !profiling_args().is_empty() {
         println!("bench: {CHROMIUM_ARGS_ENV} set (profiling run): BENCHMARKS.md left as it is");
+    } else if let Some(why) = plan.reduced() {
+        println!("bench: a reduced run ({why}): BENCHMARKS.md left as it is");
     } else {
         let md_path = workspace::root().join("BENCHMARKS.md");
         let old = std::fs::read_to_string(&md_path).unwrap_or_default();
@@ -1640,6 +1716,39 @@ mod tests {
         assert!(!object.contains_key("diag_small_files_fetch_put_s"));
         assert!(!object.contains_key("diag_small_files_fetch_put_grouped_s"));
         assert!(!object.contains_key("diag_small_files_precache_concurrent_s"));
+    }
+
+    fn plan(quick: bool, size_mib: Option<u64>, runs: Option<u32>) -> Plan {
+        Plan::new(&Options {
+            engine: Engine::Firefox,
+            quick,
+            json: None,
+            size_mib,
+            memory_mib: None,
+            runs,
+            command_line: String::new(),
+        })
+    }
+
+    #[test]
+    fn only_the_issues_measure_is_written_to_benchmarks_md() {
+        assert_eq!(plan(false, None, None).reduced(), None);
+        assert_eq!(plan(false, None, Some(8)).reduced(), None);
+        assert_eq!(plan(false, Some(256), None).reduced(), None);
+        let quick = plan(true, None, None)
+            .reduced()
+            .expect("a --quick run is reduced");
+        assert!(quick.contains("2 run(s) per measure, not 5"), "{quick}");
+        assert!(quick.contains("a 16 MiB asset, not 256"), "{quick}");
+        assert!(quick.contains("100 small files of 64 KiB"), "{quick}");
+        let fewer = plan(false, None, Some(3))
+            .reduced()
+            .expect("3 runs are reduced");
+        assert!(fewer.starts_with("3 run(s) per measure, not 5"), "{fewer}");
+        let smaller = plan(false, Some(64), None)
+            .reduced()
+            .expect("a smaller asset");
+        assert_eq!(smaller, "a 64 MiB asset, not 256");
     }
 
     #[test]
