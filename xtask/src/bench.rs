@@ -519,15 +519,13 @@ async fn wait_for_results(
             .context("finding <output id=status>")?;
         // The resume measure's real kill (Chromium): the page asks, this stops every service
         // worker through DevTools and answers.
-        let armed = if real_kill {
-            status.attr("data-kill-armed").await?
+        let (armed, request) = if real_kill {
+            (
+                status.attr("data-kill-armed").await?,
+                status.attr("data-kill-request").await?,
+            )
         } else {
-            None
-        };
-        let request = if real_kill {
-            status.attr("data-kill-request").await?
-        } else {
-            None
+            (None, None)
         };
         if let Some(token) = request {
             if status.attr("data-kill-done").await?.as_deref() != Some(token.as_str()) {
